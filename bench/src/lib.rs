@@ -1,0 +1,1 @@
+//! jalin-bench: open-loop load generation, latency histograms and overhead scenarios.

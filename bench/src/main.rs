@@ -1,0 +1,2 @@
+//! The `jalin-bench` binary.
+fn main() {}

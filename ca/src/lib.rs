@@ -1,0 +1,1 @@
+//! jalin-ca: certificate authority and workload identity rooted in an agency PKI.

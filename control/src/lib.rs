@@ -1,0 +1,1 @@
+//! jalin-control: the control plane library behind the `jalin` CLI.

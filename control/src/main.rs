@@ -1,0 +1,2 @@
+//! The `jalin` binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! jalin-proxy: the data plane, a sidecar and gateway proxy.

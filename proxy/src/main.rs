@@ -1,0 +1,2 @@
+//! The `jalin-proxy` binary.
+fn main() {}
