@@ -1,0 +1,33 @@
+//! mTLS between proxies: rustls configs (aws-lc-rs) for inbound and outbound, SPIFFE peer
+//! verification with one refusal taxonomy, TLS policies, trust bundles and TLS detection.
+//!
+//! Request order: [`detect`] (is it TLS? per-port mode) → [`inbound`] (terminate, verify the
+//! client, [`PeerIdentity`]) / [`outbound`] (originate, verify the server's SPIFFE ID). Both
+//! verifiers share [`verify::verify_peer`] and [`reason::Refusal`].
+
+pub mod detect;
+pub mod inbound;
+pub mod outbound;
+pub mod policy;
+pub mod reason;
+pub mod trust;
+pub mod verify;
+
+pub use detect::{Detection, InboundAction, PortMtlsMode, classify, inbound_action};
+pub use inbound::{
+    PeerIdentity, PeerIdentityError, SpiffeClientVerifier, fingerprint_sha256, peer_identity,
+    server_config,
+};
+pub use outbound::{OutboundConfigError, SpiffeServerVerifier, client_config};
+pub use policy::{TlsPolicy, TlsPolicyName, fips_active};
+pub use reason::{
+    Direction, HANDSHAKE_FAILURES_METRIC, Refusal, RefusalReason, record_handshake_error,
+    record_refusal,
+};
+pub use trust::{TrustBundle, TrustBundleError, TrustStore};
+pub use verify::{PeerRole, VerifiedPeer, verify_peer};
+
+/// ALPN protocol id of HTTP/2.
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN protocol id of HTTP/1.1.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
