@@ -31,7 +31,9 @@ impl From<rcgen::Error> for DevCaError {
 pub struct DevCa {
     trust_domain: TrustDomain,
     root: CertificateDer<'static>,
+    root_pem: String,
     intermediate: CertificateDer<'static>,
+    intermediate_pem: String,
     issuer: Issuer<'static, KeyPair>,
     ttl: Mutex<Duration>,
 }
@@ -78,18 +80,25 @@ impl DevCa {
     /// A new root (pathLen 1) and intermediate (pathLen 0), valid for 30 days, issuing
     /// workload certificates of `ttl` for `trust_domain`.
     pub fn new(trust_domain: TrustDomain, ttl: Duration) -> Result<Self, DevCaError> {
+        Self::named("jalin dev", trust_domain, ttl)
+    }
+
+    /// Like [`DevCa::new`], with subject names "<name> root" and "<name> intermediate".
+    pub fn named(name: &str, trust_domain: TrustDomain, ttl: Duration) -> Result<Self, DevCaError> {
         let not_after = OffsetDateTime::now_utc() + time::Duration::days(30);
         let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let root_params = ca_params("jalin dev root", 1, not_after);
+        let root_params = ca_params(&format!("{name} root"), 1, not_after);
         let root = root_params.self_signed(&root_key)?;
         let root_issuer = Issuer::new(root_params, root_key);
         let int_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let int_params = ca_params("jalin dev intermediate", 0, not_after);
+        let int_params = ca_params(&format!("{name} intermediate"), 0, not_after);
         let intermediate = int_params.signed_by(&int_key, &root_issuer)?;
         Ok(Self {
             trust_domain,
             root: root.der().clone(),
+            root_pem: root.pem(),
             intermediate: intermediate.der().clone(),
+            intermediate_pem: intermediate.pem(),
             issuer: Issuer::new(int_params, int_key),
             ttl: Mutex::new(ttl),
         })
@@ -98,6 +107,16 @@ impl DevCa {
     /// The root certificate (DER), for trust bundles.
     pub fn root(&self) -> CertificateDer<'static> {
         self.root.clone()
+    }
+
+    /// The root certificate, PEM (for tools such as openssl and curl).
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// The intermediate certificate, PEM.
+    pub fn intermediate_pem(&self) -> &str {
+        &self.intermediate_pem
     }
 
     /// The intermediate certificate (DER).
@@ -178,6 +197,17 @@ impl DevCa {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let chain = self.sign_params(&self.leaf_params(id, dns_names)?, &key)?;
         Ok((chain, key))
+    }
+
+    /// Issues a workload certificate for `id` with a fresh key, as PEM: (leaf + intermediate
+    /// chain, PKCS#8 key). For handing to tools such as openssl and curl in tests.
+    pub fn issue_pem(&self, id: &SpiffeId, dns_names: &[&str]) -> Result<(String, String), DevCaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let leaf = self.leaf_params(id, dns_names)?.signed_by(&key, &self.issuer)?;
+        Ok((
+            format!("{}{}", leaf.pem(), self.intermediate_pem),
+            key.serialize_pem(),
+        ))
     }
 
     /// Signs a CSR: exactly one SPIFFE URI SAN in this CA's trust domain, nothing else.

@@ -51,11 +51,11 @@ pub fn verify_peer(
     expected: &[SpiffeId],
 ) -> Result<VerifiedPeer, Refusal> {
     let ee = webpki::EndEntityCert::try_from(end_entity).map_err(|e| Refusal::from_webpki(&e))?;
-    // EKU is *required* (not merely "required if present"): mesh certificates always carry it,
-    // and a certificate without it was not issued for mTLS.
+    // webpki applies the EKU to every certificate of the path, so it can only require it
+    // "if present" (CAs rarely carry EKU); the leaf's EKU is then *required* below.
     let usage = match role {
-        PeerRole::Client => webpki::KeyUsage::required(EKU_CLIENT_AUTH),
-        PeerRole::Server => webpki::KeyUsage::required(EKU_SERVER_AUTH),
+        PeerRole::Client => webpki::KeyUsage::required_if_present(EKU_CLIENT_AUTH),
+        PeerRole::Server => webpki::KeyUsage::required_if_present(EKU_SERVER_AUTH),
     };
     ee.verify_for_usage(
         algorithms.all,
@@ -74,6 +74,29 @@ pub fn verify_peer(
             format!("leaf is not X.509: {e}"),
         )
     })?;
+    let has_eku = match cert.extended_key_usage() {
+        Ok(Some(eku)) => match role {
+            PeerRole::Client => eku.value.client_auth,
+            PeerRole::Server => eku.value.server_auth,
+        },
+        Ok(None) => false,
+        Err(e) => {
+            return Err(Refusal::new(
+                RefusalReason::BadCertificate,
+                format!("leaf extendedKeyUsage is malformed: {e}"),
+            ));
+        }
+    };
+    if !has_eku {
+        let wanted = match role {
+            PeerRole::Client => "clientAuth",
+            PeerRole::Server => "serverAuth",
+        };
+        return Err(Refusal::new(
+            RefusalReason::WrongEku,
+            format!("leaf has no extendedKeyUsage {wanted}; mesh certificates carry clientAuth and serverAuth"),
+        ));
+    }
     let spiffe_id = spiffe_id_from_cert(&cert).map_err(|e| match e {
         SvidError::NoUriSan => Refusal::new(RefusalReason::NoUriSan, e.to_string()),
         SvidError::BadEncoding(_) => Refusal::new(RefusalReason::BadCertificate, e.to_string()),
