@@ -199,15 +199,12 @@ impl DevCa {
         Ok((chain, key))
     }
 
-    /// Issues a workload certificate for `id` with a fresh key, as PEM: (leaf + intermediate
-    /// chain, PKCS#8 key). For handing to tools such as openssl and curl in tests.
+    /// Issues a workload certificate for `id` with a fresh key, as PEM: (leaf, PKCS#8 key);
+    /// append [`DevCa::intermediate_pem`] for the full chain. For tools such as openssl and curl.
     pub fn issue_pem(&self, id: &SpiffeId, dns_names: &[&str]) -> Result<(String, String), DevCaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let leaf = self.leaf_params(id, dns_names)?.signed_by(&key, &self.issuer)?;
-        Ok((
-            format!("{}{}", leaf.pem(), self.intermediate_pem),
-            key.serialize_pem(),
-        ))
+        Ok((leaf.pem(), key.serialize_pem()))
     }
 
     /// Signs a CSR: exactly one SPIFFE URI SAN in this CA's trust domain, nothing else.

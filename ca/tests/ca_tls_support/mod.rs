@@ -316,12 +316,14 @@ async fn read_head<S: AsyncRead + Unpin>(s: &mut S) -> io::Result<Option<String>
 }
 
 async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, body: String) {
-    while let Ok(Some(_)) = read_head(&mut s).await {
+    while let Ok(Some(head)) = read_head(&mut s).await {
+        let close = head.to_ascii_lowercase().contains("connection: close");
         let resp = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
-        if s.write_all(resp.as_bytes()).await.is_err() || s.flush().await.is_err() {
+        if s.write_all(resp.as_bytes()).await.is_err() || s.flush().await.is_err() || close {
+            let _ = s.shutdown().await;
             return;
         }
     }
