@@ -2,6 +2,9 @@
 //! listener built with jalin's server config and a jalin-issued certificate, present a
 //! jalin-issued client certificate, and are refused without one.
 
+// Test crate: helpers panic on broken fixtures by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod ca_tls_support;
 
 use std::path::Path;
@@ -65,7 +68,11 @@ async fn openssl_and_curl_with_and_without_client_certificates() {
     let files = Files {
         root: write(dir.path(), "root.pem", ca.root_pem()),
         leaf: write(dir.path(), "leaf.pem", &leaf_pem),
-        chain: write(dir.path(), "chain.pem", &format!("{leaf_pem}{}", ca.intermediate_pem())),
+        chain: write(
+            dir.path(),
+            "chain.pem",
+            &format!("{leaf_pem}{}", ca.intermediate_pem()),
+        ),
         intermediate: write(dir.path(), "intermediate.pem", ca.intermediate_pem()),
         key: write(dir.path(), "key.pem", &key_pem),
         _dir: dir,
@@ -75,25 +82,49 @@ async fn openssl_and_curl_with_and_without_client_certificates() {
     // openssl s_client with a client certificate: verified both ways, gets the echoed identity.
     let out = run(
         Command::new("openssl").args([
-            "s_client", "-connect", &connect, "-servername", HOST,
-            "-CAfile", &files.root, "-verify_return_error",
-            "-cert", &files.leaf, "-cert_chain", &files.intermediate, "-key", &files.key,
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            HOST,
+            "-CAfile",
+            &files.root,
+            "-verify_return_error",
+            "-cert",
+            &files.leaf,
+            "-cert_chain",
+            &files.intermediate,
+            "-key",
+            &files.key,
             "-ign_eof",
         ]),
         REQUEST,
     )
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Verify return code: 0 (ok)"), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("Verify return code: 0 (ok)"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("HTTP/1.1 200 OK"), "{stdout}");
     assert!(stdout.contains(&client_id.to_string()), "{stdout}");
-    assert!(matches!(server.next_event().await, ServerEvent::Accepted(p) if p.spiffe_id == client_id));
+    assert!(
+        matches!(server.next_event().await, ServerEvent::Accepted(p) if p.spiffe_id == client_id)
+    );
 
     // openssl s_client without a client certificate: refused.
     let out = run(
         Command::new("openssl").args([
-            "s_client", "-connect", &connect, "-servername", HOST,
-            "-CAfile", &files.root, "-verify_return_error", "-ign_eof",
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            HOST,
+            "-CAfile",
+            &files.root,
+            "-verify_return_error",
+            "-ign_eof",
         ]),
         REQUEST,
     )
@@ -110,25 +141,54 @@ async fn openssl_and_curl_with_and_without_client_certificates() {
     let url = format!("https://{HOST}:{port}/");
     let out = run(
         Command::new("curl").args([
-            "-sS", "--http1.1", "--max-time", "20", "--resolve", &resolve,
-            "--cacert", &files.root, "--cert", &files.chain, "--key", &files.key, &url,
+            "-sS",
+            "--http1.1",
+            "--max-time",
+            "20",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &files.root,
+            "--cert",
+            &files.chain,
+            "--key",
+            &files.key,
+            &url,
         ]),
         b"",
     )
     .await;
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout), client_id.to_string());
-    assert!(matches!(server.next_event().await, ServerEvent::Accepted(p) if p.spiffe_id == client_id));
+    assert!(
+        matches!(server.next_event().await, ServerEvent::Accepted(p) if p.spiffe_id == client_id)
+    );
 
     // curl without a client certificate: refused.
     let out = run(
         Command::new("curl").args([
-            "-sS", "--http1.1", "--max-time", "20", "--resolve", &resolve, "--cacert", &files.root, &url,
+            "-sS",
+            "--http1.1",
+            "--max-time",
+            "20",
+            "--resolve",
+            &resolve,
+            "--cacert",
+            &files.root,
+            &url,
         ]),
         b"",
     )
     .await;
-    assert!(!out.status.success(), "curl without a certificate succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "curl without a certificate succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     match server.next_event().await {
         ServerEvent::Refused(r) => assert_eq!(r.reason, RefusalReason::NoClientCert),
         other => panic!("curl without cert: {other:?}"),

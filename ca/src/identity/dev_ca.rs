@@ -201,9 +201,15 @@ impl DevCa {
 
     /// Issues a workload certificate for `id` with a fresh key, as PEM: (leaf, PKCS#8 key);
     /// append [`DevCa::intermediate_pem`] for the full chain. For tools such as openssl and curl.
-    pub fn issue_pem(&self, id: &SpiffeId, dns_names: &[&str]) -> Result<(String, String), DevCaError> {
+    pub fn issue_pem(
+        &self,
+        id: &SpiffeId,
+        dns_names: &[&str],
+    ) -> Result<(String, String), DevCaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let leaf = self.leaf_params(id, dns_names)?.signed_by(&key, &self.issuer)?;
+        let leaf = self
+            .leaf_params(id, dns_names)?
+            .signed_by(&key, &self.issuer)?;
         Ok((leaf.pem(), key.serialize_pem()))
     }
 
@@ -245,15 +251,5 @@ impl CertificateSource for DevCa {
             chain,
             roots: Vec::new(),
         })
-    }
-}
-
-#[async_trait::async_trait]
-impl<T: CertificateSource> CertificateSource for std::sync::Arc<T> {
-    async fn sign(
-        &self,
-        csr: CertificateSigningRequestDer<'static>,
-    ) -> Result<IssuedChain, SourceError> {
-        (**self).sign(csr).await
     }
 }

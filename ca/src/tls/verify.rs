@@ -94,7 +94,9 @@ pub fn verify_peer(
         };
         return Err(Refusal::new(
             RefusalReason::WrongEku,
-            format!("leaf has no extendedKeyUsage {wanted}; mesh certificates carry clientAuth and serverAuth"),
+            format!(
+                "leaf has no extendedKeyUsage {wanted}; mesh certificates carry clientAuth and serverAuth"
+            ),
         ));
     }
     let spiffe_id = spiffe_id_from_cert(&cert).map_err(|e| match e {

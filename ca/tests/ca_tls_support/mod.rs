@@ -1,6 +1,7 @@
 //! Test support for the mTLS acceptance tests: an in-process metrics recorder and log capture,
 //! a test PKI, and a small HTTP/1.1 echo server/client pair over real TLS on 127.0.0.1:0.
-#![allow(dead_code)]
+// Test-only code: panicking on a broken test fixture is the intended failure mode.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 use std::io;
@@ -48,18 +49,54 @@ fn metric_key(key: &metrics::Key) -> String {
 struct Handle(&'static TestRecorder);
 
 impl metrics::Recorder for Handle {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let cell = self.0.counters.lock().unwrap().entry(metric_key(key)).or_default().clone();
+        let cell = self
+            .0
+            .counters
+            .lock()
+            .unwrap()
+            .entry(metric_key(key))
+            .or_default()
+            .clone();
         metrics::Counter::from_arc(cell)
     }
     fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        let cell = self.0.gauges.lock().unwrap().entry(metric_key(key)).or_default().clone();
+        let cell = self
+            .0
+            .gauges
+            .lock()
+            .unwrap()
+            .entry(metric_key(key))
+            .or_default()
+            .clone();
         metrics::Gauge::from_arc(cell)
     }
-    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
         metrics::Histogram::noop()
     }
 }
@@ -156,8 +193,7 @@ pub fn test_ca(ttl: Duration) -> (Arc<DevCa>, TrustStore) {
 pub fn certified(chain: Vec<CertificateDer<'static>>, key: &KeyPair) -> Arc<CertifiedKey> {
     let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     Arc::new(
-        CertifiedKey::from_der(chain, der, &rustls::crypto::aws_lc_rs::default_provider())
-            .unwrap(),
+        CertifiedKey::from_der(chain, der, &rustls::crypto::aws_lc_rs::default_provider()).unwrap(),
     )
 }
 
@@ -207,7 +243,9 @@ pub async fn spawn_server(config: Arc<ServerConfig>, mode: PortMtlsMode) -> Echo
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let tx = tx.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move { handle(stream, mode, acceptor, tx).await });
@@ -237,7 +275,11 @@ async fn handle(
         }
     };
     let peer = stream.peer_addr().ok().map(|a| a.to_string());
-    let stream = Prefixed { prefix, pos: 0, inner: stream };
+    let stream = Prefixed {
+        prefix,
+        pos: 0,
+        inner: stream,
+    };
     match action {
         InboundAction::Refuse(refusal) => {
             record_refusal(Direction::Inbound, &refusal, peer.as_deref());
@@ -247,18 +289,20 @@ async fn handle(
             let _ = tx.send(ServerEvent::Plaintext);
             serve_http(stream, "plaintext".to_owned()).await;
         }
-        InboundAction::TerminateMtls | InboundAction::NeedMore(_) => match acceptor.accept(stream).await {
-            Err(err) => {
-                let refusal = record_handshake_error(Direction::Inbound, &err, peer.as_deref());
-                let _ = tx.send(ServerEvent::Refused(refusal));
+        InboundAction::TerminateMtls | InboundAction::NeedMore(_) => {
+            match acceptor.accept(stream).await {
+                Err(err) => {
+                    let refusal = record_handshake_error(Direction::Inbound, &err, peer.as_deref());
+                    let _ = tx.send(ServerEvent::Refused(refusal));
+                }
+                Ok(tls) => {
+                    let identity = peer_identity(tls.get_ref().1).unwrap();
+                    let body = identity.spiffe_id.to_string();
+                    let _ = tx.send(ServerEvent::Accepted(identity));
+                    serve_http(tls, body).await;
+                }
             }
-            Ok(tls) => {
-                let identity = peer_identity(tls.get_ref().1).unwrap();
-                let body = identity.spiffe_id.to_string();
-                let _ = tx.send(ServerEvent::Accepted(identity));
-                serve_http(tls, body).await;
-            }
-        },
+        }
     }
 }
 
@@ -270,7 +314,11 @@ struct Prefixed {
 }
 
 impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.pos < self.prefix.len() {
             let n = (self.prefix.len() - self.pos).min(buf.remaining());
             let start = self.pos;
@@ -283,7 +331,11 @@ impl AsyncRead for Prefixed {
 }
 
 impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
