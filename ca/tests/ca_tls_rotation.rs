@@ -147,6 +147,12 @@ async fn rotation_under_load_drops_nothing() {
         )
     });
 
+    eprintln!(
+        "rotation under load: {} requests ok, {} failed, serials announced {announced:?}, observed {}",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        observed.len()
+    );
     let announced_set: HashSet<_> = announced.iter().cloned().collect();
     assert!(
         observed.is_subset(&announced_set),
