@@ -194,3 +194,111 @@ async fn openssl_and_curl_with_and_without_client_certificates() {
         other => panic!("curl without cert: {other:?}"),
     }
 }
+
+/// Runs `openssl s_client` with a client certificate and extra arguments; returns stdout.
+async fn s_client(files: &Files, connect: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        connect,
+        "-servername",
+        HOST,
+        "-CAfile",
+        &files.root,
+        "-verify_return_error",
+        "-cert",
+        &files.leaf,
+        "-cert_chain",
+        &files.intermediate,
+        "-key",
+        &files.key,
+        "-ign_eof",
+    ];
+    args.extend_from_slice(extra);
+    let out = run(Command::new("openssl").args(&args), REQUEST).await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_sees_the_government_and_default_policies() {
+    recorder();
+    let (ca, trust) = test_ca(Duration::from_secs(3600));
+    let server_id = id("mesh", "inbound");
+    let client_id = id("ops", "openssl");
+    let (chain, key) = ca.issue(&server_id, &[HOST]).unwrap();
+    let certs = static_certs(chain, &key);
+    let gov = TlsPolicy::GOVERNMENT.with_tls12(true);
+    let mut gov_server = spawn_server(
+        server_config(&gov, trust.clone(), certs.clone()).unwrap(),
+        PortMtlsMode::Strict,
+    )
+    .await;
+    let mut default_server = spawn_server(
+        server_config(&TlsPolicy::DEFAULT, trust, certs).unwrap(),
+        PortMtlsMode::Strict,
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (leaf_pem, key_pem) = ca.issue_pem(&client_id, &[]).unwrap();
+    let files = Files {
+        root: write(dir.path(), "root.pem", ca.root_pem()),
+        leaf: write(dir.path(), "leaf.pem", &leaf_pem),
+        chain: String::new(),
+        intermediate: write(dir.path(), "intermediate.pem", ca.intermediate_pem()),
+        key: write(dir.path(), "key.pem", &key_pem),
+        _dir: dir,
+    };
+    let gov_addr = format!("127.0.0.1:{}", gov_server.addr.port());
+    let default_addr = format!("127.0.0.1:{}", default_server.addr.port());
+
+    // Government, TLS 1.3 on P-256: AES-256-GCM.
+    let out = s_client(&files, &gov_addr, &["-tls1_3", "-groups", "P-256"]).await;
+    assert!(out.contains("TLS_AES_256_GCM_SHA384"), "{out}");
+    assert!(out.contains(&client_id.to_string()), "{out}");
+    assert!(matches!(
+        gov_server.next_event().await,
+        ServerEvent::Accepted(_)
+    ));
+
+    // Government with TLS 1.2 enabled: ECDHE-ECDSA-AES-GCM is accepted ...
+    let out = s_client(
+        &files,
+        &gov_addr,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"],
+    )
+    .await;
+    assert!(out.contains("ECDHE-ECDSA-AES128-GCM-SHA256"), "{out}");
+    assert!(out.contains(&client_id.to_string()), "{out}");
+    assert!(matches!(
+        gov_server.next_event().await,
+        ServerEvent::Accepted(_)
+    ));
+
+    // ... ChaCha20 (1.2 or 1.3) and X25519 are not.
+    for extra in [
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-CHACHA20-POLY1305"][..],
+        &["-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"][..],
+        &["-tls1_3", "-groups", "X25519"][..],
+    ] {
+        let out = s_client(&files, &gov_addr, extra).await;
+        assert!(!out.contains("HTTP/1.1 200"), "{extra:?}: {out}");
+        match gov_server.next_event().await {
+            ServerEvent::Refused(r) => {
+                assert_eq!(r.reason, RefusalReason::ProtocolMismatch, "{extra:?}")
+            }
+            other => panic!("{extra:?}: {other:?}"),
+        }
+    }
+
+    // Default: TLS 1.3 only.
+    let out = s_client(&files, &default_addr, &["-tls1_2"]).await;
+    assert!(!out.contains("HTTP/1.1 200"), "{out}");
+    match default_server.next_event().await {
+        ServerEvent::Refused(r) => assert_eq!(r.reason, RefusalReason::ProtocolMismatch),
+        other => panic!("default policy with TLS 1.2: {other:?}"),
+    }
+    let out = s_client(&files, &default_addr, &[]).await;
+    assert!(out.contains("TLSv1.3"), "{out}");
+    assert!(out.contains(&client_id.to_string()), "{out}");
+}
