@@ -448,4 +448,33 @@ mod tests {
             Err(SvidError::BadEncoding(_))
         ));
     }
+
+    #[test]
+    fn random_inputs_never_panic_and_valid_ids_round_trip() {
+        use rand::Rng;
+        const ALPHABET: &[u8] = b"spifeSPIFE:/._-%?#@aZ09 \x00\xff";
+        let mut rng = rand::rng();
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..40);
+            let mut s = String::from(if rng.random_bool(0.7) {
+                "spiffe://"
+            } else {
+                ""
+            });
+            for _ in 0..len {
+                s.push(ALPHABET[rng.random_range(0..ALPHABET.len())] as char);
+            }
+            if let Ok(id) = SpiffeId::parse(&s) {
+                accepted += 1;
+                assert_eq!(id.to_string(), s);
+                assert_eq!(SpiffeId::parse(&id.to_string()).unwrap(), id);
+                assert_eq!(
+                    SpiffeId::from_istio_principal(&id.to_istio_principal()).unwrap(),
+                    id
+                );
+            }
+        }
+        assert!(accepted > 0, "the generator never produced a valid ID");
+    }
 }

@@ -20,7 +20,7 @@ use jalin_ca::identity::{
 };
 use jalin_ca::spiffe::SpiffeId;
 use jalin_ca::tls::{
-    PortMtlsMode, RefusalReason, TlsPolicy, TrustBundle, client_config, server_config,
+    OutboundTls, PortMtlsMode, RefusalReason, TlsPolicy, TrustBundle, client_config, server_config,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
 use tokio::sync::mpsc;
@@ -64,13 +64,12 @@ async fn rotation_under_load_drops_nothing() {
     let policy = TlsPolicy::DEFAULT;
     let scfg = server_config(&policy, trust.clone(), server_identity.server_resolver()).unwrap();
     let server = spawn_server(scfg, PortMtlsMode::Strict).await;
-    let ccfg = client_config(
-        &policy,
-        trust.clone(),
-        client_identity.client_resolver(),
-        vec![server_id.clone()],
-    )
-    .unwrap();
+    let outbound = OutboundTls::new(policy, trust.clone(), client_identity.client_resolver());
+    let ccfg = outbound.config_for(&server_id).unwrap();
+    assert!(Arc::ptr_eq(
+        &ccfg,
+        &outbound.config_for(&server_id).unwrap()
+    ));
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
@@ -296,4 +295,53 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A CA that is unavailable for its first `failures` requests.
+struct FlakyCa {
+    inner: Arc<DevCa>,
+    failures: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl CertificateSource for FlakyCa {
+    async fn sign(
+        &self,
+        csr: CertificateSigningRequestDer<'static>,
+    ) -> Result<IssuedChain, SourceError> {
+        let left = self.failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.failures.store(left - 1, Ordering::SeqCst);
+            return Err(SourceError::Unavailable("CA restarting".to_owned()));
+        }
+        self.inner.sign(csr).await
+    }
+}
+
+#[tokio::test]
+async fn readiness_waits_through_ca_outages() {
+    recorder();
+    let (ca, trust) = test_ca(Duration::from_secs(3600));
+    let flaky = Arc::new(FlakyCa {
+        inner: ca,
+        failures: AtomicU64::new(2),
+    });
+    let mut config = IdentityConfig::new(id("mesh", "patient"));
+    config.retry_min = Duration::from_millis(10);
+    config.retry_max = Duration::from_millis(40);
+    let identity = WorkloadIdentity::new(config, flaky.clone(), trust).unwrap();
+    assert!(identity.current().is_none());
+    let _task = AbortOnDrop(identity.spawn());
+    let info = tokio::time::timeout(Duration::from_secs(30), identity.ready())
+        .await
+        .expect("ready after the CA recovers");
+    assert_eq!(info.generation, 1);
+    assert_eq!(flaky.failures.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        recorder().counter(
+            jalin_ca::identity::RENEWAL_FAILURES_METRIC,
+            &[("cert", "workload")]
+        ),
+        2
+    );
 }

@@ -161,4 +161,26 @@ mod tests {
             InboundAction::NeedMore(6)
         );
     }
+
+    #[test]
+    fn random_prefixes_are_classified_consistently() {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..12);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if rng.random_bool(0.5) && !bytes.is_empty() {
+                bytes[0] = 0x16;
+            }
+            let verdict = classify(&bytes);
+            // A decision on a prefix never changes when more bytes arrive.
+            if verdict != Detection::NeedMore(DETECT_BYTES) {
+                let mut longer = bytes.clone();
+                longer.extend_from_slice(&[0x01, 0x02, 0x03]);
+                assert_eq!(classify(&longer), verdict, "{bytes:?}");
+            } else {
+                assert!(bytes.len() < DETECT_BYTES);
+            }
+        }
+    }
 }

@@ -18,7 +18,10 @@ pub use inbound::{
     PeerIdentity, PeerIdentityError, SpiffeClientVerifier, fingerprint_sha256, peer_identity,
     server_config,
 };
-pub use outbound::{OutboundConfigError, SpiffeServerVerifier, client_config};
+pub use outbound::{
+    MAX_CACHED_CLIENT_CONFIGS, OutboundConfigError, OutboundTls, SpiffeServerVerifier,
+    client_config,
+};
 pub use policy::{TlsPolicy, TlsPolicyName, fips_active};
 pub use reason::{
     Direction, HANDSHAKE_FAILURES_METRIC, Refusal, RefusalReason, record_handshake_error,

@@ -138,3 +138,63 @@ pub fn client_config(
     config.resumption = Resumption::disabled();
     Ok(Arc::new(config))
 }
+
+/// Most destination identities an [`OutboundTls`] keeps a config for. A mesh has at most a few
+/// thousand service accounts; past this the cache is rebuilt from empty rather than grown.
+pub const MAX_CACHED_CLIENT_CONFIGS: usize = 4096;
+
+/// Outbound TLS for one proxy: the policy, trust store and workload certificate, and one
+/// client config per destination identity, built on first use and reused afterwards.
+pub struct OutboundTls {
+    policy: TlsPolicy,
+    trust: TrustStore,
+    certs: Arc<dyn ResolvesClientCert>,
+    cache: std::sync::Mutex<std::collections::HashMap<SpiffeId, Arc<ClientConfig>>>,
+}
+
+impl std::fmt::Debug for OutboundTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboundTls")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboundTls {
+    /// Outbound TLS with `policy`, verifying against `trust`, presenting `certs`.
+    pub fn new(policy: TlsPolicy, trust: TrustStore, certs: Arc<dyn ResolvesClientCert>) -> Self {
+        Self {
+            policy,
+            trust,
+            certs,
+            cache: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The client config that authenticates the peer as `expected` (cached per identity).
+    pub fn config_for(
+        &self,
+        expected: &SpiffeId,
+    ) -> Result<Arc<ClientConfig>, OutboundConfigError> {
+        let mut cache = match self.cache.lock() {
+            Ok(guard) => guard,
+            // A panic while holding the lock cannot leave a half-inserted entry in a HashMap
+            // insert of an Arc; the cache stays usable.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(config) = cache.get(expected) {
+            return Ok(config.clone());
+        }
+        let config = client_config(
+            &self.policy,
+            self.trust.clone(),
+            self.certs.clone(),
+            vec![expected.clone()],
+        )?;
+        if cache.len() >= MAX_CACHED_CLIENT_CONFIGS {
+            cache.clear();
+        }
+        cache.insert(expected.clone(), config.clone());
+        Ok(config)
+    }
+}
