@@ -4,6 +4,20 @@
 //! Request order: [`detect`] (is it TLS? per-port mode) → [`inbound`] (terminate, verify the
 //! client, [`PeerIdentity`]) / [`outbound`] (originate, verify the server's SPIFFE ID). Both
 //! verifiers share [`verify::verify_peer`] and [`reason::Refusal`].
+//!
+//! How the proxy wires it (one [`crate::identity::WorkloadIdentity`] per proxy):
+//! - inbound: `server_config(&policy, identity.trust(), identity.server_resolver())`, then per
+//!   connection [`inbound_action`] on the first bytes for the port's mode; on
+//!   `TerminateMtls` accept with tokio-rustls and put [`peer_identity`] in the request
+//!   context; on `Refuse` call [`record_refusal`]; on a failed accept call
+//!   [`record_handshake_error`] (certificate refusals were already logged by the verifier).
+//! - outbound: `OutboundTls::new(policy, identity.trust(), identity.client_resolver())`, then
+//!   `config_for(&expected_spiffe_id)` per destination; the TLS server name is SNI only.
+//! - `/config_dump`: `policy.fips_active()` (or [`fips_active`] for the government policy).
+//!
+//! Session resumption is disabled on both sides: every handshake verifies the current chain,
+//! so a rotated root or a revoked trust domain takes effect on the next connection, and the
+//! peer identity and expiry handed to the request are never those of a cached session.
 
 pub mod detect;
 pub mod inbound;

@@ -241,7 +241,6 @@ impl Refusal {
     /// Errors raised by jalin's verifiers carry their [`Refusal`]; other handshake errors
     /// (no client certificate, no common cipher, a peer's alert, garbage bytes) are classified here.
     pub fn from_tls_error(err: &TlsError) -> Self {
-        use rustls::PeerIncompatible;
         match err {
             TlsError::InvalidCertificate(CertificateError::Other(other)) => {
                 match other.0.downcast_ref::<Refusal>() {
@@ -263,10 +262,9 @@ impl Refusal {
             TlsError::InvalidCertificate(_) => {
                 Self::new(RefusalReason::BadCertificate, err.to_string())
             }
-            TlsError::NoCertificatesPresented
-            | TlsError::PeerIncompatible(
-                PeerIncompatible::NoCertificateRequestSignatureSchemesInCommon,
-            ) => Self::new(RefusalReason::NoClientCert, err.to_string()),
+            TlsError::NoCertificatesPresented => {
+                Self::new(RefusalReason::NoClientCert, err.to_string())
+            }
             TlsError::PeerIncompatible(_) => {
                 Self::new(RefusalReason::ProtocolMismatch, err.to_string())
             }
