@@ -5,9 +5,13 @@
 //! - `government`: NIST-approved algorithms only. TLS 1.3 `TLS_AES_256_GCM_SHA384` and
 //!   `TLS_AES_128_GCM_SHA256`; key exchange on NIST curves only — `SECP256R1MLKEM768` (the
 //!   P-256 + ML-KEM-768 hybrid: a NIST curve and the FIPS 203 KEM), then P-256, then P-384.
-//!   X25519 and its hybrid are excluded (X25519 is not a SP 800-186 curve for key agreement
-//!   under SP 800-56A), and ChaCha20-Poly1305 is excluded. When TLS 1.2 is enabled, only
-//!   `ECDHE-ECDSA-AES256-GCM-SHA384` and `ECDHE-ECDSA-AES128-GCM-SHA256` (mesh keys are ECDSA).
+//!   X25519 and its hybrid are excluded (X25519 key agreement is not an approved scheme under
+//!   NIST SP 800-56A Rev. 3), and ChaCha20-Poly1305 is excluded (not a NIST-approved AEAD).
+//!   When TLS 1.2 is enabled, only `ECDHE-ECDSA-AES256-GCM-SHA384` and
+//!   `ECDHE-ECDSA-AES128-GCM-SHA256` (mesh keys are ECDSA).
+//! - Signature verification keeps the provider's algorithms (ECDSA, RSA-PSS/PKCS#1, Ed25519)
+//!   so an agency root signed with RSA still verifies; the `fips` build restricts them to the
+//!   validated module.
 
 use std::sync::Arc;
 
