@@ -10,7 +10,7 @@
 //!   When TLS 1.2 is enabled, only `ECDHE-ECDSA-AES256-GCM-SHA384` and
 //!   `ECDHE-ECDSA-AES128-GCM-SHA256` (mesh keys are ECDSA).
 //! - Signature verification keeps the provider's algorithms (ECDSA, RSA-PSS/PKCS#1, Ed25519)
-//!   so an agency root signed with RSA still verifies; the `fips` build restricts them to the
+//!   so an agency root signed with RSA still verifies; in the `fips` build they run in the
 //!   validated module.
 
 use std::sync::Arc;
