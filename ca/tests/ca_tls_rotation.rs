@@ -27,6 +27,9 @@ use tokio::sync::mpsc;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 const WORKERS: usize = 4;
+/// Workload certificate lifetime: renewal at half life leaves every served certificate at
+/// least ~2.7 s of validity, ample for a handshake on a loaded 2-core machine.
+const ROTATION_TTL_SECS: u64 = 6;
 /// New connections a worker opens between requests on its long-lived connection.
 const NEW_CONN_EVERY: u64 = 4;
 
@@ -43,7 +46,7 @@ fn manager(ca: &Arc<DevCa>, trust: &jalin_ca::tls::TrustStore, id: SpiffeId) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_under_load_drops_nothing() {
     recorder();
-    let (ca, trust) = test_ca(Duration::from_secs(4));
+    let (ca, trust) = test_ca(Duration::from_secs(ROTATION_TTL_SECS));
     let server_id = id("mesh", "server");
     let client_id = id("mesh", "client");
     let server_identity = manager(&ca, &trust, server_id.clone());
