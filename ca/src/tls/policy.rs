@@ -33,11 +33,11 @@ pub enum TlsPolicyName {
 /// A TLS policy: a name and whether TLS 1.2 is allowed as well (off by default; for peers such
 /// as agency appliances that cannot speak TLS 1.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsPolicy {
     /// Which algorithm set.
     pub name: TlsPolicyName,
     /// Also allow TLS 1.2 (with the policy's TLS 1.2 suites).
-    #[serde(default)]
     pub allow_tls12: bool,
 }
 
@@ -142,6 +142,16 @@ mod tests {
         assert!(groups.contains(&NamedGroup::secp384r1));
         assert_eq!(TlsPolicy::GOVERNMENT.versions().len(), 1);
         assert_eq!(TlsPolicy::GOVERNMENT.with_tls12(true).versions().len(), 2);
+    }
+
+    #[test]
+    fn parses_from_config() {
+        let p: TlsPolicy =
+            serde_json::from_str(r#"{"name":"government","allow_tls12":true}"#).unwrap();
+        assert_eq!(p, TlsPolicy::GOVERNMENT.with_tls12(true));
+        let p: TlsPolicy = serde_json::from_str("{}").unwrap();
+        assert_eq!(p, TlsPolicy::DEFAULT);
+        assert!(serde_json::from_str::<TlsPolicy>(r#"{"name":"fips140"}"#).is_err());
     }
 
     #[test]
