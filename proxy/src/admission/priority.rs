@@ -236,12 +236,12 @@ impl PriorityQueue {
         'slots: loop {
             for class in CLASSES {
                 let i = class_index(class);
-                if !self.queues[i].is_empty() && self.can_take(class) {
-                    if let Some(w) = self.queues[i].pop_front() {
-                        self.in_use += 1;
-                        granted.push(w.ticket);
-                        continue 'slots;
-                    }
+                if self.can_take(class)
+                    && let Some(w) = self.queues[i].pop_front()
+                {
+                    self.in_use += 1;
+                    granted.push(w.ticket);
+                    continue 'slots;
                 }
             }
             break;

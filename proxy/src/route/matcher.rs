@@ -244,10 +244,12 @@ impl CompiledMatch {
         {
             return false;
         }
-        if let Some(ns) = &self.source_namespace {
-            if req.source_namespace != Some(ns.as_str()) {
-                return false;
-            }
+        if self
+            .source_namespace
+            .as_deref()
+            .is_some_and(|ns| req.source_namespace != Some(ns))
+        {
+            return false;
         }
         if !self.source_labels.is_empty() {
             let Some(labels) = req.source_labels else {
