@@ -180,8 +180,7 @@ impl Breaker {
                         .active_requests()
                         .saturating_add(self.pending_requests()),
                 };
-                let share = (f64::from(base) * b.percent / 100.0).floor() as u32;
-                share.max(b.min_retry_concurrency)
+                crate::retry::concurrency_limit(b, base)
             }
         };
         self.acquire(Overflow::Retries, limit)

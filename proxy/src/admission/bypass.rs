@@ -10,6 +10,9 @@ use jalin_xds::model::traffic::BypassPolicy;
 
 use super::breaker::Overflow;
 
+/// Counter incremented for every granted bypass, labelled `cluster` and `class`.
+pub const BYPASS_METRIC: &str = "jalin_emergency_bypass_total";
+
 /// What was bypassed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BypassKind {
@@ -84,6 +87,16 @@ impl BypassLimiter {
             return Err(BypassDenied::Exhausted);
         }
         self.recent.push_back(now);
+        tracing::warn!(
+            target: "jalin::audit",
+            cluster = %self.cluster,
+            class = class.as_str(),
+            bypassed = ?kind,
+            used = used + 1,
+            max_per_window = self.max,
+            "emergency bypass granted"
+        );
+        metrics::counter!(BYPASS_METRIC, "cluster" => self.cluster.clone(), "class" => class.as_str()).increment(1);
         Ok(BypassAudit {
             at: now,
             cluster: self.cluster.clone(),

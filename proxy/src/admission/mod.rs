@@ -10,5 +10,5 @@ mod bypass;
 mod priority;
 
 pub use breaker::{Breaker, Limits, OVERFLOW_HEADER, OVERFLOW_METRIC, Overflow, Permit};
-pub use bypass::{BypassAudit, BypassDenied, BypassKind, BypassLimiter};
+pub use bypass::{BYPASS_METRIC, BypassAudit, BypassDenied, BypassKind, BypassLimiter};
 pub use priority::{Offer, PriorityQueue, Released, Shed, Ticket};

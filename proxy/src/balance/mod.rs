@@ -100,21 +100,19 @@ impl Balancer {
     ) {
         let mut next: Vec<EndpointState> = endpoints
             .into_iter()
-            .map(
-                |(id, weight)| match self.endpoints.iter().find(|e| e.id == id) {
-                    Some(old) => EndpointState {
-                        weight: weight.max(1),
-                        ..old.clone()
-                    },
-                    None => EndpointState {
-                        id,
-                        weight: weight.max(1),
-                        in_flight: 0,
-                        ewma: PeakEwma::new(self.default_rtt, self.decay, now),
-                        rr_current: 0,
-                    },
+            .map(|(id, weight)| match self.find(id) {
+                Some(i) => EndpointState {
+                    weight: weight.max(1),
+                    ..self.endpoints[i].clone()
                 },
-            )
+                None => EndpointState {
+                    id,
+                    weight: weight.max(1),
+                    in_flight: 0,
+                    ewma: PeakEwma::new(self.default_rtt, self.decay, now),
+                    rr_current: 0,
+                },
+            })
             .collect();
         next.sort_by_key(|e| e.id);
         next.dedup_by_key(|e| e.id);
@@ -134,25 +132,28 @@ impl Balancer {
         self.endpoints.is_empty()
     }
 
+    /// Index of `id`; endpoints are kept sorted by address.
+    fn find(&self, id: EndpointId) -> Option<usize> {
+        self.endpoints.binary_search_by_key(&id, |e| e.id).ok()
+    }
+
     /// Requests in flight to `id`.
     pub fn in_flight(&self, id: EndpointId) -> u32 {
-        self.endpoints
-            .iter()
-            .find(|e| e.id == id)
-            .map_or(0, |e| e.in_flight)
+        self.find(id).map_or(0, |i| self.endpoints[i].in_flight)
     }
 
     /// A request to `id` started.
     pub fn on_start(&mut self, id: EndpointId) {
-        if let Some(e) = self.endpoints.iter_mut().find(|e| e.id == id) {
-            e.in_flight += 1;
+        if let Some(i) = self.find(id) {
+            self.endpoints[i].in_flight += 1;
         }
     }
 
     /// A request to `id` ended at `now`; `rtt` is its latency when it got a response (failures
     /// without one leave the estimate alone; the outlier detector handles them).
     pub fn on_end(&mut self, id: EndpointId, rtt: Option<Duration>, now: Instant) {
-        if let Some(e) = self.endpoints.iter_mut().find(|e| e.id == id) {
+        if let Some(i) = self.find(id) {
+            let e = &mut self.endpoints[i];
             e.in_flight = e.in_flight.saturating_sub(1);
             if let Some(rtt) = rtt {
                 e.ewma.observe(rtt, now);

@@ -127,16 +127,19 @@ impl HostState {
 /// The outlier detector of one cluster.
 #[derive(Debug)]
 pub struct OutlierDetector {
+    cluster: String,
     cfg: OutlierDetection,
     hosts: BTreeMap<EndpointId, HostState>,
     next_sweep: Instant,
 }
 
 impl OutlierDetector {
-    /// A detector with no hosts; the first sweep is due one `interval` after `now`.
-    pub fn new(cfg: OutlierDetection, now: Instant) -> Self {
+    /// A detector for `cluster` (named in logs and metrics) with no hosts; the first sweep is
+    /// due one `interval` after `now`.
+    pub fn new(cluster: &str, cfg: OutlierDetection, now: Instant) -> Self {
         let next_sweep = now + Duration::from_millis(cfg.interval_ms.max(1));
         Self {
+            cluster: cluster.to_owned(),
             cfg,
             hosts: BTreeMap::new(),
             next_sweep,
@@ -293,6 +296,41 @@ impl OutlierDetector {
     }
 
     fn eject(&mut self, host: EndpointId, reason: EjectReason, now: Instant) -> OutlierEvent {
+        let event = self.eject_inner(host, reason, now);
+        self.emit(&event);
+        event
+    }
+
+    /// Logs and counts an event (`OUTLIER_METRIC`).
+    fn emit(&self, event: &OutlierEvent) {
+        let cluster = self.cluster.clone();
+        match event {
+            OutlierEvent::Ejected {
+                host,
+                reason,
+                ejection_count,
+                duration,
+            } => {
+                tracing::warn!(%cluster, %host, reason = reason.as_str(), ejection_count, ejection_ms = duration.as_millis(), "outlier ejected");
+                metrics::counter!(OUTLIER_METRIC, "cluster" => cluster, "event" => event.as_str(), "reason" => reason.as_str()).increment(1);
+            }
+            OutlierEvent::EjectionSkipped {
+                host,
+                reason,
+                ejected,
+                cap,
+            } => {
+                tracing::info!(%cluster, %host, reason = reason.as_str(), ejected, cap, "outlier not ejected: maxEjectionPercent cap reached");
+                metrics::counter!(OUTLIER_METRIC, "cluster" => cluster, "event" => event.as_str(), "reason" => reason.as_str()).increment(1);
+            }
+            OutlierEvent::Readmitted { host } => {
+                tracing::info!(%cluster, %host, "outlier re-admitted");
+                metrics::counter!(OUTLIER_METRIC, "cluster" => cluster, "event" => event.as_str(), "reason" => "ejection_time_elapsed").increment(1);
+            }
+        }
+    }
+
+    fn eject_inner(&mut self, host: EndpointId, reason: EjectReason, now: Instant) -> OutlierEvent {
         let (ejected, cap) = (self.ejected_count(), self.ejection_cap());
         let base = Duration::from_millis(self.cfg.base_ejection_time_ms);
         let max = Duration::from_millis(self.cfg.max_ejection_time_ms).max(base);
@@ -327,7 +365,7 @@ impl OutlierDetector {
     /// The interval sweep at `now`: re-admits hosts whose ejection ended, decays the ejection
     /// multiplier of admitted hosts, and runs success-rate ejection when configured.
     pub fn sweep(&mut self, now: Instant) -> Vec<OutlierEvent> {
-        let mut events = Vec::new();
+        let mut events: Vec<OutlierEvent> = Vec::new();
         for (host, state) in &mut self.hosts {
             match state.ejected_until {
                 Some(until) if until <= now => {
@@ -338,6 +376,9 @@ impl OutlierDetector {
                 Some(_) => {}
                 None => state.ejection_count = state.ejection_count.saturating_sub(1),
             }
+        }
+        for e in &events {
+            self.emit(e);
         }
         if let Some(sr) = self.cfg.success_rate.clone() {
             for (host, reason) in self.success_rate_outliers(&sr) {

@@ -11,7 +11,7 @@ fn host(i: u16) -> EndpointId {
 }
 
 fn detector(hosts: u16, cfg: OutlierDetection, t0: Instant) -> OutlierDetector {
-    let mut d = OutlierDetector::new(cfg, t0);
+    let mut d = OutlierDetector::new("child-profile-service", cfg, t0);
     d.set_hosts((0..hosts).map(host));
     d
 }
@@ -338,4 +338,47 @@ fn membership_changes_keep_or_drop_state() {
         "unknown host ignored"
     );
     assert_eq!(d.next_sweep(), t0 + secs(10));
+}
+
+/// policies-18 (child-profile-service-destination) as the importer maps its deprecated
+/// `circuitBreaker` block: `consecutiveErrors: 3` counts gateway errors (Istio's mapping),
+/// interval 30 s, baseEjectionTime 30 s, maxEjectionPercent 50, minHealthPercent 50.
+#[test]
+fn seed_policy_18_circuit_breaker() {
+    let t0 = Instant::now();
+    let cfg = OutlierDetection {
+        consecutive_5xx_errors: None,
+        consecutive_gateway_errors: Some(3),
+        interval_ms: 30_000,
+        base_ejection_time_ms: 30_000,
+        max_ejection_percent: 50,
+        min_health_percent: 50,
+        ..OutlierDetection::default()
+    };
+    let mut d = detector(2, cfg, t0);
+    assert_eq!(d.ejection_cap(), 1);
+    assert!(d.record(host(0), HostResult::Http(503), t0).is_none());
+    assert!(d.record(host(0), HostResult::Http(503), t0).is_none());
+    let ev = d.record(host(0), HostResult::Http(503), t0);
+    assert!(matches!(
+        ev,
+        Some(OutlierEvent::Ejected {
+            reason: EjectReason::ConsecutiveGatewayErrors,
+            ..
+        })
+    ));
+    assert!(!d.in_panic(), "1 of 2 healthy is 50 %, not below");
+    assert!(!d.is_available(host(0)));
+    for _ in 0..3 {
+        d.record(host(1), HostResult::Http(502), t0);
+    }
+    assert!(
+        !d.is_ejected(host(1)),
+        "cap of 1 holds: the last host stays"
+    );
+    assert_eq!(d.next_sweep(), t0 + secs(30));
+    assert_eq!(
+        d.sweep(t0 + secs(30)),
+        vec![OutlierEvent::Readmitted { host: host(0) }]
+    );
 }

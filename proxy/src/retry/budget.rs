@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use jalin_xds::model::traffic::RetryBudget as RetryBudgetConfig;
+use jalin_xds::model::traffic::{ConcurrencyRetryBudget, RetryBudget as RetryBudgetConfig};
 
 /// Buckets per window; the window edge is accurate to `ttl / BUCKETS`.
 pub const BUCKETS: usize = 10;
@@ -69,6 +69,15 @@ impl WindowedCounter {
     }
 }
 
+/// DestinationRule `retryBudget` (Envoy's `retry_budget`): the most concurrent retries allowed
+/// when `base` requests are active (or, with `budgetInterval`, were started within it):
+/// `percent` % of `base`, rounded down, but never fewer than `min_retry_concurrency`.
+pub fn concurrency_limit(budget: &ConcurrencyRetryBudget, base: u32) -> u32 {
+    let share = (f64::from(base) * budget.percent.clamp(0.0, 100.0) / 100.0).floor();
+    // The share is at most `base`, so it fits in a u32.
+    (share as u32).max(budget.min_retry_concurrency)
+}
+
 /// Linkerd's retry budget for one cluster.
 #[derive(Debug)]
 pub struct RetryBudget {
@@ -120,6 +129,15 @@ mod tests {
             min_retries_per_second: min,
             ttl_ms,
         }
+    }
+
+    #[test]
+    fn concurrency_limit_is_a_share_with_a_floor() {
+        let b = ConcurrencyRetryBudget::default();
+        assert_eq!(concurrency_limit(&b, 0), 3, "Istio's minRetryConcurrency");
+        assert_eq!(concurrency_limit(&b, 14), 3);
+        assert_eq!(concurrency_limit(&b, 100), 20, "Istio's 20 %");
+        assert_eq!(concurrency_limit(&b, u32::MAX), u32::MAX / 5);
     }
 
     #[test]

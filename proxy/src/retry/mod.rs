@@ -8,7 +8,7 @@ mod budget;
 
 use std::time::Duration;
 
-pub use budget::{RetryBudget, WindowedCounter};
+pub use budget::{RetryBudget, WindowedCounter, concurrency_limit};
 
 use crate::balance::EndpointId;
 
