@@ -56,12 +56,11 @@ fn seed_policy_17() -> RouteTable {
                     }),
                     abort: None,
                 }),
-                retries: RetryPolicy {
-                    attempts: 3,
-                    per_try_timeout_ms: Some(10_000),
-                    retry_on: "5xx,reset,connect-failure,refused-stream".into(),
-                    retriable_status_codes: vec![],
-                },
+                retries: RetryPolicy::istio(
+                    3,
+                    Some(10_000),
+                    Some("5xx,reset,connect-failure,refused-stream"),
+                ),
                 priority: PriorityClass::Emergency,
                 ..Default::default()
             },
@@ -154,6 +153,15 @@ fn seed_emergency_header_routes_to_emergency_subset() {
         Some("standard")
     );
     assert_eq!(r.timeout, Some(Duration::from_secs(30)));
+    let status = |status| Outcome::Response {
+        status,
+        grpc_status: None,
+    };
+    assert!(
+        should_retry(&r.retry, &status(503)),
+        "no retryOn: Istio's default conditions"
+    );
+    assert!(!should_retry(&r.retry, &status(500)));
     assert_eq!(r.priority, PriorityClass::Standard);
 
     for reason in ["EMERGENCY", "emergency-ish", ""] {

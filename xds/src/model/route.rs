@@ -179,6 +179,28 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Istio's conversion of an `HTTPRetry` block: `attempts == 0` disables retries; without
+    /// `retryOn` the default conditions (and 503) apply; with `retryOn` exactly those conditions
+    /// apply, numeric tokens being the only retriable status codes.
+    pub fn istio(attempts: u32, per_try_timeout_ms: Option<u64>, retry_on: Option<&str>) -> Self {
+        if attempts == 0 {
+            return Self::disabled();
+        }
+        match retry_on.map(str::trim).filter(|s| !s.is_empty()) {
+            None => Self {
+                attempts,
+                per_try_timeout_ms,
+                ..Self::default()
+            },
+            Some(on) => Self {
+                attempts,
+                per_try_timeout_ms,
+                retry_on: on.to_owned(),
+                retriable_status_codes: Vec::new(),
+            },
+        }
+    }
+
     /// A policy that never retries.
     pub fn disabled() -> Self {
         Self {
@@ -459,6 +481,26 @@ mod tests {
         assert_eq!(r.priority, PriorityClass::Standard);
         assert!(PriorityClass::Critical < PriorityClass::Emergency);
         assert!(PriorityClass::Emergency < PriorityClass::Standard);
+    }
+
+    #[test]
+    fn istio_retry_conversion() {
+        let d = RetryPolicy::istio(3, Some(2_000), None);
+        assert_eq!((d.attempts, d.per_try_timeout_ms), (3, Some(2_000)));
+        assert_eq!(
+            (d.retry_on.as_str(), d.retriable_status_codes.as_slice()),
+            (DEFAULT_RETRY_ON, &[503][..])
+        );
+        let e = RetryPolicy::istio(2, None, Some("5xx,reset"));
+        assert_eq!(e.retry_on, "5xx,reset");
+        assert!(
+            e.retriable_status_codes.is_empty(),
+            "an explicit retryOn replaces the default codes"
+        );
+        assert_eq!(
+            RetryPolicy::istio(0, None, Some("5xx")),
+            RetryPolicy::disabled()
+        );
     }
 
     #[test]
