@@ -7,6 +7,7 @@
 pub mod authz;
 pub mod meta;
 pub mod peer_auth;
+pub mod route;
 pub mod traffic;
 
 pub use meta::{ResourceMeta, SourceRef, WorkloadSelector};

@@ -29,8 +29,16 @@ pub struct TrafficPolicy {
     pub connection_pool: ConnectionPool,
     /// `None`: outlier detection is off, as in Istio when the block is absent.
     pub outlier_detection: Option<OutlierDetection>,
-    /// A budget that caps retries as a share of requests.
+    /// A budget that caps retries as a share of requests over a time window (Linkerd's model).
     pub retry_budget: Option<RetryBudget>,
+    /// DestinationRule `retryBudget`: caps concurrent retries as a share of active requests
+    /// (Envoy's `retry_budget`).
+    #[serde(default)]
+    pub retry_concurrency_budget: Option<ConcurrencyRetryBudget>,
+    /// Priority admission: reserved capacity, queueing and the audited bypass for emergency
+    /// classes.
+    #[serde(default)]
+    pub priority: PriorityPolicy,
 }
 
 /// Load-balancing algorithm.
@@ -55,7 +63,11 @@ pub enum LoadBalancer {
 pub enum HashKey {
     Header(String),
     /// Cookie name; when absent the proxy sets it with `ttl_ms`.
-    Cookie { name: String, path: Option<String>, ttl_ms: Option<u64> },
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl_ms: Option<u64>,
+    },
     SourceIp,
     QueryParameter(String),
 }
@@ -162,7 +174,93 @@ pub struct SuccessRate {
 impl Default for SuccessRate {
     fn default() -> Self {
         // Envoy's defaults: 5 hosts, 100 requests, factor 1900.
-        Self { minimum_hosts: 5, request_volume: 100, stdev_factor: 1900 }
+        Self {
+            minimum_hosts: 5,
+            request_volume: 100,
+            stdev_factor: 1900,
+        }
+    }
+}
+
+/// Istio `retryBudget.percent` default: 20 % of active requests may be retries.
+pub const DEFAULT_RETRY_BUDGET_PERCENT: f64 = 20.0;
+/// Istio `retryBudget.minRetryConcurrency` default: 3 concurrent retries are always allowed.
+pub const DEFAULT_MIN_RETRY_CONCURRENCY: u32 = 3;
+
+/// DestinationRule `retryBudget` (Envoy `retry_budget`): at most `percent` % of the active
+/// requests may be retries at any moment, but never fewer than `min_retry_concurrency`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConcurrencyRetryBudget {
+    pub percent: f64,
+    pub min_retry_concurrency: u32,
+    /// `budgetInterval` (ms): when set, the base is the requests started within this window
+    /// instead of the active ones.
+    pub budget_interval_ms: Option<u64>,
+}
+
+impl Default for ConcurrencyRetryBudget {
+    fn default() -> Self {
+        Self {
+            percent: DEFAULT_RETRY_BUDGET_PERCENT,
+            min_retry_concurrency: DEFAULT_MIN_RETRY_CONCURRENCY,
+            budget_interval_ms: None,
+        }
+    }
+}
+
+/// Share of a cluster's request slots kept for critical and emergency traffic by default:
+/// standard traffic cannot take the last 10 %.
+pub const DEFAULT_RESERVED_PERCENT: u32 = 10;
+/// Default bound on requests waiting for a slot; beyond it standard traffic is shed first.
+pub const DEFAULT_MAX_QUEUE_LEN: u32 = 1_024;
+/// Default bound on how long a request waits for a slot: 1 s, then 503.
+pub const DEFAULT_MAX_QUEUE_WAIT_MS: u64 = 1_000;
+/// Default cap on audited breaker bypasses: 10 per window.
+pub const DEFAULT_BYPASS_MAX: u32 = 10;
+/// Default bypass window: 60 s.
+pub const DEFAULT_BYPASS_WINDOW_MS: u64 = 60_000;
+
+/// Priority admission for a cluster: capacity reserved for critical/emergency classes, a bounded
+/// priority queue, and a bounded, audited circuit-breaker bypass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PriorityPolicy {
+    /// Share (0..=100) of the request slots only critical/emergency traffic may take.
+    pub reserved_percent: u32,
+    /// Longest queue of waiting requests (all classes together).
+    pub max_queue_len: u32,
+    /// Longest wait in the queue (ms) before the request fails with 503.
+    pub max_queue_wait_ms: u64,
+    /// Breaker bypass for critical/emergency; `None` disables bypassing.
+    pub bypass: Option<BypassPolicy>,
+}
+
+impl Default for PriorityPolicy {
+    fn default() -> Self {
+        Self {
+            reserved_percent: DEFAULT_RESERVED_PERCENT,
+            max_queue_len: DEFAULT_MAX_QUEUE_LEN,
+            max_queue_wait_ms: DEFAULT_MAX_QUEUE_WAIT_MS,
+            bypass: None,
+        }
+    }
+}
+
+/// At most `max_per_window` bypasses per `window_ms`, each audited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BypassPolicy {
+    pub max_per_window: u32,
+    pub window_ms: u64,
+}
+
+impl Default for BypassPolicy {
+    fn default() -> Self {
+        Self {
+            max_per_window: DEFAULT_BYPASS_MAX,
+            window_ms: DEFAULT_BYPASS_WINDOW_MS,
+        }
     }
 }
 
@@ -179,6 +277,10 @@ pub struct RetryBudget {
 impl Default for RetryBudget {
     fn default() -> Self {
         // Linkerd's defaults: 20 % extra load, 10 retries/s floor, 10 s window.
-        Self { ratio: 0.2, min_retries_per_second: 10, ttl_ms: 10_000 }
+        Self {
+            ratio: 0.2,
+            min_retries_per_second: 10,
+            ttl_ms: 10_000,
+        }
     }
 }
