@@ -54,7 +54,8 @@ impl ResourceKey {
 
 impl std::fmt::Display for ResourceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let short = self.type_url.rsplit('/').next().unwrap_or(&self.type_url);
+        // `type.googleapis.com/jalin.v1.Listener` reads as `Listener`.
+        let short = self.type_url.rsplit(['/', '.']).next().unwrap_or(&self.type_url);
         write!(f, "{short} {:?}", self.name)
     }
 }

@@ -277,7 +277,7 @@ impl Inner {
 /// One protocol variant's state machine, as the stream task drives it.
 trait Machine: Default + Send + 'static {
     type Request: prost::Message + Default + Send + 'static;
-    type Push;
+    type Push: Send;
     type Wire: Send + 'static;
     fn node(&self) -> Option<&NodeInfo>;
     fn on_request(&mut self, req: &Self::Request) -> Result<(Option<StreamEvent>, Option<Self::Push>), ProtocolError>;
@@ -405,11 +405,16 @@ async fn run<M: Machine>(
             },
             Ok(()) = global_rx.changed() => pushes = sm.on_snapshot(view(&global_rx, &node_rx)),
             Ok(()) = node_rx.changed() => pushes = sm.on_snapshot(view(&global_rx, &node_rx)),
-            _ = closing.wait_for(|c| *c) => {
+            () = closed(&mut closing) => {
                 let _ = tx.send(Err(tonic::Status::unavailable("xDS server shutting down"))).await;
                 break;
             }
         }
     }
     inner.connected(&node.id, -1);
+}
+
+async fn closed(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it before the caller awaits again.
+    let _ = rx.wait_for(|c| *c).await;
 }

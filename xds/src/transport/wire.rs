@@ -214,7 +214,7 @@ where
                 let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
                 Ok(grpc.streaming(DeltaMethod(inner), req).await)
             }),
-            _ => Box::pin(async move { Ok(tonic::Status::unimplemented("unknown ADS method").into_http()) }),
+            _ => Box::pin(async move { Ok(tonic::Status::unimplemented("unknown ADS method").into_http::<tonic::body::Body>()) }),
         }
     }
 }
