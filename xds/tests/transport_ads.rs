@@ -21,13 +21,39 @@ use transport_support::*;
 
 fn snapshot(port: u16) -> Snapshot {
     Snapshot::new([
-        encode(Kind::Endpoints, "payments", &json!({"addrs": ["10.0.0.1:8080"]})).unwrap(),
-        encode_with_deps(Kind::Cluster, "payments", &json!({"port": port}), &[(Kind::Endpoints, "payments")])
-            .unwrap(),
-        encode_with_deps(Kind::Route, "inbound", &json!({"to": "payments"}), &[(Kind::Cluster, "payments")])
-            .unwrap(),
-        encode_with_deps(Kind::Listener, "inbound", &json!({"port": 15006}), &[(Kind::Route, "inbound")]).unwrap(),
-        encode(Kind::AuthorizationPolicy, "child-services/deny-all", &json!({"action": "DENY"})).unwrap(),
+        encode(
+            Kind::Endpoints,
+            "payments",
+            &json!({"addrs": ["10.0.0.1:8080"]}),
+        )
+        .unwrap(),
+        encode_with_deps(
+            Kind::Cluster,
+            "payments",
+            &json!({"port": port}),
+            &[(Kind::Endpoints, "payments")],
+        )
+        .unwrap(),
+        encode_with_deps(
+            Kind::Route,
+            "inbound",
+            &json!({"to": "payments"}),
+            &[(Kind::Cluster, "payments")],
+        )
+        .unwrap(),
+        encode_with_deps(
+            Kind::Listener,
+            "inbound",
+            &json!({"port": 15006}),
+            &[(Kind::Route, "inbound")],
+        )
+        .unwrap(),
+        encode(
+            Kind::AuthorizationPolicy,
+            "child-services/deny-all",
+            &json!({"action": "DENY"}),
+        )
+        .unwrap(),
     ])
 }
 
@@ -39,18 +65,39 @@ async fn a_push_reaches_every_client() {
     let url = format!("http://{}", running.addr);
 
     let clients: Vec<XdsClient> = (0..5)
-        .map(|i| XdsClient::connect(&url, None, config(&format!("proxy-{i}")), TestApplier::default()).unwrap())
+        .map(|i| {
+            XdsClient::connect(
+                &url,
+                None,
+                config(&format!("proxy-{i}")),
+                TestApplier::default(),
+            )
+            .unwrap()
+        })
         .collect();
-    let v1 = server.snapshot().get(Kind::Cluster.type_url(), "payments").unwrap().version.to_string();
+    let v1 = server
+        .snapshot()
+        .get(Kind::Cluster.type_url(), "payments")
+        .unwrap()
+        .version
+        .to_string();
     let mut listener_versions = Vec::new();
     for c in &clients {
         let st = wait_status(&mut c.status(), "first config", |s| s.applied.len() == 5).await;
-        assert_eq!(version_of(&st, Kind::Cluster, "payments").as_deref(), Some(&*v1));
+        assert_eq!(
+            version_of(&st, Kind::Cluster, "payments").as_deref(),
+            Some(&*v1)
+        );
         listener_versions.push(version_of(&st, Kind::Listener, "inbound").unwrap());
     }
 
     server.push(snapshot(9090));
-    let v2 = server.snapshot().get(Kind::Cluster.type_url(), "payments").unwrap().version.to_string();
+    let v2 = server
+        .snapshot()
+        .get(Kind::Cluster.type_url(), "payments")
+        .unwrap()
+        .version
+        .to_string();
     assert_ne!(v1, v2);
     for (c, listener_version) in clients.iter().zip(&listener_versions) {
         let st = wait_status(&mut c.status(), "second config", |s| {
@@ -59,11 +106,17 @@ async fn a_push_reaches_every_client() {
         .await;
         let decoded = decode::<serde_json::Value>(
             Kind::Cluster.type_url(),
-            &st.applied.get(Kind::Cluster.type_url(), "payments").unwrap().value,
+            &st.applied
+                .get(Kind::Cluster.type_url(), "payments")
+                .unwrap()
+                .value,
         )
         .unwrap();
         assert_eq!(decoded.body["port"], 9090);
-        assert_eq!(version_of(&st, Kind::Listener, "inbound").as_ref(), Some(listener_version));
+        assert_eq!(
+            version_of(&st, Kind::Listener, "inbound").as_ref(),
+            Some(listener_version)
+        );
     }
     drop(clients);
     running.stop().await;
@@ -76,10 +129,19 @@ async fn a_nack_reaches_the_server_which_keeps_the_last_acked_version() {
     let running = serve_local(&server).await;
     let url = format!("http://{}", running.addr);
     let mut events = server.events();
-    let client = XdsClient::connect(&url, None, config("proxy-nack"), TestApplier::default()).unwrap();
-    let good = wait_status(&mut client.status(), "first config", |s| s.applied.len() == 5).await;
+    let client =
+        XdsClient::connect(&url, None, config("proxy-nack"), TestApplier::default()).unwrap();
+    let good = wait_status(&mut client.status(), "first config", |s| {
+        s.applied.len() == 5
+    })
+    .await;
     let cluster_url = Kind::Cluster.type_url();
-    let acked_set = server.snapshot().type_set(cluster_url).unwrap().version.to_string();
+    let acked_set = server
+        .snapshot()
+        .type_set(cluster_url)
+        .unwrap()
+        .version
+        .to_string();
     wait_event(&mut events, "cluster ACK", |e| {
         matches!(e, ServerEvent::Stream { node_id, event: StreamEvent::Ack { type_url, version } }
             if node_id == "proxy-nack" && &**type_url == cluster_url && *version == acked_set)
@@ -87,18 +149,24 @@ async fn a_nack_reaches_the_server_which_keeps_the_last_acked_version() {
     .await;
 
     server.push(snapshot(0));
-    let rejected_set = server.snapshot().type_set(cluster_url).unwrap().version.to_string();
+    let rejected_set = server
+        .snapshot()
+        .type_set(cluster_url)
+        .unwrap()
+        .version
+        .to_string();
     let ev = wait_event(&mut events, "cluster NACK", |e| {
         matches!(e, ServerEvent::Stream { node_id, event: StreamEvent::Nack { .. } } if node_id == "proxy-nack")
     })
     .await;
     let ServerEvent::Stream {
-        event: StreamEvent::Nack {
-            type_url,
-            rejected_version,
-            error,
-            ..
-        },
+        event:
+            StreamEvent::Nack {
+                type_url,
+                rejected_version,
+                error,
+                ..
+            },
         ..
     } = ev
     else {
@@ -106,11 +174,18 @@ async fn a_nack_reaches_the_server_which_keeps_the_last_acked_version() {
     };
     assert_eq!(&*type_url, cluster_url);
     assert_eq!(rejected_version, rejected_set);
-    assert!(error.contains("field port: expected 1-65535, got 0"), "{error}");
+    assert!(
+        error.contains("field port: expected 1-65535, got 0"),
+        "{error}"
+    );
 
     let status = server.status("proxy-nack").unwrap();
     let t = &status.types[cluster_url];
-    assert_eq!(t.acked_version.as_deref(), Some(&*acked_set), "the server keeps the last ACKed version");
+    assert_eq!(
+        t.acked_version.as_deref(),
+        Some(&*acked_set),
+        "the server keeps the last ACKed version"
+    );
     assert_eq!(t.last_nack.as_ref().unwrap().0, rejected_set);
 
     let st = wait_status(&mut client.status(), "NACK counted", |s| s.nacks >= 1).await;
@@ -131,15 +206,26 @@ async fn a_client_keeps_its_config_while_the_server_is_away_and_resyncs_after_re
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let running = serve(&server, listener, None);
-    let client = XdsClient::connect(&format!("http://{addr}"), None, config("proxy-restart"), TestApplier::default())
-        .unwrap();
+    let client = XdsClient::connect(
+        &format!("http://{addr}"),
+        None,
+        config("proxy-restart"),
+        TestApplier::default(),
+    )
+    .unwrap();
     let mut status = client.status();
-    let before = wait_status(&mut status, "first config", |s| s.applied.len() == 5 && s.connected).await;
+    let before = wait_status(&mut status, "first config", |s| {
+        s.applied.len() == 5 && s.connected
+    })
+    .await;
     assert_eq!(before.streams, 1);
 
     running.stop().await;
     let away = wait_status(&mut status, "disconnect noticed", |s| !s.connected).await;
-    assert_eq!(away.applied, before.applied, "the last good config stays in force");
+    assert_eq!(
+        away.applied, before.applied,
+        "the last good config stays in force"
+    );
     assert_eq!(away.applies, before.applies);
 
     // A new control plane process with a newer config, on the same address.
@@ -147,7 +233,12 @@ async fn a_client_keeps_its_config_while_the_server_is_away_and_resyncs_after_re
     restarted.push(snapshot(9090));
     let mut events = restarted.events();
     let running = serve(&restarted, TcpListener::bind(addr).await.unwrap(), None);
-    let v2 = restarted.snapshot().get(Kind::Cluster.type_url(), "payments").unwrap().version.to_string();
+    let v2 = restarted
+        .snapshot()
+        .get(Kind::Cluster.type_url(), "payments")
+        .unwrap()
+        .version
+        .to_string();
     let after = wait_status(&mut status, "resync", |s| {
         s.connected && version_of(s, Kind::Cluster, "payments").as_deref() == Some(&*v2)
     })
@@ -192,10 +283,15 @@ async fn state_of_the_world_stream_over_grpc() {
         .await
         .unwrap()
         .into_inner();
-    let first = tokio::time::timeout(WAIT, inbound.next()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(WAIT, inbound.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(first.type_url, Kind::Cluster.type_url());
     assert_eq!(first.resources.len(), 1);
-    let body = decode::<serde_json::Value>(&first.resources[0].type_url, &first.resources[0].value).unwrap();
+    let body = decode::<serde_json::Value>(&first.resources[0].type_url, &first.resources[0].value)
+        .unwrap();
     assert_eq!(body.body["port"], 8080);
 
     let mut events = server.events();
@@ -207,18 +303,32 @@ async fn state_of_the_world_stream_over_grpc() {
     })
     .await
     .unwrap();
-    wait_event(&mut events, "SotW ACK", |e| matches!(e, ServerEvent::Stream { event: StreamEvent::Ack { .. }, .. }))
-        .await;
+    wait_event(&mut events, "SotW ACK", |e| {
+        matches!(
+            e,
+            ServerEvent::Stream {
+                event: StreamEvent::Ack { .. },
+                ..
+            }
+        )
+    })
+    .await;
     assert_eq!(
         server.status("envoy-1").unwrap().types[Kind::Cluster.type_url()].acked_version,
         Some(first.version_info.clone())
     );
 
     server.push(snapshot(9090));
-    let second = tokio::time::timeout(WAIT, inbound.next()).await.unwrap().unwrap().unwrap();
+    let second = tokio::time::timeout(WAIT, inbound.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_ne!(second.version_info, first.version_info);
     assert_ne!(second.nonce, first.nonce);
-    let body = decode::<serde_json::Value>(&second.resources[0].type_url, &second.resources[0].value).unwrap();
+    let body =
+        decode::<serde_json::Value>(&second.resources[0].type_url, &second.resources[0].value)
+            .unwrap();
     assert_eq!(body.body["port"], 9090);
     drop(tx);
     running.stop().await;
@@ -230,11 +340,17 @@ async fn each_proxy_sees_only_its_scope() {
     let server = XdsServer::new(|node: &NodeInfo, snap: &Arc<Snapshot>| {
         let ns = node.metadata.get("namespace").cloned().unwrap_or_default();
         Arc::new(snap.filter(|e| {
-            &*e.type_url != Kind::AuthorizationPolicy.type_url() || e.name.starts_with(&format!("{ns}/"))
+            &*e.type_url != Kind::AuthorizationPolicy.type_url()
+                || e.name.starts_with(&format!("{ns}/"))
         }))
     });
     server.push(Snapshot::new([
-        encode(Kind::AuthorizationPolicy, "child-services/allow", &json!({})).unwrap(),
+        encode(
+            Kind::AuthorizationPolicy,
+            "child-services/allow",
+            &json!({}),
+        )
+        .unwrap(),
         encode(Kind::AuthorizationPolicy, "emergency/allow", &json!({})).unwrap(),
     ]));
     let running = serve_local(&server).await;
@@ -248,16 +364,33 @@ async fn each_proxy_sees_only_its_scope() {
     let b = client_for("b", "emergency");
     let sa = wait_status(&mut a.status(), "a config", |s| s.applied.len() == 1).await;
     let sb = wait_status(&mut b.status(), "b config", |s| s.applied.len() == 1).await;
-    assert!(sa.applied.get(Kind::AuthorizationPolicy.type_url(), "child-services/allow").is_some());
-    assert!(sb.applied.get(Kind::AuthorizationPolicy.type_url(), "emergency/allow").is_some());
+    assert!(
+        sa.applied
+            .get(Kind::AuthorizationPolicy.type_url(), "child-services/allow")
+            .is_some()
+    );
+    assert!(
+        sb.applied
+            .get(Kind::AuthorizationPolicy.type_url(), "emergency/allow")
+            .is_some()
+    );
 
     // A per-node snapshot overrides the shared one for that proxy only.
-    server.push_node("b", Snapshot::new([encode(Kind::AuthorizationPolicy, "emergency/deny", &json!({})).unwrap()]));
+    server.push_node(
+        "b",
+        Snapshot::new([encode(Kind::AuthorizationPolicy, "emergency/deny", &json!({})).unwrap()]),
+    );
     let sb = wait_status(&mut b.status(), "b override", |s| {
-        s.applied.get(Kind::AuthorizationPolicy.type_url(), "emergency/deny").is_some()
+        s.applied
+            .get(Kind::AuthorizationPolicy.type_url(), "emergency/deny")
+            .is_some()
     })
     .await;
-    assert_eq!(sb.applied.len(), 1, "emergency/allow was removed by the delta");
+    assert_eq!(
+        sb.applied.len(),
+        1,
+        "emergency/allow was removed by the delta"
+    );
     drop((a, b));
     running.stop().await;
 }

@@ -21,7 +21,9 @@ fn pki() -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "jalin test mesh CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "jalin test mesh CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
 
@@ -42,29 +44,63 @@ fn pki() -> Pki {
 async fn mtls_client_gets_config_and_a_client_without_certificate_is_refused() {
     let pki = pki();
     let server = XdsServer::default();
-    server.push(Snapshot::new([encode(Kind::TrustBundle, "gov.example", &"-----BEGIN CERTIFICATE-----").unwrap()]));
+    server.push(Snapshot::new([encode(
+        Kind::TrustBundle,
+        "gov.example",
+        &"-----BEGIN CERTIFICATE-----",
+    )
+    .unwrap()]));
     let tls = ServerTlsConfig::new()
         .identity(pki.server.clone())
         .client_ca_root(Certificate::from_pem(&pki.ca_pem));
-    let running = serve(&server, TcpListener::bind("127.0.0.1:0").await.unwrap(), Some(tls));
+    let running = serve(
+        &server,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Some(tls),
+    );
     let url = format!("https://{}", running.addr);
 
     let client_tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&pki.ca_pem))
         .identity(pki.client.clone())
         .domain_name("jalin-control.jalin-system");
-    let good = XdsClient::connect(&url, Some(client_tls), config("proxy-tls"), TestApplier::default()).unwrap();
-    let st = wait_status(&mut good.status(), "config over mTLS", |s| s.applied.len() == 1).await;
-    assert!(st.applied.get(Kind::TrustBundle.type_url(), "gov.example").is_some());
+    let good = XdsClient::connect(
+        &url,
+        Some(client_tls),
+        config("proxy-tls"),
+        TestApplier::default(),
+    )
+    .unwrap();
+    let st = wait_status(&mut good.status(), "config over mTLS", |s| {
+        s.applied.len() == 1
+    })
+    .await;
+    assert!(
+        st.applied
+            .get(Kind::TrustBundle.type_url(), "gov.example")
+            .is_some()
+    );
     assert!(server.status("proxy-tls").unwrap().streams >= 1);
 
     let anonymous_tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&pki.ca_pem))
         .domain_name("jalin-control.jalin-system");
-    let anonymous = XdsClient::connect(&url, Some(anonymous_tls), config("intruder"), TestApplier::default()).unwrap();
-    let st = wait_status(&mut anonymous.status(), "refusal", |s| s.last_disconnect.is_some()).await;
+    let anonymous = XdsClient::connect(
+        &url,
+        Some(anonymous_tls),
+        config("intruder"),
+        TestApplier::default(),
+    )
+    .unwrap();
+    let st = wait_status(&mut anonymous.status(), "refusal", |s| {
+        s.last_disconnect.is_some()
+    })
+    .await;
     assert!(st.applied.is_empty());
-    assert!(server.status("intruder").is_none(), "no stream was opened for a client without a certificate");
+    assert!(
+        server.status("intruder").is_none(),
+        "no stream was opened for a client without a certificate"
+    );
 
     drop((good, anonymous));
     running.stop().await;

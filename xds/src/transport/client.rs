@@ -13,10 +13,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
+use super::NodeInfo;
 use super::backoff::{Backoff, DEFAULT_BASE, DEFAULT_MAX};
 use super::client_state::{AppliedConfig, Applier, ClientState, DEFAULT_WARM_TIMEOUT};
 use super::resource::Kind;
-use super::NodeInfo;
 
 /// Time allowed to open the TCP (and TLS) connection to the control plane.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,7 +90,9 @@ pub struct ClientStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The endpoint is not a valid URI.
-    #[error("xDS endpoint {endpoint:?} is not a valid URI ({reason}); expected e.g. https://jalin-control.jalin-system:15010")]
+    #[error(
+        "xDS endpoint {endpoint:?} is not a valid URI ({reason}); expected e.g. https://jalin-control.jalin-system:15010"
+    )]
     InvalidEndpoint {
         /// What was given.
         endpoint: String,
@@ -98,7 +100,9 @@ pub enum ClientError {
         reason: String,
     },
     /// The TLS configuration was refused.
-    #[error("xDS client TLS configuration: {0}; check the CA bundle, client certificate and domain name")]
+    #[error(
+        "xDS client TLS configuration: {0}; check the CA bundle, client certificate and domain name"
+    )]
     Tls(tonic::transport::Error),
 }
 
@@ -141,9 +145,11 @@ impl XdsClient {
         config: ClientConfig,
         applier: impl Applier,
     ) -> Result<XdsClient, ClientError> {
-        let mut ep = Endpoint::from_shared(endpoint.to_owned()).map_err(|e| ClientError::InvalidEndpoint {
-            endpoint: endpoint.to_owned(),
-            reason: e.to_string(),
+        let mut ep = Endpoint::from_shared(endpoint.to_owned()).map_err(|e| {
+            ClientError::InvalidEndpoint {
+                endpoint: endpoint.to_owned(),
+                reason: e.to_string(),
+            }
         })?;
         if let Some(tls) = tls {
             ep = ep.tls_config(tls).map_err(ClientError::Tls)?;
@@ -157,7 +163,11 @@ impl XdsClient {
         let (status_tx, status) = watch::channel(ClientStatus::default());
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let task = tokio::spawn(run(ep, config, Box::new(applier), status_tx, commands_rx));
-        Ok(XdsClient { status, commands, task })
+        Ok(XdsClient {
+            status,
+            commands,
+            task,
+        })
     }
 
     /// A receiver of the client's status; wait on it with `wait_for`.
@@ -172,12 +182,18 @@ impl XdsClient {
 
     /// Subscribes to names of a type (in addition to any wildcard).
     pub async fn subscribe(&self, type_url: &str, names: Vec<String>) {
-        let _ = self.commands.send(Command::Subscribe(type_url.to_owned(), names)).await;
+        let _ = self
+            .commands
+            .send(Command::Subscribe(type_url.to_owned(), names))
+            .await;
     }
 
     /// Unsubscribes from names of a type.
     pub async fn unsubscribe(&self, type_url: &str, names: Vec<String>) {
-        let _ = self.commands.send(Command::Unsubscribe(type_url.to_owned(), names)).await;
+        let _ = self
+            .commands
+            .send(Command::Unsubscribe(type_url.to_owned(), names))
+            .await;
     }
 }
 
@@ -195,10 +211,23 @@ async fn run(
     status: watch::Sender<ClientStatus>,
     mut commands: mpsc::Receiver<Command>,
 ) {
-    let mut state = ClientState::new(config.node.clone(), config.type_urls.iter().cloned(), config.warm_timeout);
+    let mut state = ClientState::new(
+        config.node.clone(),
+        config.type_urls.iter().cloned(),
+        config.warm_timeout,
+    );
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
     loop {
-        let end = session(&endpoint, &config, &mut state, &mut *applier, &status, &mut commands, &mut backoff).await;
+        let end = session(
+            &endpoint,
+            &config,
+            &mut state,
+            &mut *applier,
+            &status,
+            &mut commands,
+            &mut backoff,
+        )
+        .await;
         match end {
             SessionEnd::Stopped => return,
             SessionEnd::Failed(reason) => {
@@ -225,9 +254,16 @@ async fn session(
 ) -> SessionEnd {
     let channel = match endpoint.connect().await {
         Ok(c) => c,
-        Err(e) => return SessionEnd::Failed(format!("connect to {}: {}", endpoint.uri(), error_chain(&e))),
+        Err(e) => {
+            return SessionEnd::Failed(format!(
+                "connect to {}: {}",
+                endpoint.uri(),
+                error_chain(&e)
+            ));
+        }
     };
-    let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(config.max_response_bytes);
+    let mut client = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(config.max_response_bytes);
     let initial = state.on_connect();
     let (req_tx, req_rx) = mpsc::channel(REQUEST_QUEUE.max(initial.len() + 1));
     for req in initial {
@@ -235,7 +271,10 @@ async fn session(
             return SessionEnd::Failed("request queue full while opening the stream".into());
         }
     }
-    let mut inbound = match client.delta_aggregated_resources(ReceiverStream::new(req_rx)).await {
+    let mut inbound = match client
+        .delta_aggregated_resources(ReceiverStream::new(req_rx))
+        .await
+    {
         Ok(resp) => resp.into_inner(),
         Err(e) => return SessionEnd::Failed(format!("open ADS stream at {}: {e}", endpoint.uri())),
     };
@@ -277,7 +316,11 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn publish(state: &ClientState, status: &watch::Sender<ClientStatus>, sent: &[DeltaDiscoveryRequest]) {
+fn publish(
+    state: &ClientState,
+    status: &watch::Sender<ClientStatus>,
+    sent: &[DeltaDiscoveryRequest],
+) {
     let nacks = sent.iter().filter(|r| r.error_detail.is_some()).count() as u64;
     status.send_if_modified(|s| {
         let mut changed = nacks > 0;

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
+};
 use envoy_types::pb::google::rpc::Status;
 use serde::de::DeserializeOwned;
 
@@ -74,11 +76,17 @@ impl AppliedConfig {
 
     /// Every resource of a type, by name.
     pub fn of_type(&self, type_url: &str) -> impl Iterator<Item = &Arc<ResourceState>> {
-        self.types.get(type_url).into_iter().flat_map(|m| m.values())
+        self.types
+            .get(type_url)
+            .into_iter()
+            .flat_map(|m| m.values())
     }
 
     /// Decodes every resource of a jalin kind into its native model type.
-    pub fn decode_kind<T: DeserializeOwned>(&self, kind: Kind) -> Result<Vec<Decoded<T>>, ResourceError> {
+    pub fn decode_kind<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+    ) -> Result<Vec<Decoded<T>>, ResourceError> {
         self.of_type(kind.type_url())
             .map(|r| decode(&r.type_url, &r.value))
             .collect()
@@ -88,7 +96,14 @@ impl AppliedConfig {
     pub fn versions(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         self.types
             .iter()
-            .map(|(t, m)| (t.clone(), m.iter().map(|(n, r)| (n.clone(), r.version.clone())).collect()))
+            .map(|(t, m)| {
+                (
+                    t.clone(),
+                    m.iter()
+                        .map(|(n, r)| (n.clone(), r.version.clone()))
+                        .collect(),
+                )
+            })
             .collect()
     }
 
@@ -108,7 +123,10 @@ impl AppliedConfig {
         for res in self.types.values().flat_map(|m| m.values()) {
             for dep in &res.depends_on {
                 if self.get(&dep.type_url, &dep.name).is_none() {
-                    missing.push((ResourceKey::new(res.type_url.clone(), res.name.clone()), dep.clone()));
+                    missing.push((
+                        ResourceKey::new(res.type_url.clone(), res.name.clone()),
+                        dep.clone(),
+                    ));
                 }
             }
         }
@@ -117,7 +135,10 @@ impl AppliedConfig {
 
     fn insert(&mut self, res: ResourceState) -> bool {
         let map = self.types.entry(res.type_url.clone()).or_default();
-        if map.get(&res.name).is_some_and(|old| old.version == res.version && old.value == res.value) {
+        if map
+            .get(&res.name)
+            .is_some_and(|old| old.version == res.version && old.value == res.value)
+        {
             return false;
         }
         map.insert(res.name.clone(), Arc::new(res));
@@ -125,7 +146,9 @@ impl AppliedConfig {
     }
 
     fn remove(&mut self, type_url: &str, name: &str) -> bool {
-        self.types.get_mut(type_url).is_some_and(|m| m.remove(name).is_some())
+        self.types
+            .get_mut(type_url)
+            .is_some_and(|m| m.remove(name).is_some())
     }
 }
 
@@ -154,10 +177,17 @@ pub struct ClientState {
 
 impl ClientState {
     /// A client for `node` with wildcard subscriptions to `type_urls`.
-    pub fn new(node: NodeInfo, type_urls: impl IntoIterator<Item = String>, warm_timeout: Duration) -> Self {
+    pub fn new(
+        node: NodeInfo,
+        type_urls: impl IntoIterator<Item = String>,
+        warm_timeout: Duration,
+    ) -> Self {
         ClientState {
             node,
-            subscriptions: type_urls.into_iter().map(|t| (t, Subscription::wildcard())).collect(),
+            subscriptions: type_urls
+                .into_iter()
+                .map(|t| (t, Subscription::wildcard()))
+                .collect(),
             applied: AppliedConfig::default(),
             candidate: AppliedConfig::default(),
             dirty: false,
@@ -297,7 +327,11 @@ impl ClientState {
     /// Subscribes to more names of `type_url`; returns the request to send, if anything is new.
     pub fn subscribe(&mut self, type_url: &str, names: &[String]) -> Option<DeltaDiscoveryRequest> {
         let sub = self.subscriptions.entry(type_url.to_owned()).or_default();
-        let new: Vec<String> = names.iter().filter(|n| sub.names.insert((*n).clone())).cloned().collect();
+        let new: Vec<String> = names
+            .iter()
+            .filter(|n| sub.names.insert((*n).clone()))
+            .cloned()
+            .collect();
         (!new.is_empty()).then(|| DeltaDiscoveryRequest {
             type_url: type_url.to_owned(),
             resource_names_subscribe: new,
@@ -315,7 +349,11 @@ impl ClientState {
         let Some(sub) = self.subscriptions.get_mut(type_url) else {
             return Vec::new();
         };
-        let gone: Vec<String> = names.iter().filter(|n| sub.names.remove(n.as_str())).cloned().collect();
+        let gone: Vec<String> = names
+            .iter()
+            .filter(|n| sub.names.remove(n.as_str()))
+            .cloned()
+            .collect();
         if gone.is_empty() {
             return Vec::new();
         }
@@ -359,7 +397,10 @@ impl ClientState {
                 match decode_envelope(&any.type_url, &any.value) {
                     Ok(env) if env.name == r.name => references(&env),
                     Ok(env) => {
-                        errors.push(format!("resource {:?} carries an envelope named {:?}", r.name, env.name));
+                        errors.push(format!(
+                            "resource {:?} carries an envelope named {:?}",
+                            r.name, env.name
+                        ));
                         continue;
                     }
                     Err(e) => {
@@ -395,7 +436,11 @@ impl ClientState {
             // subscriptions receive everything the server scopes to us anyway.
             let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
             for (_, dep) in missing {
-                if self.subscriptions.get(&dep.type_url).is_some_and(|s| !s.covers(&dep.name)) {
+                if self
+                    .subscriptions
+                    .get(&dep.type_url)
+                    .is_some_and(|s| !s.covers(&dep.name))
+                {
                     wanted.entry(dep.type_url).or_default().insert(dep.name);
                 }
             }

@@ -18,7 +18,12 @@ fn state() -> ClientState {
     )
 }
 
-fn response(kind: Kind, nonce: &str, res: &[EncodedResource], removed: &[&str]) -> DeltaDiscoveryResponse {
+fn response(
+    kind: Kind,
+    nonce: &str,
+    res: &[EncodedResource],
+    removed: &[&str],
+) -> DeltaDiscoveryResponse {
     DeltaDiscoveryResponse {
         type_url: kind.type_url().into(),
         system_version_info: format!("sys-{nonce}"),
@@ -76,10 +81,17 @@ fn valid_response_is_applied_and_acked() {
     let mut rec = Recorder::default();
     s.on_connect();
     let c = encode(Kind::Cluster, "payments", &1).unwrap();
-    let out = s.on_response(&response(Kind::Cluster, "1", &[c.clone()], &[]), Instant::now(), &mut rec);
+    let out = s.on_response(
+        &response(Kind::Cluster, "1", std::slice::from_ref(&c), &[]),
+        Instant::now(),
+        &mut rec,
+    );
     assert_eq!(out.len(), 1);
     assert!(is_ack(&out[0], "1"));
-    assert_eq!(s.applied().get(&c.type_url, "payments").unwrap().version, c.version);
+    assert_eq!(
+        s.applied().get(&c.type_url, "payments").unwrap().version,
+        c.version
+    );
     assert_eq!(s.acked_versions()[Kind::Cluster.type_url()], "sys-1");
     assert_eq!(rec.seen.lock().unwrap().len(), 1);
     let decoded: Vec<Decoded<u32>> = s.applied().decode_kind(Kind::Cluster).unwrap();
@@ -92,27 +104,50 @@ fn apply_error_becomes_nack_with_detail_and_keeps_last_good() {
     let mut rec = Recorder::default();
     s.on_connect();
     let good = encode(Kind::Cluster, "payments", &1).unwrap();
-    s.on_response(&response(Kind::Cluster, "1", &[good.clone()], &[]), Instant::now(), &mut rec);
+    s.on_response(
+        &response(Kind::Cluster, "1", std::slice::from_ref(&good), &[]),
+        Instant::now(),
+        &mut rec,
+    );
 
-    *rec.fail_with.lock().unwrap() = Some("cluster payments: field outlier.interval: expected > 0".into());
+    *rec.fail_with.lock().unwrap() =
+        Some("cluster payments: field outlier.interval: expected > 0".into());
     let bad = encode(Kind::Cluster, "payments", &2).unwrap();
-    let out = s.on_response(&response(Kind::Cluster, "2", &[bad], &[]), Instant::now(), &mut rec);
+    let out = s.on_response(
+        &response(Kind::Cluster, "2", &[bad], &[]),
+        Instant::now(),
+        &mut rec,
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].response_nonce, "2");
     let detail = out[0].error_detail.as_ref().unwrap();
     assert_eq!(detail.code, 3);
-    assert!(detail.message.contains("outlier.interval"), "{}", detail.message);
-    assert_eq!(s.applied().get(&good.type_url, "payments").unwrap().version, good.version);
+    assert!(
+        detail.message.contains("outlier.interval"),
+        "{}",
+        detail.message
+    );
+    assert_eq!(
+        s.applied().get(&good.type_url, "payments").unwrap().version,
+        good.version
+    );
     assert_eq!(s.acked_versions()[Kind::Cluster.type_url()], "sys-1");
     assert!(s.last_error().unwrap().contains("outlier"));
 
     // A later good update applies on top of the last good config, not the rejected one.
     *rec.fail_with.lock().unwrap() = None;
     let other = encode(Kind::Cluster, "orders", &1).unwrap();
-    let out = s.on_response(&response(Kind::Cluster, "3", &[other], &[]), Instant::now(), &mut rec);
+    let out = s.on_response(
+        &response(Kind::Cluster, "3", &[other], &[]),
+        Instant::now(),
+        &mut rec,
+    );
     assert!(is_ack(&out[0], "3"));
     let last = rec.seen.lock().unwrap().last().unwrap().clone();
-    assert_eq!(last.get(&good.type_url, "payments").unwrap().version, good.version);
+    assert_eq!(
+        last.get(&good.type_url, "payments").unwrap().version,
+        good.version
+    );
     assert!(last.get(&good.type_url, "orders").is_some());
 }
 
@@ -124,17 +159,47 @@ fn warm_up_waits_for_dependencies_then_applies_once() {
     let now = Instant::now();
     let listener = encode_with_deps(Kind::Listener, "inbound", &1, &[(Kind::Route, "r1")]).unwrap();
     let route = encode_with_deps(Kind::Route, "r1", &1, &[(Kind::Cluster, "payments")]).unwrap();
-    let cluster = encode_with_deps(Kind::Cluster, "payments", &1, &[(Kind::Endpoints, "payments")]).unwrap();
+    let cluster = encode_with_deps(
+        Kind::Cluster,
+        "payments",
+        &1,
+        &[(Kind::Endpoints, "payments")],
+    )
+    .unwrap();
     let endpoints = encode(Kind::Endpoints, "payments", &1).unwrap();
 
-    assert!(s.on_response(&response(Kind::Listener, "1", &[listener], &[]), now, &mut rec).is_empty());
-    assert!(s.on_response(&response(Kind::Route, "2", &[route], &[]), now, &mut rec).is_empty());
-    assert!(s.on_response(&response(Kind::Cluster, "3", &[cluster], &[]), now, &mut rec).is_empty());
+    assert!(
+        s.on_response(
+            &response(Kind::Listener, "1", &[listener], &[]),
+            now,
+            &mut rec
+        )
+        .is_empty()
+    );
+    assert!(
+        s.on_response(&response(Kind::Route, "2", &[route], &[]), now, &mut rec)
+            .is_empty()
+    );
+    assert!(
+        s.on_response(
+            &response(Kind::Cluster, "3", &[cluster], &[]),
+            now,
+            &mut rec
+        )
+        .is_empty()
+    );
     assert_eq!(s.pending(), 3);
-    assert!(rec.seen.lock().unwrap().is_empty(), "nothing applies before the endpoints arrive");
+    assert!(
+        rec.seen.lock().unwrap().is_empty(),
+        "nothing applies before the endpoints arrive"
+    );
     assert!(s.applied().is_empty());
 
-    let out = s.on_response(&response(Kind::Endpoints, "4", &[endpoints], &[]), now, &mut rec);
+    let out = s.on_response(
+        &response(Kind::Endpoints, "4", &[endpoints], &[]),
+        now,
+        &mut rec,
+    );
     let nonces: Vec<&str> = out.iter().map(|r| r.response_nonce.as_str()).collect();
     assert_eq!(nonces, ["1", "2", "3", "4"]);
     assert!(out.iter().all(|r| r.error_detail.is_none()));
@@ -150,7 +215,11 @@ fn warm_up_subscribes_to_missing_names_when_explicit() {
     let mut rec = Recorder::default();
     s.on_connect();
     let listener = encode_with_deps(Kind::Listener, "inbound", &1, &[(Kind::Route, "r1")]).unwrap();
-    let out = s.on_response(&response(Kind::Listener, "1", &[listener], &[]), Instant::now(), &mut rec);
+    let out = s.on_response(
+        &response(Kind::Listener, "1", &[listener], &[]),
+        Instant::now(),
+        &mut rec,
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].type_url, Kind::Route.type_url());
     assert_eq!(out[0].resource_names_subscribe, vec!["r1".to_string()]);
@@ -164,13 +233,20 @@ fn warm_up_timeout_nacks_naming_the_missing_resource() {
     s.on_connect();
     let t0 = Instant::now();
     let listener = encode_with_deps(Kind::Listener, "inbound", &1, &[(Kind::Route, "r1")]).unwrap();
-    s.on_response(&response(Kind::Listener, "1", &[listener], &[]), t0, &mut rec);
+    s.on_response(
+        &response(Kind::Listener, "1", &[listener], &[]),
+        t0,
+        &mut rec,
+    );
     assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(10)));
     assert!(s.poll(t0 + Duration::from_secs(9)).is_empty());
     let out = s.poll(t0 + Duration::from_secs(10));
     assert_eq!(out.len(), 1);
     let msg = &out[0].error_detail.as_ref().unwrap().message;
-    assert!(msg.contains("Listener \"inbound\" references Route \"r1\""), "{msg}");
+    assert!(
+        msg.contains("Listener \"inbound\" references Route \"r1\""),
+        "{msg}"
+    );
     assert!(s.next_deadline().is_none());
     assert!(s.applied().is_empty());
 }
@@ -182,10 +258,22 @@ fn delta_removal_leaves_the_config() {
     s.on_connect();
     let a = encode(Kind::Cluster, "a", &1).unwrap();
     let b = encode(Kind::Cluster, "b", &1).unwrap();
-    s.on_response(&response(Kind::Cluster, "1", &[a, b], &[]), Instant::now(), &mut rec);
-    let out = s.on_response(&response(Kind::Cluster, "2", &[], &["a"]), Instant::now(), &mut rec);
+    s.on_response(
+        &response(Kind::Cluster, "1", &[a, b], &[]),
+        Instant::now(),
+        &mut rec,
+    );
+    let out = s.on_response(
+        &response(Kind::Cluster, "2", &[], &["a"]),
+        Instant::now(),
+        &mut rec,
+    );
     assert!(is_ack(&out[0], "2"));
-    let names: Vec<&str> = s.applied().of_type(Kind::Cluster.type_url()).map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = s
+        .applied()
+        .of_type(Kind::Cluster.type_url())
+        .map(|r| r.name.as_str())
+        .collect();
     assert_eq!(names, ["b"]);
 }
 
@@ -196,7 +284,11 @@ fn invalid_envelope_is_nacked_without_touching_the_config() {
     s.on_connect();
     let mut bogus = encode(Kind::Cluster, "a", &1).unwrap();
     bogus.value = Bytes::from_static(b"\xff\xff\xff");
-    let out = s.on_response(&response(Kind::Cluster, "1", &[bogus], &[]), Instant::now(), &mut rec);
+    let out = s.on_response(
+        &response(Kind::Cluster, "1", &[bogus], &[]),
+        Instant::now(),
+        &mut rec,
+    );
     assert!(out[0].error_detail.is_some());
     assert!(rec.seen.lock().unwrap().is_empty());
     assert_eq!(s.pending(), 0);
@@ -208,16 +300,33 @@ fn reconnect_resumes_with_applied_versions_and_drops_pending() {
     let mut rec = Recorder::default();
     s.on_connect();
     let c = encode(Kind::Cluster, "payments", &1).unwrap();
-    s.on_response(&response(Kind::Cluster, "1", &[c.clone()], &[]), Instant::now(), &mut rec);
+    s.on_response(
+        &response(Kind::Cluster, "1", std::slice::from_ref(&c), &[]),
+        Instant::now(),
+        &mut rec,
+    );
     let l = encode_with_deps(Kind::Listener, "inbound", &1, &[(Kind::Route, "r1")]).unwrap();
-    s.on_response(&response(Kind::Listener, "2", &[l], &[]), Instant::now(), &mut rec);
+    s.on_response(
+        &response(Kind::Listener, "2", &[l], &[]),
+        Instant::now(),
+        &mut rec,
+    );
     assert_eq!(s.pending(), 1);
 
     let reqs = s.on_connect();
     assert_eq!(s.pending(), 0);
-    let cluster_req = reqs.iter().find(|r| r.type_url == Kind::Cluster.type_url()).unwrap();
-    assert_eq!(cluster_req.initial_resource_versions.get("payments"), Some(&c.version));
-    let listener_req = reqs.iter().find(|r| r.type_url == Kind::Listener.type_url()).unwrap();
+    let cluster_req = reqs
+        .iter()
+        .find(|r| r.type_url == Kind::Cluster.type_url())
+        .unwrap();
+    assert_eq!(
+        cluster_req.initial_resource_versions.get("payments"),
+        Some(&c.version)
+    );
+    let listener_req = reqs
+        .iter()
+        .find(|r| r.type_url == Kind::Listener.type_url())
+        .unwrap();
     assert!(
         listener_req.initial_resource_versions.is_empty(),
         "a resource never applied is not claimed, so the server sends it again"
@@ -226,9 +335,24 @@ fn reconnect_resumes_with_applied_versions_and_drops_pending() {
 
 #[test]
 fn unsubscribed_type_is_nacked() {
-    let mut s = ClientState::new(NodeInfo::default(), [Kind::Cluster.type_url().to_owned()], DEFAULT_WARM_TIMEOUT);
+    let mut s = ClientState::new(
+        NodeInfo::default(),
+        [Kind::Cluster.type_url().to_owned()],
+        DEFAULT_WARM_TIMEOUT,
+    );
     let mut rec = Recorder::default();
     let r = encode(Kind::Route, "r", &1).unwrap();
-    let out = s.on_response(&response(Kind::Route, "1", &[r], &[]), Instant::now(), &mut rec);
-    assert!(out[0].error_detail.as_ref().unwrap().message.contains("did not subscribe"));
+    let out = s.on_response(
+        &response(Kind::Route, "1", &[r], &[]),
+        Instant::now(),
+        &mut rec,
+    );
+    assert!(
+        out[0]
+            .error_detail
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("did not subscribe")
+    );
 }

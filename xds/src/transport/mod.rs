@@ -26,7 +26,9 @@ use std::sync::Arc;
 pub use backoff::Backoff;
 pub use client::{ClientConfig, ClientError, ClientStatus, XdsClient};
 pub use client_state::{AppliedConfig, Applier, ClientState, ResourceState};
-pub use resource::{Decoded, EncodedResource, Kind, ResourceError, decode, encode, encode_with_deps};
+pub use resource::{
+    Decoded, EncodedResource, Kind, ResourceError, decode, encode, encode_with_deps,
+};
 pub use server::{AllResources, NodeStatus, Scope, TypeStatus, XdsServer};
 pub use snapshot::{Entry, Snapshot};
 
@@ -55,7 +57,11 @@ impl ResourceKey {
 impl std::fmt::Display for ResourceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // `type.googleapis.com/jalin.v1.Listener` reads as `Listener`.
-        let short = self.type_url.rsplit(['/', '.']).next().unwrap_or(&self.type_url);
+        let short = self
+            .type_url
+            .rsplit(['/', '.'])
+            .next()
+            .unwrap_or(&self.type_url);
         write!(f, "{short} {:?}", self.name)
     }
 }
@@ -166,13 +172,19 @@ pub enum StreamEvent {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     /// A request without a type URL on an aggregated stream.
-    #[error("xDS request without type_url on an aggregated stream; every ADS request must name its resource type")]
+    #[error(
+        "xDS request without type_url on an aggregated stream; every ADS request must name its resource type"
+    )]
     MissingTypeUrl,
     /// The first request carried no node.
-    #[error("the first xDS request on a stream carried no node; set node.id to the proxy's identity")]
+    #[error(
+        "the first xDS request on a stream carried no node; set node.id to the proxy's identity"
+    )]
     MissingNode,
     /// Too many distinct types on one stream.
-    #[error("xDS stream asked for more than {0} resource types; this bound protects the control plane")]
+    #[error(
+        "xDS stream asked for more than {0} resource types; this bound protects the control plane"
+    )]
     TooManyTypes(usize),
 }
 

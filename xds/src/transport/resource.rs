@@ -51,7 +51,9 @@ pub enum ResourceError {
         source: prost::DecodeError,
     },
     /// The envelope's kind disagrees with its type URL.
-    #[error("resource {name:?}: type URL {type_url} but the envelope says kind {kind:?}; the producer is inconsistent")]
+    #[error(
+        "resource {name:?}: type URL {type_url} but the envelope says kind {kind:?}; the producer is inconsistent"
+    )]
     KindMismatch {
         /// Type URL of the `Any`.
         type_url: String,
@@ -61,7 +63,9 @@ pub enum ResourceError {
         name: String,
     },
     /// The JSON body did not match the native model type.
-    #[error("resource {kind:?} {name:?}: body JSON does not match the expected model type: {source}")]
+    #[error(
+        "resource {kind:?} {name:?}: body JSON does not match the expected model type: {source}"
+    )]
     Body {
         /// Kind of the resource.
         kind: Kind,
@@ -122,7 +126,11 @@ pub struct EncodedResource {
 impl EncodedResource {
     /// Wraps any already-encoded protobuf message (for example an Envoy type); the version is a
     /// content hash of `value`.
-    pub fn from_message_bytes(type_url: impl Into<String>, name: impl Into<String>, value: Bytes) -> Self {
+    pub fn from_message_bytes(
+        type_url: impl Into<String>,
+        name: impl Into<String>,
+        value: Bytes,
+    ) -> Self {
         let version = content_version(&[&value]);
         EncodedResource {
             type_url: type_url.into(),
@@ -163,7 +171,11 @@ pub fn content_version(parts: &[&[u8]]) -> String {
 }
 
 /// Encodes a native model value as a jalin resource of `kind` named `name`.
-pub fn encode<T: Serialize>(kind: Kind, name: &str, body: &T) -> Result<EncodedResource, ResourceError> {
+pub fn encode<T: Serialize>(
+    kind: Kind,
+    name: &str,
+    body: &T,
+) -> Result<EncodedResource, ResourceError> {
     encode_with_deps(kind, name, body, &[])
 }
 
@@ -191,7 +203,12 @@ pub fn encode_with_deps<T: Serialize>(
     for d in &depends_on {
         dep_bytes.extend_from_slice(&d.encode_length_delimited_to_vec());
     }
-    let version = content_version(&[kind.type_url().as_bytes(), name.as_bytes(), &json, &dep_bytes]);
+    let version = content_version(&[
+        kind.type_url().as_bytes(),
+        name.as_bytes(),
+        &json,
+        &dep_bytes,
+    ]);
     let envelope = pb::Envelope {
         name: name.to_owned(),
         version: version.clone(),
@@ -209,7 +226,8 @@ pub fn encode_with_deps<T: Serialize>(
 
 /// Reads the envelope of a jalin resource (without decoding its body).
 pub fn decode_envelope(type_url: &str, value: &[u8]) -> Result<pb::Envelope, ResourceError> {
-    let kind = Kind::from_type_url(type_url).ok_or_else(|| ResourceError::UnknownTypeUrl(type_url.to_owned()))?;
+    let kind = Kind::from_type_url(type_url)
+        .ok_or_else(|| ResourceError::UnknownTypeUrl(type_url.to_owned()))?;
     let envelope = pb::Envelope::decode(value).map_err(|source| ResourceError::Envelope {
         type_url: type_url.to_owned(),
         source,
@@ -240,7 +258,10 @@ pub struct Decoded<T> {
 }
 
 /// Decodes a jalin resource (`type_url` and `Any.value`) into the native model type `T`.
-pub fn decode<T: DeserializeOwned>(type_url: &str, value: &[u8]) -> Result<Decoded<T>, ResourceError> {
+pub fn decode<T: DeserializeOwned>(
+    type_url: &str,
+    value: &[u8],
+) -> Result<Decoded<T>, ResourceError> {
     let envelope = decode_envelope(type_url, value)?;
     let kind = Kind::try_from(envelope.kind).unwrap_or(Kind::Unspecified);
     let body = serde_json::from_slice(&envelope.json).map_err(|source| ResourceError::Body {
@@ -285,7 +306,8 @@ mod tests {
             port: 8080,
             host: "a.example".into(),
         };
-        let res = encode_with_deps(Kind::Listener, "inbound", &body, &[(Kind::Route, "r1")]).unwrap();
+        let res =
+            encode_with_deps(Kind::Listener, "inbound", &body, &[(Kind::Route, "r1")]).unwrap();
         assert_eq!(res.type_url, "type.googleapis.com/jalin.v1.Listener");
         let back: Decoded<Body> = decode(&res.type_url, &res.value).unwrap();
         assert_eq!(back.body, body);
@@ -299,9 +321,33 @@ mod tests {
 
     #[test]
     fn version_is_a_content_hash() {
-        let a = encode(Kind::Cluster, "c", &Body { port: 1, host: "h".into() }).unwrap();
-        let b = encode(Kind::Cluster, "c", &Body { port: 1, host: "h".into() }).unwrap();
-        let c = encode(Kind::Cluster, "c", &Body { port: 2, host: "h".into() }).unwrap();
+        let a = encode(
+            Kind::Cluster,
+            "c",
+            &Body {
+                port: 1,
+                host: "h".into(),
+            },
+        )
+        .unwrap();
+        let b = encode(
+            Kind::Cluster,
+            "c",
+            &Body {
+                port: 1,
+                host: "h".into(),
+            },
+        )
+        .unwrap();
+        let c = encode(
+            Kind::Cluster,
+            "c",
+            &Body {
+                port: 2,
+                host: "h".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(a.version, b.version);
         assert_ne!(a.version, c.version);
         assert_eq!(a.version.len(), 16);
@@ -309,7 +355,15 @@ mod tests {
 
     #[test]
     fn kind_and_type_url_must_agree() {
-        let res = encode(Kind::Cluster, "c", &Body { port: 1, host: "h".into() }).unwrap();
+        let res = encode(
+            Kind::Cluster,
+            "c",
+            &Body {
+                port: 1,
+                host: "h".into(),
+            },
+        )
+        .unwrap();
         let err = decode::<Body>(Kind::Route.type_url(), &res.value).unwrap_err();
         assert!(matches!(err, ResourceError::KindMismatch { .. }), "{err}");
         let err = decode::<Body>("type.googleapis.com/other.v1.Thing", &res.value).unwrap_err();

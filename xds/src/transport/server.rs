@@ -159,12 +159,18 @@ impl XdsServer {
 
     /// Replaces the snapshot of one proxy (by node id), and notifies its streams.
     pub fn push_node(&self, node_id: &str, snapshot: Snapshot) {
-        self.inner.node_channel(node_id).send_replace(Some(Arc::new(snapshot)));
+        self.inner
+            .node_channel(node_id)
+            .send_replace(Some(Arc::new(snapshot)));
     }
 
     /// Makes a proxy see the shared snapshot again.
     pub fn clear_node(&self, node_id: &str) {
-        let mut map = self.inner.per_node.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .inner
+            .per_node
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(tx) = map.remove(node_id) {
             tx.send_replace(None);
         }
@@ -177,12 +183,21 @@ impl XdsServer {
 
     /// What the server knows about a proxy: open streams, ACKed versions, last NACK.
     pub fn status(&self, node_id: &str) -> Option<NodeStatus> {
-        self.inner.status.lock().unwrap_or_else(PoisonError::into_inner).get(node_id).cloned()
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(node_id)
+            .cloned()
     }
 
     /// Every proxy the server has heard from.
     pub fn statuses(&self) -> HashMap<String, NodeStatus> {
-        self.inner.status.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A feed of stream events (connects, ACKs, NACKs). Slow receivers lose the oldest events.
@@ -227,7 +242,9 @@ impl XdsServer {
 impl Inner {
     fn node_channel(&self, node_id: &str) -> watch::Sender<Option<Arc<Snapshot>>> {
         let mut map = self.per_node.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry(node_id.to_owned()).or_insert_with(|| watch::Sender::new(None)).clone()
+        map.entry(node_id.to_owned())
+            .or_insert_with(|| watch::Sender::new(None))
+            .clone()
     }
 
     fn record(&self, node_id: &str, event: StreamEvent) {
@@ -236,7 +253,10 @@ impl Inner {
             let node = status.entry(node_id.to_owned()).or_default();
             match &event {
                 StreamEvent::Ack { type_url, version } => {
-                    node.types.entry(type_url.to_string()).or_default().acked_version = Some(version.clone());
+                    node.types
+                        .entry(type_url.to_string())
+                        .or_default()
+                        .acked_version = Some(version.clone());
                 }
                 StreamEvent::Nack {
                     type_url,
@@ -280,8 +300,11 @@ trait Machine: Default + Send + 'static {
     type Push: Send;
     type Wire: Send + 'static;
     fn node(&self) -> Option<&NodeInfo>;
-    fn on_request(&mut self, req: &Self::Request) -> Result<(Option<StreamEvent>, Option<Self::Push>), ProtocolError>;
-    fn on_snapshot(&mut self, view: Arc<Snapshot>) -> Vec<Self::Push>;
+    fn on_request(
+        &mut self,
+        req: &Self::Request,
+    ) -> Result<(Option<StreamEvent>, Option<Self::Push>), ProtocolError>;
+    fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<Self::Push>;
     fn wire(push: Self::Push) -> Self::Wire;
 }
 
@@ -292,10 +315,13 @@ impl Machine for SotwStream {
     fn node(&self) -> Option<&NodeInfo> {
         SotwStream::node(self)
     }
-    fn on_request(&mut self, req: &DiscoveryRequest) -> Result<(Option<StreamEvent>, Option<SotwPush>), ProtocolError> {
+    fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+    ) -> Result<(Option<StreamEvent>, Option<SotwPush>), ProtocolError> {
         SotwStream::on_request(self, req).map(|o| (o.event, o.push))
     }
-    fn on_snapshot(&mut self, view: Arc<Snapshot>) -> Vec<SotwPush> {
+    fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<SotwPush> {
         SotwStream::on_snapshot(self, view)
     }
     fn wire(push: SotwPush) -> WireSotwResponse {
@@ -316,7 +342,7 @@ impl Machine for DeltaStream {
     ) -> Result<(Option<StreamEvent>, Option<DeltaPush>), ProtocolError> {
         DeltaStream::on_request(self, req).map(|o| (o.event, o.push))
     }
-    fn on_snapshot(&mut self, view: Arc<Snapshot>) -> Vec<DeltaPush> {
+    fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<DeltaPush> {
         DeltaStream::on_snapshot(self, view)
     }
     fn wire(push: DeltaPush) -> WireDeltaResponse {
@@ -360,7 +386,9 @@ async fn run<M: Machine>(
     let (event, _) = match sm.on_request(&first) {
         Ok(out) => out,
         Err(e) => {
-            let _ = tx.send(Err(tonic::Status::invalid_argument(e.to_string()))).await;
+            let _ = tx
+                .send(Err(tonic::Status::invalid_argument(e.to_string())))
+                .await;
             return;
         }
     };
@@ -380,7 +408,7 @@ async fn run<M: Machine>(
     };
     global_rx.mark_unchanged();
     node_rx.mark_unchanged();
-    let mut pushes = sm.on_snapshot(view(&global_rx, &node_rx));
+    let mut pushes = sm.on_snapshot(&view(&global_rx, &node_rx));
     'stream: loop {
         for push in pushes.drain(..) {
             if tx.send(Ok(M::wire(push))).await.is_err() {
@@ -403,8 +431,8 @@ async fn run<M: Machine>(
                 },
                 Ok(None) | Err(_) => break,
             },
-            Ok(()) = global_rx.changed() => pushes = sm.on_snapshot(view(&global_rx, &node_rx)),
-            Ok(()) = node_rx.changed() => pushes = sm.on_snapshot(view(&global_rx, &node_rx)),
+            Ok(()) = global_rx.changed() => pushes = sm.on_snapshot(&view(&global_rx, &node_rx)),
+            Ok(()) = node_rx.changed() => pushes = sm.on_snapshot(&view(&global_rx, &node_rx)),
             () = closed(&mut closing) => {
                 let _ = tx.send(Err(tonic::Status::unavailable("xDS server shutting down"))).await;
                 break;

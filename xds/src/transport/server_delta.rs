@@ -89,7 +89,10 @@ impl DeltaStream {
     }
 
     /// Handles one request from the client.
-    pub fn on_request(&mut self, req: &DeltaDiscoveryRequest) -> Result<DeltaOutcome, ProtocolError> {
+    pub fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+    ) -> Result<DeltaOutcome, ProtocolError> {
         if self.node.is_none() {
             let node = req.node.as_ref().ok_or(ProtocolError::MissingNode)?;
             self.node = Some(NodeInfo::from_node(node));
@@ -110,7 +113,10 @@ impl DeltaStream {
         let mut outcome = DeltaOutcome::default();
 
         if !req.response_nonce.is_empty()
-            && let Some(pos) = state.outstanding.iter().position(|(n, _)| *n == req.response_nonce)
+            && let Some(pos) = state
+                .outstanding
+                .iter()
+                .position(|(n, _)| *n == req.response_nonce)
         {
             let (_, version) = state.outstanding[pos].clone();
             state.outstanding.drain(..=pos);
@@ -134,7 +140,9 @@ impl DeltaStream {
         if first {
             state.subscription.wildcard = req.resource_names_subscribe.is_empty();
             for (name, version) in &req.initial_resource_versions {
-                state.known.insert(Arc::from(name.as_str()), Arc::from(version.as_str()));
+                state
+                    .known
+                    .insert(Arc::from(name.as_str()), Arc::from(version.as_str()));
             }
         }
         let before = state.subscription.clone();
@@ -166,21 +174,23 @@ impl DeltaStream {
 
     /// Takes a new view of the resources for this stream's node and returns the responses to send:
     /// for each subscribed type, only what changed or left.
-    pub fn on_snapshot(&mut self, view: Arc<Snapshot>) -> Vec<DeltaPush> {
+    pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<DeltaPush> {
         self.view = Some(view.clone());
         let urls: Vec<Arc<str>> = self
             .types
             .keys()
-            .filter(|url| self.view_changed(url, &view))
+            .filter(|url| self.view_changed(url, view))
             .cloned()
             .collect();
-        urls.iter().filter_map(|url| self.diff(url, &view)).collect()
+        urls.iter().filter_map(|url| self.diff(url, view)).collect()
     }
 
     fn diff(&mut self, type_url: &Arc<str>, view: &Snapshot) -> Option<DeltaPush> {
         let state = self.types.get_mut(type_url)?;
         let set = view.type_set(type_url);
-        let set_version: Arc<str> = set.map(|s| s.version.clone()).unwrap_or_else(|| Arc::from(""));
+        let set_version: Arc<str> = set
+            .map(|s| s.version.clone())
+            .unwrap_or_else(|| Arc::from(""));
         let mut resources = Vec::new();
         let mut removed = Vec::new();
         if let Some(set) = set {
@@ -210,7 +220,9 @@ impl DeltaStream {
             return None;
         }
         for entry in &resources {
-            state.known.insert(entry.name.clone(), entry.version.clone());
+            state
+                .known
+                .insert(entry.name.clone(), entry.version.clone());
         }
         for name in &removed {
             state.known.remove(name);
@@ -221,7 +233,9 @@ impl DeltaStream {
         if state.outstanding.len() >= MAX_OUTSTANDING {
             state.outstanding.pop_front();
         }
-        state.outstanding.push_back((nonce.clone(), set_version.clone()));
+        state
+            .outstanding
+            .push_back((nonce.clone(), set_version.clone()));
         Some(DeltaPush {
             type_url: type_url.clone(),
             system_version: set_version,
@@ -275,7 +289,9 @@ mod tests {
 
     fn snap(items: &[(&str, u32)]) -> Arc<Snapshot> {
         Arc::new(Snapshot::new(
-            items.iter().map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
+            items
+                .iter()
+                .map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
         ))
     }
 
@@ -286,47 +302,55 @@ mod tests {
     #[test]
     fn only_changes_and_removals_are_pushed() {
         let mut s = DeltaStream::new();
-        s.on_snapshot(snap(&[("a", 1), ("b", 1), ("c", 1)]));
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1), ("c", 1)]));
         let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
         assert_eq!(names(&p1), ["a", "b", "c"]);
         let out = s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
         assert!(matches!(out.event, Some(StreamEvent::Ack { .. })));
         assert!(out.push.is_none());
 
-        let p2 = s.on_snapshot(snap(&[("a", 1), ("b", 2)])).remove(0);
+        let p2 = s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).remove(0);
         assert_eq!(names(&p2), ["b"]);
         assert_eq!(p2.removed, vec![Arc::<str>::from("c")]);
-        assert!(s.on_snapshot(snap(&[("a", 1), ("b", 2)])).is_empty());
+        assert!(s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).is_empty());
     }
 
     #[test]
     fn explicit_subscribe_unsubscribe() {
         let mut s = DeltaStream::new();
-        s.on_snapshot(snap(&[("a", 1), ("b", 1)]));
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
         let p1 = s.on_request(&req(&["a"], &[], "")).unwrap().push.unwrap();
         assert_eq!(names(&p1), ["a"]);
         assert!(!s.subscription(CLUSTER).unwrap().wildcard);
-        let p2 = s.on_request(&req(&["b"], &[], &p1.nonce)).unwrap().push.unwrap();
+        let p2 = s
+            .on_request(&req(&["b"], &[], &p1.nonce))
+            .unwrap()
+            .push
+            .unwrap();
         assert_eq!(names(&p2), ["b"]);
         let out = s.on_request(&req(&[], &["a"], &p2.nonce)).unwrap();
         assert!(out.push.is_none(), "unsubscribing sends nothing");
         assert_eq!(s.known_version(CLUSTER, "a"), None);
         // A change to the unsubscribed resource is not pushed; removal of one subscribed is.
-        assert!(s.on_snapshot(snap(&[("a", 2), ("b", 1)])).is_empty());
-        let p3 = s.on_snapshot(snap(&[("a", 2)])).remove(0);
+        assert!(s.on_snapshot(&snap(&[("a", 2), ("b", 1)])).is_empty());
+        let p3 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
         assert_eq!(p3.removed, vec![Arc::<str>::from("b")]);
         // Explicit wildcard subscription brings everything.
-        let p4 = s.on_request(&req(&["*"], &[], &p3.nonce)).unwrap().push.unwrap();
+        let p4 = s
+            .on_request(&req(&["*"], &[], &p3.nonce))
+            .unwrap()
+            .push
+            .unwrap();
         assert_eq!(names(&p4), ["a"]);
     }
 
     #[test]
     fn nack_with_detail_keeps_acked_version() {
         let mut s = DeltaStream::new();
-        s.on_snapshot(snap(&[("a", 1)]));
+        s.on_snapshot(&snap(&[("a", 1)]));
         let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
         s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
-        let p2 = s.on_snapshot(snap(&[("a", 2)])).remove(0);
+        let p2 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
         let mut nack = req(&[], &[], &p2.nonce);
         nack.error_detail = Some(Status {
             code: 3,
@@ -348,13 +372,16 @@ mod tests {
             other => panic!("expected NACK, got {other:?}"),
         }
         assert_eq!(s.acked_version(CLUSTER), Some(&*p1.system_version));
-        assert!(s.on_snapshot(snap(&[("a", 2)])).is_empty(), "rejected content is not resent");
+        assert!(
+            s.on_snapshot(&snap(&[("a", 2)])).is_empty(),
+            "rejected content is not resent"
+        );
     }
 
     #[test]
     fn stale_nonce_does_not_ack() {
         let mut s = DeltaStream::new();
-        s.on_snapshot(snap(&[("a", 1)]));
+        s.on_snapshot(&snap(&[("a", 1)]));
         s.on_request(&req(&[], &[], "")).unwrap();
         let out = s.on_request(&req(&[], &[], "999")).unwrap();
         assert!(out.event.is_none());
@@ -365,7 +392,7 @@ mod tests {
     fn reconnect_with_initial_versions_resumes() {
         let view = snap(&[("a", 1), ("b", 1), ("gone", 1)]);
         let mut first = DeltaStream::new();
-        first.on_snapshot(view.clone());
+        first.on_snapshot(&view);
         let p = first.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
         let versions: HashMap<String, String> = p
             .resources
@@ -375,7 +402,7 @@ mod tests {
 
         // The control plane moved on while the client was away: b changed, gone was deleted.
         let mut again = DeltaStream::new();
-        again.on_snapshot(snap(&[("a", 1), ("b", 2)]));
+        again.on_snapshot(&snap(&[("a", 1), ("b", 2)]));
         let mut r = req(&[], &[], "");
         r.initial_resource_versions = versions;
         let p = again.on_request(&r).unwrap().push.unwrap();

@@ -106,11 +106,16 @@ impl SotwStream {
                 Some(status) => {
                     outcome.event = Some(StreamEvent::Nack {
                         type_url: type_url.clone(),
-                        rejected_version: state.sent_version.as_deref().unwrap_or_default().to_owned(),
+                        rejected_version: state
+                            .sent_version
+                            .as_deref()
+                            .unwrap_or_default()
+                            .to_owned(),
                         kept_version: req.version_info.clone(),
                         error: status.message.clone(),
                     });
-                    state.acked_version = (!req.version_info.is_empty()).then(|| req.version_info.clone());
+                    state.acked_version =
+                        (!req.version_info.is_empty()).then(|| req.version_info.clone());
                 }
                 None => {
                     state.acked_version = Some(req.version_info.clone());
@@ -132,7 +137,11 @@ impl SotwStream {
             return Ok(outcome);
         };
         let (version, resources) = select(&view, &type_url, &state.subscription);
-        if first && req.response_nonce.is_empty() && !req.version_info.is_empty() && *req.version_info == *version {
+        if first
+            && req.response_nonce.is_empty()
+            && !req.version_info.is_empty()
+            && *req.version_info == *version
+        {
             // A client reconnecting with the set it already runs: nothing to send.
             state.sent_version = Some(version);
             state.acked_version = Some(req.version_info.clone());
@@ -144,11 +153,11 @@ impl SotwStream {
 
     /// Takes a new view of the resources for this stream's node and returns the responses to send:
     /// one per subscribed type whose set changed.
-    pub fn on_snapshot(&mut self, view: Arc<Snapshot>) -> Vec<SotwPush> {
+    pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<SotwPush> {
         self.view = Some(view.clone());
         let mut changed = Vec::new();
         for (type_url, state) in &self.types {
-            let (version, resources) = select(&view, type_url, &state.subscription);
+            let (version, resources) = select(view, type_url, &state.subscription);
             if state.sent_version.as_deref() != Some(&*version) {
                 changed.push((type_url.clone(), version, resources));
             }
@@ -159,7 +168,12 @@ impl SotwStream {
             .collect()
     }
 
-    fn push(&mut self, type_url: Arc<str>, version: Arc<str>, resources: Vec<Arc<Entry>>) -> SotwPush {
+    fn push(
+        &mut self,
+        type_url: Arc<str>,
+        version: Arc<str>,
+        resources: Vec<Arc<Entry>>,
+    ) -> SotwPush {
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         if let Some(state) = self.types.get_mut(&type_url) {
@@ -178,10 +192,15 @@ impl SotwStream {
 /// The subscription a SotW request asks for: `*` or an empty first request means wildcard; an
 /// empty list later keeps a wildcard and empties an explicit subscription.
 fn sotw_subscription(names: &[String], first: bool, prev: &Subscription) -> Subscription {
-    let wildcard = names.iter().any(|n| n == WILDCARD) || (names.is_empty() && (first || prev.wildcard));
+    let wildcard =
+        names.iter().any(|n| n == WILDCARD) || (names.is_empty() && (first || prev.wildcard));
     Subscription {
         wildcard,
-        names: names.iter().filter(|n| *n != WILDCARD).cloned().collect::<BTreeSet<_>>(),
+        names: names
+            .iter()
+            .filter(|n| *n != WILDCARD)
+            .cloned()
+            .collect::<BTreeSet<_>>(),
     }
 }
 
@@ -192,7 +211,10 @@ fn select(view: &Snapshot, type_url: &str, sub: &Subscription) -> (Arc<str>, Vec
         return (Arc::from(set_version(std::iter::empty())), Vec::new());
     };
     if sub.wildcard {
-        return (set.version.clone(), set.resources.values().cloned().collect());
+        return (
+            set.version.clone(),
+            set.resources.values().cloned().collect(),
+        );
     }
     let resources: Vec<Arc<Entry>> = sub
         .names
@@ -228,7 +250,9 @@ mod tests {
 
     fn snap(items: &[(&str, u32)]) -> Arc<Snapshot> {
         Arc::new(Snapshot::new(
-            items.iter().map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
+            items
+                .iter()
+                .map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
         ))
     }
 
@@ -239,7 +263,7 @@ mod tests {
     #[test]
     fn first_request_gets_the_full_set_and_ack_records_version() {
         let mut s = SotwStream::new();
-        s.on_snapshot(snap(&[("a", 1), ("b", 1)]));
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
         let out = s.on_request(&req(&[], "", "")).unwrap();
         let push = out.push.unwrap();
         assert_eq!(names(&push), ["a", "b"]);
@@ -260,11 +284,11 @@ mod tests {
     #[test]
     fn nack_keeps_last_acked_version_and_is_not_resent() {
         let mut s = SotwStream::new();
-        s.on_snapshot(snap(&[("a", 1)]));
+        s.on_snapshot(&snap(&[("a", 1)]));
         let p1 = s.on_request(&req(&[], "", "")).unwrap().push.unwrap();
         s.on_request(&req(&[], &p1.version, &p1.nonce)).unwrap();
 
-        let pushes = s.on_snapshot(snap(&[("a", 2)]));
+        let pushes = s.on_snapshot(&snap(&[("a", 2)]));
         assert_eq!(pushes.len(), 1);
         let p2 = &pushes[0];
         let mut nack = req(&[], &p1.version, &p2.nonce);
@@ -290,21 +314,24 @@ mod tests {
         assert!(out.push.is_none());
         assert_eq!(s.acked_version(CLUSTER), Some(&*p1.version));
         // The same rejected content is not pushed again; a fix is.
-        assert!(s.on_snapshot(snap(&[("a", 2)])).is_empty());
-        assert_eq!(s.on_snapshot(snap(&[("a", 3)])).len(), 1);
+        assert!(s.on_snapshot(&snap(&[("a", 2)])).is_empty());
+        assert_eq!(s.on_snapshot(&snap(&[("a", 3)])).len(), 1);
     }
 
     #[test]
     fn stale_nonce_is_ignored() {
         let mut s = SotwStream::new();
-        s.on_snapshot(snap(&[("a", 1)]));
+        s.on_snapshot(&snap(&[("a", 1)]));
         let p1 = s.on_request(&req(&[], "", "")).unwrap().push.unwrap();
-        let p2 = s.on_snapshot(snap(&[("a", 2)])).remove(0);
+        let p2 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
         // The ACK of p1 arrives after p2 was sent: stale.
         let out = s.on_request(&req(&["x"], &p1.version, &p1.nonce)).unwrap();
         assert!(out.event.is_none() && out.push.is_none());
         assert_eq!(s.acked_version(CLUSTER), None);
-        assert!(s.subscription(CLUSTER).unwrap().wildcard, "a stale request must not change the subscription");
+        assert!(
+            s.subscription(CLUSTER).unwrap().wildcard,
+            "a stale request must not change the subscription"
+        );
         let out = s.on_request(&req(&[], &p2.version, &p2.nonce)).unwrap();
         assert!(matches!(out.event, Some(StreamEvent::Ack { .. })));
     }
@@ -312,25 +339,43 @@ mod tests {
     #[test]
     fn explicit_subscribe_and_unsubscribe() {
         let mut s = SotwStream::new();
-        s.on_snapshot(snap(&[("a", 1), ("b", 1), ("c", 1)]));
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1), ("c", 1)]));
         let p1 = s.on_request(&req(&["a"], "", "")).unwrap().push.unwrap();
         assert_eq!(names(&p1), ["a"]);
         // Change to b has no effect on a stream subscribed to a only.
-        assert!(s.on_snapshot(snap(&[("a", 1), ("b", 2), ("c", 1)])).is_empty());
-        let p2 = s.on_request(&req(&["a", "c"], &p1.version, &p1.nonce)).unwrap().push.unwrap();
+        assert!(
+            s.on_snapshot(&snap(&[("a", 1), ("b", 2), ("c", 1)]))
+                .is_empty()
+        );
+        let p2 = s
+            .on_request(&req(&["a", "c"], &p1.version, &p1.nonce))
+            .unwrap()
+            .push
+            .unwrap();
         assert_eq!(names(&p2), ["a", "c"]);
-        let p3 = s.on_request(&req(&["c"], &p2.version, &p2.nonce)).unwrap().push.unwrap();
+        let p3 = s
+            .on_request(&req(&["c"], &p2.version, &p2.nonce))
+            .unwrap()
+            .push
+            .unwrap();
         assert_eq!(names(&p3), ["c"]);
-        let p4 = s.on_request(&req(&[], &p3.version, &p3.nonce)).unwrap().push.unwrap();
-        assert!(p4.resources.is_empty(), "an empty list after explicit names unsubscribes all");
+        let p4 = s
+            .on_request(&req(&[], &p3.version, &p3.nonce))
+            .unwrap()
+            .push
+            .unwrap();
+        assert!(
+            p4.resources.is_empty(),
+            "an empty list after explicit names unsubscribes all"
+        );
     }
 
     #[test]
     fn removal_sends_the_smaller_set() {
         let mut s = SotwStream::new();
-        s.on_snapshot(snap(&[("a", 1), ("b", 1)]));
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
         s.on_request(&req(&[], "", "")).unwrap();
-        let p = s.on_snapshot(snap(&[("b", 1)])).remove(0);
+        let p = s.on_snapshot(&snap(&[("b", 1)])).remove(0);
         assert_eq!(names(&p), ["b"]);
     }
 
@@ -338,14 +383,14 @@ mod tests {
     fn reconnect_with_current_version_sends_nothing() {
         let view = snap(&[("a", 1)]);
         let mut s = SotwStream::new();
-        s.on_snapshot(view.clone());
+        s.on_snapshot(&view);
         let p = s.on_request(&req(&[], "", "")).unwrap().push.unwrap();
         let mut again = SotwStream::new();
-        again.on_snapshot(view);
+        again.on_snapshot(&view);
         let out = again.on_request(&req(&[], &p.version, "")).unwrap();
         assert!(out.push.is_none());
         assert_eq!(again.acked_version(CLUSTER), Some(&*p.version));
-        assert_eq!(again.on_snapshot(snap(&[("a", 2)])).len(), 1);
+        assert_eq!(again.on_snapshot(&snap(&[("a", 2)])).len(), 1);
     }
 
     #[test]

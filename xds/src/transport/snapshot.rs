@@ -117,7 +117,10 @@ impl Snapshot {
                 .or_insert_with(|| entry.type_url.clone())
                 .clone();
             entry.type_url = url.clone();
-            by_type.entry(url).or_default().insert(entry.name.clone(), Arc::new(entry));
+            by_type
+                .entry(url)
+                .or_default()
+                .insert(entry.name.clone(), Arc::new(entry));
         }
         Self::from_entries(by_type)
     }
@@ -213,7 +216,9 @@ mod tests {
 
     use super::*;
     use crate::transport::resource::{Kind, encode};
-    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
 
     #[test]
     fn pre_encoded_fields_decode_as_envoy_messages() {
@@ -234,8 +239,20 @@ mod tests {
         let b = Snapshot::new([encode(Kind::Cluster, "a", &1).unwrap()]);
         let c = a.with([encode(Kind::Cluster, "a", &2).unwrap()]);
         let url = Kind::Cluster.type_url();
-        assert_eq!(a.type_set(url).unwrap().version, b.type_set(url).unwrap().version);
-        assert_ne!(a.type_set(url).unwrap().version, c.type_set(url).unwrap().version);
-        assert!(c.without([(url, "a")]).type_set(url).unwrap().resources.is_empty());
+        assert_eq!(
+            a.type_set(url).unwrap().version,
+            b.type_set(url).unwrap().version
+        );
+        assert_ne!(
+            a.type_set(url).unwrap().version,
+            c.type_set(url).unwrap().version
+        );
+        assert!(
+            c.without([(url, "a")])
+                .type_set(url)
+                .unwrap()
+                .resources
+                .is_empty()
+        );
     }
 }

@@ -22,8 +22,10 @@ use super::server_sotw::SotwPush;
 
 /// Full gRPC service name of ADS.
 pub const ADS_SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
-const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
-const DELTA_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// An encode-only `DiscoveryResponse` built from shared pre-encoded resources.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +47,9 @@ fn str_len(tag: u32, value: &str) -> usize {
     if value.is_empty() {
         0
     } else {
-        prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(value.len() as u64) + value.len()
+        prost::encoding::key_len(tag)
+            + prost::encoding::encoded_len_varint(value.len() as u64)
+            + value.len()
     }
 }
 
@@ -75,7 +79,10 @@ impl prost::Message for WireSotwResponse {
     fn encoded_len(&self) -> usize {
         let Some(p) = &self.0 else { return 0 };
         str_len(1, &p.version)
-            + p.resources.iter().map(|e| e.sotw_field().len()).sum::<usize>()
+            + p.resources
+                .iter()
+                .map(|e| e.sotw_field().len())
+                .sum::<usize>()
             + str_len(4, &p.type_url)
             + str_len(5, &p.nonce)
     }
@@ -117,12 +124,19 @@ impl prost::Message for WireDeltaResponse {
     fn encoded_len(&self) -> usize {
         let Some(p) = &self.0 else { return 0 };
         str_len(1, &p.system_version)
-            + p.resources.iter().map(|e| e.delta_field().len()).sum::<usize>()
+            + p.resources
+                .iter()
+                .map(|e| e.delta_field().len())
+                .sum::<usize>()
             + str_len(4, &p.type_url)
             + str_len(5, &p.nonce)
             + p.removed
                 .iter()
-                .map(|n| prost::encoding::key_len(6) + prost::encoding::encoded_len_varint(n.len() as u64) + n.len())
+                .map(|n| {
+                    prost::encoding::key_len(6)
+                        + prost::encoding::encoded_len_varint(n.len() as u64)
+                        + n.len()
+                })
                 .sum::<usize>()
     }
 
@@ -167,9 +181,16 @@ impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
     type ResponseStream = SotwStream;
     type Future = BoxFuture<Result<tonic::Response<SotwStream>, tonic::Status>>;
 
-    fn call(&mut self, request: tonic::Request<tonic::Streaming<DiscoveryRequest>>) -> Self::Future {
+    fn call(
+        &mut self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Self::Future {
         let inner = self.0.clone();
-        Box::pin(async move { Ok(tonic::Response::new(super::server::start_sotw(inner, request))) })
+        Box::pin(async move {
+            Ok(tonic::Response::new(super::server::start_sotw(
+                inner, request,
+            )))
+        })
     }
 }
 
@@ -180,9 +201,16 @@ impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
     type ResponseStream = DeltaStream;
     type Future = BoxFuture<Result<tonic::Response<DeltaStream>, tonic::Status>>;
 
-    fn call(&mut self, request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
+    fn call(
+        &mut self,
+        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
+    ) -> Self::Future {
         let inner = self.0.clone();
-        Box::pin(async move { Ok(tonic::Response::new(super::server::start_delta(inner, request))) })
+        Box::pin(async move {
+            Ok(tonic::Response::new(super::server::start_delta(
+                inner, request,
+            )))
+        })
     }
 }
 
@@ -205,23 +233,32 @@ where
         let max = inner.max_request_bytes;
         match req.uri().path() {
             SOTW_PATH => Box::pin(async move {
-                let codec = tonic_prost::ProstCodec::<WireSotwResponse, DiscoveryRequest>::default();
-                let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
+                let codec =
+                    tonic_prost::ProstCodec::<WireSotwResponse, DiscoveryRequest>::default();
+                let mut grpc =
+                    tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
                 Ok(grpc.streaming(SotwMethod(inner), req).await)
             }),
             DELTA_PATH => Box::pin(async move {
-                let codec = tonic_prost::ProstCodec::<WireDeltaResponse, DeltaDiscoveryRequest>::default();
-                let mut grpc = tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
+                let codec =
+                    tonic_prost::ProstCodec::<WireDeltaResponse, DeltaDiscoveryRequest>::default();
+                let mut grpc =
+                    tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
                 Ok(grpc.streaming(DeltaMethod(inner), req).await)
             }),
-            _ => Box::pin(async move { Ok(tonic::Status::unimplemented("unknown ADS method").into_http::<tonic::body::Body>()) }),
+            _ => Box::pin(async move {
+                Ok(tonic::Status::unimplemented("unknown ADS method")
+                    .into_http::<tonic::body::Body>())
+            }),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
     use prost::Message;
 
     use super::*;
@@ -266,6 +303,9 @@ mod tests {
         let back = DeltaDiscoveryResponse::decode(bytes.as_slice()).unwrap();
         assert_eq!(back.system_version_info, "v2");
         assert_eq!(back.resources[1].name, "b");
-        assert_eq!(back.removed_resources, vec!["gone".to_string(), String::new()]);
+        assert_eq!(
+            back.removed_resources,
+            vec!["gone".to_string(), String::new()]
+        );
     }
 }

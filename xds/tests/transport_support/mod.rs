@@ -32,7 +32,10 @@ impl Running {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task).await.expect("server stops").expect("server task");
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("server stops")
+                .expect("server task");
         }
     }
 }
@@ -67,7 +70,11 @@ pub fn serve(server: &XdsServer, listener: TcpListener, tls: Option<ServerTlsCon
 
 /// Serves `server` on a fresh 127.0.0.1:0 listener.
 pub async fn serve_local(server: &XdsServer) -> Running {
-    serve(server, TcpListener::bind("127.0.0.1:0").await.unwrap(), None)
+    serve(
+        server,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        None,
+    )
 }
 
 /// A client config with fast reconnects for tests.
@@ -140,5 +147,8 @@ pub async fn wait_event(
 
 /// The version of `name` of `kind` in the client's applied config.
 pub fn version_of(status: &ClientStatus, kind: Kind, name: &str) -> Option<String> {
-    status.applied.get(kind.type_url(), name).map(|r| r.version.clone())
+    status
+        .applied
+        .get(kind.type_url(), name)
+        .map(|r| r.version.clone())
 }
