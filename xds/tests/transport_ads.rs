@@ -249,10 +249,27 @@ async fn a_client_keeps_its_config_while_the_server_is_away_and_resyncs_after_re
         version_of(&after, Kind::Listener, "inbound"),
         version_of(&before, Kind::Listener, "inbound")
     );
-    wait_event(&mut events, "ACK after resync", |e| {
-        matches!(e, ServerEvent::Stream { node_id, event: StreamEvent::Ack { .. } } if node_id == "proxy-restart")
+    // The client announced the versions it runs, so the new server sent only the changed cluster.
+    let mut pushed = Vec::new();
+    wait_event(&mut events, "ACK after resync", |e| match e {
+        ServerEvent::Pushed {
+            node_id,
+            type_url,
+            resources,
+            removed,
+            ..
+        } if node_id == "proxy-restart" => {
+            pushed.push((type_url.to_string(), *resources, *removed));
+            false
+        }
+        ServerEvent::Stream {
+            node_id,
+            event: StreamEvent::Ack { .. },
+        } => node_id == "proxy-restart",
+        _ => false,
     })
     .await;
+    assert_eq!(pushed, vec![(Kind::Cluster.type_url().to_string(), 1, 0)]);
     drop(client);
     running.stop().await;
 }

@@ -181,12 +181,21 @@ pub enum ProtocolError {
         "the first xDS request on a stream carried no node; set node.id to the proxy's identity"
     )]
     MissingNode,
+    /// Too many names subscribed for one type.
+    #[error(
+        "xDS stream subscribed to more than {0} names of one type; subscribe with a wildcard instead"
+    )]
+    TooManyNames(usize),
     /// Too many distinct types on one stream.
     #[error(
         "xDS stream asked for more than {0} resource types; this bound protects the control plane"
     )]
     TooManyTypes(usize),
 }
+
+/// Bound on explicitly subscribed names per type and stream (a hostile or broken proxy must not
+/// grow the control plane's memory without limit).
+pub const MAX_NAMES_PER_TYPE: usize = 100_000;
 
 /// Bound on distinct type URLs per stream (jalin has 8; Envoy uses about 10).
 pub const MAX_TYPES_PER_STREAM: usize = 64;

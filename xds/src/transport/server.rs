@@ -91,6 +91,19 @@ pub enum ServerEvent {
         /// Its node id.
         node_id: String,
     },
+    /// The server sent a response.
+    Pushed {
+        /// The proxy's node id.
+        node_id: String,
+        /// Type URL of the response.
+        type_url: Arc<str>,
+        /// Version of the type's set in the response.
+        version: Arc<str>,
+        /// Resources carried (SotW: the whole set; delta: the changed ones).
+        resources: usize,
+        /// Names removed (delta only).
+        removed: usize,
+    },
     /// A proxy ACKed or NACKed.
     Stream {
         /// Its node id.
@@ -279,11 +292,27 @@ impl Inner {
         });
     }
 
+    /// Counts a node's streams; when its last stream ends, forgets its status and, unless it has
+    /// its own snapshot, its channel, so proxy churn does not grow the server's maps.
     fn connected(&self, node_id: &str, delta: isize) {
-        {
+        let gone = {
             let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
             let node = status.entry(node_id.to_owned()).or_default();
             node.streams = node.streams.saturating_add_signed(delta);
+            let gone = node.streams == 0;
+            if gone {
+                status.remove(node_id);
+            }
+            gone
+        };
+        if gone {
+            let mut map = self.per_node.lock().unwrap_or_else(PoisonError::into_inner);
+            if map
+                .get(node_id)
+                .is_some_and(|tx| tx.borrow().is_none() && tx.receiver_count() == 0)
+            {
+                map.remove(node_id);
+            }
         }
         let node_id = node_id.to_owned();
         let _ = self.events.send(if delta > 0 {
@@ -306,6 +335,8 @@ trait Machine: Default + Send + 'static {
     ) -> Result<(Option<StreamEvent>, Option<Self::Push>), ProtocolError>;
     fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<Self::Push>;
     fn wire(push: Self::Push) -> Self::Wire;
+    /// Type URL, version, resource count and removal count of a push.
+    fn summary(push: &Self::Push) -> (Arc<str>, Arc<str>, usize, usize);
 }
 
 impl Machine for SotwStream {
@@ -327,6 +358,9 @@ impl Machine for SotwStream {
     fn wire(push: SotwPush) -> WireSotwResponse {
         WireSotwResponse(Some(push))
     }
+    fn summary(p: &SotwPush) -> (Arc<str>, Arc<str>, usize, usize) {
+        (p.type_url.clone(), p.version.clone(), p.resources.len(), 0)
+    }
 }
 
 impl Machine for DeltaStream {
@@ -347,6 +381,14 @@ impl Machine for DeltaStream {
     }
     fn wire(push: DeltaPush) -> WireDeltaResponse {
         WireDeltaResponse(Some(push))
+    }
+    fn summary(p: &DeltaPush) -> (Arc<str>, Arc<str>, usize, usize) {
+        (
+            p.type_url.clone(),
+            p.system_version.clone(),
+            p.resources.len(),
+            p.removed.len(),
+        )
     }
 }
 
@@ -411,8 +453,18 @@ async fn run<M: Machine>(
     let mut pushes = sm.on_snapshot(&view(&global_rx, &node_rx));
     'stream: loop {
         for push in pushes.drain(..) {
+            let (type_url, version, resources, removed) = M::summary(&push);
             if tx.send(Ok(M::wire(push))).await.is_err() {
                 break 'stream;
+            }
+            if inner.events.receiver_count() > 0 {
+                let _ = inner.events.send(ServerEvent::Pushed {
+                    node_id: node.id.clone(),
+                    type_url,
+                    version,
+                    resources,
+                    removed,
+                });
             }
         }
         tokio::select! {
@@ -439,6 +491,7 @@ async fn run<M: Machine>(
             }
         }
     }
+    drop(node_rx);
     inner.connected(&node.id, -1);
 }
 

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
 use super::snapshot::{Entry, Snapshot};
-use super::{MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription, WILDCARD};
+use super::{
+    MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription,
+    WILDCARD,
+};
 
 /// Outstanding (un-answered) responses remembered per type; older ones count as stale.
 const MAX_OUTSTANDING: usize = 16;
@@ -159,6 +162,9 @@ impl DeltaStream {
             } else {
                 state.subscription.names.remove(name);
             }
+        }
+        if state.subscription.names.len() > MAX_NAMES_PER_TYPE {
+            return Err(ProtocolError::TooManyNames(MAX_NAMES_PER_TYPE));
         }
         // The client forgets what it unsubscribed from; so do we.
         let sub = state.subscription.clone();

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 use super::snapshot::{Entry, Snapshot, set_version};
-use super::{MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription, WILDCARD};
+use super::{
+    MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription,
+    WILDCARD,
+};
 
 /// A response the stream should send.
 #[derive(Debug, Clone)]
@@ -84,6 +87,9 @@ impl SotwStream {
         }
         if req.type_url.is_empty() {
             return Err(ProtocolError::MissingTypeUrl);
+        }
+        if req.resource_names.len() > MAX_NAMES_PER_TYPE {
+            return Err(ProtocolError::TooManyNames(MAX_NAMES_PER_TYPE));
         }
         let (type_url, first) = match self.types.get_key_value(req.type_url.as_str()) {
             Some((k, _)) => (k.clone(), false),
