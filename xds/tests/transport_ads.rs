@@ -411,3 +411,130 @@ async fn each_proxy_sees_only_its_scope() {
     drop((a, b));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_reaches_a_hundred_delta_clients_and_every_one_acks() {
+    const CLIENTS: usize = 100;
+    let server = XdsServer::default();
+    server.push(snapshot(8080));
+    let running = serve_local(&server).await;
+    let url = format!("http://{}", running.addr);
+    let clients: Vec<XdsClient> = (0..CLIENTS)
+        .map(|i| {
+            XdsClient::connect(
+                &url,
+                None,
+                config(&format!("bulk-{i}")),
+                TestApplier::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    for c in &clients {
+        wait_status(&mut c.status(), "first config", |s| s.applied.len() == 5).await;
+    }
+
+    let mut events = server.events();
+    server.push(snapshot(9090));
+    let v2 = server
+        .snapshot()
+        .type_set(Kind::Cluster.type_url())
+        .unwrap()
+        .version
+        .to_string();
+    let mut acked = std::collections::BTreeSet::new();
+    wait_event(&mut events, "every proxy ACKs the new clusters", |e| {
+        if let ServerEvent::Stream {
+            node_id,
+            event: StreamEvent::Ack { type_url, version },
+        } = e
+            && &**type_url == Kind::Cluster.type_url()
+            && *version == v2
+        {
+            acked.insert(node_id.clone());
+        }
+        acked.len() == CLIENTS
+    })
+    .await;
+    assert_eq!(server.statuses().len(), CLIENTS);
+    drop(clients);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn on_demand_types_fetch_only_what_the_listeners_reference() {
+    let server = XdsServer::default();
+    let mut resources = vec![
+        encode_with_deps(
+            Kind::Listener,
+            "inbound",
+            &json!({}),
+            &[(Kind::Route, "inbound")],
+        )
+        .unwrap(),
+        encode_with_deps(
+            Kind::Route,
+            "inbound",
+            &json!({}),
+            &[(Kind::Cluster, "payments")],
+        )
+        .unwrap(),
+    ];
+    for name in ["payments", "orders", "audit"] {
+        resources.push(
+            encode_with_deps(
+                Kind::Cluster,
+                name,
+                &json!({"port": 80}),
+                &[(Kind::Endpoints, name)],
+            )
+            .unwrap(),
+        );
+        resources.push(encode(Kind::Endpoints, name, &json!({})).unwrap());
+    }
+    server.push(Snapshot::new(resources));
+    let running = serve_local(&server).await;
+    let mut c = config("on-demand");
+    c.on_demand = vec![
+        Kind::Cluster.type_url().into(),
+        Kind::Endpoints.type_url().into(),
+    ];
+    let client = XdsClient::connect(
+        &format!("http://{}", running.addr),
+        None,
+        c,
+        TestApplier::default(),
+    )
+    .unwrap();
+    let st = wait_status(&mut client.status(), "warm config", |s| s.applies >= 1).await;
+    let clusters: Vec<&str> = st
+        .applied
+        .of_type(Kind::Cluster.type_url())
+        .map(|r| r.name.as_str())
+        .collect();
+    let endpoints: Vec<&str> = st
+        .applied
+        .of_type(Kind::Endpoints.type_url())
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        clusters,
+        ["payments"],
+        "only the referenced cluster is fetched"
+    );
+    assert_eq!(endpoints, ["payments"]);
+    assert_eq!(st.applied.len(), 4);
+
+    client
+        .subscribe(Kind::Cluster.type_url(), vec!["audit".into()])
+        .await;
+    let st = wait_status(
+        &mut client.status(),
+        "audit cluster and its endpoints",
+        |s| s.applied.get(Kind::Endpoints.type_url(), "audit").is_some(),
+    )
+    .await;
+    assert!(st.applied.get(Kind::Cluster.type_url(), "audit").is_some());
+    drop(client);
+    running.stop().await;
+}

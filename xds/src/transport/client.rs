@@ -2,7 +2,7 @@
 //! exponential backoff and jitter), drives a [`ClientState`], and keeps the last good
 //! configuration in force while the control plane is unreachable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +13,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
-use super::NodeInfo;
 use super::backoff::{Backoff, DEFAULT_BASE, DEFAULT_MAX};
 use super::client_state::{AppliedConfig, Applier, ClientState, DEFAULT_WARM_TIMEOUT};
 use super::resource::Kind;
+use super::{NodeInfo, Subscription};
 
 /// Time allowed to open the TCP (and TLS) connection to the control plane.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,6 +28,8 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests queued toward the server (ACKs are small and sent as responses arrive).
 const REQUEST_QUEUE: usize = 64;
+/// Requests waiting for the server to read them before the stream counts as stuck.
+const MAX_OUTBOX: usize = 10_000;
 /// Subscription commands queued from the application.
 const COMMAND_QUEUE: usize = 64;
 
@@ -38,6 +40,10 @@ pub struct ClientConfig {
     pub node: NodeInfo,
     /// Types subscribed with a wildcard (default: every jalin kind).
     pub type_urls: Vec<String>,
+    /// Types subscribed by name only, on demand: they start empty and gain the names that
+    /// received resources reference (warm-up) or that [`XdsClient::subscribe`] adds. Overrides
+    /// `type_urls` for these types.
+    pub on_demand: Vec<String>,
     /// Reconnect backoff: first delay.
     pub backoff_base: Duration,
     /// Reconnect backoff: longest delay.
@@ -56,6 +62,7 @@ impl ClientConfig {
         ClientConfig {
             node,
             type_urls: Kind::ALL.iter().map(|k| k.type_url().to_owned()).collect(),
+            on_demand: Vec::new(),
             backoff_base: DEFAULT_BASE,
             backoff_max: DEFAULT_MAX,
             warm_timeout: DEFAULT_WARM_TIMEOUT,
@@ -216,6 +223,9 @@ async fn run(
         config.type_urls.iter().cloned(),
         config.warm_timeout,
     );
+    for type_url in &config.on_demand {
+        state.set_subscription(type_url.clone(), Subscription::default());
+    }
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
     loop {
         let end = session(
@@ -282,9 +292,20 @@ async fn session(
         s.connected = true;
         s.streams += 1;
     });
+    let mut outbox: VecDeque<DeltaDiscoveryRequest> = VecDeque::new();
     loop {
         let deadline = state.next_deadline().map(tokio::time::Instant::from_std);
         let out: Vec<DeltaDiscoveryRequest> = tokio::select! {
+            // Requests leave through an outbox so reading responses never waits on the server
+            // reading requests (two full queues waiting on each other would deadlock).
+            permit = req_tx.reserve(), if !outbox.is_empty() => match (permit, outbox.pop_front()) {
+                (Ok(permit), Some(req)) => {
+                    permit.send(req);
+                    continue;
+                }
+                (Ok(_), None) => continue,
+                (Err(_), _) => return SessionEnd::Failed("the request stream closed".into()),
+            },
             msg = inbound.message() => match msg {
                 Ok(Some(resp)) => {
                     backoff.reset();
@@ -301,10 +322,11 @@ async fn session(
             },
         };
         publish(state, status, &out);
-        for req in out {
-            if req_tx.send(req).await.is_err() {
-                return SessionEnd::Failed("the request stream closed".into());
-            }
+        outbox.extend(out);
+        if outbox.len() > MAX_OUTBOX {
+            return SessionEnd::Failed(format!(
+                "more than {MAX_OUTBOX} requests wait to be sent; the control plane is not reading its stream"
+            ));
         }
     }
 }

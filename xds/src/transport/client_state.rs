@@ -240,7 +240,7 @@ impl ClientState {
         self.pending_since.map(|t| t + self.warm_timeout)
     }
 
-    /// The requests that open a new stream: one per type, with the subscription and the versions
+    /// The requests that open a new stream: one per announced type, with the subscription and the versions
     /// of the applied configuration, so the server sends only what changed. Anything waiting from a
     /// previous stream is dropped (its nonces died with that stream).
     pub fn on_connect(&mut self) -> Vec<DeltaDiscoveryRequest> {
@@ -248,8 +248,11 @@ impl ClientState {
         self.pending_since = None;
         self.candidate = self.applied.clone();
         self.dirty = false;
+        // A type subscribed by name with no name yet is not announced: an empty first request
+        // would mean "wildcard" to the server.
         self.subscriptions
             .iter()
+            .filter(|(_, sub)| sub.wildcard || !sub.names.is_empty())
             .map(|(type_url, sub)| {
                 let mut subscribe: Vec<String> = Vec::with_capacity(sub.names.len() + 1);
                 if sub.wildcard {

@@ -213,7 +213,11 @@ fn warm_up_subscribes_to_missing_names_when_explicit() {
     let mut s = state();
     s.set_subscription(Kind::Route.type_url(), Subscription::default());
     let mut rec = Recorder::default();
-    s.on_connect();
+    let opening = s.on_connect();
+    assert!(
+        opening.iter().all(|r| r.type_url != Kind::Route.type_url()),
+        "an empty explicit subscription is not announced (it would read as a wildcard)"
+    );
     let listener = encode_with_deps(Kind::Listener, "inbound", &1, &[(Kind::Route, "r1")]).unwrap();
     let out = s.on_response(
         &response(Kind::Listener, "1", &[listener], &[]),
