@@ -145,7 +145,9 @@ impl Drop for XdsClient {
 impl XdsClient {
     /// Starts a client toward `endpoint` (`http://` for plaintext, `https://` with `tls` for
     /// mTLS). It returns at once; the stream is opened, and re-opened, in the background, and each
-    /// update is given to `applier`, whose error becomes the NACK.
+    /// update is given to `applier`, whose error becomes the NACK. Call it inside a Tokio runtime.
+    /// The applier runs on the client's task: compile and swap (e.g. into an `ArcSwap`) there, and
+    /// do not block on I/O.
     pub fn connect(
         endpoint: &str,
         tls: Option<ClientTlsConfig>,

@@ -32,6 +32,9 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// Time to wait for a keep-alive ping's answer.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a new stream may take to send its first request (and so its node) before it is closed,
+/// so idle connections cannot hold stream tasks.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Server events buffered for slow observers; older ones are dropped for them.
 const EVENT_BUFFER: usize = 4096;
 
@@ -421,9 +424,18 @@ async fn run<M: Machine>(
     tx: mpsc::Sender<Result<M::Wire, tonic::Status>>,
 ) {
     let mut sm = M::default();
-    let first = match requests.message().await {
-        Ok(Some(req)) => req,
-        _ => return,
+    let first = match tokio::time::timeout(FIRST_REQUEST_TIMEOUT, requests.message()).await {
+        Ok(Ok(Some(req))) => req,
+        Ok(_) => return,
+        Err(_) => {
+            let _ = tx
+                .send(Err(tonic::Status::deadline_exceeded(format!(
+                    "no xDS request within {}s of opening the stream",
+                    FIRST_REQUEST_TIMEOUT.as_secs()
+                ))))
+                .await;
+            return;
+        }
     };
     let (event, _) = match sm.on_request(&first) {
         Ok(out) => out,
