@@ -4,3 +4,4 @@
 //! file or over xDS and compiles them once per update into matchers.
 
 pub mod model;
+pub mod transport;

@@ -1,0 +1,418 @@
+//! The server side of one delta (incremental) ADS stream, free of I/O.
+//!
+//! Invariants:
+//! - per type URL, `known` holds the version of every resource the client has been sent (or told
+//!   us it has, through `initial_resource_versions` on reconnect); a push carries only resources
+//!   whose version differs from `known`, and removals for names in `known` that left the view;
+//! - subscribe and unsubscribe apply whatever the nonce; ACK and NACK only match an outstanding
+//!   nonce (a bounded window), others are stale;
+//! - after a NACK the rejected resources stay in `known`, so they are resent only when they change.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+
+use super::snapshot::{Entry, Snapshot};
+use super::{
+    MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription,
+    WILDCARD,
+};
+
+/// Outstanding (un-answered) responses remembered per type; older ones count as stale.
+const MAX_OUTSTANDING: usize = 16;
+
+/// A response the stream should send.
+#[derive(Debug, Clone)]
+pub struct DeltaPush {
+    /// Type URL.
+    pub type_url: Arc<str>,
+    /// Version of the type's whole set in the view (`system_version_info`).
+    pub system_version: Arc<str>,
+    /// Nonce the client echoes in its ACK or NACK.
+    pub nonce: String,
+    /// Added or changed resources.
+    pub resources: Vec<Arc<Entry>>,
+    /// Names of resources the client has and should drop.
+    pub removed: Vec<Arc<str>>,
+}
+
+/// What one request produced.
+#[derive(Debug, Default)]
+pub struct DeltaOutcome {
+    /// An ACK or NACK, if the request answered an outstanding response.
+    pub event: Option<StreamEvent>,
+    /// A response to send, if the subscription change brought anything new.
+    pub push: Option<DeltaPush>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    subscription: Subscription,
+    known: HashMap<Arc<str>, Arc<str>>,
+    outstanding: VecDeque<(String, Arc<str>)>,
+    acked_version: Option<String>,
+    /// Set version of the view last diffed; an unchanged view is skipped without a diff.
+    diffed_version: Option<Arc<str>>,
+}
+
+/// One delta stream.
+#[derive(Debug, Default)]
+pub struct DeltaStream {
+    node: Option<NodeInfo>,
+    types: HashMap<Arc<str>, TypeState>,
+    view: Option<Arc<Snapshot>>,
+    next_nonce: u64,
+}
+
+impl DeltaStream {
+    /// A stream that has seen nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The node from the first request.
+    pub fn node(&self) -> Option<&NodeInfo> {
+        self.node.as_ref()
+    }
+
+    /// The system version the client last ACKed for `type_url`.
+    pub fn acked_version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url)?.acked_version.as_deref()
+    }
+
+    /// The subscription for `type_url`.
+    pub fn subscription(&self, type_url: &str) -> Option<&Subscription> {
+        self.types.get(type_url).map(|t| &t.subscription)
+    }
+
+    /// The version of `name` the client has been sent, if any.
+    pub fn known_version(&self, type_url: &str, name: &str) -> Option<&str> {
+        self.types.get(type_url)?.known.get(name).map(|v| &**v)
+    }
+
+    /// Handles one request from the client.
+    pub fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+    ) -> Result<DeltaOutcome, ProtocolError> {
+        if self.node.is_none() {
+            let node = req.node.as_ref().ok_or(ProtocolError::MissingNode)?;
+            self.node = Some(NodeInfo::from_node(node));
+        }
+        if req.type_url.is_empty() {
+            return Err(ProtocolError::MissingTypeUrl);
+        }
+        let (type_url, first) = match self.types.get_key_value(req.type_url.as_str()) {
+            Some((k, _)) => (k.clone(), false),
+            None => {
+                if self.types.len() >= MAX_TYPES_PER_STREAM {
+                    return Err(ProtocolError::TooManyTypes(MAX_TYPES_PER_STREAM));
+                }
+                (Arc::<str>::from(req.type_url.as_str()), true)
+            }
+        };
+        let state = self.types.entry(type_url.clone()).or_default();
+        let mut outcome = DeltaOutcome::default();
+
+        if !req.response_nonce.is_empty()
+            && let Some(pos) = state
+                .outstanding
+                .iter()
+                .position(|(n, _)| *n == req.response_nonce)
+        {
+            let (_, version) = state.outstanding[pos].clone();
+            state.outstanding.drain(..=pos);
+            outcome.event = Some(match &req.error_detail {
+                Some(status) => StreamEvent::Nack {
+                    type_url: type_url.clone(),
+                    rejected_version: version.to_string(),
+                    kept_version: state.acked_version.clone().unwrap_or_default(),
+                    error: status.message.clone(),
+                },
+                None => {
+                    state.acked_version = Some(version.to_string());
+                    StreamEvent::Ack {
+                        type_url: type_url.clone(),
+                        version: version.to_string(),
+                    }
+                }
+            });
+        }
+
+        if first {
+            state.subscription.wildcard = req.resource_names_subscribe.is_empty();
+            for (name, version) in &req.initial_resource_versions {
+                state
+                    .known
+                    .insert(Arc::from(name.as_str()), Arc::from(version.as_str()));
+            }
+        }
+        let before = state.subscription.clone();
+        for name in &req.resource_names_subscribe {
+            if name == WILDCARD {
+                state.subscription.wildcard = true;
+            } else {
+                state.subscription.names.insert(name.clone());
+            }
+        }
+        for name in &req.resource_names_unsubscribe {
+            if name == WILDCARD {
+                state.subscription.wildcard = false;
+            } else {
+                state.subscription.names.remove(name);
+            }
+        }
+        if state.subscription.names.len() > MAX_NAMES_PER_TYPE {
+            return Err(ProtocolError::TooManyNames(MAX_NAMES_PER_TYPE));
+        }
+        // The client forgets what it unsubscribed from; so do we.
+        let sub = state.subscription.clone();
+        state.known.retain(|name, _| sub.covers(name));
+        if !(first || before != state.subscription) {
+            return Ok(outcome);
+        }
+        if let Some(view) = self.view.clone() {
+            outcome.push = self.diff(&type_url, &view);
+        }
+        Ok(outcome)
+    }
+
+    /// Takes a new view of the resources for this stream's node and returns the responses to send:
+    /// for each subscribed type, only what changed or left.
+    pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<DeltaPush> {
+        self.view = Some(view.clone());
+        let urls: Vec<Arc<str>> = self
+            .types
+            .keys()
+            .filter(|url| self.view_changed(url, view))
+            .cloned()
+            .collect();
+        urls.iter().filter_map(|url| self.diff(url, view)).collect()
+    }
+
+    fn diff(&mut self, type_url: &Arc<str>, view: &Snapshot) -> Option<DeltaPush> {
+        let state = self.types.get_mut(type_url)?;
+        let set = view.type_set(type_url);
+        let set_version: Arc<str> = set
+            .map(|s| s.version.clone())
+            .unwrap_or_else(|| Arc::from(""));
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        if let Some(set) = set {
+            if state.subscription.wildcard {
+                for entry in set.resources.values() {
+                    if state.known.get(&*entry.name) != Some(&entry.version) {
+                        resources.push(entry.clone());
+                    }
+                }
+            }
+            for name in &state.subscription.names {
+                if let Some(entry) = set.resources.get(name.as_str())
+                    && !(state.subscription.wildcard)
+                    && state.known.get(&*entry.name) != Some(&entry.version)
+                {
+                    resources.push(entry.clone());
+                }
+            }
+        }
+        for name in state.known.keys() {
+            if set.is_none_or(|s| !s.resources.contains_key(name)) {
+                removed.push(name.clone());
+            }
+        }
+        state.diffed_version = Some(set_version.clone());
+        if resources.is_empty() && removed.is_empty() {
+            return None;
+        }
+        for entry in &resources {
+            state
+                .known
+                .insert(entry.name.clone(), entry.version.clone());
+        }
+        for name in &removed {
+            state.known.remove(name);
+        }
+        removed.sort();
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        if state.outstanding.len() >= MAX_OUTSTANDING {
+            state.outstanding.pop_front();
+        }
+        state
+            .outstanding
+            .push_back((nonce.clone(), set_version.clone()));
+        Some(DeltaPush {
+            type_url: type_url.clone(),
+            system_version: set_version,
+            nonce,
+            resources,
+            removed,
+        })
+    }
+
+    /// True when the view of `type_url` changed since the last diff (a cheap pre-check).
+    pub fn view_changed(&self, type_url: &str, view: &Snapshot) -> bool {
+        let Some(state) = self.types.get(type_url) else {
+            return false;
+        };
+        let now = view.type_set(type_url).map(|s| &*s.version).unwrap_or("");
+        state.diffed_version.as_deref() != Some(now)
+    }
+
+    /// Names currently subscribed explicitly for `type_url`.
+    pub fn explicit_names(&self, type_url: &str) -> BTreeSet<String> {
+        self.types
+            .get(type_url)
+            .map(|t| t.subscription.names.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::google::rpc::Status;
+
+    use super::*;
+    use crate::transport::resource::{Kind, encode};
+
+    const CLUSTER: &str = "type.googleapis.com/jalin.v1.Cluster";
+
+    fn req(sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: "proxy-1".into(),
+                ..Default::default()
+            }),
+            type_url: CLUSTER.into(),
+            resource_names_subscribe: sub.iter().map(|s| s.to_string()).collect(),
+            resource_names_unsubscribe: unsub.iter().map(|s| s.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn snap(items: &[(&str, u32)]) -> Arc<Snapshot> {
+        Arc::new(Snapshot::new(
+            items
+                .iter()
+                .map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
+        ))
+    }
+
+    fn names(p: &DeltaPush) -> Vec<&str> {
+        p.resources.iter().map(|e| &*e.name).collect()
+    }
+
+    #[test]
+    fn only_changes_and_removals_are_pushed() {
+        let mut s = DeltaStream::new();
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1), ("c", 1)]));
+        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
+        assert_eq!(names(&p1), ["a", "b", "c"]);
+        let out = s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
+        assert!(matches!(out.event, Some(StreamEvent::Ack { .. })));
+        assert!(out.push.is_none());
+
+        let p2 = s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).remove(0);
+        assert_eq!(names(&p2), ["b"]);
+        assert_eq!(p2.removed, vec![Arc::<str>::from("c")]);
+        assert!(s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).is_empty());
+    }
+
+    #[test]
+    fn explicit_subscribe_unsubscribe() {
+        let mut s = DeltaStream::new();
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
+        let p1 = s.on_request(&req(&["a"], &[], "")).unwrap().push.unwrap();
+        assert_eq!(names(&p1), ["a"]);
+        assert!(!s.subscription(CLUSTER).unwrap().wildcard);
+        let p2 = s
+            .on_request(&req(&["b"], &[], &p1.nonce))
+            .unwrap()
+            .push
+            .unwrap();
+        assert_eq!(names(&p2), ["b"]);
+        let out = s.on_request(&req(&[], &["a"], &p2.nonce)).unwrap();
+        assert!(out.push.is_none(), "unsubscribing sends nothing");
+        assert_eq!(s.known_version(CLUSTER, "a"), None);
+        // A change to the unsubscribed resource is not pushed; removal of one subscribed is.
+        assert!(s.on_snapshot(&snap(&[("a", 2), ("b", 1)])).is_empty());
+        let p3 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
+        assert_eq!(p3.removed, vec![Arc::<str>::from("b")]);
+        // Explicit wildcard subscription brings everything.
+        let p4 = s
+            .on_request(&req(&["*"], &[], &p3.nonce))
+            .unwrap()
+            .push
+            .unwrap();
+        assert_eq!(names(&p4), ["a"]);
+    }
+
+    #[test]
+    fn nack_with_detail_keeps_acked_version() {
+        let mut s = DeltaStream::new();
+        s.on_snapshot(&snap(&[("a", 1)]));
+        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
+        s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
+        let p2 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
+        let mut nack = req(&[], &[], &p2.nonce);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "cluster a: bad".into(),
+            details: vec![],
+        });
+        let out = s.on_request(&nack).unwrap();
+        match out.event {
+            Some(StreamEvent::Nack {
+                rejected_version,
+                kept_version,
+                error,
+                ..
+            }) => {
+                assert_eq!(rejected_version, &*p2.system_version);
+                assert_eq!(kept_version, &*p1.system_version);
+                assert_eq!(error, "cluster a: bad");
+            }
+            other => panic!("expected NACK, got {other:?}"),
+        }
+        assert_eq!(s.acked_version(CLUSTER), Some(&*p1.system_version));
+        assert!(
+            s.on_snapshot(&snap(&[("a", 2)])).is_empty(),
+            "rejected content is not resent"
+        );
+    }
+
+    #[test]
+    fn stale_nonce_does_not_ack() {
+        let mut s = DeltaStream::new();
+        s.on_snapshot(&snap(&[("a", 1)]));
+        s.on_request(&req(&[], &[], "")).unwrap();
+        let out = s.on_request(&req(&[], &[], "999")).unwrap();
+        assert!(out.event.is_none());
+        assert_eq!(s.acked_version(CLUSTER), None);
+    }
+
+    #[test]
+    fn reconnect_with_initial_versions_resumes() {
+        let view = snap(&[("a", 1), ("b", 1), ("gone", 1)]);
+        let mut first = DeltaStream::new();
+        first.on_snapshot(&view);
+        let p = first.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
+        let versions: HashMap<String, String> = p
+            .resources
+            .iter()
+            .map(|e| (e.name.to_string(), e.version.to_string()))
+            .collect();
+
+        // The control plane moved on while the client was away: b changed, gone was deleted.
+        let mut again = DeltaStream::new();
+        again.on_snapshot(&snap(&[("a", 1), ("b", 2)]));
+        let mut r = req(&[], &[], "");
+        r.initial_resource_versions = versions;
+        let p = again.on_request(&r).unwrap().push.unwrap();
+        assert_eq!(names(&p), ["b"], "a is unchanged and must not be resent");
+        assert_eq!(p.removed, vec![Arc::<str>::from("gone")]);
+    }
+}

@@ -1,0 +1,412 @@
+//! The server side of one state-of-the-world ADS stream, free of I/O.
+//!
+//! Invariants:
+//! - per type URL, the stream remembers the version and nonce it sent last; a request whose
+//!   `response_nonce` is not that nonce is stale and changes nothing (xDS "stale nonce" rule);
+//! - a request with the current nonce and `error_detail` is a NACK: the client keeps running the
+//!   version it names in `version_info`, and the rejected set is not resent until it changes;
+//! - a response always carries the full subscribed set of its type (SotW), and is sent only when
+//!   that set's version differs from the one sent last, or the subscription changed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use super::snapshot::{Entry, Snapshot, set_version};
+use super::{
+    MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription,
+    WILDCARD,
+};
+
+/// A response the stream should send.
+#[derive(Debug, Clone)]
+pub struct SotwPush {
+    /// Type URL.
+    pub type_url: Arc<str>,
+    /// Version of the whole set.
+    pub version: Arc<str>,
+    /// Nonce the client echoes in its ACK or NACK.
+    pub nonce: String,
+    /// Every subscribed resource of the type.
+    pub resources: Vec<Arc<Entry>>,
+}
+
+/// What one request produced.
+#[derive(Debug, Default)]
+pub struct SotwOutcome {
+    /// An ACK or NACK, if the request was one.
+    pub event: Option<StreamEvent>,
+    /// A response to send, if the subscription changed or this is the first request of a type.
+    pub push: Option<SotwPush>,
+}
+
+#[derive(Debug, Default)]
+struct TypeState {
+    subscription: Subscription,
+    sent_version: Option<Arc<str>>,
+    sent_nonce: Option<String>,
+    acked_version: Option<String>,
+}
+
+/// One state-of-the-world stream.
+#[derive(Debug, Default)]
+pub struct SotwStream {
+    node: Option<NodeInfo>,
+    types: HashMap<Arc<str>, TypeState>,
+    view: Option<Arc<Snapshot>>,
+    next_nonce: u64,
+}
+
+impl SotwStream {
+    /// A stream that has seen nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The node from the first request.
+    pub fn node(&self) -> Option<&NodeInfo> {
+        self.node.as_ref()
+    }
+
+    /// The version the client last ACKed for `type_url`.
+    pub fn acked_version(&self, type_url: &str) -> Option<&str> {
+        self.types.get(type_url)?.acked_version.as_deref()
+    }
+
+    /// The subscription for `type_url`.
+    pub fn subscription(&self, type_url: &str) -> Option<&Subscription> {
+        self.types.get(type_url).map(|t| &t.subscription)
+    }
+
+    /// Handles one request from the client.
+    pub fn on_request(&mut self, req: &DiscoveryRequest) -> Result<SotwOutcome, ProtocolError> {
+        if self.node.is_none() {
+            let node = req.node.as_ref().ok_or(ProtocolError::MissingNode)?;
+            self.node = Some(NodeInfo::from_node(node));
+        }
+        if req.type_url.is_empty() {
+            return Err(ProtocolError::MissingTypeUrl);
+        }
+        if req.resource_names.len() > MAX_NAMES_PER_TYPE {
+            return Err(ProtocolError::TooManyNames(MAX_NAMES_PER_TYPE));
+        }
+        let (type_url, first) = match self.types.get_key_value(req.type_url.as_str()) {
+            Some((k, _)) => (k.clone(), false),
+            None => {
+                if self.types.len() >= MAX_TYPES_PER_STREAM {
+                    return Err(ProtocolError::TooManyTypes(MAX_TYPES_PER_STREAM));
+                }
+                (Arc::<str>::from(req.type_url.as_str()), true)
+            }
+        };
+        let state = self.types.entry(type_url.clone()).or_default();
+        let mut outcome = SotwOutcome::default();
+
+        if !req.response_nonce.is_empty() {
+            if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
+                // Stale: an answer to a response that has since been superseded.
+                return Ok(outcome);
+            }
+            match &req.error_detail {
+                Some(status) => {
+                    outcome.event = Some(StreamEvent::Nack {
+                        type_url: type_url.clone(),
+                        rejected_version: state
+                            .sent_version
+                            .as_deref()
+                            .unwrap_or_default()
+                            .to_owned(),
+                        kept_version: req.version_info.clone(),
+                        error: status.message.clone(),
+                    });
+                    state.acked_version =
+                        (!req.version_info.is_empty()).then(|| req.version_info.clone());
+                }
+                None => {
+                    state.acked_version = Some(req.version_info.clone());
+                    outcome.event = Some(StreamEvent::Ack {
+                        type_url: type_url.clone(),
+                        version: req.version_info.clone(),
+                    });
+                }
+            }
+        }
+
+        let subscription = sotw_subscription(&req.resource_names, first, &state.subscription);
+        let changed = first || subscription != state.subscription;
+        state.subscription = subscription;
+        if !changed {
+            return Ok(outcome);
+        }
+        let Some(view) = self.view.clone() else {
+            return Ok(outcome);
+        };
+        let (version, resources) = select(&view, &type_url, &state.subscription);
+        if first
+            && req.response_nonce.is_empty()
+            && !req.version_info.is_empty()
+            && *req.version_info == *version
+        {
+            // A client reconnecting with the set it already runs: nothing to send.
+            state.sent_version = Some(version);
+            state.acked_version = Some(req.version_info.clone());
+            return Ok(outcome);
+        }
+        outcome.push = Some(self.push(type_url, version, resources));
+        Ok(outcome)
+    }
+
+    /// Takes a new view of the resources for this stream's node and returns the responses to send:
+    /// one per subscribed type whose set changed.
+    pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<SotwPush> {
+        self.view = Some(view.clone());
+        let mut changed = Vec::new();
+        for (type_url, state) in &self.types {
+            let (version, resources) = select(view, type_url, &state.subscription);
+            if state.sent_version.as_deref() != Some(&*version) {
+                changed.push((type_url.clone(), version, resources));
+            }
+        }
+        changed
+            .into_iter()
+            .map(|(url, version, resources)| self.push(url, version, resources))
+            .collect()
+    }
+
+    fn push(
+        &mut self,
+        type_url: Arc<str>,
+        version: Arc<str>,
+        resources: Vec<Arc<Entry>>,
+    ) -> SotwPush {
+        self.next_nonce += 1;
+        let nonce = self.next_nonce.to_string();
+        if let Some(state) = self.types.get_mut(&type_url) {
+            state.sent_version = Some(version.clone());
+            state.sent_nonce = Some(nonce.clone());
+        }
+        SotwPush {
+            type_url,
+            version,
+            nonce,
+            resources,
+        }
+    }
+}
+
+/// The subscription a SotW request asks for: `*` or an empty first request means wildcard; an
+/// empty list later keeps a wildcard and empties an explicit subscription.
+fn sotw_subscription(names: &[String], first: bool, prev: &Subscription) -> Subscription {
+    let wildcard =
+        names.iter().any(|n| n == WILDCARD) || (names.is_empty() && (first || prev.wildcard));
+    Subscription {
+        wildcard,
+        names: names
+            .iter()
+            .filter(|n| *n != WILDCARD)
+            .cloned()
+            .collect::<BTreeSet<_>>(),
+    }
+}
+
+/// The resources of `type_url` that `sub` covers, and their set version. A wildcard reuses the
+/// snapshot's precomputed set version (no hashing per stream).
+fn select(view: &Snapshot, type_url: &str, sub: &Subscription) -> (Arc<str>, Vec<Arc<Entry>>) {
+    let Some(set) = view.type_set(type_url) else {
+        return (Arc::from(set_version(std::iter::empty())), Vec::new());
+    };
+    if sub.wildcard {
+        return (
+            set.version.clone(),
+            set.resources.values().cloned().collect(),
+        );
+    }
+    let resources: Vec<Arc<Entry>> = sub
+        .names
+        .iter()
+        .filter_map(|n| set.resources.get(n.as_str()).cloned())
+        .collect();
+    (Arc::from(set_version(resources.iter())), resources)
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::google::rpc::Status;
+
+    use super::*;
+    use crate::transport::resource::{Kind, encode};
+
+    const CLUSTER: &str = "type.googleapis.com/jalin.v1.Cluster";
+
+    fn req(names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            node: Some(Node {
+                id: "proxy-1".into(),
+                ..Default::default()
+            }),
+            type_url: CLUSTER.into(),
+            resource_names: names.iter().map(|s| s.to_string()).collect(),
+            version_info: version.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn snap(items: &[(&str, u32)]) -> Arc<Snapshot> {
+        Arc::new(Snapshot::new(
+            items
+                .iter()
+                .map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
+        ))
+    }
+
+    fn names(p: &SotwPush) -> Vec<&str> {
+        p.resources.iter().map(|e| &*e.name).collect()
+    }
+
+    #[test]
+    fn first_request_gets_the_full_set_and_ack_records_version() {
+        let mut s = SotwStream::new();
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
+        let out = s.on_request(&req(&[], "", "")).unwrap();
+        let push = out.push.unwrap();
+        assert_eq!(names(&push), ["a", "b"]);
+        assert_eq!(s.node().unwrap().id, "proxy-1");
+
+        let out = s.on_request(&req(&[], &push.version, &push.nonce)).unwrap();
+        assert!(out.push.is_none());
+        assert_eq!(
+            out.event,
+            Some(StreamEvent::Ack {
+                type_url: CLUSTER.into(),
+                version: push.version.to_string()
+            })
+        );
+        assert_eq!(s.acked_version(CLUSTER), Some(&*push.version));
+    }
+
+    #[test]
+    fn nack_keeps_last_acked_version_and_is_not_resent() {
+        let mut s = SotwStream::new();
+        s.on_snapshot(&snap(&[("a", 1)]));
+        let p1 = s.on_request(&req(&[], "", "")).unwrap().push.unwrap();
+        s.on_request(&req(&[], &p1.version, &p1.nonce)).unwrap();
+
+        let pushes = s.on_snapshot(&snap(&[("a", 2)]));
+        assert_eq!(pushes.len(), 1);
+        let p2 = &pushes[0];
+        let mut nack = req(&[], &p1.version, &p2.nonce);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "cluster a: bad breaker".into(),
+            details: vec![],
+        });
+        let out = s.on_request(&nack).unwrap();
+        match out.event {
+            Some(StreamEvent::Nack {
+                rejected_version,
+                kept_version,
+                error,
+                ..
+            }) => {
+                assert_eq!(rejected_version, &*p2.version);
+                assert_eq!(kept_version, &*p1.version);
+                assert_eq!(error, "cluster a: bad breaker");
+            }
+            other => panic!("expected a NACK, got {other:?}"),
+        }
+        assert!(out.push.is_none());
+        assert_eq!(s.acked_version(CLUSTER), Some(&*p1.version));
+        // The same rejected content is not pushed again; a fix is.
+        assert!(s.on_snapshot(&snap(&[("a", 2)])).is_empty());
+        assert_eq!(s.on_snapshot(&snap(&[("a", 3)])).len(), 1);
+    }
+
+    #[test]
+    fn stale_nonce_is_ignored() {
+        let mut s = SotwStream::new();
+        s.on_snapshot(&snap(&[("a", 1)]));
+        let p1 = s.on_request(&req(&[], "", "")).unwrap().push.unwrap();
+        let p2 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
+        // The ACK of p1 arrives after p2 was sent: stale.
+        let out = s.on_request(&req(&["x"], &p1.version, &p1.nonce)).unwrap();
+        assert!(out.event.is_none() && out.push.is_none());
+        assert_eq!(s.acked_version(CLUSTER), None);
+        assert!(
+            s.subscription(CLUSTER).unwrap().wildcard,
+            "a stale request must not change the subscription"
+        );
+        let out = s.on_request(&req(&[], &p2.version, &p2.nonce)).unwrap();
+        assert!(matches!(out.event, Some(StreamEvent::Ack { .. })));
+    }
+
+    #[test]
+    fn explicit_subscribe_and_unsubscribe() {
+        let mut s = SotwStream::new();
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1), ("c", 1)]));
+        let p1 = s.on_request(&req(&["a"], "", "")).unwrap().push.unwrap();
+        assert_eq!(names(&p1), ["a"]);
+        // Change to b has no effect on a stream subscribed to a only.
+        assert!(
+            s.on_snapshot(&snap(&[("a", 1), ("b", 2), ("c", 1)]))
+                .is_empty()
+        );
+        let p2 = s
+            .on_request(&req(&["a", "c"], &p1.version, &p1.nonce))
+            .unwrap()
+            .push
+            .unwrap();
+        assert_eq!(names(&p2), ["a", "c"]);
+        let p3 = s
+            .on_request(&req(&["c"], &p2.version, &p2.nonce))
+            .unwrap()
+            .push
+            .unwrap();
+        assert_eq!(names(&p3), ["c"]);
+        let p4 = s
+            .on_request(&req(&[], &p3.version, &p3.nonce))
+            .unwrap()
+            .push
+            .unwrap();
+        assert!(
+            p4.resources.is_empty(),
+            "an empty list after explicit names unsubscribes all"
+        );
+    }
+
+    #[test]
+    fn removal_sends_the_smaller_set() {
+        let mut s = SotwStream::new();
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
+        s.on_request(&req(&[], "", "")).unwrap();
+        let p = s.on_snapshot(&snap(&[("b", 1)])).remove(0);
+        assert_eq!(names(&p), ["b"]);
+    }
+
+    #[test]
+    fn reconnect_with_current_version_sends_nothing() {
+        let view = snap(&[("a", 1)]);
+        let mut s = SotwStream::new();
+        s.on_snapshot(&view);
+        let p = s.on_request(&req(&[], "", "")).unwrap().push.unwrap();
+        let mut again = SotwStream::new();
+        again.on_snapshot(&view);
+        let out = again.on_request(&req(&[], &p.version, "")).unwrap();
+        assert!(out.push.is_none());
+        assert_eq!(again.acked_version(CLUSTER), Some(&*p.version));
+        assert_eq!(again.on_snapshot(&snap(&[("a", 2)])).len(), 1);
+    }
+
+    #[test]
+    fn protocol_errors() {
+        let mut s = SotwStream::new();
+        let mut r = req(&[], "", "");
+        r.node = None;
+        assert_eq!(s.on_request(&r).unwrap_err(), ProtocolError::MissingNode);
+        let mut r = req(&[], "", "");
+        r.type_url.clear();
+        assert_eq!(s.on_request(&r).unwrap_err(), ProtocolError::MissingTypeUrl);
+    }
+}
