@@ -1,6 +1,9 @@
 //! jalin-ca: certificate authority and workload identity rooted in an agency PKI.
 
+pub mod auth;
 pub mod chain;
+pub mod cli;
 pub mod issue;
 pub mod metrics;
+pub mod server;
 pub mod signer;

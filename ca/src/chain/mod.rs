@@ -129,7 +129,9 @@ mod tests {
             KeySource::Pkcs8File("/etc/ca.key".into())
         );
         assert!(matches!(
-            "pkcs11:object=k?module-path=/m.so".parse::<KeySource>().unwrap(),
+            "pkcs11:object=k?module-path=/m.so"
+                .parse::<KeySource>()
+                .unwrap(),
             KeySource::Pkcs11(_)
         ));
     }

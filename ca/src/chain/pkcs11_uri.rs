@@ -57,7 +57,9 @@ pub enum Pkcs11UriError {
     Malformed(String),
     #[error("PKCS#11 URI attribute {name}: {reason}")]
     BadValue { name: String, reason: String },
-    #[error("PKCS#11 URI attribute {0:?} is not supported (supported: token, object, id, serial, slot-id, type, module-path, pin-value, pin-source)")]
+    #[error(
+        "PKCS#11 URI attribute {0:?} is not supported (supported: token, object, id, serial, slot-id, type, module-path, pin-value, pin-source)"
+    )]
     Unsupported(String),
     #[error("PKCS#11 URI names no module: add ?module-path=/path/to/module.so")]
     NoModule,
@@ -115,13 +117,20 @@ impl FromStr for Pkcs11Uri {
                     if value != "private" {
                         return Err(Pkcs11UriError::BadValue {
                             name: name.to_owned(),
-                            reason: format!("{value:?}: the CA needs the private key, use type=private"),
+                            reason: format!(
+                                "{value:?}: the CA needs the private key, use type=private"
+                            ),
                         });
                     }
                 }
                 // Informational attributes that narrow the token; accepted and ignored.
-                "manufacturer" | "model" | "library-manufacturer" | "library-description"
-                | "library-version" | "slot-description" | "slot-manufacturer" => {}
+                "manufacturer"
+                | "model"
+                | "library-manufacturer"
+                | "library-description"
+                | "library-version"
+                | "slot-description"
+                | "slot-manufacturer" => {}
                 other => return Err(Pkcs11UriError::Unsupported(other.to_owned())),
             }
         }
@@ -200,7 +209,10 @@ mod tests {
         assert_eq!(u.token.as_deref(), Some("jalin"));
         assert_eq!(u.object.as_deref(), Some("mesh ca"));
         assert_eq!(u.id.as_deref(), Some(&[1u8, 2][..]));
-        assert_eq!(u.module_path, PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
+        assert_eq!(
+            u.module_path,
+            PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")
+        );
         assert_eq!(u.read_pin().unwrap(), "1234");
         assert!(!format!("{u:?}").contains("1234"));
         assert!(!u.describe().contains("1234"));
@@ -211,9 +223,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pin = dir.path().join("pin");
         std::fs::write(&pin, "9876\n").unwrap();
-        let u: Pkcs11Uri = format!("pkcs11:object=k?module-path=/m.so&pin-source=file:{}", pin.display())
-            .parse()
-            .unwrap();
+        let u: Pkcs11Uri = format!(
+            "pkcs11:object=k?module-path=/m.so&pin-source=file:{}",
+            pin.display()
+        )
+        .parse()
+        .unwrap();
         assert_eq!(u.read_pin().unwrap(), "9876");
         let u: Pkcs11Uri = "pkcs11:object=k?module-path=/m.so".parse().unwrap();
         assert_eq!(u.pin, PinSource::Env(DEFAULT_PIN_ENV.into()));
@@ -221,8 +236,14 @@ mod tests {
 
     #[test]
     fn refuses_incomplete() {
-        assert_eq!("pkcs11:object=k".parse::<Pkcs11Uri>(), Err(Pkcs11UriError::NoModule));
-        assert_eq!("pkcs11:token=t?module-path=/m.so".parse::<Pkcs11Uri>(), Err(Pkcs11UriError::NoKey));
+        assert_eq!(
+            "pkcs11:object=k".parse::<Pkcs11Uri>(),
+            Err(Pkcs11UriError::NoModule)
+        );
+        assert_eq!(
+            "pkcs11:token=t?module-path=/m.so".parse::<Pkcs11Uri>(),
+            Err(Pkcs11UriError::NoKey)
+        );
         assert_eq!("file:/x".parse::<Pkcs11Uri>(), Err(Pkcs11UriError::Scheme));
         assert!(matches!(
             "pkcs11:object=k;type=cert?module-path=/m.so".parse::<Pkcs11Uri>(),

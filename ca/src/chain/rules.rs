@@ -66,12 +66,16 @@ pub enum ChainRule {
         "pathLenConstraint {path_len} is too small: {below} CA certificate(s) sit below it before the workload leaf"
     )]
     PathLenExceeded { path_len: u32, below: usize },
-    #[error("name constraints do not permit the trust domain {trust_domain:?} (permitted URI subtrees: {permitted})")]
+    #[error(
+        "name constraints do not permit the trust domain {trust_domain:?} (permitted URI subtrees: {permitted})"
+    )]
     TrustDomainNotPermitted {
         trust_domain: String,
         permitted: String,
     },
-    #[error("name constraints exclude the trust domain {trust_domain:?} (excluded URI subtree {excluded:?})")]
+    #[error(
+        "name constraints exclude the trust domain {trust_domain:?} (excluded URI subtree {excluded:?})"
+    )]
     TrustDomainExcluded {
         trust_domain: String,
         excluded: String,
@@ -80,7 +84,9 @@ pub enum ChainRule {
     BadSignature { issuer: String, reason: String },
     #[error("is not issued by any configured root (its issuer is {issuer:?})")]
     NoMatchingRoot { issuer: String },
-    #[error("is not issued by the next certificate in the chain ({next:?}); its issuer is {issuer:?}")]
+    #[error(
+        "is not issued by the next certificate in the chain ({next:?}); its issuer is {issuer:?}"
+    )]
     OutOfOrder { issuer: String, next: String },
 }
 
@@ -88,28 +94,42 @@ impl ChainRule {
     /// What the operator should do about it.
     pub fn hint(&self) -> &'static str {
         match self {
-            Self::EmptyChain => "put the intermediate certificate (PEM) first in the chain file, followed by any further intermediates",
-            Self::EmptyRootBundle => "give the agency root certificate(s) as PEM in the root bundle file",
-            Self::Unparseable(_) => "check the file holds PEM 'CERTIFICATE' blocks (openssl x509 -in FILE -noout -text)",
+            Self::EmptyChain => {
+                "put the intermediate certificate (PEM) first in the chain file, followed by any further intermediates"
+            }
+            Self::EmptyRootBundle => {
+                "give the agency root certificate(s) as PEM in the root bundle file"
+            }
+            Self::Unparseable(_) => {
+                "check the file holds PEM 'CERTIFICATE' blocks (openssl x509 -in FILE -noout -text)"
+            }
             Self::MissingBasicConstraints | Self::NotCa => {
                 "ask the agency PKI for a CA certificate (basicConstraints critical, CA:TRUE)"
             }
             Self::MissingKeyUsage | Self::NoKeyCertSign => {
                 "ask the agency PKI to issue the intermediate with keyUsage keyCertSign (and cRLSign)"
             }
-            Self::NotYetValid { .. } => "check the clock of this host (NTP) or wait until notBefore",
-            Self::Expired { .. } => "renew the certificate with the agency PKI and import the new one",
+            Self::NotYetValid { .. } => {
+                "check the clock of this host (NTP) or wait until notBefore"
+            }
+            Self::Expired { .. } => {
+                "renew the certificate with the agency PKI and import the new one"
+            }
             Self::PathLenExceeded { .. } => {
                 "remove intermediates from the chain or ask the agency PKI for a certificate with a larger pathLenConstraint"
             }
             Self::TrustDomainNotPermitted { .. } | Self::TrustDomainExcluded { .. } => {
                 "configure the trust domain the PKI allows, or ask the agency PKI for name constraints that permit it"
             }
-            Self::BadSignature { .. } => "the certificate was not signed by the next one: check the order and the files",
+            Self::BadSignature { .. } => {
+                "the certificate was not signed by the next one: check the order and the files"
+            }
             Self::NoMatchingRoot { .. } => {
                 "add the root that issued the chain to the root bundle, or import the intermediate issued under the configured root"
             }
-            Self::OutOfOrder { .. } => "order the chain file from the issuing intermediate up towards the root",
+            Self::OutOfOrder { .. } => {
+                "order the chain file from the issuing intermediate up towards the root"
+            }
         }
     }
 }
@@ -189,8 +209,10 @@ fn fmt_time(t: ASN1Time) -> String {
 /// Parses a certificate, mapping failure to the chain rule.
 pub(crate) fn parse<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, ChainRule> {
     match x509_parser::parse_x509_certificate(der.as_ref()) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
-        Ok(_) => Err(ChainRule::Unparseable("trailing bytes after the certificate".into())),
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(ChainRule::Unparseable(
+            "trailing bytes after the certificate".into(),
+        )),
         Err(e) => Err(ChainRule::Unparseable(e.to_string())),
     }
 }
@@ -274,34 +296,42 @@ fn check_ca_rules(
             now: fmt_time(now),
         });
     }
-    if let Some(path_len) = bc.value.path_len_constraint {
-        if usize::try_from(path_len).unwrap_or(usize::MAX) < below {
-            return Err(ChainRule::PathLenExceeded { path_len, below });
-        }
+    if let Some(path_len) = bc.value.path_len_constraint
+        && usize::try_from(path_len).unwrap_or(usize::MAX) < below
+    {
+        return Err(ChainRule::PathLenExceeded { path_len, below });
     }
     let nc = cert
         .name_constraints()
         .map_err(|e| ChainRule::Unparseable(format!("nameConstraints: {e}")))?;
     if let Some(nc) = nc {
-        let uri = |trees: &Option<Vec<x509_parser::extensions::GeneralSubtree<'_>>>| -> Vec<String> {
-            trees
-                .iter()
-                .flatten()
-                .filter_map(|t| match t.base {
-                    GeneralName::URI(u) => Some(u.to_owned()),
-                    _ => None,
-                })
-                .collect()
-        };
+        let uri =
+            |trees: &Option<Vec<x509_parser::extensions::GeneralSubtree<'_>>>| -> Vec<String> {
+                trees
+                    .iter()
+                    .flatten()
+                    .filter_map(|t| match t.base {
+                        GeneralName::URI(u) => Some(u.to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            };
         let permitted = uri(&nc.value.permitted_subtrees);
         let excluded = uri(&nc.value.excluded_subtrees);
-        if !permitted.is_empty() && !permitted.iter().any(|c| uri_constraint_matches(c, trust_domain)) {
+        if !permitted.is_empty()
+            && !permitted
+                .iter()
+                .any(|c| uri_constraint_matches(c, trust_domain))
+        {
             return Err(ChainRule::TrustDomainNotPermitted {
                 trust_domain: trust_domain.to_owned(),
                 permitted: permitted.join(", "),
             });
         }
-        if let Some(ex) = excluded.iter().find(|c| uri_constraint_matches(c, trust_domain)) {
+        if let Some(ex) = excluded
+            .iter()
+            .find(|c| uri_constraint_matches(c, trust_domain))
+        {
             return Err(ChainRule::TrustDomainExcluded {
                 trust_domain: trust_domain.to_owned(),
                 excluded: ex.clone(),
@@ -333,12 +363,23 @@ pub fn validate_chain(
         rule,
     };
     if chain.is_empty() {
-        return Err(err(0, CertRole::IssuingIntermediate, String::new(), ChainRule::EmptyChain));
+        return Err(err(
+            0,
+            CertRole::IssuingIntermediate,
+            String::new(),
+            ChainRule::EmptyChain,
+        ));
     }
     if bundle.is_empty() {
-        return Err(err(chain.len(), CertRole::Root, String::new(), ChainRule::EmptyRootBundle));
+        return Err(err(
+            chain.len(),
+            CertRole::Root,
+            String::new(),
+            ChainRule::EmptyRootBundle,
+        ));
     }
-    let asn1_now = asn1_now(now).map_err(|r| err(0, CertRole::IssuingIntermediate, String::new(), r))?;
+    let asn1_now =
+        asn1_now(now).map_err(|r| err(0, CertRole::IssuingIntermediate, String::new(), r))?;
     let role_of = |i: usize| {
         if i == 0 {
             CertRole::IssuingIntermediate
@@ -381,17 +422,18 @@ pub fn validate_chain(
                     },
                 ));
             }
-            cert.verify_signature(Some(next.public_key())).map_err(|e| {
-                err(
-                    i,
-                    role_of(i),
-                    subject.clone(),
-                    ChainRule::BadSignature {
-                        issuer: next.subject().to_string(),
-                        reason: e.to_string(),
-                    },
-                )
-            })?;
+            cert.verify_signature(Some(next.public_key()))
+                .map_err(|e| {
+                    err(
+                        i,
+                        role_of(i),
+                        subject.clone(),
+                        ChainRule::BadSignature {
+                            issuer: next.subject().to_string(),
+                            reason: e.to_string(),
+                        },
+                    )
+                })?;
         }
         certs.push(summarize(i, role_of(i), cert));
     }

@@ -45,7 +45,9 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, CsrError> {
         return Err(CsrError::TooLarge);
     }
     let der_owned;
-    let der: &[u8] = if input.starts_with(b"-----BEGIN") || input.trim_ascii_start().starts_with(b"-----BEGIN") {
+    let der: &[u8] = if input.starts_with(b"-----BEGIN")
+        || input.trim_ascii_start().starts_with(b"-----BEGIN")
+    {
         der_owned = CertificateSigningRequestDer::from_pem_slice(input)
             .map_err(|e| CsrError::Malformed(e.to_string()))?;
         der_owned.as_ref()
@@ -65,7 +67,8 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, CsrError> {
         .parameters
         .as_ref()
         .and_then(|p| p.as_oid().ok());
-    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY || curve.as_ref() != Some(&OID_EC_P256)
+    if spki.algorithm.algorithm != OID_KEY_TYPE_EC_PUBLIC_KEY
+        || curve.as_ref() != Some(&OID_EC_P256)
     {
         return Err(CsrError::KeyType);
     }
@@ -127,15 +130,23 @@ mod tests {
     #[test]
     fn refuses_p384_and_tampered() {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-        let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
         assert_eq!(check_csr(csr.der()).unwrap_err(), CsrError::KeyType);
 
         let id: WorkloadId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
         let (mut der, _) = new_workload_csr(&id).unwrap();
         let n = der.len();
         der[n - 5] ^= 0x55;
-        assert!(matches!(check_csr(&der), Err(CsrError::BadSignature(_) | CsrError::Malformed(_))));
+        assert!(matches!(
+            check_csr(&der),
+            Err(CsrError::BadSignature(_) | CsrError::Malformed(_))
+        ));
         assert!(matches!(check_csr(b"garbage"), Err(CsrError::Malformed(_))));
-        assert_eq!(check_csr(&vec![0u8; MAX_CSR_BYTES + 1]).unwrap_err(), CsrError::TooLarge);
+        assert_eq!(
+            check_csr(&vec![0u8; MAX_CSR_BYTES + 1]).unwrap_err(),
+            CsrError::TooLarge
+        );
     }
 }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    SanType, SerialNumber,
+    CertificateParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 
@@ -78,7 +78,9 @@ pub enum CaLoadError {
     Signer(#[from] SignerError),
     #[error("trust domain: {0}")]
     TrustDomain(#[from] WorkloadIdError),
-    #[error("TTL policy: default TTL {default:?} is above the maximum {max:?}; lower ttl.default or raise ttl.max")]
+    #[error(
+        "TTL policy: default TTL {default:?} is above the maximum {max:?}; lower ttl.default or raise ttl.max"
+    )]
     TtlPolicy { default: Duration, max: Duration },
     #[error("the intermediate certificate cannot act as rcgen issuer: {0}")]
     Issuer(String),
@@ -99,8 +101,8 @@ pub enum IssueError {
     TtlTooLong { requested: u64, max: u64 },
     #[error("requested TTL must be at least 1 second")]
     TtlZero,
-    #[error("caller not authenticated: {0}")]
-    Unauthenticated(String),
+    #[error("caller not authenticated: {reason}")]
+    Unauthenticated { code: &'static str, reason: String },
     #[error("caller {caller} may not obtain a certificate for {requested}")]
     IdentityMismatch { caller: String, requested: String },
     #[error("signing failed: {0}")]
@@ -115,7 +117,7 @@ impl IssueError {
             Self::TrustDomain { .. } => "trust_domain",
             Self::TtlTooLong { .. } => "ttl_too_long",
             Self::TtlZero => "ttl_zero",
-            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Unauthenticated { code, .. } => code,
             Self::IdentityMismatch { .. } => "identity_mismatch",
             Self::Signing(_) => "signing_failed",
         }
@@ -173,12 +175,20 @@ impl WorkloadCa {
         check_trust_domain(&config.trust_domain)?;
         // Check the chain before touching the key: a bad chain is the likelier mistake.
         validate_chain(&chain, &roots, &config.trust_domain, now)?;
-        let first = chain.first().ok_or_else(|| {
-            CaLoadError::Issuer("empty chain".into())
-        })?;
+        let first = chain
+            .first()
+            .ok_or_else(|| CaLoadError::Issuer("empty chain".into()))?;
         let cert = parse_cert(first).map_err(|e| CaLoadError::Issuer(e.to_string()))?;
         let signer = CaSigner::open(&config.key, &cert)?;
-        Self::new(&config.trust_domain, chain, roots, signer, config.ttl, audit, now)
+        Self::new(
+            &config.trust_domain,
+            chain,
+            roots,
+            signer,
+            config.ttl,
+            audit,
+            now,
+        )
     }
 
     /// Builds the CA from parts already in memory; checks the chain and the key as `load` does.
@@ -310,7 +320,8 @@ impl WorkloadCa {
             }
         }
         let mut serial = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut serial).map_err(|_| IssueError::Signing("no randomness".into()))?;
+        aws_lc_rs::rand::fill(&mut serial)
+            .map_err(|_| IssueError::Signing("no randomness".into()))?;
         serial[0] &= 0x7f;
         serial[0] |= 0x01;
 
@@ -323,9 +334,9 @@ impl WorkloadCa {
             id.to_string().try_into().map_err(signing_err)?,
         )];
         for dns in extra_dns {
-            params
-                .subject_alt_names
-                .push(SanType::DnsName(dns.clone().try_into().map_err(signing_err)?));
+            params.subject_alt_names.push(SanType::DnsName(
+                dns.clone().try_into().map_err(signing_err)?,
+            ));
         }
         // keyEncipherment is for RSA key transport; workload keys are EC, so digitalSignature only.
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -366,7 +377,13 @@ impl WorkloadCa {
             .and_then(|ttl| self.sign(id, &csr.public_key, ttl, &[], now));
         match &result {
             Ok(issued) => self.audit_issued(ctx, issued, now),
-            Err(e) => self.audit_refused(ctx, csr.requested.as_ref().or(Some(id)), Some(ttl_secs), e, now),
+            Err(e) => self.audit_refused(
+                ctx,
+                csr.requested.as_ref().or(Some(id)),
+                Some(ttl_secs),
+                e,
+                now,
+            ),
         }
         result
     }

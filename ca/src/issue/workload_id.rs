@@ -39,9 +39,9 @@ pub enum WorkloadIdError {
 fn valid_trust_domain(td: &str) -> bool {
     !td.is_empty()
         && td.len() <= 255
-        && td
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        && td.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
 }
 
 fn valid_segment(s: &str) -> bool {
@@ -49,8 +49,7 @@ fn valid_segment(s: &str) -> bool {
         && s.len() <= 253
         && s != "."
         && s != ".."
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
@@ -71,7 +70,10 @@ impl WorkloadId {
         service_account: &str,
     ) -> Result<Self, WorkloadIdError> {
         check_trust_domain(trust_domain)?;
-        for (field, value) in [("namespace", namespace), ("service account", service_account)] {
+        for (field, value) in [
+            ("namespace", namespace),
+            ("service account", service_account),
+        ] {
             if !valid_segment(value) {
                 return Err(WorkloadIdError::Segment {
                     field,

@@ -4,7 +4,7 @@
 /// Encodes `r || s` (two big-endian halves of equal length) as DER. Returns `None` when the input
 /// is empty or of odd length.
 pub fn raw_ecdsa_to_der(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return None;
     }
     let (r, s) = raw.split_at(raw.len() / 2);

@@ -21,7 +21,9 @@ pub enum SignerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("the CA key file {path} is not a PEM PKCS#8 private key ({reason}). Convert it: openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8")]
+    #[error(
+        "the CA key file {path} is not a PEM PKCS#8 private key ({reason}). Convert it: openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.pk8"
+    )]
     Pkcs8 {
         path: std::path::PathBuf,
         reason: String,
@@ -34,7 +36,9 @@ pub enum SignerError {
         what: &'static str,
         reason: String,
     },
-    #[error("the CA key ({key}) does not match the intermediate certificate {subject:?}: {reason}. Import the key that belongs to this certificate")]
+    #[error(
+        "the CA key ({key}) does not match the intermediate certificate {subject:?}: {reason}. Import the key that belongs to this certificate"
+    )]
     KeyMismatch {
         key: String,
         subject: String,
@@ -63,7 +67,10 @@ impl std::fmt::Debug for CaSigner {
 
 impl CaSigner {
     /// Opens the key from its source; `intermediate` supplies the public key the key must match.
-    pub fn open(source: &KeySource, intermediate: &X509Certificate<'_>) -> Result<Self, SignerError> {
+    pub fn open(
+        source: &KeySource,
+        intermediate: &X509Certificate<'_>,
+    ) -> Result<Self, SignerError> {
         let signer = match source {
             KeySource::Pkcs8File(path) => {
                 let pem = std::fs::read_to_string(path).map_err(|source| SignerError::Read {

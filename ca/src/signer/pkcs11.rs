@@ -76,7 +76,9 @@ impl Pkcs11Signer {
             what: "finding the token",
             reason,
         })?;
-        let session = ctx.open_ro_session(slot).map_err(fail("opening a session"))?;
+        let session = ctx
+            .open_ro_session(slot)
+            .map_err(fail("opening a session"))?;
         match session.login(UserType::User, Some(&AuthPin::from(pin))) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => {
@@ -110,7 +112,10 @@ impl Pkcs11Signer {
                 return Err(SignerError::Pkcs11 {
                     key: desc,
                     what: "searching for the private key",
-                    reason: format!("{} private keys match; add id=... to the URI to pick one", keys.len()),
+                    reason: format!(
+                        "{} private keys match; add id=... to the URI to pick one",
+                        keys.len()
+                    ),
                 });
             }
         };
@@ -180,7 +185,10 @@ impl SigningKey for Pkcs11Signer {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let hash = digest::digest(self.digest, msg);
         let raw = {
-            let session = self.session.lock().map_err(|_| rcgen::Error::RemoteKeyError)?;
+            let session = self
+                .session
+                .lock()
+                .map_err(|_| rcgen::Error::RemoteKeyError)?;
             session.sign(&Mechanism::Ecdsa, self.key, hash.as_ref())
         }
         .map_err(|e| {
