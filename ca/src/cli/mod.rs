@@ -15,7 +15,7 @@ use crate::auth::TokenError;
 use crate::chain::{ChainError, PemFileError};
 use crate::issue::{CaLoadError, IssueError, WorkloadIdError};
 use crate::signer::SignerError;
-pub use init_dev::InitDevArgs;
+pub use init_dev::{DEV_LABEL, DevCa, InitDevArgs, make_dev_ca};
 pub use inspect::{CheckArgs, InspectArgs};
 pub use issue_cmd::{IssueArgs, TokenCommand, TokenCreateArgs};
 
