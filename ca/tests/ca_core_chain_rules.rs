@@ -1,5 +1,6 @@
 //! Chain-rule acceptance: every start-up rule, violated one at a time, is refused with the
 //! certificate (subject and position) and the rule that failed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ca_core_support;
 

@@ -1,6 +1,7 @@
 //! HSM acceptance (SoftHSM2): the intermediate's key is generated inside a token and never
 //! leaves it; the CA imports it by PKCS#11 URI, issues workload certificates, and real openssl
 //! verifies them against the root. One test per process: PKCS#11 modules are process-global.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ca_core_support;
 

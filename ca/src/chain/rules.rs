@@ -217,6 +217,17 @@ pub(crate) fn parse<'a>(der: &'a CertificateDer<'_>) -> Result<X509Certificate<'
     }
 }
 
+fn fmt_general_name(n: &GeneralName<'_>) -> String {
+    match n {
+        GeneralName::DNSName(d) => format!("DNS:{d}"),
+        GeneralName::URI(u) => format!("URI:{u}"),
+        GeneralName::RFC822Name(m) => format!("email:{m}"),
+        GeneralName::IPAddress(ip) => format!("IP:{}", hex::encode(ip)),
+        GeneralName::DirectoryName(dn) => format!("DirName:{dn}"),
+        other => format!("{other}"),
+    }
+}
+
 /// Renders name constraints for display.
 pub(crate) fn render_name_constraints(cert: &X509Certificate<'_>) -> Vec<String> {
     let mut out = Vec::new();
@@ -226,7 +237,7 @@ pub(crate) fn render_name_constraints(cert: &X509Certificate<'_>) -> Vec<String>
             ("excluded", &nc.value.excluded_subtrees),
         ] {
             for t in trees.iter().flatten() {
-                out.push(format!("{label} {}", t.base));
+                out.push(format!("{label} {}", fmt_general_name(&t.base)));
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Test support for the CA core tests: build roots and intermediates with chosen defects, run
 //! real openssl, and make CSRs.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
 use std::process::Command;
