@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 
 pub use pkcs11_uri::{PinSource, Pkcs11Uri, Pkcs11UriError};
 pub use rules::{CertRole, CertSummary, ChainError, ChainReport, ChainRule, validate_chain};
-pub(crate) use rules::{parse as parse_cert, render_name_constraints, unix_secs};
+pub(crate) use rules::{parse as parse_cert, summarize, unix_secs};
 
 /// Where the issuing intermediate's private key lives.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -244,7 +244,11 @@ pub(crate) fn render_name_constraints(cert: &X509Certificate<'_>) -> Vec<String>
     out
 }
 
-fn summarize(position: usize, role: CertRole, cert: &X509Certificate<'_>) -> CertSummary {
+pub(crate) fn summarize(
+    position: usize,
+    role: CertRole,
+    cert: &X509Certificate<'_>,
+) -> CertSummary {
     CertSummary {
         position,
         role,
@@ -269,6 +273,16 @@ fn uri_constraint_matches(constraint: &str, host: &str) -> bool {
     match constraint.strip_prefix('.') {
         Some(suffix) => host.len() > suffix.len() && host.ends_with(&format!(".{suffix}")),
         None => host == constraint,
+    }
+}
+
+/// RFC 5280 DNS constraint: `example.com` matches it and its sub-domains; a leading dot matches
+/// sub-domains only.
+fn dns_constraint_matches(constraint: &str, name: &str) -> bool {
+    let c = constraint.to_ascii_lowercase();
+    match c.strip_prefix('.') {
+        Some(suffix) => name.ends_with(&format!(".{suffix}")),
+        None => name == c || name.ends_with(&format!(".{c}")),
     }
 }
 
@@ -347,6 +361,24 @@ fn check_ca_rules(
                 trust_domain: trust_domain.to_owned(),
                 excluded: ex.clone(),
             });
+        }
+        let dns: Vec<&str> = nc
+            .value
+            .permitted_subtrees
+            .iter()
+            .flatten()
+            .filter_map(|t| match t.base {
+                GeneralName::DNSName(d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        if !dns.is_empty() && !dns.iter().any(|d| dns_constraint_matches(d, trust_domain)) {
+            warnings.push(format!(
+                "{} permits DNS names {:?} only; the trust domain {trust_domain:?} is outside them, so \
+                 the CA's own server name must be one of them (SPIFFE URI SANs are not affected)",
+                cert.subject(),
+                dns
+            ));
         }
         if !permitted.is_empty() || !excluded.is_empty() {
             warnings.push(format!(
@@ -502,5 +534,9 @@ mod tests {
         assert!(uri_constraint_matches(".gov.example", "mesh.gov.example"));
         assert!(!uri_constraint_matches(".gov.example", "gov.example"));
         assert!(!uri_constraint_matches(".gov.example", "evilgov.example"));
+        assert!(dns_constraint_matches("gov.example", "mesh.gov.example"));
+        assert!(dns_constraint_matches("gov.example", "gov.example"));
+        assert!(!dns_constraint_matches("gov.example", "evilgov.example"));
+        assert!(!dns_constraint_matches(".gov.example", "gov.example"));
     }
 }

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use super::{CliError, say};
-use crate::chain::{
-    self, CertRole, CertSummary, KeySource, parse_cert, render_name_constraints, validate_chain,
-};
+use crate::chain::{self, CertRole, CertSummary, KeySource, parse_cert, validate_chain};
 use crate::signer::CaSigner;
 
 /// Arguments of `jalin ca inspect`.
@@ -96,25 +94,12 @@ pub(super) fn run_inspect(
             subject: String::new(),
             rule,
         })?;
-        let summary = CertSummary {
-            position: i,
-            role: if i == 0 {
-                CertRole::IssuingIntermediate
-            } else {
-                CertRole::Intermediate
-            },
-            subject: cert.subject().to_string(),
-            issuer: cert.issuer().to_string(),
-            not_before_unix: cert.validity().not_before.timestamp(),
-            not_after_unix: cert.validity().not_after.timestamp(),
-            path_len: cert
-                .basic_constraints()
-                .ok()
-                .flatten()
-                .and_then(|b| b.value.path_len_constraint),
-            name_constraints: render_name_constraints(&cert),
-            serial_hex: hex::encode(cert.raw_serial()),
+        let role = if i == 0 {
+            CertRole::IssuingIntermediate
+        } else {
+            CertRole::Intermediate
         };
+        let summary = chain::summarize(i, role, &cert);
         print_summary(out, &summary, now)?;
     }
     say(out, "chain: not validated (pass --roots to validate)")

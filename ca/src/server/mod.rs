@@ -26,6 +26,12 @@ pub const JOIN_TOKEN_METADATA: &str = "jalin-join-token";
 pub const EXPIRY_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 /// Bound on how long a client has to finish the TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request accepted (a CSR is under 1 KiB; the CSR check caps it at 16 KiB).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Bound on one request, including an HSM signature.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent requests per connection; issuance is cheap but HSM signing is serialised.
+pub const MAX_CONCURRENT_PER_CONNECTION: usize = 32;
 /// The namespace and service account of the CA's own identity.
 pub const CA_NAMESPACE: &str = "jalin-system";
 pub const CA_SERVICE_ACCOUNT: &str = "jalin-ca";
