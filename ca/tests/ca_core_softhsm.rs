@@ -203,7 +203,26 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
         );
         assert!(dump.contains("ecdsa-with-SHA256"), "{dump}");
     }
+    // The HSM drops the login (as after an HSM restart): the signer logs in again and goes on.
+    {
+        use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+        let other = Pkcs11::new(MODULE).unwrap();
+        let _ = other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        let slot = other.get_slots_with_token().unwrap()[0];
+        let s = other.open_ro_session(slot).unwrap();
+        s.logout().unwrap();
+    }
+    let id = WorkloadId::new("cluster.local", "prod", "after-logout").unwrap();
+    let (csr, _key) = new_workload_csr(&id).unwrap();
+    let issued = ca
+        .issue(&ctx, &id, &check_csr(&csr).unwrap(), 3600, now())
+        .unwrap();
+    let leaf = dir.path().join("leaf-after-logout.pem");
+    std::fs::write(&leaf, split_leaf(&issued.chain_pem).0).unwrap();
+    let (ok, text) = openssl_verify(&root_pem, &inter_pem, &leaf);
+    assert!(ok, "openssl verify failed after re-login: {text}");
+
     let events = audit_buf.events();
-    assert_eq!(events.len(), 3);
+    assert_eq!(events.len(), 4);
     assert!(events.iter().all(|e| e["event"] == "certificate_issued"));
 }

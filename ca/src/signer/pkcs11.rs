@@ -3,7 +3,8 @@
 //! the hash with `CKM_ECDSA`, and its raw `r || s` is converted to DER for X.509.
 //!
 //! Invariant: one PKCS#11 session, guarded by a mutex (a cryptoki `Session` is `Send`, not
-//! `Sync`); signatures are serialised through it.
+//! `Sync`); signatures are serialised through it. When the HSM drops the session (restart,
+//! failover), the signer logs in again once and retries.
 
 use std::sync::Mutex;
 
@@ -22,13 +23,15 @@ use crate::chain::Pkcs11Uri;
 
 /// An ECDSA key in a PKCS#11 token.
 pub struct Pkcs11Signer {
-    session: Mutex<Session>,
-    key: ObjectHandle,
+    session: Mutex<(Session, ObjectHandle)>,
     public: rcgen::SubjectPublicKeyInfo,
     digest: &'static digest::Algorithm,
     desc: String,
+    uri: Pkcs11Uri,
+    /// Kept (zeroised on drop) to log in again when the HSM drops the session.
+    pin: AuthPin,
     // Kept last so the session closes before the library is finalised.
-    _ctx: Pkcs11,
+    ctx: Pkcs11,
 }
 
 impl Pkcs11Signer {
@@ -60,84 +63,29 @@ impl Pkcs11Signer {
                 reason: "the intermediate's key is not ECDSA P-256 or P-384".into(),
             });
         };
-        let pin = uri.read_pin()?;
+        let pin = AuthPin::from(uri.read_pin()?);
 
         let ctx = Pkcs11::new(&uri.module_path).map_err(|e| SignerError::Pkcs11 {
             key: desc.clone(),
             what: "loading the module",
-            reason: format!("{e}; check module-path names an installed PKCS#11 library"),
+            reason: format!(
+                "{}; check module-path names an installed PKCS#11 library",
+                ck(&e)
+            ),
         })?;
         match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(fail("initialising the module")(e)),
         }
-        let slot = find_slot(&ctx, uri).map_err(|reason| SignerError::Pkcs11 {
-            key: desc.clone(),
-            what: "finding the token",
-            reason,
-        })?;
-        let session = ctx
-            .open_ro_session(slot)
-            .map_err(fail("opening a session"))?;
-        match session.login(UserType::User, Some(&AuthPin::from(pin))) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(e) => {
-                return Err(SignerError::Pkcs11 {
-                    key: desc,
-                    what: "logging in",
-                    reason: format!("{e}; check the user PIN"),
-                });
-            }
-        }
-        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
-        if let Some(label) = &uri.object {
-            template.push(Attribute::Label(label.as_bytes().to_vec()));
-        }
-        if let Some(id) = &uri.id {
-            template.push(Attribute::Id(id.clone()));
-        }
-        let keys = session
-            .find_objects(&template)
-            .map_err(fail("searching for the private key"))?;
-        let key = match keys.as_slice() {
-            [k] => *k,
-            [] => {
-                return Err(SignerError::Pkcs11 {
-                    key: desc,
-                    what: "searching for the private key",
-                    reason: "no private key with this label/id in the token (pkcs11-tool --list-objects --login shows what is there)".into(),
-                });
-            }
-            _ => {
-                return Err(SignerError::Pkcs11 {
-                    key: desc,
-                    what: "searching for the private key",
-                    reason: format!(
-                        "{} private keys match; add id=... to the URI to pick one",
-                        keys.len()
-                    ),
-                });
-            }
-        };
-        let attrs = session
-            .get_attributes(key, &[AttributeType::KeyType])
-            .map_err(fail("reading the key type"))?;
-        if !attrs
-            .iter()
-            .any(|a| matches!(a, Attribute::KeyType(t) if *t == KeyType::EC))
-        {
-            return Err(SignerError::Algorithm {
-                key: desc,
-                reason: "the token key is not an EC key".into(),
-            });
-        }
+        let (session, key) = connect(&ctx, uri, &pin, &desc)?;
         Ok(Self {
-            session: Mutex::new(session),
-            key,
+            session: Mutex::new((session, key)),
             public,
             digest,
             desc,
-            _ctx: ctx,
+            uri: uri.clone(),
+            pin,
+            ctx,
         })
     }
 
@@ -145,6 +93,108 @@ impl Pkcs11Signer {
     pub fn describe(&self) -> &str {
         &self.desc
     }
+}
+
+/// Short rendering of a cryptoki error (its Display text is a paragraph of the standard).
+fn ck(e: &CkError) -> String {
+    match e {
+        CkError::Pkcs11(rv, function) => format!("{function:?} returned {rv:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Errors after which a fresh session (and login) may succeed.
+fn session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::UserNotLoggedIn
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent,
+            _
+        )
+    )
+}
+
+/// Finds the token, opens a session, logs in and finds the private key.
+fn connect(
+    ctx: &Pkcs11,
+    uri: &Pkcs11Uri,
+    pin: &AuthPin,
+    desc: &str,
+) -> Result<(Session, ObjectHandle), SignerError> {
+    let fail = |what: &'static str| {
+        move |e: CkError| SignerError::Pkcs11 {
+            key: desc.to_owned(),
+            what,
+            reason: ck(&e),
+        }
+    };
+    let slot = find_slot(ctx, uri).map_err(|reason| SignerError::Pkcs11 {
+        key: desc.to_owned(),
+        what: "finding the token",
+        reason,
+    })?;
+    let session = ctx
+        .open_ro_session(slot)
+        .map_err(fail("opening a session"))?;
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => {
+            return Err(SignerError::Pkcs11 {
+                key: desc.to_owned(),
+                what: "logging in",
+                reason: format!("{}; check the user PIN", ck(&e)),
+            });
+        }
+    }
+    let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+    if let Some(label) = &uri.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let keys = session
+        .find_objects(&template)
+        .map_err(fail("searching for the private key"))?;
+    let key = match keys.as_slice() {
+        [k] => *k,
+        [] => {
+            return Err(SignerError::Pkcs11 {
+                key: desc.to_owned(),
+                what: "searching for the private key",
+                reason: "no private key with this label/id in the token (pkcs11-tool --list-objects --login shows what is there)".into(),
+            });
+        }
+        _ => {
+            return Err(SignerError::Pkcs11 {
+                key: desc.to_owned(),
+                what: "searching for the private key",
+                reason: format!(
+                    "{} private keys match; add id=... to the URI to pick one",
+                    keys.len()
+                ),
+            });
+        }
+    };
+    let attrs = session
+        .get_attributes(key, &[AttributeType::KeyType])
+        .map_err(fail("reading the key type"))?;
+    if !attrs
+        .iter()
+        .any(|a| matches!(a, Attribute::KeyType(t) if *t == KeyType::EC))
+    {
+        return Err(SignerError::Algorithm {
+            key: desc.to_owned(),
+            reason: "the token key is not an EC key".into(),
+        });
+    }
+    Ok((session, key))
 }
 
 fn find_slot(ctx: &Pkcs11, uri: &Pkcs11Uri) -> Result<Slot, String> {
@@ -184,17 +234,32 @@ impl PublicKeyData for Pkcs11Signer {
 impl SigningKey for Pkcs11Signer {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let hash = digest::digest(self.digest, msg);
-        let raw = {
-            let session = self
-                .session
-                .lock()
-                .map_err(|_| rcgen::Error::RemoteKeyError)?;
-            session.sign(&Mechanism::Ecdsa, self.key, hash.as_ref())
-        }
-        .map_err(|e| {
-            tracing::error!(key = %self.desc, error = %e, "PKCS#11 signing failed");
-            rcgen::Error::RemoteKeyError
-        })?;
+        let mut guard = self
+            .session
+            .lock()
+            .map_err(|_| rcgen::Error::RemoteKeyError)?;
+        let raw = match guard.0.sign(&Mechanism::Ecdsa, guard.1, hash.as_ref()) {
+            Ok(raw) => raw,
+            Err(e) if session_lost(&e) => {
+                tracing::warn!(key = %self.desc, error = %ck(&e), "PKCS#11 session lost; logging in again");
+                *guard = connect(&self.ctx, &self.uri, &self.pin, &self.desc).map_err(|e| {
+                    tracing::error!(key = %self.desc, error = %e, "PKCS#11 reconnect failed");
+                    rcgen::Error::RemoteKeyError
+                })?;
+                guard
+                    .0
+                    .sign(&Mechanism::Ecdsa, guard.1, hash.as_ref())
+                    .map_err(|e| {
+                        tracing::error!(key = %self.desc, error = %ck(&e), "PKCS#11 signing failed");
+                        rcgen::Error::RemoteKeyError
+                    })?
+            }
+            Err(e) => {
+                tracing::error!(key = %self.desc, error = %ck(&e), "PKCS#11 signing failed");
+                return Err(rcgen::Error::RemoteKeyError);
+            }
+        };
+        drop(guard);
         raw_ecdsa_to_der(&raw).ok_or(rcgen::Error::RemoteKeyError)
     }
 }
