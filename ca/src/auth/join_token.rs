@@ -116,6 +116,27 @@ impl JoinTokenStore {
         }
     }
 
+    /// Takes the cross-process lock (`<store>.lock`, flock) so that `jalin ca token create`
+    /// and the CA never interleave a read-modify-write: a stale writer could otherwise revive a
+    /// consumed token. Released when the returned file is dropped.
+    fn lock_file(&self) -> Result<Option<std::fs::File>, TokenError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let mut lock_path = path.clone().into_os_string();
+        lock_path.push(".lock");
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let f = opts.open(&lock_path).map_err(|e| self.store_err(e))?;
+        f.lock().map_err(|e| self.store_err(e))?;
+        Ok(Some(f))
+    }
+
     fn load(&self, mem: &mut StoreFile) -> Result<(), TokenError> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -157,6 +178,7 @@ impl JoinTokenStore {
             .mem
             .lock()
             .map_err(|_| self.store_err("lock poisoned"))?;
+        let _flock = self.lock_file()?;
         self.load(&mut mem)?;
         let now_s = unix_secs(now);
         let prune = i64::try_from(PRUNE_AFTER.as_secs()).unwrap_or(i64::MAX);
@@ -188,6 +210,7 @@ impl JoinTokenStore {
             .mem
             .lock()
             .map_err(|_| self.store_err("lock poisoned"))?;
+        let _flock = self.lock_file()?;
         self.load(&mut mem)?;
         // Compare against every entry in constant time; do not stop at the first match.
         let mut found = None;
@@ -250,10 +273,18 @@ impl Authenticator for JoinTokenAuthenticator {
         requested: Option<&WorkloadId>,
         now: SystemTime,
     ) -> Result<Option<AuthenticatedCaller>, AuthError> {
-        let Some(token) = &creds.join_token else {
+        let Some(token) = creds.join_token.clone() else {
             return Ok(None);
         };
-        let id = self.store.redeem(token, requested, now)?;
+        // The store reads and writes a file under a lock: keep that off the async workers.
+        let store = std::sync::Arc::clone(&self.store);
+        let requested = requested.cloned();
+        let id = tokio::task::spawn_blocking(move || store.redeem(&token, requested.as_ref(), now))
+            .await
+            .map_err(|e| TokenError::Store {
+                path: "<task>".into(),
+                reason: e.to_string(),
+            })??;
         Ok(Some(AuthenticatedCaller {
             id,
             method: AuthMethod::JoinToken,
