@@ -84,6 +84,14 @@ pub enum CaLoadError {
     TtlPolicy { default: Duration, max: Duration },
     #[error("the intermediate certificate cannot act as rcgen issuer: {0}")]
     Issuer(String),
+    #[error(
+        "CA self-test failed: {0}. Report the intermediate's subject (openssl x509 -noout -subject -nameopt RFC2253) to the jalin maintainers"
+    )]
+    SelfTest(String),
+    #[error(
+        "the intermediate's subject {subject:?} cannot be written as the issuer name of workload certificates ({reason}); multi-valued RDNs (e.g. OU=a+CN=b) are not supported: ask the agency PKI for an intermediate with one attribute per RDN"
+    )]
+    UnsupportedIssuerName { subject: String, reason: String },
 }
 
 /// Why a certificate was not issued. `code()` is the audit and metric label.
@@ -220,10 +228,14 @@ impl WorkloadCa {
             .ok_or_else(|| CaLoadError::Issuer("empty chain".into()))?;
         let cert = parse_cert(first).map_err(|e| CaLoadError::Issuer(e.to_string()))?;
         signer.check_matches(&cert, &format!("{signer:?}"))?;
-        let issuer = rcgen::Issuer::from_ca_cert_der(first, signer)
-            .map_err(|e| CaLoadError::Issuer(e.to_string()))?;
+        let issuer = rcgen::Issuer::from_ca_cert_der(first, signer).map_err(|e| {
+            CaLoadError::UnsupportedIssuerName {
+                subject: cert.subject().to_string(),
+                reason: e.to_string(),
+            }
+        })?;
         ca_metrics::record_chain_expiry(&report, now);
-        Ok(Self {
+        let ca = Self {
             trust_domain: trust_domain.to_owned(),
             issuer,
             chain,
@@ -231,7 +243,41 @@ impl WorkloadCa {
             report,
             ttl,
             audit,
-        })
+        };
+        ca.self_test(now)?;
+        Ok(ca)
+    }
+
+    /// Issues a probe certificate and checks it chains to the intermediate byte for byte:
+    /// rcgen re-encodes the issuer name, and an agency subject it cannot reproduce exactly
+    /// (multi-valued RDNs, unusual string types) would yield leaves no verifier accepts.
+    fn self_test(&self, now: SystemTime) -> Result<(), CaLoadError> {
+        let fail = |reason: String| CaLoadError::SelfTest(reason);
+        let id = WorkloadId::new(&self.trust_domain, "jalin-system", "ca-self-test")
+            .map_err(|e| fail(e.to_string()))?;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| fail(e.to_string()))?;
+        let probe = self
+            .sign(&id, &key, Duration::from_secs(60), &[], now)
+            .map_err(|e| fail(e.to_string()))?;
+        let first = self
+            .chain
+            .first()
+            .ok_or_else(|| fail("empty chain".into()))?;
+        let inter = parse_cert(first).map_err(|e| fail(e.to_string()))?;
+        let leaf = parse_cert(&probe.cert).map_err(|e| fail(e.to_string()))?;
+        if leaf.issuer().as_raw() != inter.subject().as_raw() {
+            return Err(fail(format!(
+                "the issuer name written into leaves does not match the intermediate's subject {:?} byte for byte",
+                inter.subject().to_string()
+            )));
+        }
+        leaf.verify_signature(Some(inter.public_key()))
+            .map_err(|e| {
+                fail(format!(
+                    "a probe certificate does not verify with the intermediate: {e}"
+                ))
+            })
     }
 
     /// The trust domain this CA issues for.
