@@ -46,6 +46,37 @@ fn run(conf: &Path, cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Reads the public EC point of `label` and wraps it as a P-384 SubjectPublicKeyInfo (DER).
+fn p384_spki_from_token(label: &str) -> Vec<u8> {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = ctx.get_slots_with_token().unwrap()[0];
+    let session = ctx.open_ro_session(slot).unwrap();
+    let objs = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .unwrap();
+    let attrs = session
+        .get_attributes(objs[0], &[AttributeType::EcPoint])
+        .unwrap();
+    let Some(Attribute::EcPoint(wrapped)) = attrs.into_iter().next() else {
+        panic!("no CKA_EC_POINT");
+    };
+    // CKA_EC_POINT is a DER OCTET STRING (04 61 || point) around the 97-byte uncompressed point.
+    assert_eq!(&wrapped[..2], &[0x04, 0x61]);
+    let point = &wrapped[2..];
+    let mut spki = vec![
+        0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05,
+        0x2b, 0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+    ];
+    spki.extend_from_slice(point);
+    spki
+}
+
 #[test]
 fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
     require("softhsm2-util");
@@ -224,5 +255,55 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
 
     let events = audit_buf.events();
     assert_eq!(events.len(), 4);
+
+    // A P-384 intermediate key in the same token: SHA-384 hash, CKM_ECDSA, DER signature.
+    run(
+        &conf,
+        "pkcs11-tool",
+        &[
+            "--module",
+            MODULE,
+            "--token-label",
+            "jalin",
+            "--login",
+            "--pin",
+            PIN,
+            "--keypairgen",
+            "--key-type",
+            "EC:secp384r1",
+            "--label",
+            "mesh-ca-384",
+            "--id",
+            "02",
+        ],
+    );
+    // pkcs11-tool cannot export P-384 public keys: read CKA_EC_POINT with cryptoki instead.
+    let spki384 =
+        rcgen::SubjectPublicKeyInfo::from_der(&p384_spki_from_token("mesh-ca-384")).unwrap();
+    let inter384 = ca_params("Mesh HSM Intermediate P-384", Some(0))
+        .signed_by(&spki384, &root_ca)
+        .unwrap();
+    let inter384_pem = dir.path().join("intermediate384.pem");
+    write_pem(&inter384_pem, &[inter384.der().clone()]);
+    let uri384 = format!(
+        "pkcs11:token=jalin;id=%02?module-path={MODULE}&pin-source=file:{}",
+        pin_file.display()
+    );
+    let mut cfg384 = config(&uri384);
+    cfg384.chain_path = inter384_pem.clone();
+    let ca384 = WorkloadCa::load(&cfg384, AuditLog::in_memory().0, now()).unwrap();
+    let id = WorkloadId::new("cluster.local", "prod", "p384").unwrap();
+    let (csr, _key) = new_workload_csr(&id).unwrap();
+    let issued = ca384
+        .issue(&ctx, &id, &check_csr(&csr).unwrap(), 3600, now())
+        .unwrap();
+    let leaf = dir.path().join("leaf384.pem");
+    std::fs::write(&leaf, split_leaf(&issued.chain_pem).0).unwrap();
+    let (ok, text) = openssl_verify(&root_pem, &inter384_pem, &leaf);
+    assert!(
+        ok,
+        "openssl verify failed for the P-384 intermediate: {text}"
+    );
+    assert!(openssl_text(&leaf).contains("ecdsa-with-SHA384"));
     assert!(events.iter().all(|e| e["event"] == "certificate_issued"));
 }
