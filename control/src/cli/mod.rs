@@ -51,6 +51,10 @@ pub enum Command {
         /// Output directory (created if missing).
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        /// Write the valid resources even when others are invalid (those are listed in the
+        /// report, and the exit code stays 1).
+        #[arg(long)]
+        keep_going: bool,
     },
     /// Flag policies that are valid but probably do not mean what their authors think.
     Lint {
@@ -75,7 +79,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate(inputs) => policy::validate(&inputs),
-        Command::Import { inputs, out } => policy::import(&inputs, &out),
+        Command::Import { inputs, out, keep_going } => policy::import(&inputs, &out, keep_going),
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
     }

@@ -67,8 +67,8 @@ pub fn validate(inputs: &Inputs) -> ExitCode {
 }
 
 /// `jalin import`: writes `native.yaml`, `native.json`, `import-report.txt` and
-/// `import-report.json` to `out`. With errors, only the report is written.
-pub fn import(inputs: &Inputs, out: &Path) -> ExitCode {
+/// `import-report.json` to `out`. With errors, only the report is written unless `keep_going`.
+pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
     let mut loaded = load_paths(&inputs.paths);
     let native = convert::convert(&loaded.resources, &mut loaded.findings);
     let ok = !loaded.has_errors();
@@ -89,7 +89,7 @@ pub fn import(inputs: &Inputs, out: &Path) -> ExitCode {
         ("import-report.txt", Ok(text)),
         ("import-report.json", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())),
     ];
-    if ok {
+    if ok || keep_going {
         writes.push(("native.yaml", serde_saphyr::to_string(&native).map_err(|e| e.to_string())));
         writes.push(("native.json", serde_json::to_string_pretty(&native).map_err(|e| e.to_string())));
     }
@@ -102,7 +102,7 @@ pub fn import(inputs: &Inputs, out: &Path) -> ExitCode {
         }
     }
     emit(inputs.format, ok, &loaded, &loaded.findings);
-    if ok {
+    if ok || keep_going {
         eprintln!("wrote {}", out.display());
     } else {
         eprintln!("not imported: fix the errors above (report in {})", out.join("import-report.txt").display());
