@@ -36,11 +36,18 @@ pub fn load_workloads(path: &Path) -> Result<Vec<Workload>, Finding> {
         message,
         code: None,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(0, format!("cannot read the workloads file: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(0, format!("cannot read the workloads file: {e}")))?;
     serde_saphyr::from_str(&text).map_err(|e| {
         let line = e.location().map(|l| l.line() as usize).unwrap_or(0);
         let msg = e.to_string();
-        err(line, format!("expected a list of `{{namespace, labels}}` workloads: {}", msg.lines().next().unwrap_or("")))
+        err(
+            line,
+            format!(
+                "expected a list of `{{namespace, labels}}` workloads: {}",
+                msg.lines().next().unwrap_or("")
+            ),
+        )
     })
 }
 
@@ -81,7 +88,11 @@ pub fn lint(loaded: &Loaded, extra_workloads: &[Workload]) -> Vec<Finding> {
 }
 
 fn rule_parts(rule: &Rule) -> (bool, bool, bool) {
-    (rule.from.as_ref().is_some_and(|f| !f.is_empty()), rule.to.as_ref().is_some_and(|t| !t.is_empty()), !rule.when.is_empty())
+    (
+        rule.from.as_ref().is_some_and(|f| !f.is_empty()),
+        rule.to.as_ref().is_some_and(|t| !t.is_empty()),
+        !rule.when.is_empty(),
+    )
 }
 
 /// `from`, `to` and `when` written as separate rules: Istio ORs rules, so each part alone matches.
@@ -102,9 +113,15 @@ fn separate_rules(r: &Resource, ap: &AuthorizationPolicySpec, out: &mut Vec<Find
         return;
     }
     let action = ap.action.unwrap_or_default();
-    let list = single.iter().map(|(i, k)| format!("rules[{i}] has only `{k}`")).collect::<Vec<_>>().join(", ");
+    let list = single
+        .iter()
+        .map(|(i, k)| format!("rules[{i}] has only `{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let effect = match action {
-        AuthzAction::Allow => "allows a request that satisfies any ONE of them (e.g. any operation from those sources)",
+        AuthzAction::Allow => {
+            "allows a request that satisfies any ONE of them (e.g. any operation from those sources)"
+        }
         AuthzAction::Deny => "denies a request that satisfies any ONE of them",
         _ => "matches a request that satisfies any ONE of them",
     };
@@ -117,8 +134,16 @@ fn separate_rules(r: &Resource, ap: &AuthorizationPolicySpec, out: &mut Vec<Find
                 continue;
             }
             let rule = &rules[*i];
-            let header_free = rule.when.iter().all(|c| !c.key.starts_with("request.headers"));
-            let keys = rule.when.iter().map(|c| format!("`{}`", c.key)).collect::<Vec<_>>().join(", ");
+            let header_free = rule
+                .when
+                .iter()
+                .all(|c| !c.key.starts_with("request.headers"));
+            let keys = rule
+                .when
+                .iter()
+                .map(|c| format!("`{}`", c.key))
+                .collect::<Vec<_>>()
+                .join(", ");
             if header_free {
                 out.push(flag(r, "lint/when-only-allow", &format!("spec.rules[{i}]"), format!(
                     "this rule has only `when` ({keys}), which checks neither the caller nor the request: whenever it holds, the policy allows ANY request from ANY source to ANY path"
@@ -135,17 +160,32 @@ fn unsatisfiable(rule: &Rule) -> Option<String> {
         for (field, yes, no) in [
             ("principals", &s.principals, &s.not_principals),
             ("namespaces", &s.namespaces, &s.not_namespaces),
-            ("requestPrincipals", &s.request_principals, &s.not_request_principals),
+            (
+                "requestPrincipals",
+                &s.request_principals,
+                &s.not_request_principals,
+            ),
             ("ipBlocks", &s.ip_blocks, &s.not_ip_blocks),
         ] {
-            if !yes.is_empty() && (no.iter().any(|n| n == "*") || yes.iter().all(|v| no.contains(v))) {
-                return Some(format!("from[{j}].source: every value of `{field}` is excluded by its `not` form"));
+            if !yes.is_empty()
+                && (no.iter().any(|n| n == "*") || yes.iter().all(|v| no.contains(v)))
+            {
+                return Some(format!(
+                    "from[{j}].source: every value of `{field}` is excluded by its `not` form"
+                ));
             }
         }
-        if !s.principals.is_empty() && !s.namespaces.is_empty() && !s.namespaces.iter().any(|n| n == "*") {
+        if !s.principals.is_empty()
+            && !s.namespaces.is_empty()
+            && !s.namespaces.iter().any(|n| n == "*")
+        {
             let exact: Vec<&String> = s.principals.iter().filter(|p| !p.contains('*')).collect();
             if exact.len() == s.principals.len()
-                && exact.iter().all(|p| !s.namespaces.iter().any(|n| p.contains(&format!("/ns/{n}/sa/"))))
+                && exact.iter().all(|p| {
+                    !s.namespaces
+                        .iter()
+                        .any(|n| p.contains(&format!("/ns/{n}/sa/")))
+                })
             {
                 return Some(format!(
                     "from[{j}].source: no principal is in one of the namespaces {:?} (fields are ANDed)",
@@ -156,16 +196,31 @@ fn unsatisfiable(rule: &Rule) -> Option<String> {
     }
     for (j, t) in rule.to.iter().flatten().enumerate() {
         let Some(o) = &t.operation else { continue };
-        for (field, yes, no) in [("methods", &o.methods, &o.not_methods), ("paths", &o.paths, &o.not_paths), ("ports", &o.ports, &o.not_ports), ("hosts", &o.hosts, &o.not_hosts)] {
-            if !yes.is_empty() && (no.iter().any(|n| n == "*") || yes.iter().all(|v| no.contains(v))) {
-                return Some(format!("to[{j}].operation: every value of `{field}` is excluded by its `not` form"));
+        for (field, yes, no) in [
+            ("methods", &o.methods, &o.not_methods),
+            ("paths", &o.paths, &o.not_paths),
+            ("ports", &o.ports, &o.not_ports),
+            ("hosts", &o.hosts, &o.not_hosts),
+        ] {
+            if !yes.is_empty()
+                && (no.iter().any(|n| n == "*") || yes.iter().all(|v| no.contains(v)))
+            {
+                return Some(format!(
+                    "to[{j}].operation: every value of `{field}` is excluded by its `not` form"
+                ));
             }
         }
     }
     let mut by_key: BTreeMap<&str, Vec<&Vec<String>>> = BTreeMap::new();
     for c in &rule.when {
-        if !c.values.is_empty() && (c.not_values.iter().any(|n| n == "*") || c.values.iter().all(|v| c.not_values.contains(v))) {
-            return Some(format!("when `{}`: every value is excluded by `notValues`", c.key));
+        if !c.values.is_empty()
+            && (c.not_values.iter().any(|n| n == "*")
+                || c.values.iter().all(|v| c.not_values.contains(v)))
+        {
+            return Some(format!(
+                "when `{}`: every value is excluded by `notValues`",
+                c.key
+            ));
         }
         if !c.values.is_empty() {
             by_key.entry(&c.key).or_default().push(&c.values);
@@ -177,8 +232,14 @@ fn unsatisfiable(rule: &Rule) -> Option<String> {
         }
         let exact = lists.iter().all(|l| l.iter().all(|v| !v.contains('*')));
         let first: BTreeSet<&String> = lists[0].iter().collect();
-        if exact && lists[1..].iter().any(|l| l.iter().all(|v| !first.contains(v))) {
-            return Some(format!("two `when` conditions on `{key}` have no value in common (conditions are ANDed)"));
+        if exact
+            && lists[1..]
+                .iter()
+                .any(|l| l.iter().all(|v| !first.contains(v)))
+        {
+            return Some(format!(
+                "two `when` conditions on `{key}` have no value in common (conditions are ANDed)"
+            ));
         }
     }
     None
@@ -194,30 +255,67 @@ fn never_matches(r: &Resource, ap: &AuthorizationPolicySpec, out: &mut Vec<Findi
         out.push(flag(r, "lint/allow-never-matches", "spec", "this ALLOW policy has no rules, so it matches no request: the selected workloads deny every request no other ALLOW policy allows (Istio's allow-nothing pattern; if intended, say so in a comment or an annotation)".into()));
         return;
     }
-    let reasons: Vec<String> = rules.iter().enumerate().filter_map(|(i, rule)| unsatisfiable(rule).map(|w| format!("rules[{i}].{w}"))).collect();
+    let reasons: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, rule)| unsatisfiable(rule).map(|w| format!("rules[{i}].{w}")))
+        .collect();
     if reasons.len() == rules.len() {
-        out.push(flag(r, "lint/allow-never-matches", "spec.rules", format!("this ALLOW policy can never match: {}", reasons.join("; "))));
+        out.push(flag(
+            r,
+            "lint/allow-never-matches",
+            "spec.rules",
+            format!("this ALLOW policy can never match: {}", reasons.join("; ")),
+        ));
     }
 }
 
 /// DENY rules with HTTP-only attributes on ports that may carry plain TCP: for TCP traffic the
 /// HTTP attributes cannot be read, and Istio then denies on the remaining fields alone.
-fn deny_http_on_tcp(r: &Resource, ap: &AuthorizationPolicySpec, all: &[&Resource], out: &mut Vec<Finding>) {
+fn deny_http_on_tcp(
+    r: &Resource,
+    ap: &AuthorizationPolicySpec,
+    all: &[&Resource],
+    out: &mut Vec<Finding>,
+) {
     if ap.action != Some(AuthzAction::Deny) {
         return;
     }
     let tcp_ports = declared_tcp_ports(all);
     for (i, rule) in ap.rules.iter().flatten().enumerate() {
-        let http_to = rule.to.iter().flatten().filter_map(|t| t.operation.as_ref()).any(|o| o.uses_http());
-        let http_from = rule.from.iter().flatten().filter_map(|f| f.source.as_ref()).any(|s| !s.request_principals.is_empty() || !s.not_request_principals.is_empty());
-        let http_when = rule.when.iter().any(|c| condition_key(&c.key) == Ok(ConditionKey::Http));
+        let http_to = rule
+            .to
+            .iter()
+            .flatten()
+            .filter_map(|t| t.operation.as_ref())
+            .any(|o| o.uses_http());
+        let http_from = rule
+            .from
+            .iter()
+            .flatten()
+            .filter_map(|f| f.source.as_ref())
+            .any(|s| !s.request_principals.is_empty() || !s.not_request_principals.is_empty());
+        let http_when = rule
+            .when
+            .iter()
+            .any(|c| condition_key(&c.key) == Ok(ConditionKey::Http));
         if !(http_to || http_from || http_when) {
             continue;
         }
-        let ports: Vec<&String> = rule.to.iter().flatten().filter_map(|t| t.operation.as_ref()).flat_map(|o| &o.ports).collect();
-        let tcp: Vec<&&String> = ports.iter().filter(|p| p.parse::<u64>().is_ok_and(|n| tcp_ports.contains(&n))).collect();
+        let ports: Vec<&String> = rule
+            .to
+            .iter()
+            .flatten()
+            .filter_map(|t| t.operation.as_ref())
+            .flat_map(|o| &o.ports)
+            .collect();
+        let tcp: Vec<&&String> = ports
+            .iter()
+            .filter(|p| p.parse::<u64>().is_ok_and(|n| tcp_ports.contains(&n)))
+            .collect();
         let why = if ports.is_empty() {
-            "the rule names no `ports`, so it also applies to any TCP port of the workload".to_string()
+            "the rule names no `ports`, so it also applies to any TCP port of the workload"
+                .to_string()
         } else if !tcp.is_empty() {
             format!("port(s) {tcp:?} are declared TCP")
         } else {
@@ -231,11 +329,29 @@ fn deny_http_on_tcp(r: &Resource, ap: &AuthorizationPolicySpec, all: &[&Resource
 
 fn declared_tcp_ports(all: &[&Resource]) -> BTreeSet<u64> {
     let mut out = BTreeSet::new();
-    let tcp = |p: Option<&String>| p.is_some_and(|p| matches!(p.to_ascii_uppercase().as_str(), "TCP" | "TLS" | "MONGO" | "MYSQL" | "REDIS"));
+    let tcp = |p: Option<&String>| {
+        p.is_some_and(|p| {
+            matches!(
+                p.to_ascii_uppercase().as_str(),
+                "TCP" | "TLS" | "MONGO" | "MYSQL" | "REDIS"
+            )
+        })
+    };
     for r in all {
         match &r.spec {
-            Spec::ServiceEntry(s) => out.extend(s.ports.iter().filter(|p| tcp(p.protocol.as_ref())).map(|p| p.target_port.unwrap_or(p.number))),
-            Spec::Sidecar(s) => out.extend(s.ingress.iter().filter_map(|l| l.port.as_ref()).filter(|p| tcp(p.protocol.as_ref())).map(|p| p.number)),
+            Spec::ServiceEntry(s) => out.extend(
+                s.ports
+                    .iter()
+                    .filter(|p| tcp(p.protocol.as_ref()))
+                    .map(|p| p.target_port.unwrap_or(p.number)),
+            ),
+            Spec::Sidecar(s) => out.extend(
+                s.ingress
+                    .iter()
+                    .filter_map(|l| l.port.as_ref())
+                    .filter(|p| tcp(p.protocol.as_ref()))
+                    .map(|p| p.number),
+            ),
             _ => {}
         }
     }
@@ -246,12 +362,21 @@ fn known_workloads(all: &[&Resource], extra: &[Workload]) -> Vec<Workload> {
     let mut out: Vec<Workload> = extra.to_vec();
     for r in all {
         match &r.spec {
-            Spec::WorkloadEntry(w) => out.push(Workload { namespace: r.namespace.clone(), labels: w.labels.clone() }),
+            Spec::WorkloadEntry(w) => out.push(Workload {
+                namespace: r.namespace.clone(),
+                labels: w.labels.clone(),
+            }),
             Spec::ServiceEntry(s) => {
                 if let Some(sel) = &s.workload_selector {
-                    out.push(Workload { namespace: r.namespace.clone(), labels: sel.match_labels.clone() });
+                    out.push(Workload {
+                        namespace: r.namespace.clone(),
+                        labels: sel.match_labels.clone(),
+                    });
                 }
-                out.extend(s.endpoints.iter().map(|e| Workload { namespace: r.namespace.clone(), labels: e.labels.clone() }));
+                out.extend(s.endpoints.iter().map(|e| Workload {
+                    namespace: r.namespace.clone(),
+                    labels: e.labels.clone(),
+                }));
             }
             _ => {}
         }
@@ -259,10 +384,18 @@ fn known_workloads(all: &[&Resource], extra: &[Workload]) -> Vec<Workload> {
     out
 }
 
-fn selector_matches_nothing(r: &Resource, sel: &WorkloadSelector, workloads: &[Workload], out: &mut Vec<Finding>) {
+fn selector_matches_nothing(
+    r: &Resource,
+    sel: &WorkloadSelector,
+    workloads: &[Workload],
+    out: &mut Vec<Finding>,
+) {
     let matches = workloads.iter().any(|w| {
         (r.namespace == ROOT_NAMESPACE || w.namespace == r.namespace)
-            && sel.match_labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+            && sel
+                .match_labels
+                .iter()
+                .all(|(k, v)| w.labels.get(k) == Some(v))
     });
     if !matches {
         out.push(flag(r, "lint/selector-matches-nothing", "spec.selector", format!(
@@ -274,7 +407,11 @@ fn selector_matches_nothing(r: &Resource, sel: &WorkloadSelector, workloads: &[W
 
 /// A host's fully qualified form, as Istio resolves short names in the resource's namespace.
 pub fn fqdn(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host.contains('*') { host.to_string() } else { format!("{host}.{namespace}.svc.cluster.local") }
+    if host.contains('.') || host.contains('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{namespace}.svc.cluster.local")
+    }
 }
 
 fn host_matches(pattern: &str, host: &str) -> bool {
@@ -285,17 +422,34 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 fn overlapping_virtual_services(all: &[&Resource], out: &mut Vec<Finding>) {
-    let vss: Vec<(&Resource, &VirtualServiceSpec)> = all.iter().filter_map(|r| match &r.spec { Spec::VirtualService(v) => Some((*r, v)), _ => None }).collect();
+    let vss: Vec<(&Resource, &VirtualServiceSpec)> = all
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::VirtualService(v) => Some((*r, v)),
+            _ => None,
+        })
+        .collect();
     for (i, (a, av)) in vss.iter().enumerate() {
         for (b, bv) in &vss[i + 1..] {
-            let ga: BTreeSet<&str> = if av.gateways.is_empty() { ["mesh"].into() } else { av.gateways.iter().map(String::as_str).collect() };
-            let gb: BTreeSet<&str> = if bv.gateways.is_empty() { ["mesh"].into() } else { bv.gateways.iter().map(String::as_str).collect() };
+            let ga: BTreeSet<&str> = if av.gateways.is_empty() {
+                ["mesh"].into()
+            } else {
+                av.gateways.iter().map(String::as_str).collect()
+            };
+            let gb: BTreeSet<&str> = if bv.gateways.is_empty() {
+                ["mesh"].into()
+            } else {
+                bv.gateways.iter().map(String::as_str).collect()
+            };
             if ga.is_disjoint(&gb) {
                 continue;
             }
             for (hi, h) in av.hosts.iter().enumerate() {
                 let ha = fqdn(h, &a.namespace);
-                if let Some(other) = bv.hosts.iter().find(|x| { let hb = fqdn(x, &b.namespace); hb == ha || host_matches(&ha, &hb) || host_matches(&hb, &ha) }) {
+                if let Some(other) = bv.hosts.iter().find(|x| {
+                    let hb = fqdn(x, &b.namespace);
+                    hb == ha || host_matches(&ha, &hb) || host_matches(&hb, &ha)
+                }) {
                     out.push(flag(a, "lint/overlapping-virtual-services", &format!("spec.hosts[{hi}]"), format!(
                         "host `{h}` is also routed by {} ({}:{}, host `{other}`): for sidecars Istio uses only one VirtualService per host, so the other's routes are ignored; merge them into one VirtualService",
                         b.id(), b.file, b.line
@@ -310,9 +464,26 @@ fn unused_subsets(all: &[&Resource], out: &mut Vec<Finding>) {
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
     for r in all {
         if let Spec::VirtualService(v) = &r.spec {
-            let dests = v.http.iter().flat_map(|h| h.route.iter().map(|d| &d.destination).chain(h.mirror.iter()).chain(h.mirrors.iter().map(|m| &m.destination)))
-                .chain(v.tls.iter().flat_map(|t| t.route.iter().map(|d| &d.destination)))
-                .chain(v.tcp.iter().flat_map(|t| t.route.iter().map(|d| &d.destination)));
+            let dests = v
+                .http
+                .iter()
+                .flat_map(|h| {
+                    h.route
+                        .iter()
+                        .map(|d| &d.destination)
+                        .chain(h.mirror.iter())
+                        .chain(h.mirrors.iter().map(|m| &m.destination))
+                })
+                .chain(
+                    v.tls
+                        .iter()
+                        .flat_map(|t| t.route.iter().map(|d| &d.destination)),
+                )
+                .chain(
+                    v.tcp
+                        .iter()
+                        .flat_map(|t| t.route.iter().map(|d| &d.destination)),
+                );
             for d in dests {
                 if let Some(s) = &d.subset {
                     used.insert((fqdn(&d.host, &r.namespace), s.clone()));
@@ -321,10 +492,14 @@ fn unused_subsets(all: &[&Resource], out: &mut Vec<Finding>) {
         }
     }
     for r in all {
-        let Spec::DestinationRule(DestinationRuleSpec { host, subsets, .. }) = &r.spec else { continue };
+        let Spec::DestinationRule(DestinationRuleSpec { host, subsets, .. }) = &r.spec else {
+            continue;
+        };
         let h = fqdn(host, &r.namespace);
         for (i, s) in subsets.iter().enumerate() {
-            let is_used = used.iter().any(|(uh, us)| us == &s.name && (uh == &h || host_matches(&h, uh)));
+            let is_used = used
+                .iter()
+                .any(|(uh, us)| us == &s.name && (uh == &h || host_matches(&h, uh)));
             if !is_used {
                 out.push(flag(r, "lint/unused-subset", &format!("spec.subsets[{i}].name"), format!(
                     "no VirtualService route sends traffic to subset `{}` of `{host}`, so its labels and traffic policy never take effect; route to it or remove it",

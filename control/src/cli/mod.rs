@@ -79,7 +79,11 @@ pub enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Validate(inputs) => policy::validate(&inputs),
-        Command::Import { inputs, out, keep_going } => policy::import(&inputs, &out, keep_going),
+        Command::Import {
+            inputs,
+            out,
+            keep_going,
+        } => policy::import(&inputs, &out, keep_going),
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
     }

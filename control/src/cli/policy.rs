@@ -34,18 +34,32 @@ fn emit(format: Format, ok: bool, loaded: &Loaded, findings: &[Finding]) {
             for f in findings {
                 println!("{}", render(f));
             }
-            let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count();
             eprintln!(
                 "{} file(s), {} resource(s) valid, {} error(s), {} warning(s), {} skipped",
                 loaded.files.len(),
                 loaded.resources.len(),
                 errors,
-                findings.iter().filter(|f| f.severity == Severity::Warning).count(),
-                findings.iter().filter(|f| f.severity == Severity::Skipped).count(),
+                findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Warning)
+                    .count(),
+                findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Skipped)
+                    .count(),
             );
         }
         Format::Json => {
-            let r = Report { ok, files: loaded.files.len(), resources: loaded.resources.len(), findings };
+            let r = Report {
+                ok,
+                files: loaded.files.len(),
+                resources: loaded.resources.len(),
+                findings,
+            };
             match serde_json::to_string_pretty(&r) {
                 Ok(s) => println!("{s}"),
                 Err(e) => eprintln!("jalin: cannot render JSON: {e}"),
@@ -55,7 +69,11 @@ fn emit(format: Format, ok: bool, loaded: &Loaded, findings: &[Finding]) {
 }
 
 fn code(ok: bool) -> ExitCode {
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// `jalin validate`.
@@ -73,7 +91,10 @@ pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
     let native = convert::convert(&loaded.resources, &mut loaded.findings);
     let ok = !loaded.has_errors();
     if let Err(e) = std::fs::create_dir_all(out) {
-        eprintln!("jalin: cannot create {}: {e}; check the path and its permissions", out.display());
+        eprintln!(
+            "jalin: cannot create {}: {e}; check the path and its permissions",
+            out.display()
+        );
         return ExitCode::from(2);
     }
     let mut text = String::new();
@@ -84,14 +105,28 @@ pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
         text.push_str(&render(f));
         text.push('\n');
     }
-    let report = Report { ok, files: loaded.files.len(), resources: loaded.resources.len(), findings: &loaded.findings };
+    let report = Report {
+        ok,
+        files: loaded.files.len(),
+        resources: loaded.resources.len(),
+        findings: &loaded.findings,
+    };
     let mut writes: Vec<(&str, Result<String, String>)> = vec![
         ("import-report.txt", Ok(text)),
-        ("import-report.json", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())),
+        (
+            "import-report.json",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string()),
+        ),
     ];
     if ok || keep_going {
-        writes.push(("native.yaml", serde_saphyr::to_string(&native).map_err(|e| e.to_string())));
-        writes.push(("native.json", serde_json::to_string_pretty(&native).map_err(|e| e.to_string())));
+        writes.push((
+            "native.yaml",
+            serde_saphyr::to_string(&native).map_err(|e| e.to_string()),
+        ));
+        writes.push((
+            "native.json",
+            serde_json::to_string_pretty(&native).map_err(|e| e.to_string()),
+        ));
     }
     for (name, body) in writes {
         let path = out.join(name);
@@ -105,7 +140,10 @@ pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
     if ok || keep_going {
         eprintln!("wrote {}", out.display());
     } else {
-        eprintln!("not imported: fix the errors above (report in {})", out.join("import-report.txt").display());
+        eprintln!(
+            "not imported: fix the errors above (report in {})",
+            out.join("import-report.txt").display()
+        );
     }
     code(ok)
 }
@@ -121,7 +159,12 @@ pub fn lint(inputs: &Inputs, workloads: Option<&Path>) -> ExitCode {
         }
         None => Vec::new(),
     };
-    let mut findings: Vec<Finding> = loaded.findings.iter().filter(|f| f.severity == Severity::Error).cloned().collect();
+    let mut findings: Vec<Finding> = loaded
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .cloned()
+        .collect();
     findings.extend(crate::lint::lint(&loaded, &known));
     let ok = findings.is_empty();
     emit(inputs.format, ok, &loaded, &findings);
@@ -138,7 +181,12 @@ pub fn check(inputs: &Inputs, rules: &Path) -> ExitCode {
         }
     };
     let loaded = load_paths(&inputs.paths);
-    let mut findings: Vec<Finding> = loaded.findings.iter().filter(|f| f.severity == Severity::Error).cloned().collect();
+    let mut findings: Vec<Finding> = loaded
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .cloned()
+        .collect();
     findings.extend(crate::check::evaluate(&rules, &loaded.resources));
     let ok = findings.is_empty();
     emit(inputs.format, ok, &loaded, &findings);

@@ -86,7 +86,11 @@ pub fn destination_rule(spec: &mut Node, notes: &mut Notes<'_>) {
     {
         for (i, item) in items.iter_mut().enumerate() {
             if let Some(tp) = item.entry_mut("trafficPolicy") {
-                traffic_policy(&mut tp.value, &format!("spec.subsets[{i}].trafficPolicy"), notes);
+                traffic_policy(
+                    &mut tp.value,
+                    &format!("spec.subsets[{i}].trafficPolicy"),
+                    notes,
+                );
             }
         }
     }
@@ -152,7 +156,11 @@ fn traffic_policy(tp: &mut Node, path: &str, notes: &mut Notes<'_>) {
                 "both `keepAlive` and `tcpKeepalive` are set; keep only `tcpKeepalive`".into(),
             );
         } else {
-            notes.warn(line, &written, "`keepAlive` is not an Istio field; mapped to `tcpKeepalive`".into());
+            notes.warn(
+                line,
+                &written,
+                "`keepAlive` is not an Istio field; mapped to `tcpKeepalive`".into(),
+            );
             tcp_map[pos].key = "tcpKeepalive".into();
             tcp_map[pos].written = Some(written);
         }
@@ -204,7 +212,10 @@ fn traffic_policy(tp: &mut Node, path: &str, notes: &mut Notes<'_>) {
 
     // `outlierDetection.consecutiveErrors` -> `consecutive5xxErrors`.
     if let Some(od) = map.iter_mut().find(|e| e.key == "outlierDetection") {
-        let od_written = od.written.clone().unwrap_or_else(|| join(path, "outlierDetection"));
+        let od_written = od
+            .written
+            .clone()
+            .unwrap_or_else(|| join(path, "outlierDetection"));
         if let Some(od_map) = od.value.as_map_mut()
             && let Some(pos) = od_map.iter().position(|e| e.key == "consecutiveErrors")
         {
@@ -247,7 +258,10 @@ fn traffic_policy(tp: &mut Node, path: &str, notes: &mut Notes<'_>) {
 
     // Port-level settings are traffic policies too.
     if let Some(pls) = map.iter_mut().find(|e| e.key == "portLevelSettings") {
-        let base = pls.written.clone().unwrap_or_else(|| join(path, "portLevelSettings"));
+        let base = pls
+            .written
+            .clone()
+            .unwrap_or_else(|| join(path, "portLevelSettings"));
         if let Value::Seq(items) = &mut pls.value.value {
             for (i, item) in items.iter_mut().enumerate() {
                 traffic_policy(item, &format!("{base}[{i}]"), notes);
@@ -262,16 +276,26 @@ pub fn telemetry(spec: &mut Node, notes: &mut Notes<'_>) {
         && let Value::Seq(items) = &mut metrics.value.value
     {
         for (i, item) in items.iter_mut().enumerate() {
-            let Some(ovs) = item.entry_mut("overrides") else { continue };
-            let Value::Seq(ovs) = &mut ovs.value.value else { continue };
+            let Some(ovs) = item.entry_mut("overrides") else {
+                continue;
+            };
+            let Value::Seq(ovs) = &mut ovs.value.value else {
+                continue;
+            };
             for (j, ov) in ovs.iter_mut().enumerate() {
-                let Some(tags) = ov.entry_mut("tagOverrides") else { continue };
-                let Some(tags) = tags.value.as_map_mut() else { continue };
+                let Some(tags) = ov.entry_mut("tagOverrides") else {
+                    continue;
+                };
+                let Some(tags) = tags.value.as_map_mut() else {
+                    continue;
+                };
                 for tag in tags.iter_mut() {
                     let path = format!("spec.metrics[{i}].overrides[{j}].tagOverrides.{}", tag.key);
                     if let Value::Str(s) = &tag.value.value {
                         let (expr, note) = match header_expression(s) {
-                            Some(e) => (e.clone(), format!("; `{s}` mapped to the expression `{e}`")),
+                            Some(e) => {
+                                (e.clone(), format!("; `{s}` mapped to the expression `{e}`"))
+                            }
                             None => (s.clone(), String::new()),
                         };
                         notes.warn(
@@ -344,7 +368,12 @@ pub fn telemetry(spec: &mut Node, notes: &mut Notes<'_>) {
                     if !m.iter().any(|e| e.key == "providers")
                         && let Some(p) = own_providers.clone().or_else(|| first_providers.clone())
                     {
-                        m.push(Entry { key: "providers".into(), line: ov_line, written: Some(orig.clone()), value: p });
+                        m.push(Entry {
+                            key: "providers".into(),
+                            line: ov_line,
+                            written: Some(orig.clone()),
+                            value: p,
+                        });
                     }
                 }
                 out.push(ov);
@@ -357,7 +386,8 @@ pub fn telemetry(spec: &mut Node, notes: &mut Notes<'_>) {
 /// `%{REQUEST_HEADERS[x-name]}` (a non-standard spelling) as Istio's CEL `request.headers['x-name']`.
 pub fn header_expression(s: &str) -> Option<String> {
     let inner = s.strip_prefix("%{REQUEST_HEADERS[")?.strip_suffix("]}")?;
-    (!inner.is_empty() && !inner.contains(['\'', ']', '['])).then(|| format!("request.headers['{inner}']"))
+    (!inner.is_empty() && !inner.contains(['\'', ']', '[']))
+        .then(|| format!("request.headers['{inner}']"))
 }
 
 fn scalar_entry(key: &str, value: &str, line: usize) -> Entry {
@@ -365,7 +395,10 @@ fn scalar_entry(key: &str, value: &str, line: usize) -> Entry {
         key: key.into(),
         line,
         written: None,
-        value: Node { line, value: Value::Str(value.into()) },
+        value: Node {
+            line,
+            value: Value::Str(value.into()),
+        },
     }
 }
 
@@ -374,7 +407,15 @@ fn ensure_map<'m>(map: &'m mut Vec<Entry>, key: &str, line: usize) -> &'m mut No
     let pos = match map.iter().position(|e| e.key == key) {
         Some(p) => p,
         None => {
-            map.push(Entry { key: key.into(), line, written: None, value: Node { line, value: Value::Map(Vec::new()) } });
+            map.push(Entry {
+                key: key.into(),
+                line,
+                written: None,
+                value: Node {
+                    line,
+                    value: Value::Map(Vec::new()),
+                },
+            });
             map.len() - 1
         }
     };
@@ -387,7 +428,11 @@ mod tests {
     use crate::istio::yaml::parse_documents;
 
     fn notes() -> Notes<'static> {
-        Notes { file: "f.yaml", resource: "DestinationRule/ns/x".into(), findings: Vec::new() }
+        Notes {
+            file: "f.yaml",
+            resource: "DestinationRule/ns/x".into(),
+            findings: Vec::new(),
+        }
     }
 
     #[test]
@@ -401,10 +446,25 @@ mod tests {
         assert_eq!(od["consecutive5xxErrors"], 2);
         assert_eq!(od["interval"], "10s");
         assert_eq!(od["consecutiveGatewayErrors"], 3);
-        assert_eq!(json["trafficPolicy"]["connectionPool"]["http"]["maxRetries"], 5);
-        assert!(json["trafficPolicy"]["connectionPool"]["http"].get("interval").is_none());
-        assert_eq!(json["trafficPolicy"]["loadBalancer"]["simple"], "LEAST_REQUEST");
-        let lines: Vec<String> = n.findings.iter().map(|f| format!("{}:{}", f.line, f.path)).collect();
+        assert_eq!(
+            json["trafficPolicy"]["connectionPool"]["http"]["maxRetries"],
+            5
+        );
+        assert!(
+            json["trafficPolicy"]["connectionPool"]["http"]
+                .get("interval")
+                .is_none()
+        );
+        assert_eq!(
+            json["trafficPolicy"]["loadBalancer"]["simple"],
+            "LEAST_REQUEST"
+        );
+        n.findings.sort_by_key(|f| f.line);
+        let lines: Vec<String> = n
+            .findings
+            .iter()
+            .map(|f| format!("{}:{}", f.line, f.path))
+            .collect();
         assert_eq!(
             lines,
             [
@@ -416,12 +476,19 @@ mod tests {
             ]
             .map(String::from)
         );
-        assert!(n.findings[3].message.contains("different value"), "{}", n.findings[3].message);
+        assert!(
+            n.findings[3].message.contains("different value"),
+            "{}",
+            n.findings[3].message
+        );
     }
 
     #[test]
     fn header_shorthand_becomes_cel() {
-        assert_eq!(header_expression("%{REQUEST_HEADERS[x-a]}").as_deref(), Some("request.headers['x-a']"));
+        assert_eq!(
+            header_expression("%{REQUEST_HEADERS[x-a]}").as_deref(),
+            Some("request.headers['x-a']")
+        );
         assert_eq!(header_expression("plain"), None);
     }
 }

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use jalin_xds::model::{authz, peer_auth, traffic, ResourceMeta, SourceRef, WorkloadSelector};
+use jalin_xds::model::{ResourceMeta, SourceRef, WorkloadSelector, authz, peer_auth, traffic};
 use serde::Serialize;
 
-use super::destination_rule::{self as dr, ClientTlsSettings, DestinationRuleSpec, SimpleLb, TlsMode};
+use super::destination_rule::{
+    self as dr, ClientTlsSettings, DestinationRuleSpec, SimpleLb, TlsMode,
+};
 use super::diag::{Finding, Severity};
 use super::parse::{Resource, Spec};
 use super::security::{self as sec, AuthzAction, MtlsMode};
@@ -65,12 +67,17 @@ fn meta(r: &Resource) -> ResourceMeta {
     ResourceMeta {
         name: r.name.clone(),
         namespace: r.namespace.clone(),
-        source: Some(SourceRef { file: r.file.clone(), line: r.line }),
+        source: Some(SourceRef {
+            file: r.file.clone(),
+            line: r.line,
+        }),
     }
 }
 
 fn selector(s: Option<&sec::WorkloadSelector>) -> Option<WorkloadSelector> {
-    s.map(|s| WorkloadSelector { match_labels: s.match_labels.clone() })
+    s.map(|s| WorkloadSelector {
+        match_labels: s.match_labels.clone(),
+    })
 }
 
 /// Convert valid resources; unsupported fields are appended to `findings`.
@@ -78,23 +85,50 @@ pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeCon
     let mut out = NativeConfig::default();
     for r in resources {
         match &r.spec {
-            Spec::AuthorizationPolicy(s) => out.authorization_policies.push(authorization_policy(r, s)),
+            Spec::AuthorizationPolicy(s) => {
+                out.authorization_policies.push(authorization_policy(r, s))
+            }
             Spec::PeerAuthentication(s) => out.peer_authentications.push(peer_authentication(r, s)),
-            Spec::RequestAuthentication(s) => out.request_authentications.push(request_authentication(r, s, findings)),
-            Spec::DestinationRule(s) => out.destination_policies.push(destination_rule(r, s, findings)),
-            Spec::VirtualService(s) => out.virtual_services.push(Kept { meta: meta(r), spec: s.clone() }),
-            Spec::ServiceEntry(s) => out.service_entries.push(Kept { meta: meta(r), spec: s.clone() }),
-            Spec::Sidecar(s) => out.sidecars.push(Kept { meta: meta(r), spec: s.clone() }),
-            Spec::Gateway(s) => out.gateways.push(Kept { meta: meta(r), spec: s.clone() }),
-            Spec::WorkloadEntry(s) => out.workload_entries.push(Kept { meta: meta(r), spec: s.clone() }),
-            Spec::Telemetry(s) => out.telemetry.push(Kept { meta: meta(r), spec: s.clone() }),
+            Spec::RequestAuthentication(s) => out
+                .request_authentications
+                .push(request_authentication(r, s, findings)),
+            Spec::DestinationRule(s) => out
+                .destination_policies
+                .push(destination_rule(r, s, findings)),
+            Spec::VirtualService(s) => out.virtual_services.push(Kept {
+                meta: meta(r),
+                spec: s.clone(),
+            }),
+            Spec::ServiceEntry(s) => out.service_entries.push(Kept {
+                meta: meta(r),
+                spec: s.clone(),
+            }),
+            Spec::Sidecar(s) => out.sidecars.push(Kept {
+                meta: meta(r),
+                spec: s.clone(),
+            }),
+            Spec::Gateway(s) => out.gateways.push(Kept {
+                meta: meta(r),
+                spec: s.clone(),
+            }),
+            Spec::WorkloadEntry(s) => out.workload_entries.push(Kept {
+                meta: meta(r),
+                spec: s.clone(),
+            }),
+            Spec::Telemetry(s) => out.telemetry.push(Kept {
+                meta: meta(r),
+                spec: s.clone(),
+            }),
         }
     }
     out
 }
 
 /// AuthorizationPolicy: field for field; `rules` absent or empty allows nothing.
-pub fn authorization_policy(r: &Resource, s: &sec::AuthorizationPolicySpec) -> authz::AuthorizationPolicy {
+pub fn authorization_policy(
+    r: &Resource,
+    s: &sec::AuthorizationPolicySpec,
+) -> authz::AuthorizationPolicy {
     let action = match s.action.unwrap_or_default() {
         AuthzAction::Allow => authz::Action::Allow,
         AuthzAction::Deny => authz::Action::Deny,
@@ -106,12 +140,28 @@ pub fn authorization_policy(r: &Resource, s: &sec::AuthorizationPolicySpec) -> a
         .iter()
         .flatten()
         .map(|rule| authz::Rule {
-            from: rule.from.iter().flatten().filter_map(|f| f.source.as_ref()).map(source).collect(),
-            to: rule.to.iter().flatten().filter_map(|t| t.operation.as_ref()).map(operation).collect(),
+            from: rule
+                .from
+                .iter()
+                .flatten()
+                .filter_map(|f| f.source.as_ref())
+                .map(source)
+                .collect(),
+            to: rule
+                .to
+                .iter()
+                .flatten()
+                .filter_map(|t| t.operation.as_ref())
+                .map(operation)
+                .collect(),
             when: rule
                 .when
                 .iter()
-                .map(|c| authz::Condition { key: c.key.clone(), values: c.values.clone(), not_values: c.not_values.clone() })
+                .map(|c| authz::Condition {
+                    key: c.key.clone(),
+                    values: c.values.clone(),
+                    not_values: c.not_values.clone(),
+                })
                 .collect(),
         })
         .collect();
@@ -121,7 +171,11 @@ pub fn authorization_policy(r: &Resource, s: &sec::AuthorizationPolicySpec) -> a
         action,
         provider: s.provider.as_ref().map(|p| p.name.clone()),
         rules,
-        dry_run: r.metadata.annotations.get(DRY_RUN_ANNOTATION).is_some_and(|v| v == "true"),
+        dry_run: r
+            .metadata
+            .annotations
+            .get(DRY_RUN_ANNOTATION)
+            .is_some_and(|v| v == "true"),
     }
 }
 
@@ -165,7 +219,10 @@ fn mtls(m: Option<&sec::Mtls>) -> peer_auth::MtlsMode {
 }
 
 /// PeerAuthentication (ports were range-checked by validation).
-pub fn peer_authentication(r: &Resource, s: &sec::PeerAuthenticationSpec) -> peer_auth::PeerAuthentication {
+pub fn peer_authentication(
+    r: &Resource,
+    s: &sec::PeerAuthenticationSpec,
+) -> peer_auth::PeerAuthentication {
     peer_auth::PeerAuthentication {
         meta: meta(r),
         selector: selector(s.selector.as_ref()),
@@ -181,7 +238,11 @@ pub fn peer_authentication(r: &Resource, s: &sec::PeerAuthenticationSpec) -> pee
 }
 
 /// RequestAuthentication.
-pub fn request_authentication(r: &Resource, s: &sec::RequestAuthenticationSpec, findings: &mut Vec<Finding>) -> authz::RequestAuthentication {
+pub fn request_authentication(
+    r: &Resource,
+    s: &sec::RequestAuthenticationSpec,
+    findings: &mut Vec<Finding>,
+) -> authz::RequestAuthentication {
     let mut rules = Vec::new();
     for (i, j) in s.jwt_rules.iter().enumerate() {
         let p = format!("spec.jwtRules[{i}]");
@@ -199,17 +260,39 @@ pub fn request_authentication(r: &Resource, s: &sec::RequestAuthenticationSpec, 
             audiences: j.audiences.clone(),
             jwks: j.jwks.clone(),
             jwks_uri: j.jwks_uri.clone(),
-            from_headers: j.from_headers.iter().map(|h| authz::JwtHeader { name: h.name.clone(), prefix: h.prefix.clone() }).collect(),
+            from_headers: j
+                .from_headers
+                .iter()
+                .map(|h| authz::JwtHeader {
+                    name: h.name.clone(),
+                    prefix: h.prefix.clone(),
+                })
+                .collect(),
             from_params: j.from_params.clone(),
             forward_original_token: j.forward_original_token,
-            output_claim_to_headers: j.output_claim_to_headers.iter().map(|c| authz::ClaimToHeader { header: c.header.clone(), claim: c.claim.clone() }).collect(),
+            output_claim_to_headers: j
+                .output_claim_to_headers
+                .iter()
+                .map(|c| authz::ClaimToHeader {
+                    header: c.header.clone(),
+                    claim: c.claim.clone(),
+                })
+                .collect(),
         });
     }
-    authz::RequestAuthentication { meta: meta(r), selector: selector(s.selector.as_ref()), jwt_rules: rules }
+    authz::RequestAuthentication {
+        meta: meta(r),
+        selector: selector(s.selector.as_ref()),
+        jwt_rules: rules,
+    }
 }
 
 /// DestinationRule: host policy, port-level policies and merged subset policies.
-pub fn destination_rule(r: &Resource, s: &DestinationRuleSpec, findings: &mut Vec<Finding>) -> DestinationPolicy {
+pub fn destination_rule(
+    r: &Resource,
+    s: &DestinationRuleSpec,
+    findings: &mut Vec<Finding>,
+) -> DestinationPolicy {
     if !s.export_to.is_empty() {
         findings.push(r.finding(Severity::Unsupported, "spec.exportTo", "jalin sends every DestinationRule to the proxies of the mesh; `exportTo` visibility is not applied"));
     }
@@ -226,36 +309,92 @@ pub fn destination_rule(r: &Resource, s: &DestinationRuleSpec, findings: &mut Ve
         .map(|(i, sub)| {
             let merged = merge(top, sub.traffic_policy.as_ref());
             let (tp, pl) = match &sub.traffic_policy {
-                Some(_) => policy_with_ports(r, &format!("spec.subsets[{i}].trafficPolicy"), &merged, &mut Vec::new()),
+                Some(_) => policy_with_ports(
+                    r,
+                    &format!("spec.subsets[{i}].trafficPolicy"),
+                    &merged,
+                    &mut Vec::new(),
+                ),
                 None => (traffic_policy.clone(), port_level.clone()),
             };
             if let Some(own) = &sub.traffic_policy {
                 // Report unsupported fields of the subset's own policy once, at its own path.
-                let _ = policy_with_ports(r, &format!("spec.subsets[{i}].trafficPolicy"), own, findings);
+                let _ = policy_with_ports(
+                    r,
+                    &format!("spec.subsets[{i}].trafficPolicy"),
+                    own,
+                    findings,
+                );
             }
-            SubsetPolicy { name: sub.name.clone(), labels: sub.labels.clone(), traffic_policy: tp, port_level: pl }
+            SubsetPolicy {
+                name: sub.name.clone(),
+                labels: sub.labels.clone(),
+                traffic_policy: tp,
+                port_level: pl,
+            }
         })
         .collect();
-    DestinationPolicy { meta: meta(r), host: s.host.clone(), traffic_policy, port_level, subsets }
+    DestinationPolicy {
+        meta: meta(r),
+        host: s.host.clone(),
+        traffic_policy,
+        port_level,
+        subsets,
+    }
 }
 
 /// Istio merges a subset's policy over the host's field by field (a set field replaces).
 fn merge(top: &dr::TrafficPolicy, sub: Option<&dr::TrafficPolicy>) -> dr::TrafficPolicy {
     let Some(sub) = sub else { return top.clone() };
     dr::TrafficPolicy {
-        load_balancer: sub.load_balancer.clone().or_else(|| top.load_balancer.clone()),
-        connection_pool: sub.connection_pool.clone().or_else(|| top.connection_pool.clone()),
-        outlier_detection: sub.outlier_detection.clone().or_else(|| top.outlier_detection.clone()),
+        load_balancer: sub
+            .load_balancer
+            .clone()
+            .or_else(|| top.load_balancer.clone()),
+        connection_pool: sub
+            .connection_pool
+            .clone()
+            .or_else(|| top.connection_pool.clone()),
+        outlier_detection: sub
+            .outlier_detection
+            .clone()
+            .or_else(|| top.outlier_detection.clone()),
         tls: sub.tls.clone().or_else(|| top.tls.clone()),
-        port_level_settings: if sub.port_level_settings.is_empty() { top.port_level_settings.clone() } else { sub.port_level_settings.clone() },
+        port_level_settings: if sub.port_level_settings.is_empty() {
+            top.port_level_settings.clone()
+        } else {
+            sub.port_level_settings.clone()
+        },
         tunnel: sub.tunnel.clone().or_else(|| top.tunnel.clone()),
-        proxy_protocol: sub.proxy_protocol.clone().or_else(|| top.proxy_protocol.clone()),
-        retry_budget: sub.retry_budget.clone().or_else(|| top.retry_budget.clone()),
+        proxy_protocol: sub
+            .proxy_protocol
+            .clone()
+            .or_else(|| top.proxy_protocol.clone()),
+        retry_budget: sub
+            .retry_budget
+            .clone()
+            .or_else(|| top.retry_budget.clone()),
     }
 }
 
-fn policy_with_ports(r: &Resource, p: &str, tp: &dr::TrafficPolicy, f: &mut Vec<Finding>) -> (traffic::TrafficPolicy, BTreeMap<u16, traffic::TrafficPolicy>) {
-    let base = policy(r, p, tp.load_balancer.as_ref(), tp.connection_pool.as_ref(), tp.outlier_detection.as_ref(), tp.tls.as_ref(), f);
+fn policy_with_ports(
+    r: &Resource,
+    p: &str,
+    tp: &dr::TrafficPolicy,
+    f: &mut Vec<Finding>,
+) -> (
+    traffic::TrafficPolicy,
+    BTreeMap<u16, traffic::TrafficPolicy>,
+) {
+    let base = policy(
+        r,
+        p,
+        tp.load_balancer.as_ref(),
+        tp.connection_pool.as_ref(),
+        tp.outlier_detection.as_ref(),
+        tp.tls.as_ref(),
+        f,
+    );
     let mut base = base;
     if tp.tunnel.is_some() {
         f.push(r.finding(Severity::Unsupported, &format!("{p}.tunnel"), "HTTP CONNECT tunnelling to upstreams is not part of jalin's proxy; traffic goes directly to the endpoint"));
@@ -276,17 +415,36 @@ fn policy_with_ports(r: &Resource, p: &str, tp: &dr::TrafficPolicy, f: &mut Vec<
     let mut ports = BTreeMap::new();
     for (i, pl) in tp.port_level_settings.iter().enumerate() {
         let pp = format!("{p}.portLevelSettings[{i}]");
-        let Some(port) = pl.port.as_ref().and_then(|x| u16::try_from(x.number).ok()) else { continue };
+        let Some(port) = pl.port.as_ref().and_then(|x| u16::try_from(x.number).ok()) else {
+            continue;
+        };
         // Port-level settings replace the host's fields they set, as in Istio.
         let merged = dr::TrafficPolicy {
-            load_balancer: pl.load_balancer.clone().or_else(|| tp.load_balancer.clone()),
-            connection_pool: pl.connection_pool.clone().or_else(|| tp.connection_pool.clone()),
-            outlier_detection: pl.outlier_detection.clone().or_else(|| tp.outlier_detection.clone()),
+            load_balancer: pl
+                .load_balancer
+                .clone()
+                .or_else(|| tp.load_balancer.clone()),
+            connection_pool: pl
+                .connection_pool
+                .clone()
+                .or_else(|| tp.connection_pool.clone()),
+            outlier_detection: pl
+                .outlier_detection
+                .clone()
+                .or_else(|| tp.outlier_detection.clone()),
             tls: pl.tls.clone().or_else(|| tp.tls.clone()),
             ..Default::default()
         };
         let mut own = Vec::new();
-        let mut native = policy(r, &pp, merged.load_balancer.as_ref(), merged.connection_pool.as_ref(), merged.outlier_detection.as_ref(), pl.tls.as_ref(), &mut own);
+        let mut native = policy(
+            r,
+            &pp,
+            merged.load_balancer.as_ref(),
+            merged.connection_pool.as_ref(),
+            merged.outlier_detection.as_ref(),
+            pl.tls.as_ref(),
+            &mut own,
+        );
         native.retry_budget = base.retry_budget.clone();
         f.extend(own.into_iter().filter(|x| x.path.starts_with(&pp)));
         ports.insert(port, native);
@@ -392,10 +550,14 @@ fn policy(
                 None => d.consecutive_5xx_errors,
             },
             consecutive_gateway_errors: count(od.consecutive_gateway_errors).filter(|n| *n > 0),
-            split_external_local_origin_errors: od.split_external_local_origin_errors.unwrap_or(false),
-            consecutive_local_origin_failures: count(od.consecutive_local_origin_failures).filter(|n| *n > 0),
+            split_external_local_origin_errors: od
+                .split_external_local_origin_errors
+                .unwrap_or(false),
+            consecutive_local_origin_failures: count(od.consecutive_local_origin_failures)
+                .filter(|n| *n > 0),
             interval_ms: ms(od.interval.as_ref()).unwrap_or(d.interval_ms),
-            base_ejection_time_ms: ms(od.base_ejection_time.as_ref()).unwrap_or(d.base_ejection_time_ms),
+            base_ejection_time_ms: ms(od.base_ejection_time.as_ref())
+                .unwrap_or(d.base_ejection_time_ms),
             max_ejection_time_ms: d.max_ejection_time_ms,
             max_ejection_percent: count(od.max_ejection_percent).unwrap_or(d.max_ejection_percent),
             min_health_percent: count(od.min_health_percent).unwrap_or(d.min_health_percent),
@@ -412,14 +574,23 @@ fn policy(
     out
 }
 
-fn consistent_hash(r: &Resource, p: &str, ch: &dr::ConsistentHashLb, f: &mut Vec<Finding>) -> traffic::LoadBalancer {
+fn consistent_hash(
+    r: &Resource,
+    p: &str,
+    ch: &dr::ConsistentHashLb,
+    f: &mut Vec<Finding>,
+) -> traffic::LoadBalancer {
     if ch.ring_hash.is_some() || ch.maglev.is_some() || ch.minimum_ring_size.is_some() {
         f.push(r.finding(Severity::Unsupported, p, "jalin uses one consistent-hash ring of its own size; `ringHash`, `maglev` and `minimumRingSize` tuning is not applied"));
     }
     let key = if let Some(h) = &ch.http_header_name {
         traffic::HashKey::Header(h.clone())
     } else if let Some(c) = &ch.http_cookie {
-        traffic::HashKey::Cookie { name: c.name.clone(), path: c.path.clone(), ttl_ms: ms(c.ttl.as_ref()) }
+        traffic::HashKey::Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl_ms: ms(c.ttl.as_ref()),
+        }
     } else if let Some(q) = &ch.http_query_parameter_name {
         traffic::HashKey::QueryParameter(q.clone())
     } else {

@@ -79,7 +79,12 @@ pub struct Sink<'a> {
 
 impl<'a> Sink<'a> {
     pub fn new(file: &'a str, resource: String, locator: &'a super::yaml::Locator) -> Self {
-        Sink { file, resource, locator, findings: Vec::new() }
+        Sink {
+            file,
+            resource,
+            locator,
+            findings: Vec::new(),
+        }
     }
 
     /// Record a finding about `path` (a path in the document after compatibility mappings;

@@ -155,7 +155,9 @@ pub struct Loaded {
 
 impl Loaded {
     pub fn errors(&self) -> impl Iterator<Item = &Finding> {
-        self.findings.iter().filter(|f| f.severity == Severity::Error)
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
     }
     pub fn has_errors(&self) -> bool {
         self.errors().next().is_some()
@@ -173,7 +175,9 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
         let name = f.display().to_string();
         match std::fs::read_to_string(&f) {
             Ok(text) => load_str(&name, &text, &mut out),
-            Err(e) => out.findings.push(file_error(&name, 0, format!("cannot read the file: {e}"))),
+            Err(e) => out
+                .findings
+                .push(file_error(&name, 0, format!("cannot read the file: {e}"))),
         }
     }
     out
@@ -184,7 +188,11 @@ fn collect_files(p: &Path, files: &mut Vec<PathBuf>, findings: &mut Vec<Finding>
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => {
-                findings.push(file_error(&p.display().to_string(), 0, format!("cannot list the directory: {e}")));
+                findings.push(file_error(
+                    &p.display().to_string(),
+                    0,
+                    format!("cannot list the directory: {e}"),
+                ));
                 return;
             }
         };
@@ -197,12 +205,24 @@ fn collect_files(p: &Path, files: &mut Vec<PathBuf>, findings: &mut Vec<Finding>
     } else if p.exists() {
         files.push(p.to_path_buf());
     } else {
-        findings.push(file_error(&p.display().to_string(), 0, "no such file or directory".into()));
+        findings.push(file_error(
+            &p.display().to_string(),
+            0,
+            "no such file or directory".into(),
+        ));
     }
 }
 
 fn file_error(file: &str, line: usize, message: String) -> Finding {
-    Finding { severity: Severity::Error, file: file.into(), line, resource: None, path: String::new(), message, code: None }
+    Finding {
+        severity: Severity::Error,
+        file: file.into(),
+        line,
+        resource: None,
+        path: String::new(),
+        message,
+        code: None,
+    }
 }
 
 /// Parse one file's text into `out`.
@@ -211,7 +231,11 @@ pub fn load_str(file: &str, text: &str, out: &mut Loaded) {
     let docs = match parse_documents(text) {
         Ok(d) => d,
         Err(e) => {
-            out.findings.push(file_error(file, e.line, format!("invalid YAML: {}", e.message)));
+            out.findings.push(file_error(
+                file,
+                e.line,
+                format!("invalid YAML: {}", e.message),
+            ));
             return;
         }
     };
@@ -227,17 +251,33 @@ fn text_of<'n>(root: &'n Node, key: &str) -> Option<&'n str> {
 fn load_document(file: &str, mut root: Node, out: &mut Loaded) {
     let line = root.line;
     if root.as_map().is_none() {
-        out.findings.push(file_error(file, line, "expected a Kubernetes object (a mapping with apiVersion and kind)".into()));
+        out.findings.push(file_error(
+            file,
+            line,
+            "expected a Kubernetes object (a mapping with apiVersion and kind)".into(),
+        ));
         return;
     }
     let api_version = text_of(&root, "apiVersion").unwrap_or("").to_string();
     let kind_text = text_of(&root, "kind").unwrap_or("").to_string();
     let meta_node = root.get("metadata");
-    let name = meta_node.and_then(|m| text_of(m, "name")).unwrap_or("").to_string();
-    let ns = meta_node.and_then(|m| text_of(m, "namespace")).unwrap_or("default").to_string();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
+    let name = meta_node
+        .and_then(|m| text_of(m, "name"))
+        .unwrap_or("")
+        .to_string();
+    let ns = meta_node
+        .and_then(|m| text_of(m, "namespace"))
+        .unwrap_or("default")
+        .to_string();
+    let (group, version) = api_version
+        .rsplit_once('/')
+        .unwrap_or(("", api_version.as_str()));
     let Some(kind) = Kind::from_group_kind(group, &kind_text) else {
-        let what = if kind_text.is_empty() { "a document without `kind`".to_string() } else { format!("{api_version} {kind_text}") };
+        let what = if kind_text.is_empty() {
+            "a document without `kind`".to_string()
+        } else {
+            format!("{api_version} {kind_text}")
+        };
         out.findings.push(Finding {
             severity: Severity::Skipped,
             file: file.into(),
@@ -250,14 +290,25 @@ fn load_document(file: &str, mut root: Node, out: &mut Loaded) {
         return;
     };
     let resource = format!("{}/{ns}/{name}", kind.as_str());
-    let mut notes = compat::Notes { file, resource: resource.clone(), findings: Vec::new() };
+    let mut notes = compat::Notes {
+        file,
+        resource: resource.clone(),
+        findings: Vec::new(),
+    };
     if !kind.versions().contains(&version) {
         let locator = Locator::new(&root);
         let mut sink = Sink::new(file, resource, &locator);
         sink.error(
             "apiVersion",
-            format!("`{api_version}` is not a version of {}; expected {}", kind.as_str(),
-                kind.versions().iter().map(|v| format!("{group}/{v}")).collect::<Vec<_>>().join(", ")),
+            format!(
+                "`{api_version}` is not a version of {}; expected {}",
+                kind.as_str(),
+                kind.versions()
+                    .iter()
+                    .map(|v| format!("{group}/{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         );
         out.findings.extend(sink.findings);
         return;
@@ -272,9 +323,23 @@ fn load_document(file: &str, mut root: Node, out: &mut Loaded) {
     let locator = Locator::new(&root);
     let mut sink = Sink::new(file, resource, &locator);
     sink.findings = notes.findings;
+    if sink.has_errors() {
+        // A conflicting non-standard spelling: typed parsing would only repeat it.
+        out.findings.extend(sink.findings);
+        return;
+    }
     for e in root.as_map().unwrap_or(&[]) {
-        if !matches!(e.key.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
-            sink.error(&e.key, format!("unknown top-level field `{}`; expected apiVersion, kind, metadata, spec", e.key));
+        if !matches!(
+            e.key.as_str(),
+            "apiVersion" | "kind" | "metadata" | "spec" | "status"
+        ) {
+            sink.error(
+                &e.key,
+                format!(
+                    "unknown top-level field `{}`; expected apiVersion, kind, metadata, spec",
+                    e.key
+                ),
+            );
         }
     }
     if name.is_empty() {
@@ -283,9 +348,15 @@ fn load_document(file: &str, mut root: Node, out: &mut Loaded) {
     let metadata: Option<Metadata> = typed(root.get("metadata"), "metadata", &mut sink);
     let spec_node = root.get("spec");
     let spec = match kind {
-        Kind::AuthorizationPolicy => typed(spec_node, "spec", &mut sink).map(Spec::AuthorizationPolicy),
-        Kind::PeerAuthentication => typed(spec_node, "spec", &mut sink).map(Spec::PeerAuthentication),
-        Kind::RequestAuthentication => typed(spec_node, "spec", &mut sink).map(Spec::RequestAuthentication),
+        Kind::AuthorizationPolicy => {
+            typed(spec_node, "spec", &mut sink).map(Spec::AuthorizationPolicy)
+        }
+        Kind::PeerAuthentication => {
+            typed(spec_node, "spec", &mut sink).map(Spec::PeerAuthentication)
+        }
+        Kind::RequestAuthentication => {
+            typed(spec_node, "spec", &mut sink).map(Spec::RequestAuthentication)
+        }
         Kind::VirtualService => typed(spec_node, "spec", &mut sink).map(Spec::VirtualService),
         Kind::DestinationRule => typed(spec_node, "spec", &mut sink).map(Spec::DestinationRule),
         Kind::ServiceEntry => typed(spec_node, "spec", &mut sink).map(Spec::ServiceEntry),
@@ -298,7 +369,17 @@ fn load_document(file: &str, mut root: Node, out: &mut Loaded) {
         out.findings.extend(sink.findings);
         return;
     };
-    let res = Resource { kind, api_version, name, namespace: ns, metadata, file: file.into(), line, spec, locator: locator.clone() };
+    let res = Resource {
+        kind,
+        api_version,
+        name,
+        namespace: ns,
+        metadata,
+        file: file.into(),
+        line,
+        spec,
+        locator: locator.clone(),
+    };
     validate::resource(&res, &mut sink);
     sink.findings.sort_by_key(|f| f.line);
     let ok = !sink.has_errors();
@@ -320,7 +401,11 @@ fn typed<T: DeserializeOwned>(node: Option<&Node>, base: &str, sink: &mut Sink<'
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let path = if inner == "." { base.to_string() } else { format!("{base}.{inner}") };
+            let path = if inner == "." {
+                base.to_string()
+            } else {
+                format!("{base}.{inner}")
+            };
             let path = path.replace(".[", "[");
             let msg = e.into_inner().to_string();
             sink.error(&path, describe_serde_error(&msg));
@@ -333,12 +418,18 @@ fn typed<T: DeserializeOwned>(node: Option<&Node>, base: &str, sink: &mut Sink<'
 fn describe_serde_error(msg: &str) -> String {
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let (field, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        let expected = tail.trim_start_matches(", ").replace("expected one of ", "");
+        let expected = tail
+            .trim_start_matches(", ")
+            .replace("expected one of ", "");
         return format!("unknown field `{field}`; expected one of {expected}");
     }
     if let Some(rest) = msg.strip_prefix("unknown variant `") {
         let (v, tail) = rest.split_once('`').unwrap_or((rest, ""));
-        return format!("unknown value `{v}`; expected one of {}", tail.trim_start_matches(", ").replace("expected one of ", ""));
+        return format!(
+            "unknown value `{v}`; expected one of {}",
+            tail.trim_start_matches(", ")
+                .replace("expected one of ", "")
+        );
     }
     format!("{msg}")
 }

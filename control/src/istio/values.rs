@@ -13,13 +13,17 @@ pub fn duration_ms(s: &str) -> Option<u64> {
     let mut rest = s;
     let mut total_ns: f64 = 0.0;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return None;
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let factor = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
@@ -139,7 +143,9 @@ pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
         }
         CERT_FINGERPRINT_KEY => Ok(ConditionKey::Fingerprint),
         k if k.starts_with("experimental.envoy.filters.") => Ok(ConditionKey::EnvoyMetadata),
-        _ => Err(format!("unknown condition key `{key}`; expected one of {CONDITION_KEYS_HINT}")),
+        _ => Err(format!(
+            "unknown condition key `{key}`; expected one of {CONDITION_KEYS_HINT}"
+        )),
     }
 }
 
@@ -147,11 +153,15 @@ fn bracketed(rest: &str, key: &str, what: &str) -> Result<(), String> {
     let ok = rest.starts_with('[')
         && rest.ends_with(']')
         && rest.len() > 2
-        && rest[1..rest.len() - 1].split("][").all(|p| !p.is_empty() && !p.contains(['[', ']']));
+        && rest[1..rest.len() - 1]
+            .split("][")
+            .all(|p| !p.is_empty() && !p.contains(['[', ']']));
     if ok {
         Ok(())
     } else {
-        Err(format!("`{key}` needs {what} in brackets, e.g. `request.headers[x-token]`"))
+        Err(format!(
+            "`{key}` needs {what} in brackets, e.g. `request.headers[x-token]`"
+        ))
     }
 }
 
@@ -204,18 +214,47 @@ mod tests {
     fn path_templates() {
         assert!(check_path_template("/api/{*}/items/{**}").is_ok());
         assert!(check_path_template("/api/*").is_ok());
-        assert!(check_path_template("/api/{**}/items").unwrap_err().contains("last segment"));
-        assert!(check_path_template("/api/{*}/x*").unwrap_err().contains("mixes"));
-        assert!(check_path_template("/api/{id}").unwrap_err().contains("not a path template"));
-        assert!(check_path_template("/api/a{*}").unwrap_err().contains("not a path template"));
+        assert!(
+            check_path_template("/api/{**}/items")
+                .unwrap_err()
+                .contains("last segment")
+        );
+        assert!(
+            check_path_template("/api/{*}/x*")
+                .unwrap_err()
+                .contains("mixes")
+        );
+        assert!(
+            check_path_template("/api/{id}")
+                .unwrap_err()
+                .contains("not a path template")
+        );
+        assert!(
+            check_path_template("/api/a{*}")
+                .unwrap_err()
+                .contains("not a path template")
+        );
     }
 
     #[test]
     fn condition_keys() {
-        assert_eq!(condition_key("request.headers[x-a]"), Ok(ConditionKey::Http));
-        assert_eq!(condition_key("request.auth.claims[groups][0]"), Ok(ConditionKey::Http));
+        assert_eq!(
+            condition_key("request.headers[x-a]"),
+            Ok(ConditionKey::Http)
+        );
+        assert_eq!(
+            condition_key("request.auth.claims[groups][0]"),
+            Ok(ConditionKey::Http)
+        );
         assert!(condition_key("request.headers").is_err());
-        assert!(condition_key("custom.case_active").unwrap_err().contains("unknown condition key"));
-        assert_eq!(condition_key(CERT_FINGERPRINT_KEY), Ok(ConditionKey::Fingerprint));
+        assert!(
+            condition_key("custom.case_active")
+                .unwrap_err()
+                .contains("unknown condition key")
+        );
+        assert_eq!(
+            condition_key(CERT_FINGERPRINT_KEY),
+            Ok(ConditionKey::Fingerprint)
+        );
     }
 }

@@ -62,7 +62,10 @@ impl Node {
 
     /// The value under `key`, when the node is a mapping holding it.
     pub fn get(&self, key: &str) -> Option<&Node> {
-        self.as_map()?.iter().find(|e| e.key == key).map(|e| &e.value)
+        self.as_map()?
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| &e.value)
     }
 
     /// The entry under `key`, mutable.
@@ -89,9 +92,14 @@ impl Node {
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
             Value::Str(s) => serde_json::Value::String(s.clone()),
-            Value::Seq(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
             Value::Map(entries) => serde_json::Value::Object(
-                entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect(),
+                entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .collect(),
             ),
         }
     }
@@ -108,7 +116,10 @@ pub struct Locator {
 impl Locator {
     /// Index every path under `root` (a document's top-level mapping).
     pub fn new(root: &Node) -> Self {
-        let mut loc = Locator { lines: HashMap::new(), root_line: root.line };
+        let mut loc = Locator {
+            lines: HashMap::new(),
+            root_line: root.line,
+        };
         loc.index("", root, None);
         loc
     }
@@ -118,7 +129,10 @@ impl Locator {
             Value::Map(entries) => {
                 for e in entries {
                     let p = join(path, &e.key);
-                    let w = e.written.clone().or_else(|| written.map(|w| join(w, &e.key)));
+                    let w = e
+                        .written
+                        .clone()
+                        .or_else(|| written.map(|w| join(w, &e.key)));
                     self.lines.insert(p.clone(), (e.line, w.clone()));
                     self.index(&p, &e.value, w.as_deref());
                 }
@@ -137,7 +151,9 @@ impl Locator {
 
     /// The line of `path`, or of its nearest written ancestor, or of the document.
     pub fn line(&self, path: &str) -> usize {
-        self.lookup(path).map(|(line, _)| line).unwrap_or(self.root_line)
+        self.lookup(path)
+            .map(|(line, _)| line)
+            .unwrap_or(self.root_line)
     }
 
     /// The path as the user wrote it (before compatibility mappings), for messages.
@@ -220,7 +236,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
             line: e.location().map(|l| l.line() as usize).unwrap_or(0),
             message: first_line(&e.to_string()),
         })?;
-    Ok(docs.into_iter().map(|d| Document { root: d.into() }).collect())
+    Ok(docs
+        .into_iter()
+        .map(|d| Document { root: d.into() })
+        .collect())
 }
 
 fn first_line(s: &str) -> String {
@@ -306,7 +325,9 @@ impl<'de> Visitor<'de> for RawVisitor {
         Ok(Raw::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Raw, E> {
-        Ok(i64::try_from(v).map(Raw::Int).unwrap_or(Raw::Float(v as f64)))
+        Ok(i64::try_from(v)
+            .map(Raw::Int)
+            .unwrap_or(Raw::Float(v as f64)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Raw, E> {
         Ok(Raw::Float(v))

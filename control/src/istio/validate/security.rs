@@ -22,14 +22,28 @@ pub(super) fn targets(
     sink: &mut Sink<'_>,
 ) {
     if selector.is_some() && (target_ref.is_some() || !target_refs.is_empty()) {
-        let field = if target_ref.is_some() { "spec.targetRef" } else { "spec.targetRefs" };
-        sink.error(field, "`selector` and `targetRef`/`targetRefs` are mutually exclusive; use one of them");
+        let field = if target_ref.is_some() {
+            "spec.targetRef"
+        } else {
+            "spec.targetRefs"
+        };
+        sink.error(
+            field,
+            "`selector` and `targetRef`/`targetRefs` are mutually exclusive; use one of them",
+        );
     }
     if target_ref.is_some() && !target_refs.is_empty() {
-        sink.error("spec.targetRef", "`targetRef` and `targetRefs` are mutually exclusive; use `targetRefs`");
+        sink.error(
+            "spec.targetRef",
+            "`targetRef` and `targetRefs` are mutually exclusive; use `targetRefs`",
+        );
     }
     for (i, t) in target_ref.into_iter().chain(target_refs).enumerate() {
-        let path = if target_ref.is_some() { "spec.targetRef".to_string() } else { format!("spec.targetRefs[{i}]") };
+        let path = if target_ref.is_some() {
+            "spec.targetRef".to_string()
+        } else {
+            format!("spec.targetRefs[{i}]")
+        };
         if t.name.is_empty() || t.kind.is_empty() {
             sink.error(&path, "a target reference needs `kind` and `name`");
         } else {
@@ -39,7 +53,10 @@ pub(super) fn targets(
     if let Some(s) = selector {
         for (k, v) in &s.match_labels {
             if k.is_empty() || k.contains('*') || v.contains('*') {
-                sink.error(&format!("spec.selector.matchLabels.{k}"), "label keys must not be empty and selectors take no wildcards");
+                sink.error(
+                    &format!("spec.selector.matchLabels.{k}"),
+                    "label keys must not be empty and selectors take no wildcards",
+                );
             }
         }
     }
@@ -47,7 +64,12 @@ pub(super) fn targets(
 
 /// AuthorizationPolicy.
 pub fn authorization_policy(spec: &AuthorizationPolicySpec, meta: &Metadata, sink: &mut Sink<'_>) {
-    targets(spec.selector.as_ref(), spec.target_ref.as_ref(), &spec.target_refs, sink);
+    targets(
+        spec.selector.as_ref(),
+        spec.target_ref.as_ref(),
+        &spec.target_refs,
+        sink,
+    );
     let action = spec.action.unwrap_or_default();
     match (action, &spec.provider) {
         (AuthzAction::Custom, None) => sink.error(
@@ -67,7 +89,10 @@ pub fn authorization_policy(spec: &AuthorizationPolicySpec, meta: &Metadata, sin
     if let Some(v) = meta.annotations.get(DRY_RUN_ANNOTATION) {
         let path = format!("metadata.annotations[\"{DRY_RUN_ANNOTATION}\"]");
         if v != "true" && v != "false" {
-            sink.error(&path, format!("`{v}` is not a boolean; expected \"true\" or \"false\""));
+            sink.error(
+                &path,
+                format!("`{v}` is not a boolean; expected \"true\" or \"false\""),
+            );
         } else if v == "true" && action == AuthzAction::Custom {
             sink.error(&path, "dry-run is not supported for the CUSTOM action (the external authorizer is always called); remove the annotation");
         }
@@ -76,26 +101,42 @@ pub fn authorization_policy(spec: &AuthorizationPolicySpec, meta: &Metadata, sin
         let rp = format!("spec.rules[{i}]");
         if let Some(from) = &rule.from {
             if from.is_empty() {
-                sink.error(&format!("{rp}.from"), "`from` must not be empty; omit it to match any source");
+                sink.error(
+                    &format!("{rp}.from"),
+                    "`from` must not be empty; omit it to match any source",
+                );
             }
             for (j, f) in from.iter().enumerate() {
                 let sp = format!("{rp}.from[{j}].source");
                 match &f.source {
-                    None => sink.error(&format!("{rp}.from[{j}]"), "`source` is required in each `from` entry"),
-                    Some(s) if s.is_empty() => sink.error(&sp, "`source` must set at least one field"),
+                    None => sink.error(
+                        &format!("{rp}.from[{j}]"),
+                        "`source` is required in each `from` entry",
+                    ),
+                    Some(s) if s.is_empty() => {
+                        sink.error(&sp, "`source` must set at least one field")
+                    }
                     Some(s) => source(s, &sp, sink),
                 }
             }
         }
         if let Some(to) = &rule.to {
             if to.is_empty() {
-                sink.error(&format!("{rp}.to"), "`to` must not be empty; omit it to match any operation");
+                sink.error(
+                    &format!("{rp}.to"),
+                    "`to` must not be empty; omit it to match any operation",
+                );
             }
             for (j, t) in to.iter().enumerate() {
                 let op = format!("{rp}.to[{j}].operation");
                 match &t.operation {
-                    None => sink.error(&format!("{rp}.to[{j}]"), "`operation` is required in each `to` entry"),
-                    Some(o) if o.is_empty() => sink.error(&op, "`operation` must set at least one field"),
+                    None => sink.error(
+                        &format!("{rp}.to[{j}]"),
+                        "`operation` is required in each `to` entry",
+                    ),
+                    Some(o) if o.is_empty() => {
+                        sink.error(&op, "`operation` must set at least one field")
+                    }
                     Some(o) => operation(o, &op, sink),
                 }
             }
@@ -103,7 +144,10 @@ pub fn authorization_policy(spec: &AuthorizationPolicySpec, meta: &Metadata, sin
         for (j, c) in rule.when.iter().enumerate() {
             let cp = format!("{rp}.when[{j}]");
             if c.values.is_empty() && c.not_values.is_empty() {
-                sink.error(&format!("{cp}.key"), format!("condition `{}` needs `values` or `notValues`", c.key));
+                sink.error(
+                    &format!("{cp}.key"),
+                    format!("condition `{}` needs `values` or `notValues`", c.key),
+                );
             }
             match condition_key(&c.key) {
                 Err(msg) => sink.error(&format!("{cp}.key"), msg),
@@ -120,17 +164,27 @@ fn source(s: &Source, path: &str, sink: &mut Sink<'_>) {
         || !s.namespaces.is_empty()
         || !s.not_namespaces.is_empty();
     if sa && other {
-        let field = if s.service_accounts.is_empty() { "notServiceAccounts" } else { "serviceAccounts" };
+        let field = if s.service_accounts.is_empty() {
+            "notServiceAccounts"
+        } else {
+            "serviceAccounts"
+        };
         sink.error(
             &format!("{path}.{field}"),
             "`serviceAccounts` cannot be combined with `principals` or `namespaces` (or their `not` forms); use one or the other",
         );
     }
-    for (field, list) in [("serviceAccounts", &s.service_accounts), ("notServiceAccounts", &s.not_service_accounts)] {
+    for (field, list) in [
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+    ] {
         for (k, v) in list.iter().enumerate() {
             let parts: Vec<&str> = v.split('/').collect();
             if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || p.contains('*')) {
-                sink.error(&format!("{path}.{field}[{k}]"), format!("`{v}` is not `<namespace>/<service-account>`"));
+                sink.error(
+                    &format!("{path}.{field}[{k}]"),
+                    format!("`{v}` is not `<namespace>/<service-account>`"),
+                );
             }
         }
     }
@@ -152,7 +206,10 @@ fn operation(o: &Operation, path: &str, sink: &mut Sink<'_>) {
     for (field, list) in [("ports", &o.ports), ("notPorts", &o.not_ports)] {
         for (k, v) in list.iter().enumerate() {
             if !is_port_string(v) {
-                sink.error(&format!("{path}.{field}[{k}]"), format!("`{v}` is not a port; expected a number in [0, 65535]"));
+                sink.error(
+                    &format!("{path}.{field}[{k}]"),
+                    format!("`{v}` is not a port; expected a number in [0, 65535]"),
+                );
             }
         }
     }
@@ -166,15 +223,33 @@ fn operation(o: &Operation, path: &str, sink: &mut Sink<'_>) {
     for (field, list) in [("methods", &o.methods), ("notMethods", &o.not_methods)] {
         for (k, v) in list.iter().enumerate() {
             if v.is_empty() || v.contains(char::is_whitespace) {
-                sink.error(&format!("{path}.{field}[{k}]"), format!("`{v}` is not an HTTP method"));
+                sink.error(
+                    &format!("{path}.{field}[{k}]"),
+                    format!("`{v}` is not an HTTP method"),
+                );
             }
         }
     }
 }
 
-fn condition_values(kind: ConditionKey, key: &str, values: &[String], not_values: &[String], path: &str, sink: &mut Sink<'_>) {
-    let all = values.iter().enumerate().map(|(i, v)| (format!("{path}.values[{i}]"), v))
-        .chain(not_values.iter().enumerate().map(|(i, v)| (format!("{path}.notValues[{i}]"), v)));
+fn condition_values(
+    kind: ConditionKey,
+    key: &str,
+    values: &[String],
+    not_values: &[String],
+    path: &str,
+    sink: &mut Sink<'_>,
+) {
+    let all = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (format!("{path}.values[{i}]"), v))
+        .chain(
+            not_values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("{path}.notValues[{i}]"), v)),
+        );
     match kind {
         ConditionKey::Ip => {
             for (p, v) in all {
@@ -214,7 +289,8 @@ fn condition_values(kind: ConditionKey, key: &str, values: &[String], not_values
 pub fn peer_authentication(spec: &PeerAuthenticationSpec, sink: &mut Sink<'_>) {
     if !spec.port_level_mtls.is_empty() && spec.selector.is_none() {
         let mode = spec.mtls.as_ref().map(|m| m.mode).unwrap_or_default();
-        let redundant = mode != MtlsMode::Unset && spec.port_level_mtls.values().all(|m| m.mode == mode);
+        let redundant =
+            mode != MtlsMode::Unset && spec.port_level_mtls.values().all(|m| m.mode == mode);
         if redundant {
             sink.push(
                 Severity::Warning,
@@ -227,7 +303,10 @@ pub fn peer_authentication(spec: &PeerAuthenticationSpec, sink: &mut Sink<'_>) {
     }
     for port in spec.port_level_mtls.keys() {
         if !(1..=65535).contains(port) {
-            sink.error(&format!("spec.portLevelMtls.{port}"), format!("`{port}` is not a port; expected a number in [1, 65535]"));
+            sink.error(
+                &format!("spec.portLevelMtls.{port}"),
+                format!("`{port}` is not a port; expected a number in [1, 65535]"),
+            );
         }
     }
     targets(spec.selector.as_ref(), None, &[], sink);
@@ -235,31 +314,50 @@ pub fn peer_authentication(spec: &PeerAuthenticationSpec, sink: &mut Sink<'_>) {
 
 /// RequestAuthentication.
 pub fn request_authentication(spec: &RequestAuthenticationSpec, sink: &mut Sink<'_>) {
-    targets(spec.selector.as_ref(), spec.target_ref.as_ref(), &spec.target_refs, sink);
+    targets(
+        spec.selector.as_ref(),
+        spec.target_ref.as_ref(),
+        &spec.target_refs,
+        sink,
+    );
     for (i, r) in spec.jwt_rules.iter().enumerate() {
         let p = format!("spec.jwtRules[{i}]");
         if r.issuer.is_empty() {
             sink.error(&format!("{p}.issuer"), "`issuer` is required");
         }
         if let Some(uri) = &r.jwks_uri
-            && !(uri.starts_with("https://") || uri.starts_with("http://") || uri.starts_with("file://"))
+            && !(uri.starts_with("https://")
+                || uri.starts_with("http://")
+                || uri.starts_with("file://"))
         {
-            sink.error(&format!("{p}.jwksUri"), format!("`{uri}` is not an http(s):// or file:// URL"));
+            sink.error(
+                &format!("{p}.jwksUri"),
+                format!("`{uri}` is not an http(s):// or file:// URL"),
+            );
         }
         for (j, h) in r.from_headers.iter().enumerate() {
             if h.name.is_empty() {
-                sink.error(&format!("{p}.fromHeaders[{j}].name"), "a header name is required");
+                sink.error(
+                    &format!("{p}.fromHeaders[{j}].name"),
+                    "a header name is required",
+                );
             }
         }
         for (j, c) in r.output_claim_to_headers.iter().enumerate() {
             if c.header.is_empty() || c.claim.is_empty() {
-                sink.error(&format!("{p}.outputClaimToHeaders[{j}]"), "`header` and `claim` are both required");
+                sink.error(
+                    &format!("{p}.outputClaimToHeaders[{j}]"),
+                    "`header` and `claim` are both required",
+                );
             }
         }
         if let Some(t) = &r.timeout
             && crate::istio::values::duration_ms(t).is_none()
         {
-            sink.error(&format!("{p}.timeout"), format!("`{t}` is not {}", crate::istio::values::DURATION_HINT));
+            sink.error(
+                &format!("{p}.timeout"),
+                format!("`{t}` is not {}", crate::istio::values::DURATION_HINT),
+            );
         }
     }
 }
