@@ -77,8 +77,8 @@ pub struct Rules {
     pub rules: Vec<(ComplianceRule, usize)>,
 }
 
-fn file_err(file: &str, line: usize, message: String) -> Finding {
-    Finding {
+fn file_err(file: &str, line: usize, message: String) -> Box<Finding> {
+    Box::new(Finding {
         severity: Severity::Error,
         file: file.into(),
         line,
@@ -86,11 +86,11 @@ fn file_err(file: &str, line: usize, message: String) -> Finding {
         path: String::new(),
         message,
         code: None,
-    }
+    })
 }
 
 /// Read a rules file (the ConfigMap or bare rules YAML).
-pub fn load_rules(path: &Path) -> Result<Rules, Finding> {
+pub fn load_rules(path: &Path) -> Result<Rules, Box<Finding>> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| file_err(&file, 0, format!("cannot read the rules file: {e}")))?;
@@ -98,7 +98,7 @@ pub fn load_rules(path: &Path) -> Result<Rules, Finding> {
 }
 
 /// Parse rules from text (see [`load_rules`]).
-pub fn parse_rules(file: &str, text: &str) -> Result<Rules, Finding> {
+pub fn parse_rules(file: &str, text: &str) -> Result<Rules, Box<Finding>> {
     let docs = parse_documents(text)
         .map_err(|e| file_err(file, e.line, format!("invalid YAML: {}", e.message)))?;
     let Some(doc) = docs.into_iter().next() else {

@@ -25,16 +25,18 @@ pub struct Workload {
 }
 
 /// Read a `--workloads` file: a YAML list of `{namespace, labels}`.
-pub fn load_workloads(path: &Path) -> Result<Vec<Workload>, Finding> {
+pub fn load_workloads(path: &Path) -> Result<Vec<Workload>, Box<Finding>> {
     let file = path.display().to_string();
-    let err = |line: usize, message: String| Finding {
-        severity: Severity::Error,
-        file: file.clone(),
-        line,
-        resource: None,
-        path: String::new(),
-        message,
-        code: None,
+    let err = |line: usize, message: String| {
+        Box::new(Finding {
+            severity: Severity::Error,
+            file: file.clone(),
+            line,
+            resource: None,
+            path: String::new(),
+            message,
+            code: None,
+        })
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| err(0, format!("cannot read the workloads file: {e}")))?;

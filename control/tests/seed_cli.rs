@@ -1,6 +1,8 @@
 //! Acceptance: the seed policies through the real `jalin` binary (validate, import, lint, check)
 //! and through the library (exact warnings, skipped kinds, native output).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

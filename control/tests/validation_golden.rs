@@ -1,5 +1,7 @@
 //! Golden tests: the exact text (file:line: Kind/ns/name: path: message) of each validation rule.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use jalin_control::istio::{Loaded, Severity, load_str};
 
 /// Errors of one document, rendered exactly as `jalin validate` prints them.

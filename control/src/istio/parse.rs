@@ -88,7 +88,8 @@ pub struct Metadata {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// A typed spec.
+/// A typed spec. One per resource, built once per load: variant sizes do not matter here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Spec {
@@ -431,5 +432,5 @@ fn describe_serde_error(msg: &str) -> String {
                 .replace("expected one of ", "")
         );
     }
-    format!("{msg}")
+    msg.to_string()
 }
