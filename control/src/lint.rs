@@ -68,6 +68,7 @@ pub fn lint(loaded: &Loaded, extra_workloads: &[Workload]) -> Vec<Finding> {
     for r in &all {
         if let Spec::AuthorizationPolicy(ap) = &r.spec {
             separate_rules(r, ap, &mut out);
+            when_only_allow(r, ap, &mut out);
             never_matches(r, ap, &mut out);
             deny_http_on_tcp(r, ap, &all, &mut out);
         }
@@ -130,28 +131,34 @@ fn separate_rules(r: &Resource, ap: &AuthorizationPolicySpec, out: &mut Vec<Find
     out.push(flag(r, "lint/separate-rules", "spec.rules", format!(
         "{list}: Istio ORs rules, so this {action:?} policy {effect}; if all must hold, write `from`, `to` and `when` in ONE rule (`- from: ... to: ... when: ...`)"
     )));
-    if action == AuthzAction::Allow {
-        for (i, k) in &single {
-            if *k != "when" {
-                continue;
-            }
-            let rule = &rules[*i];
-            let header_free = rule
-                .when
-                .iter()
-                .all(|c| !c.key.starts_with("request.headers"));
-            let keys = rule
-                .when
-                .iter()
-                .map(|c| format!("`{}`", c.key))
-                .collect::<Vec<_>>()
-                .join(", ");
-            if header_free {
-                out.push(flag(r, "lint/when-only-allow", &format!("spec.rules[{i}]"), format!(
-                    "this rule has only `when` ({keys}), which checks neither the caller nor the request: whenever it holds, the policy allows ANY request from ANY source to ANY path"
-                )));
-            }
+}
+
+/// An ALLOW rule with only `when` conditions that read neither the caller nor the request.
+fn when_only_allow(r: &Resource, ap: &AuthorizationPolicySpec, out: &mut Vec<Finding>) {
+    if ap.action.unwrap_or_default() != AuthzAction::Allow {
+        return;
+    }
+    for (i, rule) in ap.rules.iter().flatten().enumerate() {
+        if rule_parts(rule) != (false, false, true) {
+            continue;
         }
+        let about_caller_or_request = rule.when.iter().any(|c| {
+            ["request.", "source.", "remote.", "connection."]
+                .iter()
+                .any(|p| c.key.starts_with(p))
+        });
+        if about_caller_or_request {
+            continue;
+        }
+        let keys = rule
+            .when
+            .iter()
+            .map(|c| format!("`{}`", c.key))
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.push(flag(r, "lint/when-only-allow", &format!("spec.rules[{i}]"), format!(
+            "this rule has only `when` ({keys}), which checks neither the caller nor the request: whenever it holds, the policy allows ANY request from ANY source to ANY path"
+        )));
     }
 }
 
