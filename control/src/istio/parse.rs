@@ -283,7 +283,10 @@ fn load_document(file: &str, mut root: Node, out: &mut Loaded) {
             severity: Severity::Skipped,
             file: file.into(),
             line,
-            resource: Some(format!("{kind_text}/{ns}/{name}")),
+            resource: Some(match meta_node.and_then(|m| text_of(m, "namespace")) {
+                Some(n) => format!("{kind_text}/{n}/{name}"),
+                None => format!("{kind_text}/{name}"),
+            }),
             path: String::new(),
             message: format!("{what} is not an Istio kind jalin imports; skipped"),
             code: None,
@@ -430,6 +433,16 @@ fn describe_serde_error(msg: &str) -> String {
             "unknown value `{v}`; expected one of {}",
             tail.trim_start_matches(", ")
                 .replace("expected one of ", "")
+        );
+    }
+    if let Some(rest) = msg.strip_prefix("invalid type: ")
+        && rest.ends_with("expected a string")
+        && (rest.starts_with("integer")
+            || rest.starts_with("boolean")
+            || rest.starts_with("floating point"))
+    {
+        return format!(
+            "{msg}; quote the value so YAML reads it as a string (e.g. \"8080\" or \"true\")"
         );
     }
     msg.to_string()
