@@ -85,6 +85,7 @@ pub fn lint(loaded: &Loaded, extra_workloads: &[Workload]) -> Vec<Finding> {
             }
         }
     }
+    jwt_without_request_authentication(&all, &mut out);
     overlapping_virtual_services(&all, &mut out);
     unused_subsets(&all, &mut out);
     out
@@ -411,6 +412,58 @@ fn selector_matches_nothing(
             "no known workload in namespace `{}` has the labels {:?}; the policy applies to nothing (check the labels, or add the workload to --workloads)",
             r.namespace, sel.match_labels
         )));
+    }
+}
+
+/// ALLOW rules on JWT attributes (`requestPrincipals`, `request.auth.*`) for workloads no
+/// RequestAuthentication covers: no token is ever validated there, so those rules never match.
+fn jwt_without_request_authentication(all: &[&Resource], out: &mut Vec<Finding>) {
+    let ras: Vec<(&Resource, Option<&WorkloadSelector>)> = all
+        .iter()
+        .filter_map(|r| match &r.spec {
+            Spec::RequestAuthentication(s) => Some((*r, s.selector.as_ref())),
+            _ => None,
+        })
+        .collect();
+    for r in all {
+        let Spec::AuthorizationPolicy(ap) = &r.spec else {
+            continue;
+        };
+        if ap.action.unwrap_or_default() != AuthzAction::Allow {
+            continue;
+        }
+        let covered = ras.iter().any(|(ra, sel)| {
+            (ra.namespace == r.namespace || ra.namespace == ROOT_NAMESPACE)
+                && match (sel, &ap.selector) {
+                    (None, _) => true,
+                    (Some(s), Some(p)) => s
+                        .match_labels
+                        .iter()
+                        .all(|(k, v)| p.match_labels.get(k) == Some(v)),
+                    (Some(_), None) => false,
+                }
+        });
+        if covered {
+            continue;
+        }
+        for (i, rule) in ap.rules.iter().flatten().enumerate() {
+            let jwt_from = rule
+                .from
+                .iter()
+                .flatten()
+                .filter_map(|f| f.source.as_ref())
+                .any(|s| !s.request_principals.is_empty());
+            let jwt_when = rule
+                .when
+                .iter()
+                .any(|c| c.key.starts_with("request.auth.") && !c.values.is_empty());
+            if jwt_from || jwt_when {
+                out.push(flag(r, "lint/jwt-without-request-authentication", &format!("spec.rules[{i}]"), format!(
+                    "this rule matches on JWT attributes, but no RequestAuthentication in `{}` (or `{ROOT_NAMESPACE}`) covers these workloads, so no token is validated and the rule never matches; add a RequestAuthentication",
+                    r.namespace
+                )));
+            }
+        }
     }
 }
 

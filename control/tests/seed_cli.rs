@@ -423,3 +423,27 @@ fn check_rules_from_the_seed_configmap_and_bare_yaml() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn jwt_rules_need_a_request_authentication() {
+    use jalin_control::istio::{Loaded, load_str};
+    let policy = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: jwt, namespace: shop}\nspec:\n  selector: {matchLabels: {app: cart}}\n  rules:\n  - from:\n    - source: {requestPrincipals: [\"issuer/*\"]}\n";
+    let mut loaded = Loaded::default();
+    load_str("p.yaml", policy, &mut loaded);
+    let found: Vec<String> = jalin_control::lint::lint(&loaded, &[])
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "p.yaml:7: AuthorizationPolicy/shop/jwt: spec.rules[0]: this rule matches on JWT attributes, but no RequestAuthentication in `shop` (or `istio-system`) covers these workloads, so no token is validated and the rule never matches; add a RequestAuthentication"
+        ]
+    );
+    load_str(
+        "ra.yaml",
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra, namespace: shop}\nspec:\n  jwtRules:\n  - issuer: issuer\n    jwksUri: https://issuer/jwks\n",
+        &mut loaded,
+    );
+    assert!(jalin_control::lint::lint(&loaded, &[]).is_empty());
+}

@@ -165,15 +165,34 @@ impl Loaded {
     }
 }
 
+/// Largest policy file read (a bound, not a limit anyone should meet: the seeds are ~1 KiB).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Deepest directory nesting walked (guards against symlink loops).
+const MAX_DEPTH: usize = 32;
+
 /// Read every `.yaml`/`.yml` file under `paths` (directories recursively, in name order).
 pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     let mut out = Loaded::default();
     let mut files = Vec::new();
     for p in paths {
-        collect_files(p, &mut files, &mut out.findings);
+        collect_files(p, &mut files, &mut out.findings, 0);
     }
     for f in files {
         let name = f.display().to_string();
+        let too_big = std::fs::metadata(&f)
+            .map(|m| m.len() > MAX_FILE_BYTES)
+            .unwrap_or(false);
+        if too_big {
+            out.findings.push(file_error(
+                &name,
+                0,
+                format!(
+                    "larger than {} MiB; split it into smaller files",
+                    MAX_FILE_BYTES >> 20
+                ),
+            ));
+            continue;
+        }
         match std::fs::read_to_string(&f) {
             Ok(text) => load_str(&name, &text, &mut out),
             Err(e) => out
@@ -184,8 +203,18 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     out
 }
 
-fn collect_files(p: &Path, files: &mut Vec<PathBuf>, findings: &mut Vec<Finding>) {
+fn collect_files(p: &Path, files: &mut Vec<PathBuf>, findings: &mut Vec<Finding>, depth: usize) {
     if p.is_dir() {
+        if depth > MAX_DEPTH {
+            findings.push(file_error(
+                &p.display().to_string(),
+                0,
+                format!(
+                    "directories nested deeper than {MAX_DEPTH} levels (a symlink loop?); not read"
+                ),
+            ));
+            return;
+        }
         let mut entries: Vec<PathBuf> = match std::fs::read_dir(p) {
             Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
             Err(e) => {
@@ -200,7 +229,7 @@ fn collect_files(p: &Path, files: &mut Vec<PathBuf>, findings: &mut Vec<Finding>
         entries.sort();
         for e in entries {
             if e.is_dir() || e.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-                collect_files(&e, files, findings);
+                collect_files(&e, files, findings, depth + 1);
             }
         }
     } else if p.exists() {
