@@ -566,7 +566,25 @@ fn policy(
     }
     if let Some(tls) = tls {
         match tls.mode {
-            None | Some(TlsMode::IstioMutual) => {}
+            None | Some(TlsMode::IstioMutual) => {
+                let overrides = !tls.subject_alt_names.is_empty()
+                    || tls.sni.is_some()
+                    || tls.credential_name.is_some()
+                    || tls.client_certificate.is_some()
+                    || tls.private_key.is_some()
+                    || tls.ca_certificates.is_some()
+                    || tls.ca_crl.is_some()
+                    || tls.insecure_skip_verify.is_some();
+                if overrides {
+                    f.push(r.finding(
+                        Severity::Unsupported,
+                        &format!("{p}.tls"),
+                        "with mesh mTLS jalin presents the workload certificate and verifies the \
+                         server's SPIFFE identity from the registry; certificate, SNI and SAN \
+                         overrides are not applied",
+                    ));
+                }
+            }
             Some(TlsMode::Disable) => f.push(r.finding(Severity::Unsupported, &format!("{p}.tls.mode"), "jalin never turns mesh mTLS off from the client side; relax the server with PeerAuthentication PERMISSIVE instead")),
             Some(TlsMode::Simple | TlsMode::Mutual) => f.push(r.finding(Severity::Unsupported, &format!("{p}.tls"), "TLS origination to a non-mesh upstream belongs to the egress cluster model, which this importer does not produce; traffic to this host uses mesh mTLS")),
         }
