@@ -3,4 +3,5 @@
 //! The control plane compiles Istio YAML into [`model`] types; the proxy reads them from its static
 //! file or over xDS and compiles them once per update into matchers.
 
+pub mod authz;
 pub mod model;
