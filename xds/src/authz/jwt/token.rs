@@ -61,6 +61,25 @@ pub struct RequestAuth {
 }
 
 impl RequestAuth {
+    /// Builds the attributes from claims that were validated elsewhere (`jalin authz explain`
+    /// with `--claim`, tests). The proxy never calls this: it gets a `RequestAuth` only from
+    /// [`super::WorkloadAuthn::authenticate`].
+    pub fn from_trusted_claims(claims: Map<String, Value>) -> Self {
+        let iss = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let audiences = match claims.get("aud") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        };
+        RequestAuth {
+            principal: format!("{iss}/{sub}"),
+            audiences,
+            presenter: claims.get("azp").and_then(Value::as_str).map(str::to_owned),
+            claims,
+        }
+    }
+
     /// `iss/sub`.
     pub fn principal(&self) -> &str {
         &self.principal
