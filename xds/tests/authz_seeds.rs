@@ -19,7 +19,8 @@ pub fn child_profile() -> AuthorizationPolicy {
             vec![
                 r(
                     vec![s(|s| {
-                        s.principals = v(&["cluster.local/ns/child-services/sa/child-profile-client"]);
+                        s.principals =
+                            v(&["cluster.local/ns/child-services/sa/child-profile-client"]);
                         s.namespaces = v(&["child-services", "emergency"]);
                     })],
                     vec![o(|o| {
@@ -28,16 +29,24 @@ pub fn child_profile() -> AuthorizationPolicy {
                     })],
                     vec![
                         when("source.certificate_fingerprint", &["*"]),
-                        when("request.headers[x-child-access-reason]", &["emergency", "care-coordination", "medical-emergency"]),
+                        when(
+                            "request.headers[x-child-access-reason]",
+                            &["emergency", "care-coordination", "medical-emergency"],
+                        ),
                     ],
                 ),
                 r(
-                    vec![s(|s| s.principals = v(&["cluster.local/ns/emergency/sa/emergency-response"]))],
+                    vec![s(|s| {
+                        s.principals = v(&["cluster.local/ns/emergency/sa/emergency-response"])
+                    })],
                     vec![o(|o| {
                         o.methods = v(&["GET", "POST"]);
                         o.paths = v(&["/api/v1/child/emergency/*"]);
                     })],
-                    vec![when("request.headers[x-emergency-authorization]", &["verified"])],
+                    vec![when(
+                        "request.headers[x-emergency-authorization]",
+                        &["verified"],
+                    )],
                 ),
             ],
         ),
@@ -65,18 +74,30 @@ pub fn emergency_access() -> AuthorizationPolicy {
                     vec![
                         when("source.certificate_fingerprint", &["*"]),
                         when("request.headers[x-emergency-authorization]", &["verified"]),
-                        when("request.headers[x-emergency-type]", &["child-safety", "medical-emergency", "security-incident"]),
+                        when(
+                            "request.headers[x-emergency-type]",
+                            &["child-safety", "medical-emergency", "security-incident"],
+                        ),
                     ],
                 ),
                 r(
-                    vec![s(|s| s.principals = v(&["cluster.local/ns/child-services/sa/child-protection-officer"]))],
+                    vec![s(|s| {
+                        s.principals =
+                            v(&["cluster.local/ns/child-services/sa/child-protection-officer"])
+                    })],
                     vec![o(|o| {
                         o.methods = v(&["POST"]);
                         o.paths = v(&["/api/v1/emergency/child-safety/*"]);
                     })],
                     vec![
-                        when("request.headers[x-child-protection-authorization]", &["verified"]),
-                        when("request.headers[x-emergency-severity]", &["critical", "high"]),
+                        when(
+                            "request.headers[x-child-protection-authorization]",
+                            &["verified"],
+                        ),
+                        when(
+                            "request.headers[x-emergency-severity]",
+                            &["critical", "high"],
+                        ),
                     ],
                 ),
             ],
@@ -93,15 +114,30 @@ pub fn emergency_override() -> AuthorizationPolicy {
             "emergency-override-policy",
             Action::Allow,
             vec![r(
-                vec![s(|s| s.principals = v(&["cluster.local/ns/emergency/sa/emergency-override"]))],
+                vec![s(|s| {
+                    s.principals = v(&["cluster.local/ns/emergency/sa/emergency-override"])
+                })],
                 vec![o(|o| {
                     o.methods = v(&["GET", "POST"]);
                     o.paths = v(&["/*"]);
                 })],
                 vec![
-                    when("request.headers[x-emergency-override-authorization]", &["legal-authority", "court-order", "child-protection-emergency"]),
-                    when("request.headers[x-emergency-override-reason]", &["immediate-child-danger", "life-threatening-emergency"]),
-                    when("request.headers[x-emergency-override-duration]", &["15-minutes", "30-minutes", "1-hour"]),
+                    when(
+                        "request.headers[x-emergency-override-authorization]",
+                        &[
+                            "legal-authority",
+                            "court-order",
+                            "child-protection-emergency",
+                        ],
+                    ),
+                    when(
+                        "request.headers[x-emergency-override-reason]",
+                        &["immediate-child-danger", "life-threatening-emergency"],
+                    ),
+                    when(
+                        "request.headers[x-emergency-override-duration]",
+                        &["15-minutes", "30-minutes", "1-hour"],
+                    ),
                 ],
             )],
         ),
@@ -117,15 +153,34 @@ pub fn emergency_override_mesh() -> AuthorizationPolicy {
             "emergency-override-mesh-policy",
             Action::Allow,
             vec![r(
-                vec![s(|s| s.principals = v(&["cluster.local/ns/emergency/sa/emergency-coordinator"]))],
+                vec![s(|s| {
+                    s.principals = v(&["cluster.local/ns/emergency/sa/emergency-coordinator"])
+                })],
                 vec![o(|o| {
                     o.methods = v(&["GET", "POST", "PUT"]);
                     o.paths = v(&["/*"]);
                 })],
                 vec![
-                    when("request.headers[x-emergency-authorization]", &["court-order", "child-protection-emergency", "medical-emergency"]),
-                    when("request.headers[x-emergency-duration]", &["15-minutes", "30-minutes", "1-hour", "4-hours"]),
-                    when("request.headers[x-emergency-justification]", &["immediate-child-danger", "life-threatening", "court-mandated"]),
+                    when(
+                        "request.headers[x-emergency-authorization]",
+                        &[
+                            "court-order",
+                            "child-protection-emergency",
+                            "medical-emergency",
+                        ],
+                    ),
+                    when(
+                        "request.headers[x-emergency-duration]",
+                        &["15-minutes", "30-minutes", "1-hour", "4-hours"],
+                    ),
+                    when(
+                        "request.headers[x-emergency-justification]",
+                        &[
+                            "immediate-child-danger",
+                            "life-threatening",
+                            "court-mandated",
+                        ],
+                    ),
                 ],
             )],
         ),
@@ -134,11 +189,18 @@ pub fn emergency_override_mesh() -> AuthorizationPolicy {
 }
 
 pub fn seed_set() -> Vec<AuthorizationPolicy> {
-    vec![child_profile(), emergency_access(), emergency_override(), emergency_override_mesh()]
+    vec![
+        child_profile(),
+        emergency_access(),
+        emergency_override(),
+        emergency_override_mesh(),
+    ]
 }
 
 fn at(ns: &str, l: &[(&str, &str)]) -> WorkloadAuthz {
-    Engine::compile(&seed_set(), &EngineConfig::default()).unwrap().for_workload(ns, &labels(l))
+    Engine::compile(&seed_set(), &EngineConfig::default())
+        .unwrap()
+        .for_workload(ns, &labels(l))
 }
 
 fn child_profile_wl() -> WorkloadAuthz {
@@ -153,33 +215,102 @@ const CLIENT: &str = "spiffe://cluster.local/ns/child-services/sa/child-profile-
 const RESPONSE: &str = "spiffe://cluster.local/ns/emergency/sa/emergency-response";
 
 fn client_req() -> Req {
-    req().principal(CLIENT).path("/api/v1/child/123").header("x-child-access-reason", "care-coordination")
+    req()
+        .principal(CLIENT)
+        .path("/api/v1/child/123")
+        .header("x-child-access-reason", "care-coordination")
 }
 
 /// (name, workload, request, allowed, deciding `policy#rule` or "-")
 fn seed_cases() -> Vec<(&'static str, WorkloadAuthz, Req, bool, &'static str)> {
     vec![
-        ("child-profile: client with reason and certificate is allowed", child_profile_wl(), client_req(), true, "child-services/child-profile-access-policy#0"),
-        ("child-profile: PUT is allowed", child_profile_wl(), client_req().method("PUT"), true, ""),
-        ("child-profile: DELETE is refused", child_profile_wl(), client_req().method("DELETE"), false, "-"),
-        ("child-profile: missing access reason is refused", child_profile_wl(), req().principal(CLIENT).path("/api/v1/child/123"), false, "-"),
-        ("child-profile: unknown access reason is refused", child_profile_wl(), client_req().header("x-child-access-reason", "curiosity"), false, "-"),
-        ("child-profile: another service account is refused", child_profile_wl(), client_req().principal("spiffe://cluster.local/ns/child-services/sa/other"), false, "-"),
-        ("child-profile: plaintext peer is refused", child_profile_wl(), client_req().plaintext(), false, "-"),
-        ("child-profile: path outside /api/v1/child/ is refused", child_profile_wl(), client_req().path("/api/v1/admin"), false, "-"),
-        ("child-profile: traversal out of /api/v1/child/ is refused", child_profile_wl(), client_req().path("/api/v1/child/../admin"), false, "-"),
-        ("child-profile: traversal inside /api/v1/child/ is allowed", child_profile_wl(), client_req().path("/api/v1/child/x/../123"), true, ""),
+        (
+            "child-profile: client with reason and certificate is allowed",
+            child_profile_wl(),
+            client_req(),
+            true,
+            "child-services/child-profile-access-policy#0",
+        ),
+        (
+            "child-profile: PUT is allowed",
+            child_profile_wl(),
+            client_req().method("PUT"),
+            true,
+            "",
+        ),
+        (
+            "child-profile: DELETE is refused",
+            child_profile_wl(),
+            client_req().method("DELETE"),
+            false,
+            "-",
+        ),
+        (
+            "child-profile: missing access reason is refused",
+            child_profile_wl(),
+            req().principal(CLIENT).path("/api/v1/child/123"),
+            false,
+            "-",
+        ),
+        (
+            "child-profile: unknown access reason is refused",
+            child_profile_wl(),
+            client_req().header("x-child-access-reason", "curiosity"),
+            false,
+            "-",
+        ),
+        (
+            "child-profile: another service account is refused",
+            child_profile_wl(),
+            client_req().principal("spiffe://cluster.local/ns/child-services/sa/other"),
+            false,
+            "-",
+        ),
+        (
+            "child-profile: plaintext peer is refused",
+            child_profile_wl(),
+            client_req().plaintext(),
+            false,
+            "-",
+        ),
+        (
+            "child-profile: path outside /api/v1/child/ is refused",
+            child_profile_wl(),
+            client_req().path("/api/v1/admin"),
+            false,
+            "-",
+        ),
+        (
+            "child-profile: traversal out of /api/v1/child/ is refused",
+            child_profile_wl(),
+            client_req().path("/api/v1/child/../admin"),
+            false,
+            "-",
+        ),
+        (
+            "child-profile: traversal inside /api/v1/child/ is allowed",
+            child_profile_wl(),
+            client_req().path("/api/v1/child/x/../123"),
+            true,
+            "",
+        ),
         (
             "child-profile: emergency-response reaches the emergency path with verified authorization",
             child_profile_wl(),
-            req().principal(RESPONSE).path("/api/v1/child/emergency/42").header("x-emergency-authorization", "verified"),
+            req()
+                .principal(RESPONSE)
+                .path("/api/v1/child/emergency/42")
+                .header("x-emergency-authorization", "verified"),
             true,
             "child-services/child-profile-access-policy#1",
         ),
         (
             "child-profile: emergency-response outside the emergency path is refused",
             child_profile_wl(),
-            req().principal(RESPONSE).path("/api/v1/child/42").header("x-emergency-authorization", "verified"),
+            req()
+                .principal(RESPONSE)
+                .path("/api/v1/child/42")
+                .header("x-emergency-authorization", "verified"),
             false,
             "-",
         ),
@@ -193,7 +324,11 @@ fn seed_cases() -> Vec<(&'static str, WorkloadAuthz, Req, bool, &'static str)> {
         (
             "child-profile: emergency-response PUT is refused",
             child_profile_wl(),
-            req().principal(RESPONSE).method("PUT").path("/api/v1/child/emergency/42").header("x-emergency-authorization", "verified"),
+            req()
+                .principal(RESPONSE)
+                .method("PUT")
+                .path("/api/v1/child/emergency/42")
+                .header("x-emergency-authorization", "verified"),
             false,
             "-",
         ),
@@ -256,7 +391,13 @@ fn seed_cases() -> Vec<(&'static str, WorkloadAuthz, Req, bool, &'static str)> {
         ),
         (
             "emergency-override: applies only to workloads labelled emergency-override=true",
-            at("emergency", &[("app", "emergency-response-service"), ("emergency-override", "true")]),
+            at(
+                "emergency",
+                &[
+                    ("app", "emergency-response-service"),
+                    ("emergency-override", "true"),
+                ],
+            ),
             req()
                 .principal("spiffe://cluster.local/ns/emergency/sa/emergency-override")
                 .path("/anything")
@@ -292,7 +433,13 @@ fn seed_cases() -> Vec<(&'static str, WorkloadAuthz, Req, bool, &'static str)> {
         ),
         (
             "mesh emergency-override: coordinator reaches an emergency-access workload in any namespace",
-            at("child-services", &[("app", "child-profile-service"), ("emergency-access", "enabled")]),
+            at(
+                "child-services",
+                &[
+                    ("app", "child-profile-service"),
+                    ("emergency-access", "enabled"),
+                ],
+            ),
             req()
                 .principal("spiffe://cluster.local/ns/emergency/sa/emergency-coordinator")
                 .method("PUT")
@@ -305,7 +452,13 @@ fn seed_cases() -> Vec<(&'static str, WorkloadAuthz, Req, bool, &'static str)> {
         ),
         (
             "mesh emergency-override: DELETE is refused",
-            at("child-services", &[("app", "child-profile-service"), ("emergency-access", "enabled")]),
+            at(
+                "child-services",
+                &[
+                    ("app", "child-profile-service"),
+                    ("emergency-access", "enabled"),
+                ],
+            ),
             req()
                 .principal("spiffe://cluster.local/ns/emergency/sa/emergency-coordinator")
                 .method("DELETE")
@@ -330,12 +483,24 @@ fn seed_cases() -> Vec<(&'static str, WorkloadAuthz, Req, bool, &'static str)> {
         ),
         (
             "mesh emergency-override: the child-profile client still passes on a labelled workload",
-            at("child-services", &[("app", "child-profile-service"), ("emergency-access", "enabled")]),
+            at(
+                "child-services",
+                &[
+                    ("app", "child-profile-service"),
+                    ("emergency-access", "enabled"),
+                ],
+            ),
             client_req(),
             true,
             "child-services/child-profile-access-policy#0",
         ),
-        ("a workload no seed policy selects allows everything", at("child-services", &[("app", "other")]), req(), true, "-"),
+        (
+            "a workload no seed policy selects allows everything",
+            at("child-services", &[("app", "other")]),
+            req(),
+            true,
+            "-",
+        ),
     ]
 }
 
@@ -344,9 +509,15 @@ fn seed_policies_admit_and_refuse_as_istio_does() {
     let mut failures = Vec::new();
     for (name, w, r, allow, by) in seed_cases() {
         let d = w.evaluate(&r.attrs());
-        let got = d.policy.as_ref().map_or("-".to_string(), |m| format!("{}#{}", m.policy, m.rule));
+        let got = d
+            .policy
+            .as_ref()
+            .map_or("-".to_string(), |m| format!("{}#{}", m.policy, m.rule));
         if d.is_allowed() != allow || (!by.is_empty() && got != by) {
-            failures.push(format!("{name}: expected allow={allow} by {by:?}, got {:?} by {got} ({:?})", d.verdict, d.reason));
+            failures.push(format!(
+                "{name}: expected allow={allow} by {by:?}, got {:?} by {got} ({:?})",
+                d.verdict, d.reason
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -17,7 +17,9 @@ pub fn v(xs: &[&str]) -> Vec<String> {
 }
 
 pub fn labels(xs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    xs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    xs.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn s(f: impl FnOnce(&mut Source)) -> Source {
@@ -33,11 +35,19 @@ pub fn o(f: impl FnOnce(&mut Operation)) -> Operation {
 }
 
 pub fn when(key: &str, values: &[&str]) -> Condition {
-    Condition { key: key.into(), values: v(values), not_values: vec![] }
+    Condition {
+        key: key.into(),
+        values: v(values),
+        not_values: vec![],
+    }
 }
 
 pub fn when_not(key: &str, not_values: &[&str]) -> Condition {
-    Condition { key: key.into(), values: vec![], not_values: v(not_values) }
+    Condition {
+        key: key.into(),
+        values: vec![],
+        not_values: v(not_values),
+    }
 }
 
 pub fn r(from: Vec<Source>, to: Vec<Operation>, when: Vec<Condition>) -> Rule {
@@ -51,7 +61,11 @@ pub fn any() -> Rule {
 
 pub fn pol(ns: &str, name: &str, action: Action, rules: Vec<Rule>) -> AuthorizationPolicy {
     AuthorizationPolicy {
-        meta: ResourceMeta { name: name.into(), namespace: ns.into(), source: None },
+        meta: ResourceMeta {
+            name: name.into(),
+            namespace: ns.into(),
+            source: None,
+        },
         action,
         rules,
         ..Default::default()
@@ -67,7 +81,9 @@ pub fn deny(name: &str, rules: Vec<Rule>) -> AuthorizationPolicy {
 }
 
 pub fn with_selector(mut p: AuthorizationPolicy, l: &[(&str, &str)]) -> AuthorizationPolicy {
-    p.selector = Some(WorkloadSelector { match_labels: labels(l) });
+    p.selector = Some(WorkloadSelector {
+        match_labels: labels(l),
+    });
     p
 }
 
@@ -103,7 +119,10 @@ pub struct Req {
 
 pub fn req() -> Req {
     Req {
-        peer: PeerIdentity::with_fingerprint(Some("spiffe://cluster.local/ns/bar/sa/sleep"), Some(FP)),
+        peer: PeerIdentity::with_fingerprint(
+            Some("spiffe://cluster.local/ns/bar/sa/sleep"),
+            Some(FP),
+        ),
         source_ip: "10.0.0.5".parse().unwrap(),
         remote_ip: "10.0.0.5".parse().unwrap(),
         destination_ip: "10.0.1.9".parse().unwrap(),
@@ -147,7 +166,10 @@ impl Req {
         self
     }
     pub fn header(mut self, k: &str, val: &str) -> Self {
-        self.headers.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), val.parse().unwrap());
+        self.headers.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            val.parse().unwrap(),
+        );
         self
     }
     pub fn source_ip(mut self, ip: &str) -> Self {
@@ -168,7 +190,9 @@ impl Req {
         self
     }
     pub fn claims(mut self, json: serde_json::Value) -> Self {
-        let serde_json::Value::Object(m) = json else { panic!("claims must be an object") };
+        let serde_json::Value::Object(m) = json else {
+            panic!("claims must be an object")
+        };
         self.auth = Some(RequestAuth::from_trusted_claims(m));
         self
     }
@@ -200,7 +224,9 @@ pub fn workload_at(
     ns: &str,
     l: &[(&str, &str)],
 ) -> WorkloadAuthz {
-    Engine::compile(policies, config).unwrap_or_else(|e| panic!("{e}")).for_workload(ns, &labels(l))
+    Engine::compile(policies, config)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .for_workload(ns, &labels(l))
 }
 
 pub fn eval(policies: &[AuthorizationPolicy], r: &Req) -> Decision {

@@ -4,7 +4,9 @@
 //! overrides the namespace policy (no selector, in its namespace), which overrides the mesh
 //! policy (no selector, in the root namespace); the mesh default is PERMISSIVE. A level whose
 //! mode is UNSET inherits from the level above. Port-level modes (only honoured on a policy
-//! with a selector) override the workload mode for that port; UNSET inherits.
+//! with a selector) override the workload mode for that port; UNSET inherits. As in Istio, a
+//! policy with a selector in the root namespace is ignored (workload policies live in the
+//! workload's namespace).
 //!
 //! Tie-break: when several policies compete at one level, Istio takes the oldest
 //! (`creationTimestamp`). The native model has no timestamps, so jalin takes the

@@ -65,11 +65,20 @@ impl RequestAuth {
     /// with `--claim`, tests). The proxy never calls this: it gets a `RequestAuth` only from
     /// [`super::WorkloadAuthn::authenticate`].
     pub fn from_trusted_claims(claims: Map<String, Value>) -> Self {
-        let iss = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
-        let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let iss = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let audiences = match claims.get("aud") {
             Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
             _ => Vec::new(),
         };
         RequestAuth {
