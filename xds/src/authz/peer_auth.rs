@@ -72,6 +72,7 @@ pub fn explain_mtls(
     );
     let workload = oldest(policies.iter().filter(|p| {
         p.meta.namespace == namespace
+            && p.meta.namespace != root_namespace
             && has_selector(p)
             && p.selector.as_ref().is_some_and(|s| s.matches(labels))
     }));
