@@ -1,6 +1,7 @@
 //! RequestAuthentication and JWT validation, with keys generated in the test by aws-lc-rs:
 //! algorithms, issuer, audiences, expiry with the caller's clock, token locations, Istio's
 //! outcomes (invalid token: 401; no token: no principal), and the hand-off to the engine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
 
 #[path = "authz_support.rs"]
 mod support;

@@ -1,5 +1,6 @@
 //! PeerAuthentication precedence: workload over namespace over mesh, port-level overrides,
 //! UNSET inheritance, the PERMISSIVE mesh default, and the deterministic tie-break.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
 
 use std::collections::BTreeMap;
 

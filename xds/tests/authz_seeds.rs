@@ -1,6 +1,7 @@
 //! The seed policies `policies-10` (child-profile), `-15` (emergency-access), `-16`
 //! (emergency-override) and `-30` (mesh emergency-override), built as the importer maps them,
 //! and the requests they must admit and refuse.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
 
 #[path = "authz_support.rs"]
 mod support;

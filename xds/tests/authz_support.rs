@@ -1,6 +1,7 @@
 //! Test support for the authorization tests: terse builders for policies and requests.
 //! (Also compiled as its own, empty, test target.)
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
+#![allow(dead_code)] // each test target uses a subset
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

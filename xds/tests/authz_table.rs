@@ -1,6 +1,7 @@
 //! The authorization table: each case names the Istio behaviour it pins, builds native
 //! policies, sends one request to workload `foo/httpbin`, and checks the verdict and the
 //! deciding policy and rule.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
 
 #[path = "authz_support.rs"]
 mod support;
