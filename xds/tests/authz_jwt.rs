@@ -3,7 +3,7 @@
 //! outcomes (invalid token: 401; no token: no principal), and the hand-off to the engine.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
 
-#[path = "authz_support.rs"]
+#[path = "authz_cases/support.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -3,7 +3,7 @@
 //! and the requests they must admit and refuse.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
 
-#[path = "authz_support.rs"]
+#[path = "authz_cases/support.rs"]
 mod support;
 
 use jalin_xds::authz::{Engine, EngineConfig, WorkloadAuthz};

@@ -1,5 +1,4 @@
 //! Test support for the authorization tests: terse builders for policies and requests.
-//! (Also compiled as its own, empty, test target.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
 #![allow(dead_code)] // each test target uses a subset
 
