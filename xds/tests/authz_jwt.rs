@@ -439,7 +439,11 @@ fn jwt_then_authorization_as_the_proxy_runs_them() {
     let run = |headers: HeaderMap| -> u16 {
         let out = match w.authenticate(&headers, None, now()) {
             Ok(o) => o,
-            Err(_) => return 401,
+            Err(e) => {
+                let resp = e.unauthorized_response();
+                assert!(resp.headers().contains_key("www-authenticate"));
+                return resp.status().as_u16();
+            }
         };
         let mut rq = req();
         rq.headers = headers;

@@ -174,6 +174,11 @@ impl Decision {
         resp
     }
 
+    /// `allow` or `deny`, the `result` label of jalin's decision metric.
+    pub fn result_label(&self) -> &'static str {
+        if self.is_allowed() { "allow" } else { "deny" }
+    }
+
     /// `ns/name`, action and rule of the deciding policy, for logs: `ns/name[ALLOW rule 0]`,
     /// or `-` when no policy decided.
     pub fn policy_label(&self) -> String {

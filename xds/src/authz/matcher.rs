@@ -10,7 +10,8 @@ use ipnet::IpNet;
 /// One Istio string value, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum StrMatch {
-    /// `*`: any value, as long as the attribute is present (and, for identities, non-empty).
+    /// `*`: any value, as long as the attribute is present (identities are absent, never empty,
+    /// for plaintext peers, so `*` there means "any authenticated peer").
     Any,
     /// `value`.
     Exact(Box<str>),
@@ -38,7 +39,7 @@ impl StrMatch {
     #[inline]
     pub(crate) fn matches(&self, s: &str) -> bool {
         match self {
-            StrMatch::Any => !s.is_empty(),
+            StrMatch::Any => true,
             StrMatch::Exact(v) => s == &**v,
             StrMatch::Prefix(v) => s.starts_with(&**v),
             StrMatch::Suffix(v) => s.ends_with(&**v),
@@ -51,7 +52,7 @@ impl StrMatch {
         let (s, v) = (
             s.as_bytes(),
             match self {
-                StrMatch::Any => return !s.is_empty(),
+                StrMatch::Any => return true,
                 StrMatch::Exact(v) | StrMatch::Prefix(v) | StrMatch::Suffix(v) => v.as_bytes(),
             },
         );
@@ -249,7 +250,10 @@ mod tests {
     #[test]
     fn wildcards() {
         assert!(StrMatch::parse("*").matches("x"));
-        assert!(!StrMatch::parse("*").matches(""));
+        assert!(
+            StrMatch::parse("*").matches(""),
+            "presence: an empty header value is present"
+        );
         assert!(StrMatch::parse("/api/*").matches("/api/x"));
         assert!(StrMatch::parse("*.txt").matches("/a.txt"));
         assert!(!StrMatch::parse("/api").matches("/api/"));

@@ -15,6 +15,20 @@
 //! ORed; `notX` negates. Policies marked `istio.io/dry-run` are evaluated and reported in
 //! [`Decision::shadow`], never enforced.
 //!
+//! The proxy's inbound sequence, per request, after peer authentication:
+//!
+//! 1. [`jwt::WorkloadAuthn::authenticate`] (RequestAuthentication): `Err` answers 401
+//!    ([`jwt::JwtError::unauthorized_response`]); `Ok` gives the optional [`jwt::RequestAuth`].
+//! 2. [`WorkloadAuthz::evaluate`] with [`RequestAttrs`] (peer from the connection's
+//!    [`PeerIdentity`], `remote_ip` from [`remote_ip`] with `numTrustedProxies`).
+//! 3. If [`Decision::custom_check`] is `Some`, ask that provider with a timeout and fold the
+//!    answer in with [`Decision::complete_custom`] (fail closed).
+//! 4. If not [`Decision::is_allowed`], log [`Decision::policy_label`] and answer
+//!    [`Decision::deny_response`]; count the decision by policy, action and result.
+//!
+//! Both [`WorkloadAuthz`] and [`jwt::WorkloadAuthn`] are built once per configuration update
+//! and workload, and shared by reference (`Arc`) with every request.
+//!
 //! Invariants: policies are evaluated in a fixed order (action group, then `namespace/name`), so
 //! the deciding policy of a request is deterministic; an applied [`WorkloadAuthz`] is immutable
 //! and shared (`Arc`) by every request of that workload.
@@ -415,6 +429,10 @@ impl WorkloadAuthz {
 
     /// True when no policy applies (every request is allowed).
     pub fn is_empty(&self) -> bool {
-        self.policy_names().is_empty() && !self.custom_conflict
+        !self.custom_conflict
+            && [&self.custom, &self.deny, &self.allow, &self.audit]
+                .into_iter()
+                .chain([&self.dry_custom, &self.dry_deny, &self.dry_allow])
+                .all(|g| g.is_empty())
     }
 }

@@ -39,6 +39,13 @@ pub fn request() -> Vec<Case> {
             "",
         ),
         c(
+            "header presence * matches a header with an empty value",
+            allow_when(vec![when("request.headers[x-token]", &["*"])]),
+            req().header("x-token", ""),
+            true,
+            "",
+        ),
+        c(
             "header prefix value",
             allow_when(vec![when("request.headers[user-agent]", &["curl/*"])]),
             req().header("user-agent", "curl/8.1"),

@@ -47,6 +47,25 @@ pub enum JwtError {
     AudienceNotAllowed,
 }
 
+impl JwtError {
+    /// The response for a request whose token was rejected: 401 with this error's text and a
+    /// `WWW-Authenticate` challenge (RFC 6750), as Envoy's jwt_authn filter answers.
+    pub fn unauthorized_response(&self) -> http::Response<String> {
+        let mut resp = http::Response::new(self.to_string());
+        *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        resp
+    }
+}
+
 /// The identity and claims of a validated token: Istio's `request.auth.*` attributes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestAuth {
