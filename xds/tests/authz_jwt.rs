@@ -477,3 +477,27 @@ fn jwt_then_authorization_as_the_proxy_runs_them() {
     let d = eval(&policies, &req());
     assert_eq!(d.reason, Reason::NoAllowMatched);
 }
+
+/// Every single-character corruption of a valid token is refused or treated as absent, never
+/// accepted and never a panic.
+#[test]
+fn corrupted_tokens_are_never_accepted() {
+    let p256 = Signer::p256("e1");
+    let w = authn_for(&[ra("jwt", vec![rule(jwks(&[&p256]))])]);
+    let good = p256.sign("ES256", &claims());
+    let bytes = good.as_bytes();
+    for i in 0..bytes.len() {
+        for replacement in [b'A', b'.', b'-', b'_', b'='] {
+            if bytes[i] == replacement {
+                continue;
+            }
+            let mut t = bytes.to_vec();
+            t[i] = replacement;
+            let t = String::from_utf8(t).unwrap();
+            if let Ok(out) = w.authenticate(&bearer(&t), None, now()) {
+                // A changed `iss` makes the token someone else's: absent, not accepted.
+                assert!(out.auth.is_none(), "corruption at {i} accepted: {t}");
+            }
+        }
+    }
+}
