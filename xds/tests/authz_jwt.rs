@@ -501,3 +501,30 @@ fn corrupted_tokens_are_never_accepted() {
         }
     }
 }
+
+/// Mesh-wide and namespace RequestAuthentications may name the same issuer with different
+/// audiences: a token accepted by either is valid (Envoy's `requires_any`).
+#[test]
+fn any_rule_for_the_issuer_may_accept_the_token() {
+    let rsa = Signer::rsa("r1");
+    let mut mesh_rule = rule(jwks(&[&rsa]));
+    mesh_rule.audiences = vec!["mesh-api".into()];
+    let mut mesh = ra("mesh", vec![mesh_rule]);
+    mesh.meta.namespace = "istio-system".into();
+    let mut ns_rule = rule(jwks(&[&rsa]));
+    ns_rule.audiences = vec!["child-api".into()];
+    let w = authn_for(&[mesh, ra("ns", vec![ns_rule])]);
+    assert!(
+        w.authenticate(&bearer(&rsa.sign("RS256", &claims())), None, now())
+            .unwrap()
+            .auth
+            .is_some()
+    );
+    let mut c = claims();
+    c["aud"] = json!("nobody");
+    assert_eq!(
+        w.authenticate(&bearer(&rsa.sign("RS256", &c)), None, now())
+            .unwrap_err(),
+        JwtError::AudienceNotAllowed
+    );
+}

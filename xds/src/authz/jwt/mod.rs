@@ -273,20 +273,36 @@ impl WorkloadAuthn {
                     // No issuer: Envoy cannot pick a provider; treat as unknown issuer.
                     continue;
                 };
-                // Rules for this issuer that read this location.
-                let Some(owner) = self
+                // Every rule for this issuer that reads this location may accept the token
+                // (Envoy's `requires_any`); the first error is reported if none does.
+                let mut accepted = None;
+                let mut first_err = None;
+                for r in self
                     .rules
                     .iter()
-                    .find(|r| r.issuer == iss && r.locations.contains(loc))
-                else {
-                    continue;
+                    .filter(|r| r.issuer == iss && r.locations.contains(loc))
+                {
+                    let verifier = token::Verifier {
+                        issuer: &r.issuer,
+                        audiences: &r.audiences,
+                        keys: r.keys.as_deref(),
+                    };
+                    match token::verify(&parsed, &verifier, now) {
+                        Ok(a) => {
+                            accepted = Some((r, a));
+                            break;
+                        }
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+                let (owner, auth) = match (accepted, first_err) {
+                    (Some(ok), _) => ok,
+                    (None, Some(e)) => return Err(e),
+                    // No rule for this issuer here: an unknown issuer counts as no token.
+                    (None, None) => continue,
                 };
-                let verifier = token::Verifier {
-                    issuer: &owner.issuer,
-                    audiences: &owner.audiences,
-                    keys: owner.keys.as_deref(),
-                };
-                let auth = token::verify(parsed, &verifier, now)?;
                 tracing::debug!(policy = %owner.policy, issuer = %owner.issuer, "JWT validated");
                 if let TokenLocation::Header { name, .. } = loc
                     && !owner.forward

@@ -196,7 +196,7 @@ pub(crate) struct Verifier<'a> {
 
 /// Verifies a parsed token whose issuer is `v.issuer`, at time `now`.
 pub(crate) fn verify(
-    t: Parsed<'_>,
+    t: &Parsed<'_>,
     v: &Verifier<'_>,
     now: SystemTime,
 ) -> Result<RequestAuth, JwtError> {
@@ -257,6 +257,6 @@ pub(crate) fn verify(
             .get("azp")
             .and_then(Value::as_str)
             .map(str::to_owned),
-        claims: t.claims,
+        claims: t.claims.clone(),
     })
 }
