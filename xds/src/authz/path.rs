@@ -56,12 +56,15 @@ pub fn normalize_path(raw: &str, mode: PathNormalization) -> Result<Cow<'_, str>
     if is_canonical(path, merge) {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode(path, mode == PathNormalization::DecodeAndMergeSlashes)?;
-    let mut out = remove_dot_segments(&decoded);
-    if merge {
-        out = merge_slashes(&out);
-    }
-    Ok(Cow::Owned(out))
+    let decoded: Cow<'_, str> = if path.bytes().any(|c| c == b'%' || c == b'\\') {
+        Cow::Owned(decode(
+            path,
+            mode == PathNormalization::DecodeAndMergeSlashes,
+        )?)
+    } else {
+        Cow::Borrowed(path)
+    };
+    Ok(Cow::Owned(remove_dot_segments(&decoded, merge)))
 }
 
 /// Fast check: nothing to decode, no backslash, no dot segment, and (when merging) no `//`.
@@ -122,48 +125,39 @@ fn decode(path: &str, slashes: bool) -> Result<String, PathError> {
         .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-/// RFC 3986 section 5.2.4, on an absolute path.
-fn remove_dot_segments(path: &str) -> String {
-    let mut stack: Vec<&str> = Vec::new();
-    let segs: Vec<&str> = path[1..].split('/').collect();
-    let n = segs.len();
-    for (i, seg) in segs.into_iter().enumerate() {
-        let last = i + 1 == n;
-        match seg {
-            "." => {
-                if last {
-                    stack.push("");
-                }
-            }
-            ".." => {
-                stack.pop();
-                if last {
-                    stack.push("");
-                }
-            }
-            s => stack.push(s),
-        }
-    }
+/// RFC 3986 section 5.2.4 on an absolute path, then (when asked) repeated slashes merged, as
+/// Envoy orders them (`/a//..` is `/a/`, not `/`). One output buffer, no segment list.
+fn remove_dot_segments(path: &str, merge: bool) -> String {
+    // `out` holds "/seg/seg..."; popping a segment truncates at its leading slash.
     let mut out = String::with_capacity(path.len());
-    for s in stack {
-        out.push('/');
-        out.push_str(s);
+    let mut segs = path[1..].split('/').peekable();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
+        match seg {
+            "." => {}
+            ".." => {
+                if let Some(i) = out.rfind('/') {
+                    out.truncate(i);
+                }
+            }
+            s => {
+                out.push('/');
+                out.push_str(s);
+                continue;
+            }
+        }
+        if last {
+            out.push('/');
+        }
     }
     if out.is_empty() {
         out.push('/');
     }
-    out
-}
-
-fn merge_slashes(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    let mut prev_slash = false;
-    for c in path.chars() {
-        if c == '/' && prev_slash {
-            continue;
-        }
-        prev_slash = c == '/';
-        out.push(c);
+    if merge && out.contains("//") {
+        let mut bytes = out.into_bytes();
+        bytes.dedup_by(|a, b| *a == b'/' && *b == b'/');
+        // Only ASCII slashes were removed, so the bytes are still UTF-8.
+        out = String::from_utf8(bytes).unwrap_or_default();
     }
     out
 }
@@ -188,6 +182,11 @@ mod tests {
         assert_eq!(n("/a%2fb"), "/a%2Fb");
         assert_eq!(n("/a/%2e%2e/b"), "/b");
         assert_eq!(n("/a/.."), "/");
+        assert_eq!(
+            n("/a//.."),
+            "/a/",
+            "dot segments are resolved before slashes are merged"
+        );
         assert_eq!(n("/../../x"), "/x");
         assert_eq!(n("/a?x=/../"), "/a");
         assert_eq!(n("/a%zz"), "/a%zz");
