@@ -221,3 +221,10 @@ fn compile_errors_name_the_field_and_what_is_expected() {
     assert!(text.contains("CUSTOM needs a provider"), "{text}");
     assert_eq!(err.errors.len(), 5);
 }
+
+#[test]
+fn the_path_the_proxy_forwards_is_the_path_policies_saw() {
+    let w = workload(&[allow("all", vec![any()])], &EngineConfig::default());
+    assert_eq!(w.normalize("/a//b/../c?x=1").unwrap(), "/a/c");
+    assert!(w.normalize("/x%00").is_err());
+}

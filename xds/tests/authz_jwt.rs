@@ -344,6 +344,12 @@ fn jwks_uri_documents_come_from_the_caller_and_missing_ones_fail_closed() {
     r.jwks = None;
     r.jwks_uri = Some("https://idp.gov.example/jwks".into());
     let ras = [ra("jwt", vec![r])];
+    assert_eq!(
+        jalin_xds::authz::jwt::jwks_uris(&ras)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["https://idp.gov.example/jwks"]
+    );
     let fetched = BTreeMap::from([("https://idp.gov.example/jwks".to_string(), jwks(&[&rsa]))]);
     let lb = labels(&[]);
     let ok = Authn::compile(&ras, "istio-system", &fetched).unwrap();

@@ -314,6 +314,13 @@ pub struct PolicyTrace {
 }
 
 impl WorkloadAuthz {
+    /// Normalises a request path as this workload's policies see it. The proxy should forward
+    /// this path to the application, so policy and application agree on the resource; passing
+    /// it to [`Self::evaluate`] afterwards costs only a scan.
+    pub fn normalize<'p>(&self, path: &'p str) -> Result<std::borrow::Cow<'p, str>, PathError> {
+        normalize_path(path, self.path_normalization)
+    }
+
     /// Evaluates an HTTP request.
     pub fn evaluate(&self, req: &RequestAttrs<'_>) -> Decision {
         self.run(req, false)

@@ -66,6 +66,17 @@ pub struct AuthnCompileError {
     pub message: String,
 }
 
+/// The `jwksUri`s of rules without an inline `jwks`: the documents the proxy must fetch (with
+/// its own timeout, size bound and refresh) and pass to [`Authn::compile`].
+pub fn jwks_uris(policies: &[RequestAuthentication]) -> std::collections::BTreeSet<String> {
+    policies
+        .iter()
+        .flat_map(|p| &p.jwt_rules)
+        .filter(|r| r.jwks.is_none())
+        .filter_map(|r| r.jwks_uri.clone())
+        .collect()
+}
+
 /// All RequestAuthentications of a configuration, compiled.
 #[derive(Debug, Default)]
 pub struct Authn {
