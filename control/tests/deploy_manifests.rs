@@ -1,0 +1,1045 @@
+//! Checks `deploy/`: every manifest document parses into its Kubernetes type with no unknown or
+//! misspelled field, the security properties of the control plane and workloads hold, the
+//! injection webhook and RBAC are exactly as intended, and the Helm chart's defaults match the
+//! rendered manifest in `deploy/manifests/jalin.yaml`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PodSpec, Probe, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Ports the control plane serves (the agreed interface): xDS, xDS+CA over mTLS, monitoring
+/// (`/ready`, `/live`, `/metrics`), injection webhook.
+const CONTROL_PORTS: [i32; 4] = [15010, 15012, 15014, 15017];
+const MONITORING_PORT: i32 = 15014;
+const WEBHOOK_PORT: i32 = 15017;
+
+/// One manifest document, in its Kubernetes type.
+#[derive(Debug)]
+enum Object {
+    Namespace(Namespace),
+    ServiceAccount(ServiceAccount),
+    ConfigMap(ConfigMap),
+    Service(Service),
+    Deployment(Box<Deployment>),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
+    MutatingWebhookConfiguration(MutatingWebhookConfiguration),
+    PodDisruptionBudget(PodDisruptionBudget),
+    NetworkPolicy(NetworkPolicy),
+    PriorityClass(PriorityClass),
+    CustomResourceDefinition(Box<CustomResourceDefinition>),
+}
+
+#[derive(Debug)]
+struct Doc {
+    /// `file#index Kind/name`, for messages.
+    origin: String,
+    kind: String,
+    object: Object,
+}
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn chart_dir() -> PathBuf {
+    deploy_dir().join("helm/jalin")
+}
+
+/// Deserializes `raw` into `T`, then serializes it back and requires the same document: the
+/// Kubernetes types ignore unknown fields, so a misspelled or misplaced field shows up as a field
+/// the round trip lost.
+fn typed<T: DeserializeOwned + Serialize>(raw: &Value, origin: &str) -> Result<T> {
+    let object: T = serde_json::from_value(raw.clone())
+        .with_context(|| format!("{origin}: does not match the Kubernetes schema"))?;
+    let back = serde_json::to_value(&object)?;
+    if let Some(diff) = first_difference(raw, &back, "") {
+        bail!("{origin}: {diff}");
+    }
+    Ok(object)
+}
+
+/// The first place where `written` and `round_trip` differ, as a field path and what to check.
+fn first_difference(written: &Value, round_trip: &Value, path: &str) -> Option<String> {
+    match (written, round_trip) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                let here = format!("{path}.{key}");
+                match b.get(key) {
+                    None => {
+                        return Some(format!(
+                            "field `{here}` is not part of the schema at this place \
+                             (misspelled or misplaced?)"
+                        ));
+                    }
+                    Some(other) => {
+                        if let Some(diff) = first_difference(value, other, &here) {
+                            return Some(diff);
+                        }
+                    }
+                }
+            }
+            b.keys()
+                .find(|key| !a.contains_key(*key))
+                .map(|key| format!("field `{path}.{key}` appeared in the round trip"))
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_difference(x, y, &format!("{path}[{i}]"))),
+        (a, b) if a == b => None,
+        (a, b) => Some(format!(
+            "field `{path}`: written {a}, read back as {b} (wrong type or format?)"
+        )),
+    }
+}
+
+fn str_field<'a>(raw: &'a Value, field: &str, origin: &str) -> Result<&'a str> {
+    raw.get(field)
+        .and_then(Value::as_str)
+        .with_context(|| format!("{origin}: expected a string field `{field}`"))
+}
+
+/// Parses every document of one YAML file into its typed object.
+fn parse_file(path: &Path) -> Result<Vec<Doc>> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = path
+        .strip_prefix(deploy_dir())
+        .unwrap_or(path)
+        .display()
+        .to_string();
+    let raws: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .with_context(|| format!("deploy/{file}: not valid YAML"))?;
+    let mut docs = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        let at = format!("deploy/{file}#{i}");
+        let api_version = str_field(raw, "apiVersion", &at)?;
+        let kind = str_field(raw, "kind", &at)?;
+        let name = raw
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .with_context(|| format!("{at}: {kind} has no metadata.name"))?;
+        let origin = format!("{at} {kind}/{name}");
+        let object = match (api_version, kind) {
+            ("v1", "Namespace") => Object::Namespace(typed(raw, &origin)?),
+            ("v1", "ServiceAccount") => Object::ServiceAccount(typed(raw, &origin)?),
+            ("v1", "ConfigMap") => Object::ConfigMap(typed(raw, &origin)?),
+            ("v1", "Service") => Object::Service(typed(raw, &origin)?),
+            ("apps/v1", "Deployment") => Object::Deployment(Box::new(typed(raw, &origin)?)),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                Object::ClusterRole(typed(raw, &origin)?)
+            }
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                Object::ClusterRoleBinding(typed(raw, &origin)?)
+            }
+            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
+                Object::MutatingWebhookConfiguration(typed(raw, &origin)?)
+            }
+            ("policy/v1", "PodDisruptionBudget") => {
+                Object::PodDisruptionBudget(typed(raw, &origin)?)
+            }
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                Object::NetworkPolicy(typed(raw, &origin)?)
+            }
+            ("scheduling.k8s.io/v1", "PriorityClass") => {
+                Object::PriorityClass(typed(raw, &origin)?)
+            }
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                Object::CustomResourceDefinition(Box::new(typed(raw, &origin)?))
+            }
+            _ => bail!(
+                "{origin}: unexpected apiVersion {api_version} kind {kind}; deploy/ ships only \
+                 the kinds this test knows (add the type here if a new kind is intended)"
+            ),
+        };
+        docs.push(Doc {
+            origin,
+            kind: kind.to_owned(),
+            object,
+        });
+    }
+    Ok(docs)
+}
+
+/// Every `deploy/manifests/*.yaml`, by file name.
+fn manifests() -> Result<BTreeMap<String, Vec<Doc>>> {
+    let dir = deploy_dir().join("manifests");
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            out.insert(name, parse_file(&path)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The objects of `deploy/manifests/jalin.yaml`, one of each kind it is expected to hold.
+struct ControlPlane {
+    deployment: Deployment,
+    service: Service,
+    service_account: ServiceAccount,
+    config_map: ConfigMap,
+    cluster_role: ClusterRole,
+    binding: ClusterRoleBinding,
+    webhook: MutatingWebhookConfiguration,
+    pdb: PodDisruptionBudget,
+    network_policy: NetworkPolicy,
+    priority_class: PriorityClass,
+}
+
+fn control_plane() -> ControlPlane {
+    let docs = parse_file(&deploy_dir().join("manifests/jalin.yaml")).unwrap();
+    macro_rules! one {
+        ($variant:ident) => {{
+            let mut found: Vec<_> = docs
+                .iter()
+                .filter_map(|d| match &d.object {
+                    Object::$variant(o) => Some(o.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                found.len(),
+                1,
+                "jalin.yaml must hold exactly one {}",
+                stringify!($variant)
+            );
+            found.remove(0)
+        }};
+    }
+    ControlPlane {
+        deployment: *one!(Deployment),
+        service: one!(Service),
+        service_account: one!(ServiceAccount),
+        config_map: one!(ConfigMap),
+        cluster_role: one!(ClusterRole),
+        binding: one!(ClusterRoleBinding),
+        webhook: one!(MutatingWebhookConfiguration),
+        pdb: one!(PodDisruptionBudget),
+        network_policy: one!(NetworkPolicy),
+        priority_class: one!(PriorityClass),
+    }
+}
+
+fn pod_spec(d: &Deployment) -> &PodSpec {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+fn pod_labels(d: &Deployment) -> BTreeMap<String, String> {
+    let template = &d.spec.as_ref().unwrap().template;
+    template.metadata.as_ref().unwrap().labels.clone().unwrap()
+}
+
+fn container_ports(c: &Container) -> BTreeSet<i32> {
+    c.ports.iter().flatten().map(|p| p.container_port).collect()
+}
+
+/// Evaluates a label selector the way the API server does.
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            other => panic!("unknown label selector operator {other}"),
+        }
+    });
+    by_labels && by_expressions
+}
+
+/// The probe's HTTP port as a number, resolving a named port against the container.
+fn probe_port(probe: &Probe, c: &Container) -> (i32, String) {
+    let get = probe
+        .http_get
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: probes must be httpGet", c.name));
+    let port = match &get.port {
+        IntOrString::Int(p) => *p,
+        IntOrString::String(name) => {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("{}: probe names undeclared port {name}", c.name))
+                .container_port
+        }
+    };
+    (port, get.path.clone().unwrap_or_default())
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn yaml_value(path: &Path) -> Value {
+    let text = fs::read_to_string(path).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn mesh_config(cp: &ControlPlane) -> Value {
+    let data = cp.config_map.data.as_ref().unwrap();
+    let text = data
+        .get("mesh.yaml")
+        .expect("ConfigMap jalin-mesh has key mesh.yaml");
+    serde_saphyr::from_str(text).expect("mesh.yaml in ConfigMap jalin-mesh is YAML")
+}
+
+#[test]
+fn every_manifest_document_matches_its_kubernetes_schema() {
+    let all = manifests().unwrap();
+    let names: BTreeSet<&str> = all.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["istio-crds.yaml", "jalin.yaml", "namespace-example.yaml"])
+    );
+    let kinds: BTreeSet<&str> = all["jalin.yaml"].iter().map(|d| d.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "Namespace",
+            "ServiceAccount",
+            "ConfigMap",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "PriorityClass",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "MutatingWebhookConfiguration",
+        ])
+    );
+    // Namespaced objects all live in the control plane's namespace.
+    let cp = control_plane();
+    let ns = cp.deployment.metadata.namespace.clone().unwrap();
+    for meta in [
+        &cp.service.metadata,
+        &cp.service_account.metadata,
+        &cp.config_map.metadata,
+        &cp.pdb.metadata,
+        &cp.network_policy.metadata,
+    ] {
+        assert_eq!(
+            meta.namespace.as_deref(),
+            Some(ns.as_str()),
+            "{:?}",
+            meta.name
+        );
+    }
+}
+
+#[test]
+fn a_misspelled_or_misplaced_field_is_rejected() {
+    let cases = [
+        (
+            "spec:\n  selector: {matchLabels: {a: b}}\n  template:\n    spec:\n      containers:\n        - name: c\n          securityContext:\n            readOnlyRootFilesytem: true\n",
+            ".spec.template.spec.containers[0].securityContext.readOnlyRootFilesytem",
+        ),
+        (
+            "spec:\n  selector: {matchLabels: {a: b}}\n  replica: 2\n  template:\n    spec:\n      containers: [{name: c}]\n",
+            ".spec.replica",
+        ),
+        (
+            "spec:\n  selector: {matchLabels: {a: b}}\n  template:\n    spec:\n      runAsNonRoot: true\n      containers: [{name: c}]\n",
+            ".spec.template.spec.runAsNonRoot",
+        ),
+    ];
+    for (body, field) in cases {
+        let text = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\n{body}");
+        let raw: Value = serde_saphyr::from_str(&text).unwrap();
+        let err = typed::<Deployment>(&raw, "case").unwrap_err().to_string();
+        assert!(err.contains(field), "expected {field} in: {err}");
+    }
+    // The same document without the mistake passes.
+    let good = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    spec:\n      containers:\n        - name: c\n          securityContext:\n            readOnlyRootFilesystem: true\n";
+    let raw: Value = serde_saphyr::from_str(good).unwrap();
+    typed::<Deployment>(&raw, "good").unwrap();
+}
+
+#[test]
+fn workloads_run_unprivileged_with_limits_and_probes() {
+    let all = manifests().unwrap();
+    let deployments: Vec<(&str, &Deployment)> = all
+        .values()
+        .flatten()
+        .filter_map(|d| match &d.object {
+            Object::Deployment(x) => Some((d.origin.as_str(), &**x)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deployments.len(),
+        2,
+        "control plane and the example workload"
+    );
+    for (origin, d) in deployments {
+        let pod = pod_spec(d);
+        let pod_sc = pod.security_context.as_ref().unwrap();
+        assert_eq!(
+            pod_sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault"),
+            "{origin}: seccomp"
+        );
+        assert!(
+            pod.init_containers.is_none(),
+            "{origin}: no init containers"
+        );
+        for c in &pod.containers {
+            let at = format!("{origin} container {}", c.name);
+            let sc = c.security_context.as_ref().unwrap();
+            let non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root);
+            assert_eq!(non_root, Some(true), "{at}: runAsNonRoot");
+            let uid = sc.run_as_user.or(pod_sc.run_as_user);
+            assert!(uid.is_some_and(|u| u != 0), "{at}: runAsUser set and not 0");
+            assert_eq!(
+                sc.allow_privilege_escalation,
+                Some(false),
+                "{at}: allowPrivilegeEscalation"
+            );
+            assert_ne!(sc.privileged, Some(true), "{at}: privileged");
+            assert_eq!(
+                sc.read_only_root_filesystem,
+                Some(true),
+                "{at}: read-only root"
+            );
+            let caps = sc.capabilities.as_ref().unwrap();
+            assert_eq!(
+                caps.drop.as_deref(),
+                Some(&["ALL".to_owned()][..]),
+                "{at}: drop"
+            );
+            assert!(caps.add.is_none(), "{at}: no added capabilities");
+            let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+            let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+            for resource in ["cpu", "memory"] {
+                assert!(
+                    limits.is_some_and(|l| l.contains_key(resource)),
+                    "{at}: {resource} limit"
+                );
+                assert!(
+                    requests.is_some_and(|r| r.contains_key(resource)),
+                    "{at}: {resource} request"
+                );
+            }
+            let declared = container_ports(c);
+            for (what, probe) in [
+                ("readiness", &c.readiness_probe),
+                ("liveness", &c.liveness_probe),
+            ] {
+                let probe = probe
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{at}: {what} probe"));
+                let (port, _) = probe_port(probe, c);
+                assert!(
+                    declared.contains(&port),
+                    "{at}: {what} probe on undeclared port {port}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn control_plane_serves_the_agreed_ports_and_probes() {
+    let cp = control_plane();
+    let pod = pod_spec(&cp.deployment);
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    assert_eq!(container_ports(c), BTreeSet::from(CONTROL_PORTS));
+    let args = c.args.clone().unwrap();
+    assert_eq!(args[0], "control");
+    assert!(args.contains(&"--kubernetes".to_owned()));
+    let mesh_flag = args.iter().position(|a| a == "--mesh-config").unwrap();
+    let mesh_path = Path::new(&args[mesh_flag + 1]);
+    // The mesh config file comes from the ConfigMap's volume.
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| mesh_path.starts_with(&m.mount_path))
+        .expect("mesh config is mounted");
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    assert_eq!(
+        volume.config_map.as_ref().unwrap().name,
+        cp.config_map.metadata.name.clone().unwrap()
+    );
+    assert!(
+        cp.config_map
+            .data
+            .as_ref()
+            .unwrap()
+            .contains_key(mesh_path.file_name().unwrap().to_str().unwrap())
+    );
+
+    for (probe, path) in [
+        (&c.readiness_probe, "/ready"),
+        (&c.liveness_probe, "/live"),
+        (&c.startup_probe, "/ready"),
+    ] {
+        let (port, got) = probe_port(probe.as_ref().unwrap(), c);
+        assert_eq!((port, got.as_str()), (MONITORING_PORT, path));
+    }
+    // The service reaches every port the container serves, and nothing else.
+    let svc = cp.service.spec.as_ref().unwrap();
+    assert!(selects(
+        &LabelSelector {
+            match_labels: svc.selector.clone(),
+            match_expressions: None
+        },
+        &pod_labels(&cp.deployment)
+    ));
+    let targets: BTreeSet<i32> = svc
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| match p.target_port.clone().unwrap() {
+            IntOrString::Int(n) => n,
+            IntOrString::String(s) => panic!("service targetPort {s} must be a number"),
+        })
+        .collect();
+    assert_eq!(targets, BTreeSet::from(CONTROL_PORTS));
+    // Secrets are mounted read-only and never world-readable.
+    for v in pod.volumes.iter().flatten() {
+        if let Some(secret) = &v.secret {
+            let mode = secret.default_mode.unwrap();
+            assert_eq!(mode & 0o007, 0, "volume {}: mode {mode:o}", v.name);
+        }
+    }
+    assert!(
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.mount_path != "/tmp")
+            .all(|m| m.read_only == Some(true))
+    );
+    assert_eq!(
+        pod.service_account_name,
+        cp.service_account.metadata.name.clone()
+    );
+    assert_eq!(
+        pod.priority_class_name,
+        cp.priority_class.metadata.name.clone()
+    );
+    assert_ne!(cp.priority_class.global_default, Some(true));
+}
+
+#[test]
+fn webhook_fails_closed_and_injects_only_labelled_namespaces() {
+    let cp = control_plane();
+    let webhooks = cp.webhook.webhooks.clone().unwrap();
+    assert_eq!(webhooks.len(), 2);
+    let svc_name = cp.service.metadata.name.clone().unwrap();
+    let svc_ns = cp.service.metadata.namespace.clone().unwrap();
+    let svc_ports = cp.service.spec.clone().unwrap().ports.unwrap();
+    for w in &webhooks {
+        assert_eq!(w.failure_policy.as_deref(), Some("Fail"), "{}", w.name);
+        assert_eq!(w.side_effects, "None", "{}", w.name);
+        assert_eq!(w.admission_review_versions, ["v1"], "{}", w.name);
+        assert!(w.timeout_seconds.is_some_and(|t| (1..=30).contains(&t)));
+        let rules = w.rules.clone().unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0].operations.as_deref(),
+            Some(&["CREATE".to_owned()][..])
+        );
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["pods".to_owned()][..])
+        );
+        let svc = w.client_config.service.as_ref().unwrap();
+        assert_eq!((&svc.name, &svc.namespace), (&svc_name, &svc_ns));
+        assert_eq!(svc.path.as_deref(), Some("/inject"));
+        let port = svc_ports
+            .iter()
+            .find(|p| Some(p.port) == svc.port)
+            .expect("webhook port is a Service port");
+        assert_eq!(port.target_port, Some(IntOrString::Int(WEBHOOK_PORT)));
+        // Pods opt out with either label.
+        let object = w.object_selector.as_ref().unwrap();
+        assert!(selects(object, &labels(&[("app", "x")])));
+        assert!(!selects(
+            object,
+            &labels(&[("sidecar.istio.io/inject", "false")])
+        ));
+        assert!(!selects(object, &labels(&[("jalin.io/inject", "false")])));
+    }
+    // Each namespace is injected by exactly the expected number of webhooks.
+    let name = "kubernetes.io/metadata.name";
+    let cases = [
+        (labels(&[(name, "a"), ("istio-injection", "enabled")]), 1),
+        (labels(&[(name, "a"), ("jalin.io/inject", "enabled")]), 1),
+        (
+            labels(&[
+                (name, "a"),
+                ("istio-injection", "enabled"),
+                ("jalin.io/inject", "enabled"),
+            ]),
+            1,
+        ),
+        (labels(&[(name, "a")]), 0),
+        (labels(&[(name, "a"), ("istio-injection", "disabled")]), 0),
+        (labels(&[(name, "a"), ("jalin.io/inject", "disabled")]), 0),
+        (
+            labels(&[(name, "kube-system"), ("istio-injection", "enabled")]),
+            0,
+        ),
+        (
+            labels(&[(name, "kube-system"), ("jalin.io/inject", "enabled")]),
+            0,
+        ),
+        (
+            labels(&[(name, svc_ns.as_str()), ("jalin.io/inject", "enabled")]),
+            0,
+        ),
+    ];
+    for (ns_labels, want) in cases {
+        let got = webhooks
+            .iter()
+            .filter(|w| selects(w.namespace_selector.as_ref().unwrap(), &ns_labels))
+            .count();
+        assert_eq!(got, want, "namespace labels {ns_labels:?}");
+    }
+    // The example namespace is injected once.
+    let example = parse_file(&deploy_dir().join("manifests/namespace-example.yaml")).unwrap();
+    for doc in &example {
+        if let Object::Namespace(ns) = &doc.object {
+            let mut l = ns.metadata.labels.clone().unwrap_or_default();
+            l.insert(name.to_owned(), ns.metadata.name.clone().unwrap());
+            let got = webhooks
+                .iter()
+                .filter(|w| selects(w.namespace_selector.as_ref().unwrap(), &l))
+                .count();
+            assert_eq!(got, 1, "{}", doc.origin);
+        }
+    }
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_control_plane_reads() {
+    let cp = control_plane();
+    let read = BTreeSet::from(["get", "list", "watch"]);
+    let expected: BTreeMap<(&str, &str), BTreeSet<&str>> = [
+        ("", "services"),
+        ("", "pods"),
+        ("", "namespaces"),
+        ("discovery.k8s.io", "endpointslices"),
+        ("security.istio.io", "authorizationpolicies"),
+        ("security.istio.io", "peerauthentications"),
+        ("security.istio.io", "requestauthentications"),
+        ("networking.istio.io", "virtualservices"),
+        ("networking.istio.io", "destinationrules"),
+        ("networking.istio.io", "serviceentries"),
+        ("networking.istio.io", "sidecars"),
+        ("networking.istio.io", "gateways"),
+        ("networking.istio.io", "workloadentries"),
+        ("telemetry.istio.io", "telemetries"),
+    ]
+    .into_iter()
+    .map(|k| (k, read.clone()))
+    .chain([(
+        ("authentication.k8s.io", "tokenreviews"),
+        BTreeSet::from(["create"]),
+    )])
+    .collect();
+    let mut granted: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for rule in cp.cluster_role.rules.iter().flatten() {
+        assert!(rule.non_resource_urls.is_none() && rule.resource_names.is_none());
+        for field in [&rule.api_groups, &rule.resources] {
+            assert!(field.iter().flatten().all(|s| !s.contains('*')), "{rule:?}");
+        }
+        assert!(rule.verbs.iter().all(|v| v != "*"), "{rule:?}");
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                let verbs = granted.entry((group, resource)).or_default();
+                verbs.extend(rule.verbs.iter().map(String::as_str));
+            }
+        }
+    }
+    assert_eq!(granted, expected);
+    assert!(cp.cluster_role.aggregation_rule.is_none());
+
+    assert_eq!(cp.binding.role_ref.kind, "ClusterRole");
+    assert_eq!(
+        Some(&cp.binding.role_ref.name),
+        cp.cluster_role.metadata.name.as_ref()
+    );
+    let subjects = cp.binding.subjects.clone().unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(
+        Some(&subjects[0].name),
+        cp.service_account.metadata.name.as_ref()
+    );
+    assert_eq!(subjects[0].namespace, cp.deployment.metadata.namespace);
+}
+
+#[test]
+fn pdb_and_network_policy_cover_the_control_plane() {
+    let cp = control_plane();
+    let pods = pod_labels(&cp.deployment);
+    let replicas = cp.deployment.spec.as_ref().unwrap().replicas.unwrap();
+    let pdb = cp.pdb.spec.as_ref().unwrap();
+    assert!(selects(pdb.selector.as_ref().unwrap(), &pods));
+    match pdb.min_available.clone().unwrap() {
+        IntOrString::Int(n) => assert!(
+            n >= 1 && n < replicas,
+            "minAvailable {n}, replicas {replicas}"
+        ),
+        IntOrString::String(s) => panic!("minAvailable {s}: use a count"),
+    }
+
+    let np = cp.network_policy.spec.as_ref().unwrap();
+    assert!(selects(np.pod_selector.as_ref().unwrap(), &pods));
+    assert_eq!(
+        np.policy_types.clone().unwrap(),
+        ["Ingress".to_owned(), "Egress".to_owned()]
+    );
+    let port_numbers =
+        |ports: &Option<Vec<k8s_openapi::api::networking::v1::NetworkPolicyPort>>| {
+            ports
+                .iter()
+                .flatten()
+                .map(|p| match p.port.clone().unwrap() {
+                    IntOrString::Int(n) => n,
+                    IntOrString::String(s) => panic!("NetworkPolicy port {s} must be a number"),
+                })
+                .collect::<BTreeSet<i32>>()
+        };
+    let ingress: BTreeSet<i32> = np
+        .ingress
+        .iter()
+        .flatten()
+        .flat_map(|r| port_numbers(&r.ports))
+        .collect();
+    assert_eq!(ingress, BTreeSet::from(CONTROL_PORTS));
+    // Every egress rule names its ports: no open egress.
+    let egress = np.egress.clone().unwrap();
+    assert!(egress.iter().all(|r| !port_numbers(&r.ports).is_empty()));
+    let egress_ports: BTreeSet<i32> = egress.iter().flat_map(|r| port_numbers(&r.ports)).collect();
+    assert_eq!(egress_ports, BTreeSet::from([53, 443, 6443]));
+}
+
+#[test]
+fn crds_cover_the_istio_kinds_the_control_plane_reads() {
+    let cp = control_plane();
+    let manifest = deploy_dir().join("manifests/istio-crds.yaml");
+    let chart = chart_dir().join("files/crds/istio-crds.yaml");
+    assert_eq!(
+        fs::read_to_string(&manifest).unwrap(),
+        fs::read_to_string(&chart).unwrap(),
+        "deploy/manifests/istio-crds.yaml and the chart's files/crds/istio-crds.yaml differ"
+    );
+    let mut served = BTreeSet::new();
+    for doc in parse_file(&manifest).unwrap() {
+        let Object::CustomResourceDefinition(crd) = doc.object else {
+            panic!("{}: only CRDs belong in istio-crds.yaml", doc.origin);
+        };
+        let spec = &crd.spec;
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some(format!("{}.{}", spec.names.plural, spec.group).as_str())
+        );
+        assert_eq!(spec.scope, "Namespaced");
+        let storage = spec.versions.iter().filter(|v| v.storage).count();
+        assert_eq!(storage, 1, "{}: exactly one storage version", doc.origin);
+        assert!(spec.versions.iter().all(|v| v.served && v.schema.is_some()));
+        served.insert((spec.group.clone(), spec.names.plural.clone()));
+    }
+    let read_istio: BTreeSet<(String, String)> = cp
+        .cluster_role
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| {
+            let groups = r.api_groups.clone().unwrap_or_default();
+            let resources = r.resources.clone().unwrap_or_default();
+            groups
+                .into_iter()
+                .filter(|g| g.ends_with(".istio.io"))
+                .flat_map(move |g| {
+                    resources
+                        .clone()
+                        .into_iter()
+                        .map(move |res| (g.clone(), res))
+                })
+        })
+        .collect();
+    assert_eq!(served, read_istio);
+}
+
+/// Chart files that are plain YAML (no template actions), relative to the chart.
+fn plain_chart_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            plain_chart_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+            && !fs::read_to_string(&path).unwrap().contains("{{")
+        {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn chart_plain_yaml_files_parse_and_templates_cover_the_manifest() {
+    let chart = chart_dir();
+    let mut files = Vec::new();
+    plain_chart_files(&chart, &mut files);
+    let names: BTreeSet<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(&chart).unwrap().display().to_string())
+        .collect();
+    for required in ["Chart.yaml", "values.yaml", "files/crds/istio-crds.yaml"] {
+        assert!(
+            names.contains(required),
+            "{required} is plain YAML: {names:?}"
+        );
+    }
+    for path in &files {
+        let text = fs::read_to_string(path).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!docs.is_empty(), "{}", path.display());
+    }
+    let meta = yaml_value(&chart.join("Chart.yaml"));
+    assert_eq!(meta["apiVersion"], "v2");
+    assert_eq!(meta["name"], "jalin");
+
+    // Every kind a template emits is in the rendered manifest (CRDs are off by default and live
+    // in istio-crds.yaml; the Namespace is the manifest's own, Helm uses --create-namespace).
+    let mut template_kinds = BTreeSet::new();
+    for entry in fs::read_dir(chart.join("templates")).unwrap() {
+        let text = fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if let Some(kind) = line.strip_prefix("kind: ") {
+                template_kinds.insert(kind.trim().to_owned());
+            }
+        }
+    }
+    let manifest_kinds: BTreeSet<String> = parse_file(&deploy_dir().join("manifests/jalin.yaml"))
+        .unwrap()
+        .into_iter()
+        .map(|d| d.kind)
+        .filter(|k| k != "Namespace")
+        .collect();
+    assert_eq!(template_kinds, manifest_kinds);
+}
+
+/// Port numbers written in a chart template after `key: `.
+fn template_ports(template: &str, key: &str) -> BTreeSet<i32> {
+    let text = fs::read_to_string(chart_dir().join("templates").join(template)).unwrap();
+    text.lines()
+        .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix(key))
+        .filter_map(|rest| rest.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn chart_defaults_match_the_rendered_manifest() {
+    let cp = control_plane();
+    let values = yaml_value(&chart_dir().join("values.yaml"));
+    let chart = yaml_value(&chart_dir().join("Chart.yaml"));
+    let mesh = mesh_config(&cp);
+    let pod = pod_spec(&cp.deployment);
+    let c = &pod.containers[0];
+
+    let tag = match values["image"]["tag"].as_str().unwrap() {
+        "" => chart["appVersion"].as_str().unwrap().to_owned(),
+        t => t.to_owned(),
+    };
+    let hub = values["image"]["hub"].as_str().unwrap();
+    let image = |name: &str| format!("{hub}/{}:{tag}", values["image"][name].as_str().unwrap());
+    assert_eq!(c.image.as_deref(), Some(image("control").as_str()));
+    assert_eq!(mesh["injection"]["proxyImage"], image("proxy").as_str());
+    assert_eq!(
+        c.image_pull_policy.as_ref().unwrap(),
+        &values["image"]["pullPolicy"]
+    );
+
+    let spec = cp.deployment.spec.as_ref().unwrap();
+    assert_eq!(
+        Some(values["replicas"].as_i64().unwrap()),
+        spec.replicas.map(i64::from)
+    );
+    assert_eq!(
+        serde_json::to_value(c.resources.as_ref().unwrap()).unwrap(),
+        values["resources"]
+    );
+    assert_eq!(
+        mesh["injection"]["resources"],
+        values["sidecar"]["resources"]
+    );
+    let rust_log = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "RUST_LOG")
+        .unwrap();
+    assert_eq!(rust_log.value.as_ref().unwrap(), &values["logLevel"]);
+
+    let ns = cp.deployment.metadata.namespace.clone().unwrap();
+    assert_eq!(values["rootNamespace"], ns.as_str());
+    assert_eq!(mesh["rootNamespace"], values["rootNamespace"]);
+    assert_eq!(mesh["trustDomain"], values["trustDomain"]);
+    let cluster_domain = values["clusterDomain"].as_str().unwrap();
+    assert_eq!(
+        mesh["controlPlane"]["dnsNames"],
+        serde_json::json!([
+            format!("jalin.{ns}.svc"),
+            format!("jalin.{ns}.svc.{cluster_domain}")
+        ])
+    );
+    assert_eq!(
+        mesh["controlPlane"]["address"],
+        format!("jalin.{ns}.svc:15012").as_str()
+    );
+    assert_eq!(mesh["priority"], values["priority"]);
+    for key in ["workloadCertTTL", "maxWorkloadCertTTL", "tlsPolicy"] {
+        assert_eq!(mesh["ca"][key], values["ca"][key], "ca.{key}");
+    }
+    // ca.source `secret`: the key file comes from the Secret and is mounted.
+    assert_eq!(values["ca"]["source"], "secret");
+    let ca_volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "ca")
+        .unwrap();
+    let secret = ca_volume.secret.as_ref().unwrap();
+    assert_eq!(
+        secret.secret_name.as_ref().unwrap(),
+        &values["ca"]["secretName"]
+    );
+    let keys: BTreeSet<&str> = secret
+        .items
+        .iter()
+        .flatten()
+        .map(|i| i.key.as_str())
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["root-cert.pem", "ca-cert.pem", "ca-key.pem"])
+    );
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "ca")
+        .unwrap();
+    for (field, file) in [
+        ("rootCertFile", "root-cert.pem"),
+        ("certChainFile", "ca-cert.pem"),
+        ("keyFile", "ca-key.pem"),
+    ] {
+        assert_eq!(
+            mesh["ca"][field],
+            format!("{}/{file}", mount.mount_path).as_str()
+        );
+    }
+
+    assert_eq!(
+        cp.priority_class.metadata.name.as_ref().unwrap(),
+        &values["priorityClass"]["name"]
+    );
+    assert_eq!(
+        i64::from(cp.priority_class.value),
+        values["priorityClass"]["value"]
+    );
+    assert_eq!(
+        serde_json::to_value(cp.pdb.spec.as_ref().unwrap().min_available.clone()).unwrap(),
+        values["podDisruptionBudget"]["minAvailable"]
+    );
+    for w in cp.webhook.webhooks.iter().flatten() {
+        assert_eq!(
+            w.timeout_seconds.map(i64::from),
+            values["webhook"]["timeoutSeconds"].as_i64()
+        );
+        let excluded = w
+            .namespace_selector
+            .iter()
+            .flat_map(|s| s.match_expressions.iter().flatten())
+            .find(|e| e.key == "kubernetes.io/metadata.name")
+            .unwrap();
+        assert_eq!(excluded.operator, "NotIn");
+        assert_eq!(
+            serde_json::to_value(&excluded.values).unwrap(),
+            values["webhook"]["excludedNamespaces"]
+        );
+    }
+    assert_eq!(values["installCRDs"], false);
+
+    // Ports: the templates and the manifest agree.
+    assert_eq!(
+        template_ports("deployment.yaml", "containerPort:"),
+        container_ports(c)
+    );
+    assert_eq!(
+        template_ports("deployment.yaml", "port:"),
+        BTreeSet::from([MONITORING_PORT])
+    );
+    let svc_ports = cp.service.spec.clone().unwrap().ports.unwrap();
+    assert_eq!(
+        template_ports("service.yaml", "port:"),
+        svc_ports.iter().map(|p| p.port).collect()
+    );
+    assert_eq!(
+        template_ports("service.yaml", "targetPort:"),
+        BTreeSet::from(CONTROL_PORTS)
+    );
+    let api_ports: BTreeSet<i32> = values["networkPolicy"]["apiServerPorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| i32::try_from(p.as_i64().unwrap()).unwrap())
+        .collect();
+    let egress = cp.network_policy.spec.clone().unwrap().egress.unwrap();
+    assert!(egress.iter().any(|r| {
+        r.ports
+            .iter()
+            .flatten()
+            .filter_map(|p| match p.port {
+                Some(IntOrString::Int(n)) => Some(n),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            == api_ports
+    }));
+}
