@@ -722,3 +722,35 @@ fn chart_defaults_match_the_rendered_manifest() {
             == api_ports
     }));
 }
+
+#[test]
+fn chart_templates_are_balanced() {
+    let dir = chart_dir().join("templates");
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let mut depth = 0i32;
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("{{") {
+            let end = rest[start..]
+                .find("}}")
+                .unwrap_or_else(|| panic!("{name}: unclosed {{{{"));
+            let action = rest[start + 2..start + end]
+                .trim_start_matches('-')
+                .trim_end_matches('-')
+                .trim();
+            match action.split_whitespace().next().unwrap_or("") {
+                "if" | "with" | "range" | "define" | "block" => depth += 1,
+                "end" => depth -= 1,
+                _ => {}
+            }
+            assert!(depth >= 0, "{name}: `end` without an opening action");
+            rest = &rest[start + end + 2..];
+        }
+        assert_eq!(depth, 0, "{name}: unclosed if/with/range/define");
+        checked += 1;
+    }
+    assert!(checked >= 10, "{checked} templates");
+}
