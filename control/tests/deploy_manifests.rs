@@ -754,3 +754,30 @@ fn chart_templates_are_balanced() {
     }
     assert!(checked >= 10, "{checked} templates");
 }
+
+#[test]
+fn every_value_is_read_by_a_template() {
+    let values = yaml_value(&chart_dir().join("values.yaml"));
+    let mut templates = String::new();
+    for entry in fs::read_dir(chart_dir().join("templates")).unwrap() {
+        templates.push_str(&fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    // `.Values.<path>` used whole (not as the start of a longer path).
+    let used_whole = |path: &str| {
+        let needle = format!(".Values.{path}");
+        templates.match_indices(&needle).any(|(at, _)| {
+            templates[at + needle.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'))
+        })
+    };
+    let mut leaves = Vec::new();
+    leaf_paths(&values, "", &mut leaves);
+    assert!(leaves.len() > 30, "{leaves:?}");
+    for leaf in leaves {
+        let segments: Vec<&str> = leaf.split('.').collect();
+        let used = (1..=segments.len()).any(|n| used_whole(&segments[..n].join(".")));
+        assert!(used, "values.yaml `{leaf}` is read by no template");
+    }
+}

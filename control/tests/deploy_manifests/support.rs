@@ -337,3 +337,20 @@ pub fn template_ports(template: &str, key: &str) -> BTreeSet<i32> {
         .filter_map(|rest| rest.trim().parse().ok())
         .collect()
 }
+
+/// Dotted paths of the leaves of a values tree (an empty map is a leaf).
+pub fn leaf_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                leaf_paths(child, &path, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
