@@ -266,7 +266,7 @@ fn control_plane_serves_the_agreed_ports_and_probes() {
 fn webhook_fails_closed_and_injects_only_labelled_namespaces() {
     let cp = control_plane();
     let webhooks = cp.webhook.webhooks.clone().unwrap();
-    assert_eq!(webhooks.len(), 2);
+    assert_eq!(webhooks.len(), 3);
     let svc_name = cp.service.metadata.name.clone().unwrap();
     let svc_ns = cp.service.metadata.namespace.clone().unwrap();
     let svc_ports = cp.service.spec.as_ref().unwrap().ports.clone().unwrap();
@@ -300,43 +300,36 @@ fn webhook_fails_closed_and_injects_only_labelled_namespaces() {
             object,
             &labels(&[("sidecar.istio.io/inject", "false")])
         ));
-        assert!(!selects(object, &labels(&[("jalin.io/inject", "false")])));
+        assert!(!selects(
+            object,
+            &labels(&[("sidecar.jalin.io/inject", "false")])
+        ));
     }
-    // Each namespace is injected by exactly the expected number of webhooks.
+    // Each namespace is injected by exactly one webhook when it carries any combination of the
+    // injection labels set to `enabled`, and by none otherwise or when it is excluded.
     let name = "kubernetes.io/metadata.name";
-    let cases = [
-        (labels(&[(name, "a"), ("istio-injection", "enabled")]), 1),
-        (labels(&[(name, "a"), ("jalin.io/inject", "enabled")]), 1),
-        (
-            labels(&[
-                (name, "a"),
-                ("istio-injection", "enabled"),
-                ("jalin.io/inject", "enabled"),
-            ]),
-            1,
-        ),
-        (labels(&[(name, "a")]), 0),
-        (labels(&[(name, "a"), ("istio-injection", "disabled")]), 0),
-        (labels(&[(name, "a"), ("jalin.io/inject", "disabled")]), 0),
-        (
-            labels(&[(name, "kube-system"), ("istio-injection", "enabled")]),
-            0,
-        ),
-        (
-            labels(&[(name, "kube-system"), ("jalin.io/inject", "enabled")]),
-            0,
-        ),
-        (
-            labels(&[(name, svc_ns.as_str()), ("jalin.io/inject", "enabled")]),
-            0,
-        ),
-    ];
-    for (ns_labels, want) in cases {
-        let got = webhooks
+    let keys = ["istio-injection", "jalin.io/inject", "jalin-injection"];
+    let count = |ns_labels: &BTreeMap<String, String>| {
+        webhooks
             .iter()
-            .filter(|w| selects(w.namespace_selector.as_ref().unwrap(), &ns_labels))
-            .count();
-        assert_eq!(got, want, "namespace labels {ns_labels:?}");
+            .filter(|w| selects(w.namespace_selector.as_ref().unwrap(), ns_labels))
+            .count()
+    };
+    for mask in 0..8u8 {
+        for (namespace, value, want) in [
+            ("a", "enabled", usize::from(mask != 0)),
+            ("a", "disabled", 0),
+            ("kube-system", "enabled", 0),
+            (svc_ns.as_str(), "enabled", 0),
+        ] {
+            let mut ns_labels = labels(&[(name, namespace)]);
+            for (bit, key) in keys.iter().enumerate() {
+                if mask & (1 << bit) != 0 {
+                    ns_labels.insert((*key).to_owned(), value.to_owned());
+                }
+            }
+            assert_eq!(count(&ns_labels), want, "namespace labels {ns_labels:?}");
+        }
     }
     // The example namespace is injected once.
     let example = parse_file(&deploy_dir().join("manifests/namespace-example.yaml")).unwrap();
@@ -344,11 +337,7 @@ fn webhook_fails_closed_and_injects_only_labelled_namespaces() {
         if let Object::Namespace(ns) = &doc.object {
             let mut l = ns.metadata.labels.clone().unwrap_or_default();
             l.insert(name.to_owned(), ns.metadata.name.clone().unwrap());
-            let got = webhooks
-                .iter()
-                .filter(|w| selects(w.namespace_selector.as_ref().unwrap(), &l))
-                .count();
-            assert_eq!(got, 1, "{}", doc.origin);
+            assert_eq!(count(&l), 1, "{}", doc.origin);
         }
     }
 }
@@ -568,6 +557,17 @@ fn chart_defaults_match_the_rendered_manifest() {
     let image = |name: &str| format!("{hub}/{}:{tag}", values["image"][name].as_str().unwrap());
     assert_eq!(c.image.as_deref(), Some(image("control").as_str()));
     assert_eq!(mesh["injection"]["proxyImage"], image("proxy").as_str());
+    assert_eq!(mesh["injection"]["initImage"], image("proxy").as_str());
+    assert_eq!(
+        mesh["injection"]["nativeSidecar"],
+        values["sidecar"]["nativeSidecar"]
+    );
+    assert_eq!(mesh["injection"]["enabledByDefault"], false);
+    assert_eq!(mesh["injection"]["proxyUid"], 1337);
+    assert_eq!(
+        mesh["injection"]["controlPlane"],
+        mesh["controlPlane"]["address"]
+    );
     assert_eq!(
         c.image_pull_policy.as_ref().unwrap(),
         &values["image"]["pullPolicy"]

@@ -46,7 +46,7 @@ app.kubernetes.io/component: control-plane
         - key: sidecar.istio.io/inject
           operator: NotIn
           values: ["false"]
-        - key: jalin.io/inject
+        - key: sidecar.jalin.io/inject
           operator: NotIn
           values: ["false"]
     failurePolicy: Fail
