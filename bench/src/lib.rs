@@ -6,10 +6,13 @@
 //! loop, overhead, throughput) and [`report`] prints text and JSON. [`upstream`] is the built-in
 //! fast server.
 
+pub mod cli;
 pub mod client;
 pub mod driver;
 pub mod pacer;
 pub mod record;
+pub mod report;
+pub mod scenario;
 pub mod schedule;
 pub mod tls;
 pub mod upstream;
