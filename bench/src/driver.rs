@@ -192,3 +192,6 @@ pub async fn closed_loop<C: Client>(client: &mut C, plan: ClosedLoopPlan) -> Rec
     tracing::debug!(requests = index, "closed loop finished");
     recorder
 }
+
+#[cfg(test)]
+mod tests;
