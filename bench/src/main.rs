@@ -223,8 +223,8 @@ fn main() -> Result<()> {
                     .with_context(|| format!("{spec:?}: expected NAME=FILE"))?;
                 let text =
                     std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
-                let report: AnyReport = serde_json::from_str(&text)
-                    .with_context(|| format!("{file}: not a jalin-bench JSON report"))?;
+                let report = AnyReport::from_json(&text)
+                    .map_err(|e| anyhow::anyhow!("{file}: not a jalin-bench JSON report: {e}"))?;
                 named.push((name.to_owned(), report));
             }
             print!("{}", compare(&named));

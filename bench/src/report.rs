@@ -257,18 +257,37 @@ impl ThroughputReport {
 }
 
 /// A saved report of any scenario, for `compare`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "scenario")]
+#[derive(Debug, Clone)]
 pub enum AnyReport {
     /// `run`.
-    #[serde(rename = "open-loop")]
     OpenLoop(Box<OpenLoopReport>),
     /// `overhead`.
-    #[serde(rename = "overhead")]
     Overhead(Box<OverheadReport>),
     /// `throughput`.
-    #[serde(rename = "throughput")]
     Throughput(Box<ThroughputReport>),
+}
+
+impl AnyReport {
+    /// Parses a saved JSON report, dispatching on its `scenario` field.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let scenario = value
+            .get("scenario")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let parsed = match scenario.as_str() {
+            "open-loop" => serde_json::from_value(value).map(|r| Self::OpenLoop(Box::new(r))),
+            "overhead" => serde_json::from_value(value).map(|r| Self::Overhead(Box::new(r))),
+            "throughput" => serde_json::from_value(value).map(|r| Self::Throughput(Box::new(r))),
+            other => {
+                return Err(format!(
+                    "scenario {other:?}: expected \"open-loop\", \"overhead\" or \"throughput\""
+                ));
+            }
+        };
+        parsed.map_err(|e| format!("{scenario} report: {e}"))
+    }
 }
 
 /// A side-by-side table of named reports: one row per target (an overhead report gives two).

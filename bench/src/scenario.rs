@@ -267,7 +267,7 @@ pub struct OverheadConfig {
 
 /// Which target runs first in round `round`: ABBA ordering.
 pub fn direct_first(round: u32) -> bool {
-    round % 2 == 0
+    round.is_multiple_of(2)
 }
 
 /// Runs the overhead comparison and reports both targets and the latency the proxy adds at each

@@ -78,18 +78,26 @@ impl Upstream {
             .enable_all()
             .build()
             .map_err(UpstreamError::Runtime)?;
-        let listener = runtime
-            .block_on(TcpListener::bind(config.listen))
-            .map_err(|source| UpstreamError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let bind_err = |source| UpstreamError::Bind {
+            addr: config.listen,
+            source,
+        };
+        // Bound here (not on the runtime) so `start` also works from inside another runtime.
+        let listener = std::net::TcpListener::bind(config.listen).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
         let addr = listener.local_addr().map_err(UpstreamError::Runtime)?;
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("upstream-main".to_owned())
             .spawn(move || {
-                runtime.block_on(serve(listener, &config, stopped));
+                runtime.block_on(async {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => serve(listener, &config, stopped).await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "upstream cannot register its listener")
+                        }
+                    }
+                });
                 runtime.shutdown_timeout(Duration::from_secs(1));
             })
             .map_err(UpstreamError::Runtime)?;

@@ -83,7 +83,8 @@ fn start(max_in_flight: usize) -> Run {
     let (release, release_rx) = oneshot::channel();
     fake_server(server_rx, stalled_tx, release_rx);
     let rate = Rate::per_second(1000.0).unwrap();
-    let schedule = Arc::new(Schedule::new(rate, Duration::ZERO, Duration::from_millis(100), 1).unwrap());
+    let schedule =
+        Arc::new(Schedule::new(rate, Duration::ZERO, Duration::from_millis(100), 1).unwrap());
     let start = Instant::now();
     let plan = OpenLoopPlan {
         schedule: schedule.clone(),
@@ -188,7 +189,8 @@ async fn requests_due_after_the_hard_stop_are_counted_unsent() {
     let (release, release_rx) = oneshot::channel();
     fake_server(server_rx, stalled_tx, release_rx);
     let rate = Rate::per_second(1000.0).unwrap();
-    let schedule = Arc::new(Schedule::new(rate, Duration::ZERO, Duration::from_millis(100), 1).unwrap());
+    let schedule =
+        Arc::new(Schedule::new(rate, Duration::ZERO, Duration::from_millis(100), 1).unwrap());
     let start = Instant::now();
     let plan = OpenLoopPlan {
         schedule,
@@ -203,7 +205,8 @@ async fn requests_due_after_the_hard_stop_are_counted_unsent() {
         next: 0,
         max: 1,
     };
-    let task = tokio::spawn(async move { open_loop(&mut client, &mut Pacer::coarse(), &plan).await });
+    let task =
+        tokio::spawn(async move { open_loop(&mut client, &mut Pacer::coarse(), &plan).await });
     stalled.await.unwrap();
     tokio::time::advance(Duration::from_millis(40)).await;
     release.send(()).unwrap();
