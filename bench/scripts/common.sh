@@ -7,14 +7,19 @@ REPO="$(cd "$BENCH_SCRIPTS/../.." && pwd)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/jalin-bench.XXXXXX")"
 STARTED_PIDS=()
 
-cleanup() {
-  local pid
-  for pid in "${STARTED_PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${STARTED_PIDS[@]}"; do
+# Stops processes this script started: SIGTERM, up to 5 s to exit (a proxy may drain), then SIGKILL.
+terminate() {
+  local pid i
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+}
+
+cleanup() {
+  terminate "${STARTED_PIDS[@]}"
   if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; else echo "work files kept in $WORK" >&2; fi
 }
 trap cleanup EXIT
@@ -26,8 +31,7 @@ die() { echo "error: $*" >&2; exit 1; }
 # Stops one process this script started (by pid) and forgets it.
 stop_pid() {
   local pid="$1" kept=() p
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  terminate "$pid"
   for p in "${STARTED_PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
   STARTED_PIDS=("${kept[@]}")
 }
@@ -37,7 +41,8 @@ stop_pid() {
 NCPU="$(nproc)"
 if [ "${PIN:-1}" = "1" ] && [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
   PROXY_CPUS="$((NCPU - 1))"
-  LOAD_CPUS="0-$((NCPU - 2))"
+  LOAD_CPUS="0"
+  [ "$NCPU" -gt 2 ] && LOAD_CPUS="0-$((NCPU - 2))"
   PIN_PROXY=(taskset -c "$PROXY_CPUS")
   PIN_LOAD=(taskset -c "$LOAD_CPUS")
 else
@@ -158,6 +163,19 @@ start_proxy() {
   PROXY_PID="$!"
   STARTED_PIDS+=("$PROXY_PID")
   wait_port "$listen" "$PROXY_PID"
+}
+
+# Runs a command in the background and waits for it, so a SIGINT/SIGTERM to the script is handled
+# at once (bash runs traps only between foreground commands) and the command is stopped with it.
+run_tracked() {
+  "$@" &
+  local pid="$!" status=0
+  STARTED_PIDS+=("$pid")
+  wait "$pid" || status=$?
+  local kept=() p
+  for p in "${STARTED_PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  STARTED_PIDS=("${kept[@]}")
+  return "$status"
 }
 
 # Resident set size of a process in KiB.

@@ -65,11 +65,11 @@ check_path "http://$UPSTREAM_ADDR/" "$http"
 check_path "http://$listen/" "$http"
 idle_rss="$(rss_kib "$PROXY_PID")"
 
-echo "host: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); proxy on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS"
+echo "host: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg); proxy on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS"
 args=(overhead --direct "http://$UPSTREAM_ADDR/" --via "http://$listen/" --rate "$rate"
       --connections "$connections" --body-size "$body" --http "$http" --duration "$duration"
       --warmup "$warmup" --phases "$phases")
 [ -n "$json" ] && args+=(--json "$json")
 echo "+ jalin-bench ${args[*]}"
-"${PIN_LOAD[@]}" "$bench" "${args[@]}"
+run_tracked "${PIN_LOAD[@]}" "$bench" "${args[@]}"
 echo "proxy $proxy RSS: idle ${idle_rss} KiB, after load $(rss_kib "$PROXY_PID") KiB"

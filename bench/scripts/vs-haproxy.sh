@@ -57,7 +57,7 @@ mkdir -p "$reports"
 
 bench="$(bench_binary)"
 start_upstream "$bench" "$response"
-echo "host: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1); proxy on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS"
+echo "host: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg); proxy on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS"
 
 load=(--connections "$connections" --body-size "$body" --http "$http" --duration "$duration" --warmup "$warmup")
 table=()
@@ -66,7 +66,7 @@ rss_lines=()
 measure() {
   local name="$1" url="$2"
   echo "+ jalin-bench throughput $url ${load[*]}" >&2
-  "${PIN_LOAD[@]}" "$bench" throughput "$url" "${load[@]}" --json "$reports/$name.json" >/dev/null
+  run_tracked "${PIN_LOAD[@]}" "$bench" throughput "$url" "${load[@]}" --json "$reports/$name.json" >/dev/null
   table+=("$name=$reports/$name.json")
 }
 
