@@ -524,3 +524,88 @@ impl Client for HttpClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connector(url: &str, version: HttpVersion, headers: &[&str]) -> Arc<Connector> {
+        let headers: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+        Connector::new(
+            Target::parse(url).unwrap(),
+            version,
+            &ClientTls::default(),
+            RequestSpec::parse(None, &headers, 3).unwrap(),
+            10,
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn http1_requests_use_origin_form_and_a_host_header() {
+        let c = connector(
+            "http://127.0.0.1:8080/a/b?q=1",
+            HttpVersion::Http1,
+            &["x-a: 1"],
+        );
+        let req = c.request();
+        assert_eq!(req.uri().to_string(), "/a/b?q=1");
+        assert_eq!(req.headers()[HOST], "127.0.0.1:8080");
+        assert_eq!(req.headers()["x-a"], "1");
+        assert_eq!(req.method(), Method::POST);
+    }
+
+    #[test]
+    fn a_host_header_overrides_the_authority() {
+        let c = connector(
+            "http://127.0.0.1:8080/",
+            HttpVersion::Http1,
+            &["Host: svc.local"],
+        );
+        let req = c.request();
+        assert_eq!(req.headers().get_all(HOST).iter().count(), 1);
+        assert_eq!(req.headers()[HOST], "svc.local");
+    }
+
+    #[test]
+    fn http2_requests_carry_scheme_and_authority_in_the_uri() {
+        let c = connector("http://localhost:9000/p", HttpVersion::Http2, &[]);
+        let req = c.request();
+        assert_eq!(req.uri().to_string(), "http://localhost:9000/p");
+        assert!(req.headers().get(HOST).is_none());
+    }
+
+    #[test]
+    fn targets_parse_with_default_ports_and_ipv6() {
+        let t = Target::parse("https://example.org/x").unwrap();
+        assert!(t.is_tls());
+        assert_eq!(t.connect_to, "example.org:443");
+        let t = Target::parse("http://[::1]:8080").unwrap();
+        assert_eq!(t.connect_to, "[::1]:8080");
+        assert_eq!(t.path.as_str(), "/");
+        for bad in ["ftp://x/", "127.0.0.1:80", "http:///nohost", "not a url"] {
+            let err = Target::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn bad_headers_and_methods_are_rejected() {
+        assert!(matches!(
+            RequestSpec::parse(None, &["no-colon".to_owned()], 0),
+            Err(ClientError::Header(_))
+        ));
+        assert!(matches!(
+            RequestSpec::parse(Some("GE T"), &[], 0),
+            Err(ClientError::Method(_))
+        ));
+        let spec = RequestSpec::parse(Some("PUT"), &[], 0).unwrap();
+        assert_eq!(spec.method, Method::PUT);
+        assert!(spec.body.is_empty());
+        assert_eq!(
+            RequestSpec::parse(None, &[], 0).unwrap().method,
+            Method::GET
+        );
+    }
+}
