@@ -50,6 +50,7 @@ pub struct Timing {
 pub struct Recorder {
     latency: Histogram<u64>,
     service: Histogram<u64>,
+    send_delay: Histogram<u64>,
     ok: u64,
     non_2xx: u64,
     errors: u64,
@@ -82,6 +83,7 @@ impl Recorder {
         Self {
             latency: new_histogram(),
             service: new_histogram(),
+            send_delay: new_histogram(),
             ok: 0,
             non_2xx: 0,
             errors: 0,
@@ -103,8 +105,10 @@ impl Recorder {
                     self.ok += 1;
                     let latency = timing.done.saturating_sub(timing.intended);
                     let service = timing.done.saturating_sub(timing.sent);
+                    let delay = timing.sent.saturating_sub(timing.intended);
                     self.latency.saturating_record(nanos(latency));
                     self.service.saturating_record(nanos(service));
+                    self.send_delay.saturating_record(nanos(delay));
                 } else {
                     self.non_2xx += 1;
                 }
@@ -136,6 +140,9 @@ impl Recorder {
         }
         if self.service.add(&other.service).is_err() {
             self.service.saturating_record(HIGHEST_TRACKABLE_NANOS);
+        }
+        if self.send_delay.add(&other.send_delay).is_err() {
+            self.send_delay.saturating_record(HIGHEST_TRACKABLE_NANOS);
         }
         self.ok += other.ok;
         self.non_2xx += other.non_2xx;
@@ -192,6 +199,11 @@ impl Recorder {
         &self.service
     }
 
+    /// How late requests left: from the intended start to the actual send.
+    pub fn send_delay(&self) -> &Histogram<u64> {
+        &self.send_delay
+    }
+
     /// The statistics of this recorder, for reports. `elapsed` is the measured wall time, used for
     /// the achieved rate.
     pub fn stats(&self, elapsed: Duration) -> TargetStats {
@@ -218,6 +230,7 @@ impl Recorder {
             },
             latency_us: Percentiles::of(&self.latency),
             service_time_us: Percentiles::of(&self.service),
+            send_delay_us: Percentiles::of(&self.send_delay),
         }
     }
 }
@@ -331,6 +344,9 @@ pub struct TargetStats {
     pub latency_us: Percentiles,
     /// Service time from the actual send (µs).
     pub service_time_us: Percentiles,
+    /// From the intended start to the actual send (µs): the generator running late (CPU
+    /// contention) plus, on HTTP/1.1, waiting behind a slow response on the same connection.
+    pub send_delay_us: Percentiles,
 }
 
 #[cfg(test)]
@@ -358,6 +374,7 @@ mod tests {
         r.record(&ok(), at(0, 40, 50));
         assert_eq!(r.latency().max() / 1_000_000, 50);
         assert_eq!(r.service().max() / 1_000_000, 10);
+        assert_eq!(r.send_delay().max() / 1_000_000, 40);
     }
 
     #[test]

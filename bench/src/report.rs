@@ -207,6 +207,7 @@ impl OpenLoopReport {
         let s = &self.target.stats;
         row(&mut out, "latency", s, &s.latency_us);
         row(&mut out, "service", s, &s.service_time_us);
+        row(&mut out, "send delay", s, &s.send_delay_us);
         errors(&mut out, "target", s);
         out
     }
@@ -233,6 +234,12 @@ impl OverheadReport {
         row(&mut out, "direct", d, &d.service_time_us);
         row(&mut out, "via", v, &v.service_time_us);
         added_row(&mut out, "added", &self.added_service_us);
+        let _ = writeln!(
+            out,
+            "send delay (intended start to actual send; large values mean the generator ran late or requests queued):"
+        );
+        row(&mut out, "direct", d, &d.send_delay_us);
+        row(&mut out, "via", v, &v.send_delay_us);
         errors(&mut out, "direct", d);
         errors(&mut out, "via", v);
         out

@@ -47,7 +47,7 @@ fn check_overhead_json(json: &Value, rate: f64, duration_s: f64, phases: u64, bo
         assert_eq!(stats["unsent"], 0, "{target}");
         assert_eq!(stats["statuses"]["200"], per_target, "{target}");
         assert_eq!(stats["body_bytes"], per_target * body, "{target}");
-        for histogram in ["latency_us", "service_time_us"] {
+        for histogram in ["latency_us", "service_time_us", "send_delay_us"] {
             let h = &stats[histogram];
             assert_eq!(h["count"], per_target, "{target} {histogram}");
             let mut last = 0.0;

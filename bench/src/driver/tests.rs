@@ -143,6 +143,8 @@ async fn http1_stall_delays_the_requests_queued_behind_it() {
     // Service time (from the actual send) sees only the one stalled request: this is the number
     // coordinated omission would report.
     assert_eq!(recorder.service().count_between(MS / 2, 100 * MS), 1);
+    // Requests 11..=59 left late, each by the rest of the stall.
+    assert_eq!(recorder.send_delay().count_between(MS / 2, 100 * MS), 49);
 
     // No request left before its slot; the ones queued behind the stall left at 60 ms.
     while let Ok((index, at)) = run.seen.try_recv() {
@@ -179,6 +181,8 @@ async fn http2_stall_holds_every_request_sent_during_it() {
     assert_stall_is_visible_to_every_request_intended_during_it(&recorder);
     // Here they were all in flight during the stall, so service time sees it too.
     assert_eq!(recorder.service().count_between(MS / 2, 100 * MS), 50);
+    // And every one of them left on time.
+    assert_eq!(recorder.send_delay().max(), 0);
 }
 
 #[tokio::test(start_paused = true)]
