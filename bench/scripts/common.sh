@@ -49,6 +49,16 @@ else
   PROXY_CPUS="any"; LOAD_CPUS="any"; PIN_PROXY=(); PIN_LOAD=()
 fi
 
+# RT=1 runs the measuring side (generator and upstream) under SCHED_FIFO (chrt -f 10), so other
+# tenants of the machine cannot delay its sends; the proxy keeps normal scheduling. Needs root or
+# CAP_SYS_NICE. Used by overhead.sh only (a closed loop under SCHED_FIFO would starve the CPU).
+RT_PREFIX=()
+if [ "${RT:-0}" = "1" ]; then
+  chrt -f 10 true 2>/dev/null || die "RT=1 needs permission for chrt -f (root or CAP_SYS_NICE)"
+  RT_PREFIX=(chrt -f 10)
+fi
+UPSTREAM_PREFIX=()
+
 # The jalin-bench binary: $JALIN_BENCH, or a release build of this checkout.
 bench_binary() {
   if [ -n "${JALIN_BENCH:-}" ]; then
@@ -84,7 +94,7 @@ require_free() {
 # Starts the built-in upstream on a free port; sets UPSTREAM_ADDR.
 start_upstream() {
   local bench="$1" size="$2" threads="${3:-1}"
-  "${PIN_LOAD[@]}" "$bench" upstream --listen 127.0.0.1:0 --response-size "$size" --threads "$threads" \
+  "${UPSTREAM_PREFIX[@]}" "${PIN_LOAD[@]}" "$bench" upstream --listen 127.0.0.1:0 --response-size "$size" --threads "$threads" \
     >"$WORK/upstream.out" 2>"$WORK/upstream.log" &
   STARTED_PIDS+=("$!")
   local pid="$!" i

@@ -29,7 +29,7 @@ usage: $0 [options]
   --phases N              alternating phases per target (default 6)
   --json FILE             also write the JSON report here
 environment: JALIN_BENCH (binary; default builds target/release/jalin-bench), PIN=0 (no CPU pinning),
-             KEEP_WORK=1 (keep configs and logs)
+             RT=1 (generator and upstream under SCHED_FIFO; needs root), KEEP_WORK=1 (keep configs and logs)
 USAGE
 }
 
@@ -59,6 +59,8 @@ if [ "$proxy" = "jalin" ]; then
 fi
 
 bench="$(bench_binary)"
+[ -x "$bench" ] || exit 1
+UPSTREAM_PREFIX=("${RT_PREFIX[@]}")
 start_upstream "$bench" "$body"
 start_proxy "$proxy" "$proxy_cmd" "$template" "$listen" "$UPSTREAM_ADDR" "$http"
 check_path "http://$UPSTREAM_ADDR/" "$http"
@@ -71,5 +73,6 @@ args=(overhead --direct "http://$UPSTREAM_ADDR/" --via "http://$listen/" --rate 
       --warmup "$warmup" --phases "$phases")
 [ -n "$json" ] && args+=(--json "$json")
 echo "+ jalin-bench ${args[*]}"
-run_tracked "${PIN_LOAD[@]}" "$bench" "${args[@]}"
+[ ${#RT_PREFIX[@]} -gt 0 ] && echo "generator and upstream run under SCHED_FIFO (RT=1)"
+run_tracked "${RT_PREFIX[@]}" "${PIN_LOAD[@]}" "$bench" "${args[@]}"
 echo "proxy $proxy RSS: idle ${idle_rss} KiB, after load $(rss_kib "$PROXY_PID") KiB"

@@ -56,6 +56,7 @@ reports="${out:-$WORK}"
 mkdir -p "$reports"
 
 bench="$(bench_binary)"
+[ -x "$bench" ] || exit 1
 start_upstream "$bench" "$response"
 echo "host: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg); proxy on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS"
 
