@@ -54,7 +54,8 @@ pub struct OpenLoopPlan {
 }
 
 struct Done {
-    index: u64,
+    /// Whether the request is measured (not warm-up).
+    measured: bool,
     timing: Timing,
     outcome: Outcome,
     failed: bool,
@@ -63,7 +64,7 @@ struct Done {
 fn spawn_request(
     set: &mut JoinSet<Done>,
     pending: PendingResponse,
-    index: u64,
+    measured: bool,
     origin: Instant,
     intended: Instant,
     sent: Instant,
@@ -77,7 +78,7 @@ fn spawn_request(
         let done = Instant::now();
         let failed = matches!(outcome, Outcome::Error(_));
         Done {
-            index,
+            measured,
             timing: Timing {
                 intended: intended.saturating_duration_since(origin),
                 sent: sent.saturating_duration_since(origin),
@@ -115,7 +116,7 @@ pub async fn open_loop<C: Client>(
                     if done.failed {
                         client.failed();
                     }
-                    if !schedule.is_warmup(done.index) {
+                    if done.measured {
                         recorder.record(&done.outcome, done.timing);
                     }
                 }
@@ -132,7 +133,9 @@ pub async fn open_loop<C: Client>(
                 }
                 let pending = client.dispatch().await;
                 let sent = Instant::now();
-                spawn_request(&mut in_flight, pending, index, plan.start, deadline, sent, plan.timeout);
+                let measured = !schedule.is_warmup(index);
+                let (origin, timeout) = (plan.start, plan.timeout);
+                spawn_request(&mut in_flight, pending, measured, origin, deadline, sent, timeout);
             }
         }
     }
@@ -166,8 +169,7 @@ pub async fn closed_loop<C: Client>(client: &mut C, plan: ClosedLoopPlan) -> Rec
         if open && in_flight.len() < max {
             let pending = client.dispatch().await;
             let sent = Instant::now();
-            // Index 0 marks a warm-up request, 1 a measured one.
-            let measured = u64::from(sent >= plan.measure_from);
+            let measured = sent >= plan.measure_from;
             spawn_request(
                 &mut in_flight,
                 pending,
@@ -184,7 +186,7 @@ pub async fn closed_loop<C: Client>(client: &mut C, plan: ClosedLoopPlan) -> Rec
             if done.failed {
                 client.failed();
             }
-            if done.index == 1 {
+            if done.measured {
                 recorder.record(&done.outcome, done.timing);
             }
         }
