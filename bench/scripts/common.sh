@@ -155,11 +155,12 @@ fill_template() {
 start_proxy() {
   local name="$1" cmd="$2" template="$3" listen="$4" upstream="$5" http="$6" config=""
   require_free "$listen"
-  if [ "$name" = "haproxy" ] && [ -z "$cmd" ]; then
+  if [ "$name" = "haproxy" ] && [ -z "$template" ]; then
+    # The built-in HAProxy config; a --proxy-cmd may wrap the command (perf, chrt, another build).
     command -v haproxy >/dev/null || die "haproxy is not installed (apt-get install haproxy)"
     config="$(haproxy_config "$listen" "$upstream" "$http")"
     haproxy -c -q -f "$config" || die "HAProxy rejected $config"
-    cmd="haproxy -db -f {config}"
+    [ -n "$cmd" ] || cmd="haproxy -db -f {config}"
   elif [ -n "$template" ]; then
     config="$(fill_template "$template" "$listen" "$upstream" "$http")"
   fi
