@@ -1,1 +1,2 @@
 //! jalin-control: the control plane library behind the `jalin` CLI.
+pub mod k8s;

@@ -1,0 +1,26 @@
+//! The Kubernetes configuration source: Istio custom resources, Services, EndpointSlices, Pods
+//! and Namespaces read through kube-rs watchers into one store, and the service registry derived
+//! from them.
+//!
+//! Start with [`KubeSource::new`] and [`KubeSource::start`]: it returns a [`KubeSourceHandle`]
+//! (the live [`Store`], the derived [`ServiceRegistry`]) and a channel of [`SourceEvent`]s:
+//! `Upsert`/`Delete` per object, `Ready` once every kind has been listed, then incremental events.
+
+mod kinds;
+pub mod registry;
+mod source;
+mod store;
+
+#[cfg(feature = "testing")]
+pub mod fake;
+
+pub use kinds::{
+    IstioObject, KubeObject, NETWORKING_GROUP, ObjectKey, ResourceKind, SECURITY_GROUP,
+    SharedObject, TELEMETRY_GROUP, origin,
+};
+pub use registry::{RegistrySettings, ServiceRegistry};
+pub use source::{
+    ConfigSource, DEFAULT_EVENT_BUFFER, DEFAULT_PAGE_SIZE, DEFAULT_WATCH_TIMEOUT_SECS, KubeSource,
+    KubeSourceConfig, KubeSourceHandle, SourceError, WatchedKind, istio_object,
+};
+pub use store::{Reconciler, SourceEvent, Store};
