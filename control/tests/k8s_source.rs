@@ -1,5 +1,6 @@
 //! The Kubernetes source against the fake API server: the initial snapshot and `Ready`, and
 //! adding, changing and deleting a Service, an EndpointSlice and an AuthorizationPolicy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod k8s_support;
 
@@ -321,7 +322,7 @@ async fn a_missing_istio_group_is_skipped_or_refused() {
         ..KubeSourceConfig::default()
     };
     let source = jalin_control::k8s::KubeSource::new(h.fake.client().unwrap(), config);
-    let error = source.start().await.err().expect("must refuse to start");
+    let error = source.start().await.expect_err("must refuse to start");
     let message = error.to_string();
     assert!(
         message.contains("Telemetry") && message.contains("not installed"),

@@ -218,13 +218,13 @@ pub enum KubeObject {
     /// An Istio custom resource, raw.
     Istio(IstioObject),
     /// A Service.
-    Service(Service),
+    Service(Box<Service>),
     /// An EndpointSlice.
-    EndpointSlice(EndpointSlice),
+    EndpointSlice(Box<EndpointSlice>),
     /// A Pod.
-    Pod(Pod),
+    Pod(Box<Pod>),
     /// A Namespace.
-    Namespace(Namespace),
+    Namespace(Box<Namespace>),
 }
 
 impl KubeObject {

@@ -191,17 +191,17 @@ impl ServiceRegistry {
         let services = store
             .of_kind(ResourceKind::Service)
             .filter_map(|o| match &**o {
-                KubeObject::Service(s) => Some(s),
+                KubeObject::Service(s) => Some(&**s),
                 _ => None,
             });
         let slices = store
             .of_kind(ResourceKind::EndpointSlice)
             .filter_map(|o| match &**o {
-                KubeObject::EndpointSlice(s) => Some(s),
+                KubeObject::EndpointSlice(s) => Some(&**s),
                 _ => None,
             });
         let pods = store.of_kind(ResourceKind::Pod).filter_map(|o| match &**o {
-            KubeObject::Pod(p) => Some(p),
+            KubeObject::Pod(p) => Some(&**p),
             _ => None,
         });
         derive(services, slices, pods, settings)

@@ -322,7 +322,7 @@ fn spawn_watch(
             kind,
             |mut o: Service| {
                 strip(&mut o.metadata);
-                Ok(KubeObject::Service(o))
+                Ok(KubeObject::Service(Box::new(o)))
             },
             tx,
         )),
@@ -332,7 +332,7 @@ fn spawn_watch(
             kind,
             |mut o: EndpointSlice| {
                 strip(&mut o.metadata);
-                Ok(KubeObject::EndpointSlice(o))
+                Ok(KubeObject::EndpointSlice(Box::new(o)))
             },
             tx,
         )),
@@ -342,7 +342,7 @@ fn spawn_watch(
             kind,
             |mut o: Pod| {
                 strip(&mut o.metadata);
-                Ok(KubeObject::Pod(o))
+                Ok(KubeObject::Pod(Box::new(o)))
             },
             tx,
         )),
@@ -352,7 +352,7 @@ fn spawn_watch(
             kind,
             |mut o: Namespace| {
                 strip(&mut o.metadata);
-                Ok(KubeObject::Namespace(o))
+                Ok(KubeObject::Namespace(Box::new(o)))
             },
             tx,
         )),

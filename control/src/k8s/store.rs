@@ -247,7 +247,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn svc(name: &str, rv: &str) -> KubeObject {
-        KubeObject::Service(Service {
+        KubeObject::Service(Box::new(Service {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ns".into()),
@@ -255,18 +255,18 @@ mod tests {
                 ..ObjectMeta::default()
             },
             ..Service::default()
-        })
+        }))
     }
 
     fn ns(name: &str, rv: &str) -> KubeObject {
-        KubeObject::Namespace(k8s_openapi::api::core::v1::Namespace {
+        KubeObject::Namespace(Box::new(k8s_openapi::api::core::v1::Namespace {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 resource_version: Some(rv.into()),
                 ..ObjectMeta::default()
             },
             ..Default::default()
-        })
+        }))
     }
 
     fn names(out: &[SourceEvent]) -> Vec<String> {

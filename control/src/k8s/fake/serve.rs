@@ -374,6 +374,7 @@ async fn watch_response(
     let mut gone = false;
     let ns = namespace.as_deref();
     let subscription;
+    let close;
     {
         let inner = shared.lock();
         if from.is_empty() || from == "0" {
@@ -402,6 +403,8 @@ async fn watch_response(
             }
         }
         subscription = shared.changes.subscribe();
+        // Closes commanded from here on end this stream.
+        close = shared.close.subscribe();
     }
     shared.watches_served.send_modify(|n| *n += 1);
     let (tx, rx) = mpsc::channel::<Bytes>(WATCH_BUFFER);
@@ -415,9 +418,13 @@ async fn watch_response(
         if gone {
             return;
         }
+        let streams = Streams {
+            changes: subscription,
+            close,
+        };
         stream_changes(
             &stream_shared,
-            subscription,
+            streams,
             &tx,
             &def,
             namespace,
@@ -439,17 +446,25 @@ async fn watch_response(
     response
 }
 
+/// What a watch stream listens to.
+struct Streams {
+    changes: broadcast::Receiver<Arc<Change>>,
+    close: tokio::sync::watch::Receiver<super::CloseCommand>,
+}
+
 async fn stream_changes(
     shared: &Shared,
-    mut subscription: broadcast::Receiver<Arc<Change>>,
+    streams: Streams,
     tx: &mpsc::Sender<Bytes>,
     def: &ResourceDef,
     namespace: Option<String>,
     api_version: &str,
     timeout: Option<Duration>,
 ) {
-    let mut close = shared.close.subscribe();
-    close.borrow_and_update();
+    let Streams {
+        changes: mut subscription,
+        mut close,
+    } = streams;
     let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
     let mut deadline = std::pin::pin!(deadline);
     loop {
