@@ -6,7 +6,9 @@
 //! (the live [`Store`], the derived [`ServiceRegistry`]) and a channel of [`SourceEvent`]s:
 //! `Upsert`/`Delete` per object, `Ready` once every kind has been listed, then incremental events.
 
+pub mod inject;
 mod kinds;
+pub mod redirect;
 pub mod registry;
 mod source;
 mod store;
