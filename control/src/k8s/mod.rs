@@ -12,6 +12,7 @@ pub mod redirect;
 pub mod registry;
 mod source;
 mod store;
+pub mod webhook;
 
 #[cfg(feature = "testing")]
 pub mod fake;
