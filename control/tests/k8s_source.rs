@@ -370,3 +370,23 @@ async fn older_istio_versions_are_discovered_and_lists_paginate() {
     // Three one-item pages (plus an empty last) for VirtualService alone.
     assert!(h.fake.lists_served() - lists_before >= ResourceKind::ALL.len() as u64 + 2);
 }
+
+#[tokio::test]
+async fn watching_nothing_is_ready_at_once() {
+    let fake = FakeApiServer::start().await.unwrap();
+    fake.apply(&service("child-services", "case-api", &[("http", 80)]))
+        .unwrap();
+    let config = KubeSourceConfig {
+        kinds: vec![],
+        ..KubeSourceConfig::default()
+    };
+    let (mut h, before) = Harness::start(fake, config).await;
+    assert!(before.is_empty());
+    assert!(h.handle.watched().is_empty());
+    // The channel stays open while the handle lives.
+    assert!(
+        h.events
+            .try_recv()
+            .is_err_and(|e| e == tokio::sync::mpsc::error::TryRecvError::Empty)
+    );
+}

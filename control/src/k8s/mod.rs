@@ -5,6 +5,12 @@
 //! Start with [`KubeSource::new`] and [`KubeSource::start`]: it returns a [`KubeSourceHandle`]
 //! (the live [`Store`], the derived [`ServiceRegistry`]) and a channel of [`SourceEvent`]s:
 //! `Upsert`/`Delete` per object, `Ready` once every kind has been listed, then incremental events.
+//! Istio objects arrive raw ([`IstioObject`]: JSON value plus a `k8s://kind/ns/name@rv` origin)
+//! for the Istio parser. [`ServiceRegistry::from_store`] (or [`registry::derive`]) gives service
+//! discovery; [`inject`] and [`webhook`] are the sidecar-injection webhook's core.
+//!
+//! Tests (here and in the e2e crate) use the fake API server in [`fake`], behind the `testing`
+//! feature: `jalin-control = { workspace = true, features = ["testing"] }`.
 
 pub mod inject;
 mod kinds;

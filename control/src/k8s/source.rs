@@ -132,6 +132,9 @@ pub struct KubeSourceHandle {
     watched: Vec<WatchedKind>,
     skipped: Vec<ResourceKind>,
     tasks: Vec<JoinHandle<()>>,
+    /// Keeps the aggregator (and so the event channel) alive while the handle lives, even when
+    /// no kind is watched.
+    _keepalive: mpsc::Sender<Internal>,
 }
 
 impl Drop for KubeSourceHandle {
@@ -171,6 +174,7 @@ impl KubeSourceHandle {
 }
 
 /// What a watch task hands the aggregator.
+#[derive(Debug)]
 enum Internal {
     Event(ResourceKind, Event<KubeObject>),
     Error(ResourceKind, String),
@@ -209,6 +213,7 @@ impl KubeSource {
             watched,
             skipped,
             tasks,
+            _keepalive: in_tx,
         };
         Ok((handle, out_rx))
     }
@@ -490,6 +495,12 @@ async fn aggregate(
     tx: mpsc::Sender<SourceEvent>,
 ) {
     let mut out = Vec::new();
+    reconciler.start(&mut out);
+    for event in out.drain(..) {
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
     while let Some(message) = rx.recv().await {
         match message {
             Internal::Event(kind, event) => {

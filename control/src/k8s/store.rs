@@ -151,6 +151,14 @@ impl Reconciler {
         self.ready
     }
 
+    /// Emits `Ready` at once when no kind is expected (nothing to list); call once at start.
+    pub fn start(&mut self, out: &mut Vec<SourceEvent>) {
+        if self.kinds.is_empty() && !self.ready {
+            self.ready = true;
+            out.push(SourceEvent::Ready);
+        }
+    }
+
     /// Applies one watcher event for `kind` to `store`, pushing what to emit onto `out`.
     pub fn handle(
         &mut self,
@@ -401,6 +409,18 @@ mod tests {
             ["+Service/ns/a@5", "+Service/ns/a@6", "-Service/ns/a"]
         );
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn nothing_to_watch_is_ready_at_once() {
+        let mut out = vec![];
+        let mut r = Reconciler::new([]);
+        r.start(&mut out);
+        r.start(&mut out);
+        assert_eq!(names(&out), ["ready"]);
+        let mut out = vec![];
+        Reconciler::new([ResourceKind::Pod]).start(&mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(super) async fn accept(listener: TcpListener, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors or a reset handshake: let other tasks run, then accept again.
+            tokio::task::yield_now().await;
             continue;
         };
         while connections.try_join_next().is_some() {}
