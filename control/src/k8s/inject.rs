@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, SecurityContext,
@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::probes;
 use super::redirect::{RedirectConfig, redirect_script};
 
 /// Name of the injected proxy container.
@@ -93,6 +94,9 @@ pub struct InjectSettings {
     pub metrics_port: u16,
     /// Audience of the ServiceAccount token the proxy presents to the CA.
     pub token_audience: String,
+    /// Rewrite the app's kubelet probes to the proxy's health port (see [`super::probes`]);
+    /// a pod can opt out with `sidecar.istio.io/rewriteAppHTTPProbers: "false"`.
+    pub rewrite_app_probes: bool,
 }
 
 impl Default for InjectSettings {
@@ -111,6 +115,7 @@ impl Default for InjectSettings {
             health_port: DEFAULT_HEALTH_PORT,
             metrics_port: DEFAULT_METRICS_PORT,
             token_audience: DEFAULT_TOKEN_AUDIENCE.into(),
+            rewrite_app_probes: true,
         }
     }
 }
@@ -255,11 +260,25 @@ pub fn inject(
         });
     }
     let redirect = redirect_config(pod, settings)?;
-    let init = init_container(settings, &redirect);
-    let proxy = proxy_container(settings);
-    let volumes = volumes(settings);
     let spec = pod.spec.clone().unwrap_or_default();
+    let rewrite = if settings.rewrite_app_probes && probes::rewrite_enabled(pod) {
+        probes::rewrite(&spec.containers, settings.health_port)
+    } else {
+        probes::ProbeRewrite::default()
+    };
+    let init = init_container(settings, &redirect);
+    let proxy = proxy_container(settings, rewrite.app_probers.as_deref());
+    let volumes = volumes(settings);
     let mut ops = Vec::new();
+    // Probe replacements first: they address the app's containers by their original index,
+    // before the proxy may be inserted in front of them.
+    for p in &rewrite.probes {
+        let index = p.container.to_string();
+        ops.push(PatchOperation::Replace(ReplaceOperation {
+            path: PointerBuf::from_tokens(["spec", "containers", index.as_str(), p.field]),
+            value: to_json(&p.probe),
+        }));
+    }
     let add = |ops: &mut Vec<PatchOperation>, path: &[&str], value: Value| {
         ops.push(PatchOperation::Add(AddOperation {
             path: PointerBuf::from_tokens(path.iter().copied()),
@@ -465,7 +484,7 @@ fn port(name: &str, number: u16) -> ContainerPort {
 }
 
 /// The proxy container. Its environment is the sidecar's configuration contract.
-fn proxy_container(settings: &InjectSettings) -> Container {
+fn proxy_container(settings: &InjectSettings, app_probers: Option<&str>) -> Container {
     let ready = Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/healthz/ready".into()),
@@ -481,21 +500,26 @@ fn proxy_container(settings: &InjectSettings) -> Container {
         image: Some(settings.proxy_image.clone()),
         // A native sidecar: restarted on exit, started before the app's init containers.
         restart_policy: settings.native_sidecar.then(|| "Always".to_string()),
-        env: Some(vec![
-            env("JALIN_MODE", "sidecar"),
-            env("JALIN_CONTROL_PLANE", settings.control_plane.clone()),
-            env("JALIN_TRUST_DOMAIN", settings.trust_domain.clone()),
-            env("JALIN_INBOUND_PORT", settings.inbound_port.to_string()),
-            env("JALIN_OUTBOUND_PORT", settings.outbound_port.to_string()),
-            env("JALIN_HEALTH_PORT", settings.health_port.to_string()),
-            env("JALIN_METRICS_PORT", settings.metrics_port.to_string()),
-            env("JALIN_TOKEN_PATH", format!("{TOKEN_MOUNT_PATH}/token")),
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-            field_env("INSTANCE_IP", "status.podIP"),
-            field_env("NODE_NAME", "spec.nodeName"),
-        ]),
+        env: Some(
+            vec![
+                env("JALIN_MODE", "sidecar"),
+                env("JALIN_CONTROL_PLANE", settings.control_plane.clone()),
+                env("JALIN_TRUST_DOMAIN", settings.trust_domain.clone()),
+                env("JALIN_INBOUND_PORT", settings.inbound_port.to_string()),
+                env("JALIN_OUTBOUND_PORT", settings.outbound_port.to_string()),
+                env("JALIN_HEALTH_PORT", settings.health_port.to_string()),
+                env("JALIN_METRICS_PORT", settings.metrics_port.to_string()),
+                env("JALIN_TOKEN_PATH", format!("{TOKEN_MOUNT_PATH}/token")),
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_NAMESPACE", "metadata.namespace"),
+                field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+                field_env("INSTANCE_IP", "status.podIP"),
+                field_env("NODE_NAME", "spec.nodeName"),
+            ]
+            .into_iter()
+            .chain(app_probers.map(|p| env(probes::APP_PROBERS_ENV, p)))
+            .collect(),
+        ),
         ports: Some(vec![
             port("jalin-health", settings.health_port),
             port("http-jalin-prom", settings.metrics_port),

@@ -20,7 +20,8 @@ fn app_pod() -> Pod {
         "spec": {
             "serviceAccountName": "case-api",
             "initContainers": [{"name": "migrate", "image": "migrate"}],
-            "containers": [{"name": "app", "image": "app", "ports": [{"containerPort": 8080}]}],
+            "containers": [{"name": "app", "image": "app", "ports": [{"containerPort": 8080}],
+                            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}],
             "volumes": [{"name": "config", "emptyDir": {}}]
         }
     }))
@@ -273,4 +274,68 @@ fn skipped_pods_get_an_empty_patch() {
     let injection = inject(&app_pod(), &BTreeMap::new(), &InjectSettings::default()).unwrap();
     assert_eq!(injection.decision, Decision::Skip(SkipReason::NotEnabled));
     assert!(injection.patch.0.is_empty());
+}
+
+#[test]
+fn app_probes_are_rewritten_to_the_proxy_in_both_modes() {
+    let ns = labels(&[("istio-injection", "enabled")]);
+    for native_sidecar in [true, false] {
+        let s = InjectSettings {
+            native_sidecar,
+            ..InjectSettings::default()
+        };
+        let original = app_pod();
+        let injected = apply(&original, &inject(&original, &ns, &s).unwrap().patch);
+        let spec = injected.spec.unwrap();
+        let app = spec.containers.iter().find(|c| c.name == "app").unwrap();
+        let http = app
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(http.path.as_deref(), Some("/app-health/app/readyz"));
+        assert_eq!(http.port, IntOrString::Int(15021));
+        let proxy = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == PROXY_CONTAINER)
+            .unwrap();
+        let probers = proxy
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == probes::APP_PROBERS_ENV)
+            .and_then(|e| e.value.clone())
+            .unwrap();
+        let probers: Value = serde_json::from_str(&probers).unwrap();
+        assert_eq!(
+            probers["/app-health/app/readyz"]["httpGet"]["path"],
+            "/ready"
+        );
+    }
+    let mut opted_out = app_pod();
+    opted_out
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(probes::REWRITE_PROBES_ANNOTATION.into(), "false".into());
+    let injected = apply(
+        &opted_out,
+        &inject(&opted_out, &ns, &InjectSettings::default())
+            .unwrap()
+            .patch,
+    );
+    let app = &injected.spec.unwrap().containers[0];
+    let http = app
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(http.port, IntOrString::Int(8080));
 }

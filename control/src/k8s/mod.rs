@@ -14,6 +14,7 @@
 
 pub mod inject;
 mod kinds;
+pub mod probes;
 pub mod redirect;
 pub mod registry;
 mod source;
