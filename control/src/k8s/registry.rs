@@ -213,6 +213,19 @@ impl ServiceRegistry {
     }
 }
 
+impl RegistryService {
+    /// The workload identity of `endpoint` (`spiffe://<td>/ns/<ns>/sa/<sa>`, the pod running in
+    /// the Service's namespace), or None when its pod, and so its ServiceAccount, is unknown.
+    pub fn endpoint_identity(
+        &self,
+        endpoint: &RegistryEndpoint,
+        trust_domain: &jalin_ca::spiffe::TrustDomain,
+    ) -> Option<jalin_ca::spiffe::SpiffeId> {
+        let service_account = endpoint.service_account.as_deref()?;
+        jalin_ca::spiffe::SpiffeId::workload(trust_domain, &self.namespace, service_account).ok()
+    }
+}
+
 /// Derives the service registry from Services, their EndpointSlices and the Pods behind them.
 pub fn derive<'a>(
     services: impl IntoIterator<Item = &'a Service>,

@@ -150,6 +150,11 @@ fn endpoints_carry_readiness_pod_labels_identity_and_zone() {
     assert_eq!(first.zone.as_deref(), Some("zone-a"));
     assert_eq!(first.node.as_deref(), Some("node-1"));
     assert!(first.serving && !first.terminating);
+    let td = jalin_ca::spiffe::TrustDomain::new("cluster.local").unwrap();
+    assert_eq!(
+        s.endpoint_identity(first, &td).unwrap().to_string(),
+        "spiffe://cluster.local/ns/child-services/sa/case-api"
+    );
     let terminating = &s.endpoints[2];
     assert!(terminating.serving && terminating.terminating);
     assert_eq!(
@@ -173,6 +178,8 @@ fn headless_and_external_name() {
     assert_eq!(db.endpoints.len(), 1);
     assert_eq!(db.endpoints[0].address.to_string(), "fd00::7");
     assert_eq!(db.endpoints[0].service_account, None, "no pod known");
+    let td = jalin_ca::spiffe::TrustDomain::new("cluster.local").unwrap();
+    assert!(db.endpoint_identity(&db.endpoints[0], &td).is_none());
     assert_eq!(db.ports[0].protocol, MeshProtocol::Auto);
     let ext = r.service("registry.government.svc.cluster.local").unwrap();
     assert_eq!(
