@@ -20,6 +20,7 @@ pub mod registry;
 mod source;
 mod store;
 pub mod webhook;
+pub mod webhook_server;
 
 #[cfg(feature = "testing")]
 pub mod fake;
@@ -31,6 +32,6 @@ pub use kinds::{
 pub use registry::{RegistrySettings, ServiceRegistry};
 pub use source::{
     ConfigSource, DEFAULT_EVENT_BUFFER, DEFAULT_PAGE_SIZE, DEFAULT_WATCH_TIMEOUT_SECS, KubeSource,
-    KubeSourceConfig, KubeSourceHandle, SourceError, WatchedKind, istio_object,
+    KubeSourceConfig, KubeSourceHandle, SourceError, StoreReader, WatchedKind, istio_object,
 };
 pub use store::{Reconciler, SourceEvent, Store};

@@ -125,6 +125,35 @@ impl Debug for KubeSource {
     }
 }
 
+/// Shared read access to a source's store, for request handlers (e.g. the injection webhook).
+#[derive(Clone, Debug, Default)]
+pub struct StoreReader {
+    store: Arc<RwLock<Store>>,
+}
+
+impl StoreReader {
+    /// A reader over a fixed store (tests, or a source that is not Kubernetes).
+    pub fn new(store: Store) -> Self {
+        Self {
+            store: Arc::new(RwLock::new(store)),
+        }
+    }
+
+    /// Runs `f` on the current store contents.
+    pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
+        let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
+        f(&store)
+    }
+
+    /// A reader of the live store that outlives borrows of the handle (the watches still stop
+    /// when the handle is dropped).
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            store: Arc::clone(&self.store),
+        }
+    }
+}
+
 /// A running Kubernetes source. Dropping it stops every watch.
 #[derive(Debug)]
 pub struct KubeSourceHandle {
@@ -150,6 +179,14 @@ impl KubeSourceHandle {
     pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
         let store = self.store.read().unwrap_or_else(PoisonError::into_inner);
         f(&store)
+    }
+
+    /// A reader of the live store that outlives borrows of the handle (the watches still stop
+    /// when the handle is dropped).
+    pub fn reader(&self) -> StoreReader {
+        StoreReader {
+            store: Arc::clone(&self.store),
+        }
     }
 
     /// A copy of the current store (objects are shared, so this copies only the index).
