@@ -190,20 +190,38 @@ mod tests {
 
     #[test]
     fn http1_request_line() {
-        assert_eq!(classify(b"GET / HTTP/1.1\r\nHost: a\r\n"), Verdict::Decided(Protocol::Http1));
-        assert_eq!(classify(b"DELETE /x?y HTTP/1.0\n"), Verdict::Decided(Protocol::Http1));
+        assert_eq!(
+            classify(b"GET / HTTP/1.1\r\nHost: a\r\n"),
+            Verdict::Decided(Protocol::Http1)
+        );
+        assert_eq!(
+            classify(b"DELETE /x?y HTTP/1.0\n"),
+            Verdict::Decided(Protocol::Http1)
+        );
         assert_eq!(classify(b"GET /long/path"), Verdict::NeedMore);
         // "P" is a prefix of both the preface and POST.
         assert_eq!(classify(b"P"), Verdict::NeedMore);
-        assert_eq!(classify(b"POST / HTTP/1.1\r\n"), Verdict::Decided(Protocol::Http1));
+        assert_eq!(
+            classify(b"POST / HTTP/1.1\r\n"),
+            Verdict::Decided(Protocol::Http1)
+        );
     }
 
     #[test]
     fn anything_else_is_opaque() {
-        assert_eq!(classify(b"\x16\x03\x01\x02"), Verdict::Decided(Protocol::Opaque));
-        assert_eq!(classify(b"hello world\r\n"), Verdict::Decided(Protocol::Opaque));
+        assert_eq!(
+            classify(b"\x16\x03\x01\x02"),
+            Verdict::Decided(Protocol::Opaque)
+        );
+        assert_eq!(
+            classify(b"hello world\r\n"),
+            Verdict::Decided(Protocol::Opaque)
+        );
         assert_eq!(classify(b"GET\t/"), Verdict::Decided(Protocol::Opaque));
-        assert_eq!(classify(b"SSH-2.0-OpenSSH\r\n"), Verdict::Decided(Protocol::Opaque));
+        assert_eq!(
+            classify(b"SSH-2.0-OpenSSH\r\n"),
+            Verdict::Decided(Protocol::Opaque)
+        );
         let long = vec![b'a'; DETECT_MAX_BYTES];
         assert_eq!(classify(&long), Verdict::Decided(Protocol::Opaque));
     }

@@ -21,8 +21,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::limits::{
-    MAX_CONCURRENT_STREAMS, MAX_H2_HEADER_LIST_BYTES, MAX_HEADERS, MAX_HEADER_BYTES,
-    MAX_LOCAL_ERROR_RESET_STREAMS, POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_ENDPOINT,
+    MAX_CONCURRENT_STREAMS, MAX_H2_HEADER_LIST_BYTES, MAX_LOCAL_ERROR_RESET_STREAMS,
+    POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_ENDPOINT,
 };
 
 /// The HTTP version the proxy speaks to one endpoint for one request.
@@ -41,7 +41,9 @@ pub struct Endpoint {
 
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Endpoint")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -59,14 +61,15 @@ pub struct SendError {
 impl Endpoint {
     /// An endpoint at `addr`; connections time out after `connect_timeout`.
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
-        let connector = Connector { addr, connect_timeout };
+        let connector = Connector {
+            addr,
+            connect_timeout,
+        };
         let mut h1 = Client::builder(TokioExecutor::new());
         h1.pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_ENDPOINT)
-            .http1_max_headers(MAX_HEADERS)
-            .http1_max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
             // An HTTP/2 downstream request has no Host header; hyper adds it from the authority.
             .retry_canceled_requests(true);
         let mut h2 = Client::builder(TokioExecutor::new());
@@ -79,7 +82,11 @@ impl Endpoint {
             .http2_max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
             .http2_adaptive_window(true)
             .retry_canceled_requests(true);
-        Self { addr, h1: h1.build(connector.clone()), h2: h2.build(connector) }
+        Self {
+            addr,
+            h1: h1.build(connector.clone()),
+            h2: h2.build(connector),
+        }
     }
 
     /// The address connections go to.
@@ -106,7 +113,11 @@ impl Endpoint {
             }
         };
         async move {
-            fut.await.map_err(|source| SendError { addr, connect: source.is_connect(), source })
+            fut.await.map_err(|source| SendError {
+                addr,
+                connect: source.is_connect(),
+                source,
+            })
         }
     }
 }
@@ -141,7 +152,10 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
         .map_err(|_| {
             io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("connect to {addr} timed out after {} ms", timeout.as_millis()),
+                format!(
+                    "connect to {addr} timed out after {} ms",
+                    timeout.as_millis()
+                ),
             )
         })??;
     stream.set_nodelay(true)?;

@@ -19,7 +19,8 @@ pub const DETECT_MAX_BYTES: usize = 8 * 1024;
 /// default. hyper answers 431 beyond it.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// Most HTTP/1 headers in one message; Envoy's `max_headers_count` default is 100.
+/// Most HTTP/1 headers in one message; Envoy's `max_headers_count` default is 100, and so is
+/// hyper's, which parses up to this many on the stack (so it is not set explicitly).
 pub const MAX_HEADERS: usize = 100;
 
 /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, matching the HTTP/1 bound.

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use jalin_xds::model::cluster::{Cluster, UpstreamProtocol};
+use jalin_xds::model::traffic::DEFAULT_CONNECT_TIMEOUT_MS;
 
 use crate::config::{ConfigOrigin, ProxyConfig};
 use crate::endpoint::Endpoint;
@@ -68,7 +69,13 @@ impl Snapshot {
             }
             services.insert(cluster.name.clone(), svc);
         }
-        Self { version, config: Arc::new(config), origin, services, by_address }
+        Self {
+            version,
+            config: Arc::new(config),
+            origin,
+            services,
+            by_address,
+        }
     }
 
     /// The service named `name`.
@@ -106,6 +113,20 @@ impl Service {
         }
     }
 
+    /// A service with the single endpoint `dst`, for an original destination that no configured
+    /// service claims (Istio's `PassthroughCluster`).
+    pub fn passthrough(name: &'static str, dst: SocketAddr) -> Self {
+        let connect_timeout = Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS);
+        Self {
+            name: Arc::from(name),
+            protocol: UpstreamProtocol::Auto,
+            connect_timeout,
+            endpoints: vec![Arc::new(Endpoint::new(dst, connect_timeout))],
+            schedule: vec![0],
+            next: AtomicUsize::new(0),
+        }
+    }
+
     /// Picks the endpoint for the next request: weighted round robin. This is the step the
     /// balancer replaces; sending is [`Endpoint::send`], a separate step.
     pub fn pick(&self) -> Option<&Arc<Endpoint>> {
@@ -134,7 +155,11 @@ fn schedule(weights: &[u32]) -> Vec<u32> {
         .iter()
         .map(|w| {
             let w = u64::from(*w);
-            if total <= MAX_SCHEDULE_SLOTS { w } else { (w * MAX_SCHEDULE_SLOTS / total).max(1) }
+            if total <= MAX_SCHEDULE_SLOTS {
+                w
+            } else {
+                (w * MAX_SCHEDULE_SLOTS / total).max(1)
+            }
         })
         .collect();
     // Smooth weighted round robin (as nginx does): deterministic and evenly interleaved.

@@ -27,8 +27,8 @@ pub const CONFIG_RELOADS: &str = "jalin_config_reloads_total";
 
 /// Istio's default buckets for `istio_request_duration_milliseconds`.
 const DURATION_BUCKETS_MS: &[f64] = &[
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -62,10 +62,14 @@ pub fn reporter(direction: Direction) -> &'static str {
 }
 
 /// Status codes as `&'static str` so a label costs no allocation per request.
-static CODES: LazyLock<Box<[String]>> = LazyLock::new(|| (0..1000).map(|c| c.to_string()).collect());
+static CODES: LazyLock<Box<[String]>> =
+    LazyLock::new(|| (0..1000).map(|c| c.to_string()).collect());
 
 fn code_str(code: u16) -> &'static str {
-    CODES.get(usize::from(code)).map(String::as_str).unwrap_or("0")
+    CODES
+        .get(usize::from(code))
+        .map(String::as_str)
+        .unwrap_or("0")
 }
 
 /// Envoy-style response flags carried in the `response_flags` label.
@@ -175,7 +179,8 @@ impl Drop for RequestMeter {
 
 /// Parses a `grpc-status` header value (0-16 are defined; anything numeric under 256 is kept).
 pub fn parse_grpc_status(v: Option<&http::HeaderValue>) -> Option<u8> {
-    v.and_then(|v| std::str::from_utf8(v.as_bytes()).ok()).and_then(|s| s.parse().ok())
+    v.and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|s| s.parse().ok())
 }
 
 /// Records an opaque TCP connection's open and, on drop, its close and byte counts.
@@ -193,7 +198,11 @@ impl TcpMeter {
             Label::new("destination_service", service),
         ]);
         metrics::counter!(TCP_OPENED, labels.iter()).increment(1);
-        Self { labels, sent: 0, received: 0 }
+        Self {
+            labels,
+            sent: 0,
+            received: 0,
+        }
     }
 }
 
@@ -214,7 +223,9 @@ pub struct LogControl {
 
 impl std::fmt::Debug for LogControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogControl").field("current", &self.current.load()).finish()
+        f.debug_struct("LogControl")
+            .field("current", &self.current.load())
+            .finish()
     }
 }
 
@@ -223,7 +234,9 @@ impl LogControl {
     pub fn set(&self, directives: &str) -> Result<(), String> {
         let filter = EnvFilter::try_new(directives)
             .map_err(|e| format!("invalid log filter `{directives}`: {e}"))?;
-        self.handle.reload(filter).map_err(|e| format!("cannot apply log filter: {e}"))?;
+        self.handle
+            .reload(filter)
+            .map_err(|e| format!("cannot apply log filter: {e}"))?;
         self.current.store(Arc::new(directives.to_owned()));
         Ok(())
     }

@@ -35,7 +35,9 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         #[allow(clippy::expect_used)] // Invariant: the constant is a valid socket address.
-        let address = DEFAULT_ADMIN_ADDRESS.parse().expect("DEFAULT_ADMIN_ADDRESS parses");
+        let address = DEFAULT_ADMIN_ADDRESS
+            .parse()
+            .expect("DEFAULT_ADMIN_ADDRESS parses");
         Self { address }
     }
 }
@@ -125,7 +127,8 @@ pub fn load_file(path: &Path) -> Result<(ProxyConfig, ConfigOrigin), ConfigError
             meta.len()
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| unreadable(format!("cannot read: {e}")))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| unreadable(format!("cannot read: {e}")))?;
     parse(&file, &text)
 }
 
@@ -136,7 +139,10 @@ pub fn parse(file: &str, text: &str) -> Result<(ProxyConfig, ConfigOrigin), Conf
     let raw: FileConfig = serde_saphyr::from_str_with_options(text, options)
         .map_err(|e| syntax_error(file, text, &e))?;
     let config = validate(file, raw)?;
-    let origin = ConfigOrigin { file: file.to_owned(), sha256: sha256_hex(text.as_bytes()) };
+    let origin = ConfigOrigin {
+        file: file.to_owned(),
+        sha256: sha256_hex(text.as_bytes()),
+    };
     Ok((config, origin))
 }
 
@@ -145,13 +151,20 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn syntax_error(file: &str, text: &str, err: &serde_saphyr::Error) -> ConfigError {
-    let (line, column) = err.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let (line, column) = err
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
     let message = strip_location_suffix(&err.to_string());
     ConfigError {
         file: file.to_owned(),
         line,
         column,
-        path: if line > 0 { path::yaml_path_at(text, line as usize) } else { String::new() },
+        path: if line > 0 {
+            path::yaml_path_at(text, line as usize)
+        } else {
+            String::new()
+        },
         message,
         hint: "see proxy/ARCHITECTURE-proxy.md for the configuration fields".into(),
     }
@@ -166,15 +179,13 @@ fn strip_location_suffix(msg: &str) -> String {
 }
 
 fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
-    let at = |loc: serde_saphyr::Location, path: String, message: String, hint: &str| {
-        ConfigError {
-            file: file.to_owned(),
-            line: loc.line(),
-            column: loc.column(),
-            path,
-            message,
-            hint: hint.to_owned(),
-        }
+    let at = |loc: serde_saphyr::Location, path: String, message: String, hint: &str| ConfigError {
+        file: file.to_owned(),
+        line: loc.line(),
+        column: loc.column(),
+        path,
+        message,
+        hint: hint.to_owned(),
     };
 
     let mut service_names: HashMap<&str, usize> = HashMap::new();
@@ -194,7 +205,10 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
             return Err(at(
                 loc,
                 format!("services[{i}].name"),
-                format!("service `{}` is already defined as services[{first}]", c.name),
+                format!(
+                    "service `{}` is already defined as services[{first}]",
+                    c.name
+                ),
                 "give each service a unique name",
             ));
         }
@@ -246,7 +260,10 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
             return Err(at(
                 loc,
                 format!("listeners[{i}].name"),
-                format!("listener `{}` is already defined as listeners[{first}]", l.name),
+                format!(
+                    "listener `{}` is already defined as listeners[{first}]",
+                    l.name
+                ),
                 "give each listener a unique name",
             ));
         }
@@ -255,7 +272,10 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
             return Err(at(
                 loc,
                 format!("listeners[{i}].address"),
-                format!("address {} is already used by another listener or the admin server", l.address),
+                format!(
+                    "address {} is already used by another listener or the admin server",
+                    l.address
+                ),
                 "give each listener its own port",
             ));
         }
@@ -266,7 +286,10 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
                 return Err(at(
                     loc,
                     format!("listeners[{i}].service"),
-                    format!("unknown service `{svc}`; defined services: [{}]", known.join(", ")),
+                    format!(
+                        "unknown service `{svc}`; defined services: [{}]",
+                        known.join(", ")
+                    ),
                     "define it under `services:` or fix the name",
                 ));
             }
@@ -284,7 +307,8 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
 }
 
 /// Where the configuration comes from: a file (watched and reloaded) or text held in memory.
@@ -339,7 +363,10 @@ services:
 
     #[test]
     fn unknown_field_names_line_and_path() {
-        let text = GOOD.replace("    direction: outbound", "    direction: outbound\n    colour: red");
+        let text = GOOD.replace(
+            "    direction: outbound",
+            "    direction: outbound\n    colour: red",
+        );
         let err = parse("f.yaml", &text).unwrap_err();
         assert_eq!(err.line, 7, "{err}");
         assert_eq!(err.path, "listeners[0].colour", "{err}");

@@ -74,7 +74,9 @@ fn key_of(s: &str) -> Option<String> {
     if s.starts_with('{') || s.starts_with('[') {
         return None;
     }
-    let colon = s.find(": ").or_else(|| s.strip_suffix(':').map(|k| k.len()))?;
+    let colon = s
+        .find(": ")
+        .or_else(|| s.strip_suffix(':').map(|k| k.len()))?;
     let key = s[..colon].trim().trim_matches(|c| c == '"' || c == '\'');
     (!key.is_empty()).then(|| key.to_owned())
 }

@@ -63,6 +63,10 @@ fn default_weight() -> u32 {
 impl Endpoint {
     /// An endpoint at `address` with the default weight and no labels.
     pub fn new(address: SocketAddr) -> Self {
-        Self { address, weight: DEFAULT_ENDPOINT_WEIGHT, labels: BTreeMap::new() }
+        Self {
+            address,
+            weight: DEFAULT_ENDPOINT_WEIGHT,
+            labels: BTreeMap::new(),
+        }
     }
 }

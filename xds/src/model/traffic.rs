@@ -55,7 +55,11 @@ pub enum LoadBalancer {
 pub enum HashKey {
     Header(String),
     /// Cookie name; when absent the proxy sets it with `ttl_ms`.
-    Cookie { name: String, path: Option<String>, ttl_ms: Option<u64> },
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl_ms: Option<u64>,
+    },
     SourceIp,
     QueryParameter(String),
 }
@@ -162,7 +166,11 @@ pub struct SuccessRate {
 impl Default for SuccessRate {
     fn default() -> Self {
         // Envoy's defaults: 5 hosts, 100 requests, factor 1900.
-        Self { minimum_hosts: 5, request_volume: 100, stdev_factor: 1900 }
+        Self {
+            minimum_hosts: 5,
+            request_volume: 100,
+            stdev_factor: 1900,
+        }
     }
 }
 
@@ -179,6 +187,10 @@ pub struct RetryBudget {
 impl Default for RetryBudget {
     fn default() -> Self {
         // Linkerd's defaults: 20 % extra load, 10 retries/s floor, 10 s window.
-        Self { ratio: 0.2, min_retries_per_second: 10, ttl_ms: 10_000 }
+        Self {
+            ratio: 0.2,
+            min_retries_per_second: 10,
+            ttl_ms: 10_000,
+        }
     }
 }
