@@ -148,7 +148,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn idle_connections_are_closed() {
         let (mut client, mut proxy_side) = tokio::io::duplex(64);
         let (mut upstream_side, _upstream) = tokio::io::duplex(64);

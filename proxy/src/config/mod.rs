@@ -155,7 +155,10 @@ fn syntax_error(file: &str, text: &str, err: &serde_saphyr::Error) -> ConfigErro
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
-    let message = strip_location_suffix(&err.to_string());
+    let mut message = strip_location_suffix(&err.to_string());
+    if message.contains("socket address") {
+        message.push_str("; expected IP:port, for example 127.0.0.1:8080 or [::1]:8080");
+    }
     ConfigError {
         file: file.to_owned(),
         line,
@@ -378,7 +381,8 @@ services:
     fn bad_address_names_its_line() {
         let text = GOOD.replace("127.0.0.1:8081", "not-an-address");
         let err = parse("f.yaml", &text).unwrap_err();
-        assert_eq!(err.line, 14, "{err}");
+        assert_eq!(err.line, 13, "{err}");
+        assert!(err.to_string().contains("expected IP:port"), "{err}");
         assert_eq!(err.path, "services[0].endpoints[1].address", "{err}");
     }
 
