@@ -142,14 +142,13 @@ impl ListenerSet {
         let mut kept = HashMap::new();
         for (i, l) in wanted.iter().enumerate() {
             let reuse = self.running.iter().find(|(name, r)| {
-                (name.as_str() == l.name && r.config.address == l.address)
-                    || (l.address.port() != 0 && r.config.address == l.address)
+                r.config.address == l.address && (name.as_str() == l.name || l.address.port() != 0)
             });
-            if let Some((old, _)) = reuse {
-                if !kept.values().any(|v: &String| v == old) {
-                    kept.insert(l.name.clone(), old.clone());
-                    continue;
-                }
+            if let Some((old, _)) = reuse
+                && !kept.values().any(|v: &String| v == old)
+            {
+                kept.insert(l.name.clone(), old.clone());
+                continue;
             }
             let socket = bind(l.address).await.map_err(|e| ConfigError {
                 file: file.to_owned(),

@@ -102,6 +102,7 @@ impl TestProxy {
     }
 
     /// The bound address of listener `name`.
+    #[allow(clippy::panic)] // Test support: asking for a listener the test did not configure is a test bug.
     pub fn addr(&self, name: &str) -> SocketAddr {
         self.handle
             .listener_addr(name)

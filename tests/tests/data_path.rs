@@ -1,6 +1,8 @@
 //! The proxy's data path end to end: real clients (curl, hyper, tonic, tungstenite, raw TCP)
 //! through an in-process proxy to real upstream servers, all over loopback sockets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::time::Duration;
 
 use bytes::Bytes;

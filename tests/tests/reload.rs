@@ -2,6 +2,8 @@
 //! broken files are rejected with their line while traffic continues, listeners are bound and
 //! unbound, and draining lets an in-flight request finish.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;

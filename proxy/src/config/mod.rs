@@ -282,8 +282,10 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
                 "give each listener its own port",
             ));
         }
-        if let Some(svc) = &l.service {
-            if !service_names.contains_key(svc.as_str()) {
+        if let Some(svc) = &l.service
+            && !service_names.contains_key(svc.as_str())
+        {
+            {
                 let mut known: Vec<&str> = service_names.keys().copied().collect();
                 known.sort_unstable();
                 return Err(at(
