@@ -75,7 +75,7 @@ pub struct ReloadEvent {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot bind the admin server on {addr}: {source}")]
     Admin {
@@ -193,6 +193,20 @@ impl Inner {
         let current = self.shared.snapshot.load_full();
         if origin.sha256 == current.origin.sha256 {
             return Ok(current.version);
+        }
+        if config.admin.address != current.config.admin.address {
+            return Err(ConfigError {
+                file: origin.file,
+                line: 0,
+                column: 0,
+                path: "admin.address".into(),
+                message: format!(
+                    "changed from {} to {}; the admin server cannot move while running",
+                    current.config.admin.address, config.admin.address
+                ),
+                hint: "restore the old address, or restart the proxy to move the admin server"
+                    .into(),
+            });
         }
         let prepared = listeners.prepare(&config.listeners, &origin.file).await?;
         let version = current.version + 1;
