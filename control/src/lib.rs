@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod demo;
 pub mod istio;
 pub mod k8s;
 pub mod lint;

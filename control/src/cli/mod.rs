@@ -73,6 +73,8 @@ pub enum Command {
         #[arg(long)]
         rules: PathBuf,
     },
+    /// Start a whole demo mesh on this machine (dev CA, sidecars, apps, traffic) with a live summary.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Run a parsed command line.
@@ -86,5 +88,6 @@ pub fn run(cli: Cli) -> ExitCode {
         } => policy::import(&inputs, &out, keep_going),
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
+        Command::Demo(args) => crate::demo::run(&args),
     }
 }

@@ -1,0 +1,292 @@
+//! The demo mesh's configuration: the example directory imported with the Istio importer into
+//! the native model, and from it each sidecar's static configuration file (listeners, and
+//! clusters with their endpoints and DestinationRule traffic policy).
+//!
+//! This is the static path: the proxies read files this module writes. When the control plane
+//! server (`jalin control`) is part of the build, the proxies get the same model over xDS
+//! instead, and only the bootstrap (admin and listener addresses) comes from here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use jalin_xds::model::cluster::{Cluster, Endpoint, UpstreamProtocol};
+use jalin_xds::model::listener::{Direction, Listener, ListenerProtocol};
+use jalin_xds::model::traffic::TrafficPolicy;
+use serde::Serialize;
+
+use super::DemoError;
+use super::example::{Client, Instance};
+use crate::istio::convert::{NativeConfig, convert};
+use crate::istio::{Severity, load_paths};
+
+/// What the demo could hand to the proxies in this build; the summary only expects traffic
+/// kinds whose stage is configured, and says which are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// AuthorizationPolicies are enforced by the server sidecars (403 with the deciding policy).
+    pub authz: Option<&'static str>,
+    /// VirtualService routes (emergency header -> emergency subset) are applied by the client
+    /// sidecars.
+    pub routes: Option<&'static str>,
+    /// The client sidecars run outlier detection from the DestinationRules.
+    pub outlier: Option<&'static str>,
+    /// Sidecars talk mTLS with the workload certificates the demo's CA issued.
+    pub mtls: Option<&'static str>,
+}
+
+impl Capabilities {
+    /// The static path: the proxy's configuration file carries listeners and clusters (with
+    /// their traffic policy). `Some(reason)` names what is missing for a stage.
+    pub const STATIC: Self = Self {
+        authz: Some("the proxy's static configuration has no authorization policies in this build"),
+        routes: Some("the proxy's static configuration has no route tables in this build"),
+        outlier: Some("the proxy's outbound path does not run the outlier detector in this build"),
+        mtls: Some(
+            "the proxy's static configuration has no TLS in this build; certificates are issued but unused",
+        ),
+    };
+}
+
+/// The imported example: the native model and the count of findings by severity.
+#[derive(Debug)]
+pub struct Imported {
+    pub native: NativeConfig,
+    pub resources: usize,
+    pub warnings: usize,
+    pub unsupported: usize,
+}
+
+/// Imports the example directory; any error stops the demo with the findings.
+pub fn import(dir: &Path) -> Result<Imported, DemoError> {
+    let loaded = load_paths(&[dir.to_path_buf()]);
+    if loaded.has_errors() {
+        let errors: Vec<String> = loaded.errors().map(ToString::to_string).collect();
+        return Err(DemoError::Import(errors.join("\n")));
+    }
+    let mut findings = loaded.findings.clone();
+    let native = convert(&loaded.resources, &mut findings);
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    Ok(Imported {
+        resources: loaded.resources.len(),
+        warnings: count(Severity::Warning),
+        unsupported: count(Severity::Unsupported),
+        native,
+    })
+}
+
+/// One sidecar's addresses.
+#[derive(Debug, Clone)]
+pub struct ProxyAddrs {
+    pub admin: SocketAddr,
+    /// Server sidecars: the inbound listener (the WorkloadEntry port) and the local app.
+    pub inbound: Option<(SocketAddr, SocketAddr)>,
+    /// Client sidecars: one outbound listener per service host.
+    pub outbound: BTreeMap<String, SocketAddr>,
+}
+
+/// The file the proxy reads (`jalin-proxy --config`).
+#[derive(Debug, Serialize)]
+struct ProxyFile<'a> {
+    admin: AdminSection,
+    listeners: Vec<Listener>,
+    services: &'a [Cluster],
+}
+
+#[derive(Debug, Serialize)]
+struct AdminSection {
+    address: SocketAddr,
+}
+
+/// The name of a server sidecar's cluster for its local application.
+pub const INBOUND_CLUSTER: &str = "inbound-app";
+
+/// A server sidecar's configuration: one inbound listener to the local application.
+pub fn server_config(instance: &Instance, addrs: &ProxyAddrs) -> Result<String, DemoError> {
+    let (listen, app) = addrs.inbound.ok_or_else(|| {
+        DemoError::Plan(format!("{}: no inbound address was chosen", instance.name))
+    })?;
+    let services = [Cluster {
+        name: INBOUND_CLUSTER.to_owned(),
+        addresses: Vec::new(),
+        protocol: UpstreamProtocol::Http1,
+        endpoints: vec![Endpoint::new(app)],
+        policy: TrafficPolicy::default(),
+    }];
+    let listeners = vec![Listener {
+        name: "inbound".to_owned(),
+        address: listen,
+        direction: Direction::Inbound,
+        service: Some(INBOUND_CLUSTER.to_owned()),
+        protocol: ListenerProtocol::Http1,
+    }];
+    render(addrs.admin, listeners, &services)
+}
+
+/// A client sidecar's configuration: one outbound listener and cluster per service it calls.
+pub fn client_config(
+    client: &Client,
+    addrs: &ProxyAddrs,
+    native: &NativeConfig,
+) -> Result<String, DemoError> {
+    let mut services = Vec::new();
+    let mut listeners = Vec::new();
+    for host in client.calls {
+        let listen = addrs.outbound.get(*host).ok_or_else(|| {
+            DemoError::Plan(format!("{}: no outbound address for {host}", client.name))
+        })?;
+        services.push(cluster_for(host, native)?);
+        listeners.push(Listener {
+            name: format!("outbound-{}", short_name(host)),
+            address: *listen,
+            direction: Direction::Outbound,
+            service: Some((*host).to_owned()),
+            protocol: ListenerProtocol::Http1,
+        });
+    }
+    render(addrs.admin, listeners, &services)
+}
+
+fn render(
+    admin: SocketAddr,
+    listeners: Vec<Listener>,
+    services: &[Cluster],
+) -> Result<String, DemoError> {
+    let file = ProxyFile {
+        admin: AdminSection { address: admin },
+        listeners,
+        services,
+    };
+    serde_saphyr::to_string(&file).map_err(|e| DemoError::Plan(format!("proxy config: {e}")))
+}
+
+/// The first label of a host: `child-profile-service` for its FQDN.
+pub fn short_name(host: &str) -> &str {
+    host.split('.').next().unwrap_or(host)
+}
+
+/// The cluster of a ServiceEntry host: its endpoints (inline WorkloadEntries) and the traffic
+/// policy of the DestinationRule that applies to it.
+pub fn cluster_for(host: &str, native: &NativeConfig) -> Result<Cluster, DemoError> {
+    let entry = native
+        .service_entries
+        .iter()
+        .find(|se| se.spec.hosts.iter().any(|h| h == host))
+        .ok_or_else(|| DemoError::Plan(format!("no ServiceEntry has the host {host}")))?;
+    let mut endpoints = Vec::new();
+    for (i, we) in entry.spec.endpoints.iter().enumerate() {
+        let at = || {
+            format!(
+                "ServiceEntry {}/{} endpoints[{i}]",
+                entry.meta.namespace, entry.meta.name
+            )
+        };
+        let ip = we
+            .address
+            .as_deref()
+            .ok_or_else(|| DemoError::Plan(format!("{}: no address", at())))?;
+        let port = we
+            .ports
+            .values()
+            .next()
+            .copied()
+            .ok_or_else(|| DemoError::Plan(format!("{}: no ports", at())))?;
+        let address: SocketAddr = format!("{ip}:{port}")
+            .parse()
+            .map_err(|e| DemoError::Plan(format!("{}: {ip}:{port}: {e}", at())))?;
+        let mut endpoint = Endpoint::new(address);
+        endpoint.labels = we.labels.clone();
+        if let Some(w) = we.weight {
+            endpoint.weight = u32::try_from(w).unwrap_or(u32::MAX).max(1);
+        }
+        endpoints.push(endpoint);
+    }
+    Ok(Cluster {
+        name: host.to_owned(),
+        addresses: Vec::new(),
+        protocol: UpstreamProtocol::Http1,
+        endpoints,
+        policy: traffic_policy(host, native),
+    })
+}
+
+/// The DestinationRule policy for `host`: an exact host (short names qualified with the rule's
+/// namespace) beats a wildcard; among equals the first in file order wins, as Istio's oldest.
+pub fn traffic_policy(host: &str, native: &NativeConfig) -> TrafficPolicy {
+    let mut wildcard = None;
+    for dr in &native.destination_policies {
+        let rule_host = qualify(&dr.host, &dr.meta.namespace);
+        if rule_host == host {
+            return dr.traffic_policy.clone();
+        }
+        if let Some(suffix) = rule_host.strip_prefix('*')
+            && host.ends_with(suffix)
+            && wildcard.is_none()
+        {
+            wildcard = Some(dr.traffic_policy.clone());
+        }
+    }
+    wildcard.unwrap_or_default()
+}
+
+/// Istio's short-name rule: a host without a dot is `<name>.<rule namespace>.svc.cluster.local`.
+fn qualify(host: &str, namespace: &str) -> String {
+    if host.contains('.') || host == "*" {
+        host.to_owned()
+    } else {
+        format!("{host}.{namespace}.svc.cluster.local")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::example::{CHILD_PROFILE, INSTANCES, materialise};
+
+    fn native() -> NativeConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = INSTANCES
+            .iter()
+            .enumerate()
+            .map(|(n, i)| (i.example_port, 41_000 + n as u16))
+            .collect();
+        materialise(dir.path(), &ports).unwrap();
+        import(dir.path()).unwrap().native
+    }
+
+    #[test]
+    fn child_profile_cluster_has_three_endpoints_and_the_seed_outlier_policy() {
+        let native = native();
+        let c = cluster_for(CHILD_PROFILE, &native).unwrap();
+        assert_eq!(c.endpoints.len(), 3);
+        assert_eq!(c.endpoints[0].address.port(), 41_000);
+        assert_eq!(c.endpoints[0].labels["priority"], "emergency");
+        let od = c.policy.outlier_detection.unwrap();
+        // policies-18 (exact host) wins over policies-22 (wildcard, consecutiveErrors: 2).
+        assert_eq!(od.consecutive_5xx_errors, Some(3));
+    }
+
+    #[test]
+    fn client_config_parses_as_yaml_with_the_listener_per_service() {
+        let native = native();
+        let client = crate::demo::example::CLIENTS[5];
+        let mut outbound = BTreeMap::new();
+        for (n, h) in client.calls.iter().enumerate() {
+            outbound.insert((*h).to_owned(), SocketAddr::from(([127, 0, 0, 1], 42_000 + n as u16)));
+        }
+        let addrs = ProxyAddrs {
+            admin: "127.0.0.1:42100".parse().unwrap(),
+            inbound: None,
+            outbound,
+        };
+        let text = client_config(&client, &addrs, &native).unwrap();
+        assert!(text.contains("outbound-child-profile-service"), "{text}");
+        assert!(text.contains("127.0.0.1:42100"), "{text}");
+    }
+
+    #[test]
+    fn unknown_host_is_a_plan_error() {
+        let err = cluster_for("nope.example", &native()).unwrap_err();
+        assert!(err.to_string().contains("nope.example"));
+    }
+}
