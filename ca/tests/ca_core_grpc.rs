@@ -15,12 +15,13 @@ use jalin_ca::auth::{
     KubernetesAuthenticator, ReviewError, TokenReviewStatus, TokenReviewer,
 };
 use jalin_ca::chain::certs_from_pem;
-use jalin_ca::issue::{AuditBuffer, AuditLog, TtlPolicy, WorkloadCa, WorkloadId, new_workload_csr};
+use jalin_ca::issue::{AuditBuffer, AuditLog, TtlPolicy, WorkloadCa, new_workload_csr};
 use jalin_ca::server::client::{
     CaEndpoint, ClientAuth, ClientError, IssuedChain, request_certificate,
 };
 use jalin_ca::server::{serve, server_identity};
 use jalin_ca::signer::CaSigner;
+use jalin_ca::spiffe::SpiffeId;
 
 const TD: &str = "cluster.local";
 const SERVER_NAME: &str = "jalin-ca.jalin-system.svc.cluster.local";
@@ -93,9 +94,15 @@ async fn start(max_ttl: Duration) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(Arc::clone(&ca), auth, tls, listener, async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(serve(
+        Arc::clone(&ca),
+        auth,
+        tls.resolver().unwrap(),
+        listener,
+        async {
+            let _ = rx.await;
+        },
+    ));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("root.pem"), &dev.root_pem).unwrap();
     std::fs::write(dir.path().join("inter.pem"), &dev.intermediate_pem).unwrap();
@@ -116,15 +123,15 @@ async fn start(max_ttl: Duration) -> Harness {
     }
 }
 
-fn id(ns: &str, sa: &str) -> WorkloadId {
-    WorkloadId::new(TD, ns, sa).unwrap()
+fn id(ns: &str, sa: &str) -> SpiffeId {
+    SpiffeId::new_workload(TD, ns, sa).unwrap()
 }
 
 impl Harness {
     async fn request(
         &self,
         auth: &ClientAuth,
-        id: &WorkloadId,
+        id: &SpiffeId,
         ttl: u64,
     ) -> (Result<IssuedChain, ClientError>, rcgen::KeyPair) {
         let (csr, key) = new_workload_csr(id).unwrap();
@@ -224,7 +231,7 @@ async fn join_token_issues_once_and_refuses_reuse_expiry_identity_and_domain() {
     res.unwrap();
 
     // Other trust domain: even a token bound to it gets nothing from this CA.
-    let foreign = WorkloadId::new("other.example", "ns", "sa").unwrap();
+    let foreign = SpiffeId::new_workload("other.example", "ns", "sa").unwrap();
     let t3 = h
         .store
         .create(&foreign, Duration::from_secs(600), SystemTime::now())
