@@ -240,14 +240,16 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let tls_config = tls_incoming::server_config(&ca, certs)?;
     let expiry_ca = Arc::clone(&ca);
-    let expiry = tokio::spawn(async move {
+    // Guards: the helper tasks end with this future, also when it is dropped mid-way.
+    let _expiry = AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
         loop {
             tick.tick().await;
             expiry_ca.refresh_expiry_metrics(SystemTime::now());
         }
-    });
+    }));
     let (incoming, acceptor) = tls_incoming::incoming(listener, tls_config);
+    let _acceptor = AbortOnDrop(acceptor);
     let result = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(u32::try_from(MAX_CONCURRENT_PER_CONNECTION).unwrap_or(32))
@@ -257,7 +259,14 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
-    acceptor.abort();
-    expiry.abort();
     Ok(result?)
+}
+
+/// Aborts a helper task when the serving future ends or is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
