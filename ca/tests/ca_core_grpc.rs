@@ -22,6 +22,7 @@ use jalin_ca::server::client::{
 use jalin_ca::server::{serve, server_identity};
 use jalin_ca::signer::CaSigner;
 use jalin_ca::spiffe::SpiffeId;
+use jalin_ca::tls::TlsPolicy;
 
 const TD: &str = "cluster.local";
 const SERVER_NAME: &str = "jalin-ca.jalin-system.svc.cluster.local";
@@ -98,6 +99,7 @@ async fn start(max_ttl: Duration) -> Harness {
         Arc::clone(&ca),
         auth,
         tls.resolver().unwrap(),
+        TlsPolicy::DEFAULT,
         listener,
         async {
             let _ = rx.await;

@@ -259,3 +259,104 @@ impl CertificateSource for GrpcCertificateSource {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spiffe::TrustDomain;
+    use crate::tls::TrustBundle;
+
+    fn source(bootstrap: Bootstrap) -> GrpcCertificateSource {
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let ca = crate::identity::DevCa::new(td.clone(), Duration::from_secs(60)).unwrap();
+        let trust = TrustStore::new(TrustBundle::new(vec![ca.root()], vec![td.clone()]).unwrap());
+        let ca_id = SpiffeId::workload(&td, "jalin-system", "jalin-ca").unwrap();
+        GrpcCertificateSource::new(
+            GrpcSourceConfig::new("https://127.0.0.1:1", ca_id, bootstrap),
+            trust,
+        )
+    }
+
+    #[test]
+    fn kubernetes_token_file_is_reread_trimmed_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let s = source(Bootstrap::KubernetesTokenFile(path.clone()));
+        assert!(matches!(
+            s.bootstrap_credential(),
+            Err(SourceError::Unavailable(m)) if m.contains("projected token volume")
+        ));
+        std::fs::write(&path, "first\n").unwrap();
+        assert!(
+            matches!(s.bootstrap_credential(), Ok(ClientAuth::KubernetesToken(t)) if t == "first")
+        );
+        std::fs::write(&path, "rotated").unwrap();
+        assert!(
+            matches!(s.bootstrap_credential(), Ok(ClientAuth::KubernetesToken(t)) if t == "rotated")
+        );
+        std::fs::write(&path, " \n").unwrap();
+        assert!(
+            matches!(s.bootstrap_credential(), Err(SourceError::Unavailable(m)) if m.contains("empty"))
+        );
+        std::fs::write(&path, vec![b'a'; MAX_BEARER_TOKEN_BYTES + 1]).unwrap();
+        assert!(
+            matches!(s.bootstrap_credential(), Err(SourceError::Unavailable(m)) if m.contains("larger"))
+        );
+    }
+
+    #[test]
+    fn bootstraps_until_a_valid_certificate_is_installed() {
+        let s = source(Bootstrap::JoinToken("jlt_secret".into()));
+        assert!(!format!("{s:?}").contains("jlt_secret"));
+        assert!(s.renewal_resolver(SystemTime::now()).is_none());
+        let store = Arc::new(CertStore::new());
+        s.attach_renewal(store.clone());
+        assert!(
+            s.renewal_resolver(SystemTime::now()).is_none(),
+            "empty store"
+        );
+
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let ca = crate::identity::DevCa::new(td.clone(), Duration::from_secs(60)).unwrap();
+        let id = SpiffeId::workload(&td, "a", "b").unwrap();
+        let (chain, key) = ca.issue(&id, &[]).unwrap();
+        let certified = rustls::sign::CertifiedKey::from_der(
+            chain,
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            &rustls::crypto::aws_lc_rs::default_provider(),
+        )
+        .unwrap();
+        store.install(Arc::new(certified));
+        assert!(s.renewal_resolver(SystemTime::now()).is_some());
+        let later = SystemTime::now() + Duration::from_secs(120);
+        assert!(s.renewal_resolver(later).is_none(), "expired certificate");
+    }
+
+    #[test]
+    fn refusals_are_rejected_and_outages_unavailable() {
+        let refused = |code| ClientError::Refused {
+            code,
+            message: "m".into(),
+        };
+        for code in [
+            tonic::Code::Unauthenticated,
+            tonic::Code::PermissionDenied,
+            tonic::Code::InvalidArgument,
+        ] {
+            assert!(matches!(
+                source_error(refused(code)),
+                SourceError::Rejected(_)
+            ));
+        }
+        for code in [
+            tonic::Code::Unavailable,
+            tonic::Code::Internal,
+            tonic::Code::DeadlineExceeded,
+        ] {
+            assert!(matches!(
+                source_error(refused(code)),
+                SourceError::Unavailable(_)
+            ));
+        }
+    }
+}

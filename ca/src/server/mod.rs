@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{AuthError, Authenticator, Credentials};
 use crate::issue::{AuditContext, IssueError, WorkloadCa, check_csr, new_workload_csr};
 use crate::spiffe::SpiffeId;
+use crate::tls::TlsPolicy;
 
 /// Generated protobuf and gRPC code for `jalin.ca.v1`.
 #[allow(clippy::all, missing_docs, unreachable_pub)]
@@ -230,15 +231,17 @@ impl pb::certificate_service_server::CertificateService for CaService {
 /// Serves the issuance API over TLS on `listener` until `shutdown` completes, presenting the
 /// certificate `certs` resolves on each handshake (give the resolver of
 /// [`self_tls::ca_server_identity`] so the serving certificate renews itself). Client
-/// certificates are optional (renewal), verified against the CA's root bundle.
+/// certificates are optional (renewal), verified against the CA's root bundle. `policy` is the
+/// TLS policy (`TlsPolicy::GOVERNMENT` for AES-GCM and NIST curves only).
 pub async fn serve(
     ca: Arc<WorkloadCa>,
     auth: Arc<dyn Authenticator>,
     certs: Arc<dyn ResolvesServerCert>,
+    policy: TlsPolicy,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let tls_config = tls_incoming::server_config(&ca, certs)?;
+    let tls_config = tls_incoming::server_config(&ca, certs, &policy)?;
     let expiry_ca = Arc::clone(&ca);
     // Guards: the helper tasks end with this future, also when it is dropped mid-way.
     let _expiry = AbortOnDrop(tokio::spawn(async move {

@@ -24,13 +24,13 @@ const ACCEPT_ERROR_BACKOFF: std::time::Duration = std::time::Duration::from_mill
 /// Finished handshakes queued for tonic.
 const READY_QUEUE: usize = 64;
 
-/// The CA's rustls server config: TLS 1.3, ALPN `h2`, client certificates optional (renewal)
-/// and, when given, verified against every configured root.
+/// The CA's rustls server config: `policy`'s versions and algorithms, ALPN `h2`, client
+/// certificates optional (renewal) and, when given, verified against every configured root.
 pub(super) fn server_config(
     ca: &WorkloadCa,
     certs: Arc<dyn ResolvesServerCert>,
+    policy: &TlsPolicy,
 ) -> Result<Arc<ServerConfig>, ServeError> {
-    let policy = TlsPolicy::DEFAULT;
     let provider = policy.shared_provider();
     let mut roots = RootCertStore::empty();
     for root in ca.roots() {

@@ -21,7 +21,7 @@ use jalin_ca::issue::{AuditBuffer, AuditLog, CaConfig, TtlPolicy, WorkloadCa};
 use jalin_ca::server::self_tls::ca_server_identity;
 use jalin_ca::server::{CA_NAMESPACE, CA_SERVICE_ACCOUNT, serve};
 use jalin_ca::spiffe::{SpiffeId, TrustDomain};
-use jalin_ca::tls::{TrustBundle, TrustStore};
+use jalin_ca::tls::{TlsPolicy, TrustBundle, TrustStore};
 use rustls_pki_types::CertificateDer;
 
 pub const TD: &str = "cluster.local";
@@ -147,9 +147,16 @@ pub async fn run_ca(ca: WorkloadCa, server_ttl: Duration) -> RunningCa {
     let resolver = identity.server_resolver();
     let server_ca = Arc::clone(&ca);
     let server_task = tokio::spawn(async move {
-        serve(server_ca, auth, resolver, listener, async {
-            let _ = rx.await;
-        })
+        serve(
+            server_ca,
+            auth,
+            resolver,
+            TlsPolicy::GOVERNMENT,
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        )
         .await
         .unwrap();
     });
