@@ -23,12 +23,12 @@ use super::manager::{IdentityConfig, IdentityError, WorkloadIdentity};
 use super::source::{CertificateSource, IssuedChain, SourceError};
 use super::store::CertStore;
 use crate::auth::MAX_BEARER_TOKEN_BYTES;
-use crate::chain::certs_from_pem;
 use crate::server::client::{
     CaConnection, ClientAuth, ClientError, DEFAULT_CLIENT_TIMEOUT, request_certificate_over,
     server_name_of,
 };
 use crate::spiffe::SpiffeId;
+use crate::tls::verify::not_after;
 use crate::tls::{TlsPolicy, TrustStore, client_config};
 
 /// How a workload proves who it is for its first certificate.
@@ -140,9 +140,7 @@ impl GrpcCertificateSource {
         let current = resolver.resolve(&[], WORKLOAD_SCHEMES)?;
         let leaf = current.end_entity_cert().ok()?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-        let not_after = SystemTime::UNIX_EPOCH
-            + Duration::from_secs(u64::try_from(cert.validity().not_after.timestamp()).ok()?);
-        (now < not_after).then(|| Arc::clone(resolver))
+        (now < not_after(&cert)).then(|| Arc::clone(resolver))
     }
 
     /// The bootstrap credential, read now.
@@ -196,25 +194,11 @@ impl GrpcCertificateSource {
         csr: &[u8],
     ) -> Result<IssuedChain, SourceError> {
         let connection = self.connection(certs)?;
-        let issued = request_certificate_over(&connection, credential, csr, self.config.ttl_secs)
+        request_certificate_over(&connection, credential, csr, self.config.ttl_secs)
             .await
-            .map_err(source_error)?;
-        let chain = certs_from_pem(issued.chain_pem.as_bytes(), "CA response chain".as_ref())
-            .map_err(|e| {
-                SourceError::Unavailable(format!("CA returned an unreadable chain: {e}"))
-            })?;
-        let roots = if issued.trust_bundle_pem.trim().is_empty() {
-            Vec::new()
-        } else {
-            certs_from_pem(
-                issued.trust_bundle_pem.as_bytes(),
-                "CA trust bundle".as_ref(),
-            )
-            .map_err(|e| {
-                SourceError::Unavailable(format!("CA returned an unreadable trust bundle: {e}"))
-            })?
-        };
-        Ok(IssuedChain { chain, roots })
+            .map_err(source_error)?
+            .into_issued_chain()
+            .map_err(|e| SourceError::Unavailable(format!("CA returned unreadable PEM: {e}")))
     }
 }
 

@@ -15,7 +15,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{JOIN_TOKEN_METADATA, pb};
-use crate::chain::certs_from_pem;
+use crate::chain::{PemFileError, certs_from_pem};
+use crate::identity::IssuedChain;
 use crate::tls::TlsPolicy;
 
 /// Default bound on connecting to the CA and on one request.
@@ -55,9 +56,10 @@ impl std::fmt::Debug for ClientAuth {
     }
 }
 
-/// What the CA returned.
+/// What the CA returned, as it travels (PEM). [`SignResponse::into_issued_chain`] gives the
+/// DER form the identity manager installs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IssuedChain {
+pub struct SignResponse {
     /// Workload certificate then intermediates, PEM.
     pub chain_pem: String,
     /// The roots to trust, PEM.
@@ -66,6 +68,22 @@ pub struct IssuedChain {
     pub spiffe_id: String,
     /// notAfter, Unix seconds.
     pub not_after_unix: i64,
+}
+
+impl SignResponse {
+    /// The chain and the trust bundle as DER (an empty bundle keeps the one in force).
+    pub fn into_issued_chain(self) -> Result<IssuedChain, PemFileError> {
+        let chain = certs_from_pem(self.chain_pem.as_bytes(), Path::new("CA response chain"))?;
+        let roots = if self.trust_bundle_pem.trim().is_empty() {
+            Vec::new()
+        } else {
+            certs_from_pem(
+                self.trust_bundle_pem.as_bytes(),
+                Path::new("CA response trust bundle"),
+            )?
+        };
+        Ok(IssuedChain { chain, roots })
+    }
 }
 
 /// Why a request failed.
@@ -216,7 +234,7 @@ pub async fn request_certificate(
     auth: &ClientAuth,
     csr: &[u8],
     ttl_secs: u64,
-) -> Result<IssuedChain, ClientError> {
+) -> Result<SignResponse, ClientError> {
     let connection = CaConnection::from_endpoint(endpoint, auth)?;
     request_certificate_over(&connection, Some(auth), csr, ttl_secs).await
 }
@@ -228,7 +246,7 @@ pub async fn request_certificate_over(
     auth: Option<&ClientAuth>,
     csr: &[u8],
     ttl_secs: u64,
-) -> Result<IssuedChain, ClientError> {
+) -> Result<SignResponse, ClientError> {
     let channel = connection.connect().await?;
     let mut client = pb::certificate_service_client::CertificateServiceClient::new(channel);
     let mut request = tonic::Request::new(pb::SignCertificateRequest {
@@ -255,7 +273,7 @@ pub async fn request_certificate_over(
             message: s.message().to_owned(),
         })?
         .into_inner();
-    Ok(IssuedChain {
+    Ok(SignResponse {
         chain_pem: resp.cert_chain_pem,
         trust_bundle_pem: resp.trust_bundle_pem,
         spiffe_id: resp.spiffe_id,

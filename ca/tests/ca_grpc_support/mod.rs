@@ -39,7 +39,9 @@ pub fn ca_id() -> SpiffeId {
     SpiffeId::workload(&td(), CA_NAMESPACE, CA_SERVICE_ACCOUNT).unwrap()
 }
 
-/// TokenReview stand-in: one valid service-account token.
+/// TokenReview stand-in (no API server runs here): `K8S_TOKEN` and `sa-web` are valid
+/// service-account tokens, `sa-wrong-audience` is for another audience, `user-alice` names a
+/// user rather than a service account, `api-down` fails the review, anything else is invalid.
 pub struct FakeReviewer;
 
 #[async_trait]
@@ -47,23 +49,42 @@ impl TokenReviewer for FakeReviewer {
     async fn review(
         &self,
         token: &str,
-        _audiences: &[String],
+        audiences: &[String],
     ) -> Result<TokenReviewStatus, ReviewError> {
-        Ok(if token == K8S_TOKEN {
-            TokenReviewStatus {
-                authenticated: true,
-                username: K8S_USER.into(),
-                audiences: vec!["jalin-ca".into()],
-                error: None,
-            }
-        } else {
-            TokenReviewStatus {
+        assert_eq!(audiences, ["jalin-ca".to_owned()]);
+        let ok = |user: &str, aud: &str| TokenReviewStatus {
+            authenticated: true,
+            username: user.into(),
+            audiences: vec![aud.into()],
+            error: None,
+        };
+        Ok(match token {
+            K8S_TOKEN => ok(K8S_USER, "jalin-ca"),
+            "sa-web" => ok("system:serviceaccount:default:web", "jalin-ca"),
+            "sa-wrong-audience" => ok("system:serviceaccount:default:web", "vault"),
+            "user-alice" => ok("alice", "jalin-ca"),
+            "api-down" => return Err(ReviewError("connection refused".into())),
+            _ => TokenReviewStatus {
                 authenticated: false,
                 error: Some("invalid bearer token".into()),
                 ..Default::default()
-            }
+            },
         })
     }
+}
+
+/// The CA's authenticators in production order: explicit tokens before the TLS client
+/// certificate (join token, Kubernetes token with audience `jalin-ca`, workload certificate).
+pub fn authenticator(tokens: &Arc<JoinTokenStore>) -> Arc<dyn Authenticator> {
+    Arc::new(AnyOf(vec![
+        Arc::new(JoinTokenAuthenticator::new(Arc::clone(tokens))),
+        Arc::new(KubernetesAuthenticator::new(
+            Arc::new(FakeReviewer),
+            vec!["jalin-ca".into()],
+            TD,
+        )),
+        Arc::new(CertificateAuthenticator),
+    ]))
 }
 
 /// Writes an `init-dev` chain into `dir` and loads a CA from the files, as an operator would.
@@ -129,15 +150,7 @@ impl RunningCa {
 pub async fn run_ca(ca: WorkloadCa, server_ttl: Duration) -> RunningCa {
     let ca = Arc::new(ca);
     let tokens = Arc::new(JoinTokenStore::in_memory());
-    let auth: Arc<dyn Authenticator> = Arc::new(AnyOf(vec![
-        Arc::new(JoinTokenAuthenticator::new(Arc::clone(&tokens))),
-        Arc::new(KubernetesAuthenticator::new(
-            Arc::new(FakeReviewer),
-            vec!["jalin-ca".into()],
-            TD,
-        )),
-        Arc::new(CertificateAuthenticator),
-    ]));
+    let auth = authenticator(&tokens);
     let identity = ca_server_identity(Arc::clone(&ca), vec![CA_DNS.into()], server_ttl).unwrap();
     let identity_task = identity.spawn();
     identity.ready().await;
