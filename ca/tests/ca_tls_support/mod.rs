@@ -434,6 +434,24 @@ pub struct LoadReport {
     pub complete: bool,
 }
 
+impl LoadReport {
+    /// The rotations all happened, clients saw only certificates the manager installed, no
+    /// request failed, and there was real traffic.
+    pub fn assert_rotated_without_failures(&self) {
+        assert!(
+            self.complete,
+            "rotations not all observed in time: {self:?}"
+        );
+        let announced: std::collections::HashSet<_> = self.announced.iter().cloned().collect();
+        assert!(
+            self.observed.is_subset(&announced),
+            "server presented a certificate the manager never installed: {self:?}"
+        );
+        assert_eq!(self.failed, 0, "failed requests during rotation: {self:?}");
+        assert!(self.ok >= 20, "too little traffic: {self:?}");
+    }
+}
+
 /// Runs 4 clients against `addr` (a long-lived connection each, plus a new connection every
 /// 4th request) until the server identity behind `rotations` has installed, and the clients
 /// have seen, `serials` distinct certificates, or until `limit`. Every answer must be
