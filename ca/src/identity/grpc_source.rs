@@ -228,12 +228,12 @@ impl CertificateSource for GrpcCertificateSource {
         if let Some(certs) = self.renewal_resolver(SystemTime::now()) {
             match self.request(certs, None, csr.as_ref()).await {
                 Ok(issued) => return Ok(issued),
-                // A Kubernetes token can be shown again: fall back to it when the CA refuses
-                // the certificate (for instance after the CA's roots rotated past it).
-                Err(SourceError::Rejected(why))
-                    if matches!(self.config.bootstrap, Bootstrap::KubernetesTokenFile(_)) =>
-                {
-                    tracing::warn!(reason = %why, "renewal by certificate refused; bootstrapping again with the service-account token");
+                // A Kubernetes token can be shown again: fall back to it when renewal by
+                // certificate fails. The CA may refuse the certificate in the request or, once
+                // its roots have rotated past it, already in the TLS handshake (which surfaces
+                // as a transport error). A join token is one-time: no fallback.
+                Err(e) if matches!(self.config.bootstrap, Bootstrap::KubernetesTokenFile(_)) => {
+                    tracing::warn!(error = %e, "renewal by certificate failed; trying the service-account token");
                 }
                 Err(e) => return Err(e),
             }

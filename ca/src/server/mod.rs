@@ -243,7 +243,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let tls_config = tls_incoming::server_config(&ca, certs, &policy)?;
     let expiry_ca = Arc::clone(&ca);
-    // Guards: the helper tasks end with this future, also when it is dropped mid-way.
+    // The expiry task ends with this future, also when it is dropped mid-way.
     let _expiry = AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
         loop {
@@ -251,8 +251,7 @@ pub async fn serve(
             expiry_ca.refresh_expiry_metrics(SystemTime::now());
         }
     }));
-    let (incoming, acceptor) = tls_incoming::incoming(listener, tls_config);
-    let _acceptor = AbortOnDrop(acceptor);
+    let incoming = tls_incoming::incoming(listener, tls_config);
     let result = Server::builder()
         .timeout(REQUEST_TIMEOUT)
         .max_concurrent_streams(u32::try_from(MAX_CONCURRENT_PER_CONNECTION).unwrap_or(32))

@@ -137,6 +137,14 @@ impl RunningCa {
         format!("https://{}", self.addr)
     }
 
+    /// Stops the server and waits until its listening socket is closed (a restart can bind
+    /// the same address); returns the address.
+    pub async fn stop(mut self) -> SocketAddr {
+        self.server_task.abort();
+        let _ = (&mut self.server_task).await;
+        self.addr
+    }
+
     /// A join token bound to `id`.
     pub fn join_token(&self, id: &SpiffeId) -> String {
         self.tokens
@@ -148,13 +156,22 @@ impl RunningCa {
 /// Starts `ca` with join-token, Kubernetes (fake TokenReview) and certificate authentication;
 /// the serving certificate lives `server_ttl` and renews itself.
 pub async fn run_ca(ca: WorkloadCa, server_ttl: Duration) -> RunningCa {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    run_ca_on(ca, server_ttl, listener).await
+}
+
+/// [`run_ca`] on a given listener (to restart a CA at the same address).
+pub async fn run_ca_on(
+    ca: WorkloadCa,
+    server_ttl: Duration,
+    listener: tokio::net::TcpListener,
+) -> RunningCa {
     let ca = Arc::new(ca);
     let tokens = Arc::new(JoinTokenStore::in_memory());
     let auth = authenticator(&tokens);
     let identity = ca_server_identity(Arc::clone(&ca), vec![CA_DNS.into()], server_ttl).unwrap();
     let identity_task = identity.spawn();
     identity.ready().await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let resolver = identity.server_resolver();
