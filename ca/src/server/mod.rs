@@ -1,6 +1,7 @@
 //! The issuance service: CSR signing over gRPC with TLS. Request order: TLS (optional client
 //! certificate, verified to the root bundle) -> credentials from metadata -> CSR check ->
-//! authentication against the requested identity -> TTL policy -> signing -> audit.
+//! authentication against the requested identity -> TTL policy -> signing -> audit. The CA's
+//! serving certificate comes from a resolver on each handshake ([`self_tls`] renews it).
 
 pub mod client;
 pub mod self_tls;
