@@ -257,6 +257,15 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     loop {
+        // Wait for room before accepting, so a connection flood queues in the kernel backlog.
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            () = shared.drain.cancelled() => break,
+            p = shared.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_closed) => break,
+            },
+        };
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
             () = shared.drain.cancelled() => break,
@@ -271,9 +280,11 @@ async fn accept_loop(
             }
         };
         let info = info.load_full();
-        shared
-            .tasks
-            .spawn(handle(stream, peer, info, shared.clone()));
+        let conn = handle(stream, peer, info, shared.clone());
+        shared.tasks.spawn(async move {
+            conn.await;
+            drop(permit);
+        });
     }
 }
 

@@ -474,12 +474,28 @@ listeners:
 async fn oversized_request_head_is_refused() {
     let up = HttpUpstream::start("a").await.unwrap();
     let proxy = proxy_to(up.addr).await;
-    let big = format!("x-big: {}", "a".repeat(jalin_proxy::limits::MAX_HEADER_BYTES));
-    let out = curl(&format!("http://{}/headers", proxy.addr("out")), &["-H", &big]).await.unwrap();
+    let big = format!(
+        "x-big: {}",
+        "a".repeat(jalin_proxy::limits::MAX_HEADER_BYTES)
+    );
+    let out = curl(
+        &format!("http://{}/headers", proxy.addr("out")),
+        &["-H", &big],
+    )
+    .await
+    .unwrap();
     assert_eq!(out.status, 431);
     assert_eq!(up.requests(), 0);
     // Just under the limit passes.
-    let ok = format!("x-big: {}", "a".repeat(jalin_proxy::limits::MAX_HEADER_BYTES / 2));
-    let out = curl(&format!("http://{}/headers", proxy.addr("out")), &["-H", &ok]).await.unwrap();
+    let ok = format!(
+        "x-big: {}",
+        "a".repeat(jalin_proxy::limits::MAX_HEADER_BYTES / 2)
+    );
+    let out = curl(
+        &format!("http://{}/headers", proxy.addr("out")),
+        &["-H", &ok],
+    )
+    .await
+    .unwrap();
     assert_eq!(out.status, 200);
 }
