@@ -2,6 +2,8 @@
 //! 10 s, exits 0 with a final summary naming every kind of traffic, and leaves no sidecar
 //! running. Also: a missing proxy binary is a clear error telling how to build it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failures should panic
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -32,13 +34,24 @@ fn proxy_next_to_jalin() -> PathBuf {
     if !works(&path) {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "jalin-proxy", "--bin", "jalin-proxy", "--manifest-path"])
+            .args([
+                "build",
+                "-p",
+                "jalin-proxy",
+                "--bin",
+                "jalin-proxy",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .status()
             .expect("run cargo build -p jalin-proxy");
         assert!(status.success(), "cargo build -p jalin-proxy failed");
     }
-    assert!(works(&path), "{} is not a working jalin-proxy", path.display());
+    assert!(
+        works(&path),
+        "{} is not a working jalin-proxy",
+        path.display()
+    );
     path
 }
 
@@ -102,7 +115,9 @@ async fn demo_runs_for_its_duration_shows_every_kind_and_leaves_no_sidecar() {
         .unwrap_or_else(|| panic!("no TRAFFIC KINDS block: {all}"));
     for kind in ["allowed", "denied", "emergency", "failing-upstream"] {
         assert!(
-            kinds.lines().any(|l| l.split_whitespace().any(|w| w == kind)),
+            kinds
+                .lines()
+                .any(|l| l.split_whitespace().any(|w| w == kind)),
             "kind {kind} missing: {all}"
         );
     }
@@ -117,7 +132,10 @@ async fn demo_runs_for_its_duration_shows_every_kind_and_leaves_no_sidecar() {
     let pids = sidecar_pids(&run.stdout);
     assert_eq!(pids.len(), 11, "one pid per sidecar: {all}");
     for pid in pids {
-        assert!(!is_running_proxy(pid), "sidecar pid {pid} survived the demo");
+        assert!(
+            !is_running_proxy(pid),
+            "sidecar pid {pid} survived the demo"
+        );
     }
 }
 
@@ -129,6 +147,14 @@ async fn missing_proxy_binary_says_how_to_build_it() {
     )
     .await;
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("cargo build --release"), "{}", run.stderr);
-    assert!(run.stderr.contains("/nonexistent/jalin-proxy"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cargo build --release"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("/nonexistent/jalin-proxy"),
+        "{}",
+        run.stderr
+    );
 }

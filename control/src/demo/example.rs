@@ -19,55 +19,81 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     (
         "policies-05-peerauthentication-child-data-mtls-strict.yaml",
-        include_str!("../../examples/demo/policies-05-peerauthentication-child-data-mtls-strict.yaml"),
+        include_str!(
+            "../../examples/demo/policies-05-peerauthentication-child-data-mtls-strict.yaml"
+        ),
     ),
     (
         "policies-06-peerauthentication-emergency-services-mtls.yaml",
-        include_str!("../../examples/demo/policies-06-peerauthentication-emergency-services-mtls.yaml"),
+        include_str!(
+            "../../examples/demo/policies-06-peerauthentication-emergency-services-mtls.yaml"
+        ),
     ),
     (
         "policies-07-peerauthentication-government-services-mtls.yaml",
-        include_str!("../../examples/demo/policies-07-peerauthentication-government-services-mtls.yaml"),
+        include_str!(
+            "../../examples/demo/policies-07-peerauthentication-government-services-mtls.yaml"
+        ),
     ),
     (
         "policies-10-authorizationpolicy-child-profile-access-policy.yaml",
-        include_str!("../../examples/demo/policies-10-authorizationpolicy-child-profile-access-policy.yaml"),
+        include_str!(
+            "../../examples/demo/policies-10-authorizationpolicy-child-profile-access-policy.yaml"
+        ),
     ),
     (
         "policies-11-authorizationpolicy-health-records-access-policy.yaml",
-        include_str!("../../examples/demo/policies-11-authorizationpolicy-health-records-access-policy.yaml"),
+        include_str!(
+            "../../examples/demo/policies-11-authorizationpolicy-health-records-access-policy.yaml"
+        ),
     ),
     (
         "policies-12-authorizationpolicy-government-service-access-policy.yaml",
-        include_str!("../../examples/demo/policies-12-authorizationpolicy-government-service-access-policy.yaml"),
+        include_str!(
+            "../../examples/demo/policies-12-authorizationpolicy-government-service-access-policy.yaml"
+        ),
     ),
     (
         "policies-15-authorizationpolicy-emergency-access-policy.yaml",
-        include_str!("../../examples/demo/policies-15-authorizationpolicy-emergency-access-policy.yaml"),
+        include_str!(
+            "../../examples/demo/policies-15-authorizationpolicy-emergency-access-policy.yaml"
+        ),
     ),
     (
         "policies-16-authorizationpolicy-emergency-override-policy.yaml",
-        include_str!("../../examples/demo/policies-16-authorizationpolicy-emergency-override-policy.yaml"),
+        include_str!(
+            "../../examples/demo/policies-16-authorizationpolicy-emergency-override-policy.yaml"
+        ),
     ),
     (
         "policies-17-virtualservice-child-profile-service-routing.yaml",
-        include_str!("../../examples/demo/policies-17-virtualservice-child-profile-service-routing.yaml"),
+        include_str!(
+            "../../examples/demo/policies-17-virtualservice-child-profile-service-routing.yaml"
+        ),
     ),
     (
         "policies-18-destinationrule-child-profile-service-destination.yaml",
-        include_str!("../../examples/demo/policies-18-destinationrule-child-profile-service-destination.yaml"),
+        include_str!(
+            "../../examples/demo/policies-18-destinationrule-child-profile-service-destination.yaml"
+        ),
     ),
     (
         "policies-19-virtualservice-government-services-routing.yaml",
-        include_str!("../../examples/demo/policies-19-virtualservice-government-services-routing.yaml"),
+        include_str!(
+            "../../examples/demo/policies-19-virtualservice-government-services-routing.yaml"
+        ),
     ),
     (
         "policies-22-destinationrule-child-services-fault-tolerance.yaml",
-        include_str!("../../examples/demo/policies-22-destinationrule-child-services-fault-tolerance.yaml"),
+        include_str!(
+            "../../examples/demo/policies-22-destinationrule-child-services-fault-tolerance.yaml"
+        ),
     ),
     (
         "policies-23-destinationrule-emergency-services-fault-tolerance.yaml",
-        include_str!("../../examples/demo/policies-23-destinationrule-emergency-services-fault-tolerance.yaml"),
+        include_str!(
+            "../../examples/demo/policies-23-destinationrule-emergency-services-fault-tolerance.yaml"
+        ),
     ),
     (
         "policies-24-telemetry-child-services-telemetry.yaml",
@@ -83,11 +109,15 @@ pub const FILES: &[(&str, &str)] = &[
     ),
     (
         "policies-33-destinationrule-emergency-circuit-breaker-override.yaml",
-        include_str!("../../examples/demo/policies-33-destinationrule-emergency-circuit-breaker-override.yaml"),
+        include_str!(
+            "../../examples/demo/policies-33-destinationrule-emergency-circuit-breaker-override.yaml"
+        ),
     ),
     (
         "policies-34-destinationrule-emergency-failover-policy.yaml",
-        include_str!("../../examples/demo/policies-34-destinationrule-emergency-failover-policy.yaml"),
+        include_str!(
+            "../../examples/demo/policies-34-destinationrule-emergency-failover-policy.yaml"
+        ),
     ),
 ];
 
@@ -125,8 +155,7 @@ pub const FAIL_AFTER: Duration = Duration::from_secs(3);
 
 pub const CHILD_PROFILE: &str = "child-profile-service.child-services.svc.cluster.local";
 pub const EMERGENCY_RESPONSE: &str = "emergency-response-service.emergency.svc.cluster.local";
-pub const COMPLIANCE_REPORTING: &str =
-    "compliance-reporting-service.government.svc.cluster.local";
+pub const COMPLIANCE_REPORTING: &str = "compliance-reporting-service.government.svc.cluster.local";
 
 /// The server instances, in the order of the example file.
 pub const INSTANCES: &[Instance] = &[

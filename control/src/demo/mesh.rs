@@ -272,7 +272,10 @@ mod tests {
         let client = crate::demo::example::CLIENTS[5];
         let mut outbound = BTreeMap::new();
         for (n, h) in client.calls.iter().enumerate() {
-            outbound.insert((*h).to_owned(), SocketAddr::from(([127, 0, 0, 1], 42_000 + n as u16)));
+            outbound.insert(
+                (*h).to_owned(),
+                SocketAddr::from(([127, 0, 0, 1], 42_000 + n as u16)),
+            );
         }
         let addrs = ProxyAddrs {
             admin: "127.0.0.1:42100".parse().unwrap(),

@@ -107,7 +107,11 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     }
     for c in CLIENTS {
         let a = &addrs[c.name];
-        files.push((c.name, mesh::client_config(c, a, &imported.native)?, a.admin));
+        files.push((
+            c.name,
+            mesh::client_config(c, a, &imported.native)?,
+            a.admin,
+        ));
     }
     drop(ports);
     let mut procs = Proxies::default();

@@ -158,9 +158,14 @@ mod tests {
         assert_eq!(s[0].value, 12.0);
         assert_eq!(s[1].name, "jalin_config_reloads_total");
         assert_eq!(
-            sum(&s, "istio_requests_total", |s| s.label("reporter") == "destination"),
+            sum(&s, "istio_requests_total", |s| s.label("reporter")
+                == "destination"),
             12.0
         );
-        assert_eq!(sum(&s, "istio_requests_total", |s| s.label("reporter") == "source"), 0.0);
+        assert_eq!(
+            sum(&s, "istio_requests_total", |s| s.label("reporter")
+                == "source"),
+            0.0
+        );
     }
 }

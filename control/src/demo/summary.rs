@@ -26,20 +26,29 @@ pub const OUTLIER: &str = "jalin_outlier_events_total";
 pub const AUTHZ_PREFIX: &str = "jalin_authz";
 
 /// Request counts by status class.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Codes {
-    pub total: f64,
-    pub ok: f64,
-    pub denied: f64,
-    pub failed: f64,
+    pub total: u64,
+    pub ok: u64,
+    pub denied: u64,
+    pub failed: u64,
+}
+
+/// A counter's value as a count (counters are whole numbers; a float sum of none is -0.0).
+fn count(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 {
+        v.round() as u64
+    } else {
+        0
+    }
 }
 
 impl Codes {
     fn from(samples: &[Sample], reporter: &str) -> Self {
         let of = |p: &dyn Fn(&str) -> bool| {
-            sum(samples, REQUESTS, |s| {
+            count(sum(samples, REQUESTS, |s| {
                 s.label("reporter") == reporter && p(s.label("response_code"))
-            })
+            }))
         };
         Self {
             total: of(&|_| true),
@@ -59,9 +68,9 @@ pub struct Reading {
     pub inbound: Codes,
     pub outbound: Codes,
     /// Denials by deciding policy.
-    pub denials: BTreeMap<String, f64>,
+    pub denials: BTreeMap<String, u64>,
     /// Ejections by cluster.
-    pub ejections: BTreeMap<String, f64>,
+    pub ejections: BTreeMap<String, u64>,
 }
 
 impl Reading {
@@ -79,10 +88,10 @@ impl Reading {
                     "" => "(no policy label)".to_owned(),
                     p => p.to_owned(),
                 };
-                *denials.entry(policy).or_insert(0.0) += s.value;
+                *denials.entry(policy).or_insert(0) += count(s.value);
             }
             if s.name == OUTLIER && s.label("event") == "ejected" {
-                *ejections.entry(s.label("cluster").to_owned()).or_insert(0.0) += s.value;
+                *ejections.entry(s.label("cluster").to_owned()).or_insert(0) += count(s.value);
             }
         }
         Self {
@@ -197,47 +206,47 @@ impl Snapshot<'_> {
         Some((ms(0.5), ms(0.99), h.len()))
     }
 
-    fn denials(&self) -> BTreeMap<String, f64> {
+    fn denials(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for r in self.readings {
             for (p, n) in &r.denials {
-                *out.entry(p.clone()).or_insert(0.0) += n;
+                *out.entry(p.clone()).or_insert(0) += n;
             }
         }
         out
     }
 
-    fn ejections(&self) -> BTreeMap<String, f64> {
+    fn ejections(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for r in self.readings {
             for (c, n) in &r.ejections {
-                *out.entry(c.clone()).or_insert(0.0) += n;
+                *out.entry(c.clone()).or_insert(0) += n;
             }
         }
         out
     }
 
-    fn inbound_total(&self, pick: impl Fn(&Codes) -> f64) -> f64 {
+    fn inbound_total(&self, pick: impl Fn(&Codes) -> u64) -> u64 {
         self.readings.iter().map(|r| pick(&r.inbound)).sum()
     }
 
     /// Whether each kind of traffic was seen, from the components' own numbers.
     pub fn verdicts(&self) -> Vec<(Kind, Verdict)> {
         let t = self.totals();
-        let denials: f64 = self.denials().values().sum();
-        let ejections: f64 = self.ejections().values().sum();
+        let denials: u64 = self.denials().values().sum();
+        let ejections: u64 = self.ejections().values().sum();
         let served_ok = self.inbound_total(|c| c.ok);
         let failing_5xx = self
             .readings
             .iter()
             .find(|r| r.name == self.failing_proxy)
             .map(|r| r.inbound.failed)
-            .unwrap_or(0.0);
+            .unwrap_or(0);
         Kind::ALL
             .iter()
             .map(|&k| {
                 let v = match k {
-                    Kind::Allowed if t.allowed_ok > 0 && served_ok > 0.0 => Verdict::Seen(format!(
+                    Kind::Allowed if t.allowed_ok > 0 && served_ok > 0 => Verdict::Seen(format!(
                         "{} standard calls answered 2xx; sidecars served {served_ok} inbound 2xx",
                         t.allowed_ok
                     )),
@@ -246,7 +255,7 @@ impl Snapshot<'_> {
                     ),
                     Kind::Denied => match self.caps.authz {
                         Some(reason) => Verdict::NotInBuild(reason),
-                        None if denials > 0.0 && t.denied_seen_by_clients > 0 => {
+                        None if denials > 0 && t.denied_seen_by_clients > 0 => {
                             Verdict::Seen(format!(
                                 "{denials} denials counted by the sidecars, {} 403s seen by clients",
                                 t.denied_seen_by_clients
@@ -264,12 +273,12 @@ impl Snapshot<'_> {
                         Verdict::NotSeen("no emergency call was answered 2xx".into())
                     }
                     Kind::FailingUpstream => {
-                        if failing_5xx == 0.0 {
+                        if failing_5xx == 0 {
                             Verdict::NotSeen(format!(
                                 "the sidecar of {} counted no 5xx",
                                 self.failing_proxy
                             ))
-                        } else if self.caps.outlier.is_none() && ejections == 0.0 {
+                        } else if self.caps.outlier.is_none() && ejections == 0 {
                             Verdict::NotSeen(format!(
                                 "{failing_5xx} upstream 5xx but no ejection was counted"
                             ))
@@ -305,7 +314,7 @@ impl Snapshot<'_> {
             "SIDECAR", "REQUESTS", "2xx", "403", "5xx"
         );
         for r in self.readings {
-            let (dir, c) = if r.inbound.total > 0.0 || r.outbound.total == 0.0 {
+            let (dir, c) = if r.inbound.total > 0 || r.outbound.total == 0 {
                 ("in ", r.inbound)
             } else {
                 ("out", r.outbound)
@@ -318,7 +327,10 @@ impl Snapshot<'_> {
             );
         }
         let _ = writeln!(o);
-        let _ = writeln!(o, "AUTHORIZATION DENIALS (deciding policy, from the sidecars)");
+        let _ = writeln!(
+            o,
+            "AUTHORIZATION DENIALS (deciding policy, from the sidecars)"
+        );
         match self.caps.authz {
             Some(reason) => {
                 let _ = writeln!(o, "  not enforced: {reason}");
@@ -347,6 +359,27 @@ impl Snapshot<'_> {
         for (c, n) in e {
             let _ = writeln!(o, "  {c:<60} {n:>8}");
         }
+        let _ = writeln!(
+            o,
+            "CALLS (demo clients)                                         2xx      403      5xx   policy rule"
+        );
+        for r in self.scenarios {
+            let Ok(s) = r.stats.lock() else { continue };
+            let expect = match r.scenario.expect {
+                Expect::Allow => "allow",
+                Expect::Deny => "deny",
+            };
+            let _ = writeln!(
+                o,
+                "  {:<22} {:<24} {expect:<5} {:>8} {:>8} {:>8}   {}",
+                r.scenario.name,
+                format!("{} ->", r.scenario.client),
+                s.ok,
+                s.denied,
+                s.failed + s.errors,
+                r.scenario.policy
+            );
+        }
         let _ = writeln!(o, "DEMO APPS (answers served)");
         for a in &self.apps.apps {
             let _ = writeln!(
@@ -361,8 +394,14 @@ impl Snapshot<'_> {
                     .unwrap_or_default()
             );
         }
-        let _ = writeln!(o, "LATENCY (demo clients, 2xx answers)        p50       p99   samples");
-        for (label, class) in [("emergency", Class::Emergency), ("standard", Class::Standard)] {
+        let _ = writeln!(
+            o,
+            "LATENCY (demo clients, 2xx answers)        p50       p99   samples"
+        );
+        for (label, class) in [
+            ("emergency", Class::Emergency),
+            ("standard", Class::Standard),
+        ] {
             match self.latency(class) {
                 Some((p50, p99, n)) => {
                     let _ = writeln!(o, "  {label:<38} {p50:>7.2}ms {p99:>7.2}ms {n:>9}");
@@ -378,8 +417,8 @@ impl Snapshot<'_> {
     /// One line for `--no-tui`.
     pub fn line(&self) -> String {
         let t = self.totals();
-        let denials: f64 = self.denials().values().sum();
-        let ejections: f64 = self.ejections().values().sum();
+        let denials: u64 = self.denials().values().sum();
+        let ejections: u64 = self.ejections().values().sum();
         let lat = |c| {
             self.latency(c)
                 .map(|(a, b, _)| format!("{a:.2}/{b:.2}ms"))
@@ -441,15 +480,15 @@ mod tests {
         assert_eq!(
             r.inbound,
             Codes {
-                total: 10.0,
-                ok: 7.0,
-                denied: 2.0,
-                failed: 1.0
+                total: 10,
+                ok: 7,
+                denied: 2,
+                failed: 1
             }
         );
-        assert_eq!(r.outbound.ok, 4.0);
-        assert_eq!(r.denials["child-services/p"], 2.0);
-        assert_eq!(r.ejections["c"], 1.0);
+        assert_eq!(r.outbound.ok, 4);
+        assert_eq!(r.denials["child-services/p"], 2);
+        assert_eq!(r.ejections["c"], 1);
     }
 
     #[test]

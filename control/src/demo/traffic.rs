@@ -186,7 +186,8 @@ pub struct Stats {
 
 impl Stats {
     fn new() -> Self {
-        #[allow(clippy::expect_used)] // Invariant: 1 <= MAX_LATENCY_US and 3 significant digits are valid bounds.
+        #[allow(clippy::expect_used)]
+        // Invariant: 1 <= MAX_LATENCY_US and 3 significant digits are valid bounds.
         let latency =
             Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds");
         Self {
@@ -211,9 +212,7 @@ pub struct Running {
 
 /// Starts every scenario against the outbound listener `outbound(client, host)` gives; the
 /// tasks stop when the returned set is dropped.
-pub fn start(
-    outbound: impl Fn(&str, &str) -> Option<SocketAddr>,
-) -> (Vec<Running>, JoinSet<()>) {
+pub fn start(outbound: impl Fn(&str, &str) -> Option<SocketAddr>) -> (Vec<Running>, JoinSet<()>) {
     let mut tasks = JoinSet::new();
     let mut running = Vec::new();
     for scenario in SCENARIOS {
@@ -319,7 +318,15 @@ mod tests {
     #[test]
     fn scenarios_cover_allow_deny_and_both_classes() {
         assert!(SCENARIOS.iter().any(|s| s.expect == Expect::Deny));
-        assert!(SCENARIOS.iter().any(|s| s.class == Class::Emergency && s.expect == Expect::Allow));
-        assert!(SCENARIOS.iter().any(|s| s.class == Class::Standard && s.expect == Expect::Allow));
+        assert!(
+            SCENARIOS
+                .iter()
+                .any(|s| s.class == Class::Emergency && s.expect == Expect::Allow)
+        );
+        assert!(
+            SCENARIOS
+                .iter()
+                .any(|s| s.class == Class::Standard && s.expect == Expect::Allow)
+        );
     }
 }
