@@ -18,7 +18,7 @@ use super::security::{self as sec, AuthzAction, MtlsMode};
 use super::service::{GatewaySpec, ServiceEntrySpec, SidecarSpec, WorkloadEntrySpec};
 use super::telemetry::TelemetrySpec;
 use super::validate::security::DRY_RUN_ANNOTATION;
-use super::values::duration_ms;
+use super::values::{duration_ms, unevaluable_key};
 use super::virtual_service::VirtualServiceSpec;
 
 /// A resource kept in its typed Istio form, with its native identity.
@@ -161,6 +161,8 @@ pub fn authorization_policy(
                     key: c.key.clone(),
                     values: c.values.clone(),
                     not_values: c.not_values.clone(),
+                    // Reported `unsupported:` at load time (import mode); fails closed.
+                    unknown_key: unevaluable_key(&c.key),
                 })
                 .collect(),
         })
