@@ -132,7 +132,7 @@ fn every_seed_resource_imports_except_the_invalid_when_key() {
     assert_eq!(native.authorization_policies.len(), 10);
     assert_eq!(native.peer_authentications.len(), 7);
     assert_eq!(native.destination_policies.len(), 6);
-    assert_eq!(native.virtual_services.len(), 5);
+    assert_eq!(native.routes.len(), 5);
     assert_eq!(native.telemetry.len(), 3);
     assert_eq!(native.service_entries.len(), 1);
 }

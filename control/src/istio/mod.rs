@@ -6,6 +6,7 @@ pub mod convert;
 pub mod destination_rule;
 pub mod diag;
 pub mod parse;
+pub mod routes;
 pub mod security;
 pub mod service;
 pub mod telemetry;
