@@ -1,7 +1,290 @@
 //! jalin-proxy: the data plane, a sidecar and gateway proxy.
+//!
+//! A connection's way: [`listener`] (accept; original destination or explicit service) ->
+//! [`detect`] (HTTP/1.1, HTTP/2, opaque) -> [`http::server`] or [`tcp`]. An HTTP request's way:
+//! [`http::forward`] (destination, header rules from [`inbound`] / [`outbound`], endpoint choice)
+//! -> [`endpoint`] (pooled upstream connection) -> response, metered by [`telemetry`]. The live
+//! configuration is a [`snapshot::Snapshot`] read per request from an `ArcSwap`; [`config`] loads
+//! and validates it, and [`Proxy`] reloads it without dropping a request.
 
+pub mod admin;
 pub mod admission;
 pub mod balance;
+pub mod config;
+pub mod detect;
+pub mod endpoint;
+pub mod http;
+pub mod inbound;
+pub mod limits;
+pub mod listener;
+pub mod outbound;
 pub mod outlier;
 pub mod retry;
 pub mod route;
+pub mod snapshot;
+pub mod tcp;
+pub mod telemetry;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{ConfigError, ConfigSource, ProxyConfig};
+
+use crate::listener::ListenerSet;
+use crate::snapshot::Snapshot;
+
+/// How often the Prometheus recorder's histograms are compacted.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// State every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration in force; read once per request or connection.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Cancelled when the proxy starts draining: listeners stop accepting, HTTP connections
+    /// finish their requests and close.
+    pub drain: CancellationToken,
+    /// Cancelled when draining is over; the admin server stops.
+    pub stopped: CancellationToken,
+    /// Every connection task, so draining can wait for them.
+    pub tasks: TaskTracker,
+    pub metrics: PrometheusHandle,
+    ready: AtomicBool,
+}
+
+impl Shared {
+    /// Ready: listeners are bound and the proxy is not draining.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.drain.is_cancelled()
+    }
+}
+
+/// The outcome of one reload attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadEvent {
+    /// Counts attempts from 1.
+    pub attempt: u64,
+    /// The new version, or why the file was rejected (the old config stays in force).
+    pub result: Result<u64, ConfigError>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot bind the admin server on {addr}: {source}")]
+    Admin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot watch the configuration file: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Starts proxies.
+#[derive(Debug)]
+pub struct Proxy;
+
+impl Proxy {
+    /// Loads the configuration, binds the admin server and every listener, and starts serving.
+    /// A file source is reloaded on SIGHUP and on change. Must run inside a tokio runtime.
+    pub async fn start(source: ConfigSource) -> Result<ProxyHandle, StartError> {
+        let (config, origin) = source.load()?;
+        let admin_socket = tokio::net::TcpListener::bind(config.admin.address)
+            .await
+            .map_err(|source| StartError::Admin {
+                addr: config.admin.address,
+                source,
+            })?;
+        let admin_addr = admin_socket
+            .local_addr()
+            .map_err(|source| StartError::Admin {
+                addr: config.admin.address,
+                source,
+            })?;
+        let metrics = telemetry::metrics_handle();
+        let mut listeners = ListenerSet::default();
+        let prepared = listeners.prepare(&config.listeners, &origin.file).await?;
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::build(1, config, origin, None)),
+            drain: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            metrics,
+            ready: AtomicBool::new(false),
+        });
+        let bound = listeners.commit(prepared, &shared);
+        shared.ready.store(true, Ordering::Relaxed);
+        tokio::spawn(admin::serve(admin_socket, shared.clone()));
+        let upkeep = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                tokio::select! {
+                    () = upkeep.stopped.cancelled() => break,
+                    _ = tick.tick() => upkeep.metrics.run_upkeep(),
+                }
+            }
+        });
+
+        let (events, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            shared: shared.clone(),
+            source: source.clone(),
+            listeners: Mutex::new(listeners),
+            bound: ArcSwap::from_pointee(bound),
+            events,
+            attempts: std::sync::atomic::AtomicU64::new(0),
+        });
+        if let ConfigSource::File(path) = &source {
+            let mut triggers = config::watch::spawn(path, shared.drain.clone())?;
+            let reloader = inner.clone();
+            tokio::spawn(async move {
+                while triggers.recv().await.is_some() {
+                    let _ = reloader.reload().await;
+                }
+            });
+        }
+        tracing::info!(admin = %admin_addr, "jalin-proxy started");
+        Ok(ProxyHandle { inner, admin_addr })
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    source: ConfigSource,
+    listeners: Mutex<ListenerSet>,
+    bound: ArcSwap<HashMap<String, SocketAddr>>,
+    events: watch::Sender<Option<ReloadEvent>>,
+    attempts: std::sync::atomic::AtomicU64,
+}
+
+impl Inner {
+    /// Loads the source again; applies it whole or not at all.
+    async fn reload(&self) -> Result<u64, ConfigError> {
+        let mut listeners = self.listeners.lock().await;
+        let attempt = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let result = self.try_reload(&mut listeners).await;
+        match &result {
+            Ok(v) => {
+                metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "accepted").increment(1);
+                tracing::info!(version = v, "configuration reloaded");
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "rejected").increment(1);
+                tracing::error!(error = %e, "configuration rejected; the previous one stays in force");
+            }
+        }
+        self.events.send_replace(Some(ReloadEvent {
+            attempt,
+            result: result.clone(),
+        }));
+        result
+    }
+
+    async fn try_reload(&self, listeners: &mut ListenerSet) -> Result<u64, ConfigError> {
+        let (config, origin) = self.source.load()?;
+        let current = self.shared.snapshot.load_full();
+        if origin.sha256 == current.origin.sha256 {
+            return Ok(current.version);
+        }
+        if config.admin.address != current.config.admin.address {
+            return Err(ConfigError {
+                file: origin.file,
+                line: 0,
+                column: 0,
+                path: "admin.address".into(),
+                message: format!(
+                    "changed from {} to {}; the admin server cannot move while running",
+                    current.config.admin.address, config.admin.address
+                ),
+                hint: "restore the old address, or restart the proxy to move the admin server"
+                    .into(),
+            });
+        }
+        let prepared = listeners.prepare(&config.listeners, &origin.file).await?;
+        let version = current.version + 1;
+        let next = Snapshot::build(version, config, origin, Some(&current));
+        self.shared.snapshot.store(Arc::new(next));
+        let bound = listeners.commit(prepared, &self.shared);
+        self.bound.store(Arc::new(bound));
+        Ok(version)
+    }
+}
+
+/// A running proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyHandle {
+    inner: Arc<Inner>,
+    admin_addr: SocketAddr,
+}
+
+impl ProxyHandle {
+    /// The admin server's bound address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.inner.bound.load().get(name).copied()
+    }
+
+    /// The version of the configuration in force (1 at start, +1 per accepted reload).
+    pub fn config_version(&self) -> u64 {
+        self.inner.shared.snapshot.load().version
+    }
+
+    /// Reloads the configuration now (as SIGHUP does).
+    pub async fn reload(&self) -> Result<u64, ConfigError> {
+        self.inner.reload().await
+    }
+
+    /// Every reload attempt's outcome, including those the file watcher and SIGHUP start.
+    pub fn reload_events(&self) -> watch::Receiver<Option<ReloadEvent>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Drains: stop accepting, let in-flight requests and connections finish, and give up on
+    /// those still open after `deadline`.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let shared = &self.inner.shared;
+        tracing::info!(deadline_ms = deadline.as_millis() as u64, "draining");
+        shared.drain.cancel();
+        shared.tasks.close();
+        if tokio::time::timeout(deadline, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = shared.tasks.len(),
+                "drain deadline passed; closing the rest"
+            );
+        }
+        shared.stopped.cancel();
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains with `deadline`.
+    pub async fn run_until_signal(&self, deadline: Duration) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+        self.shutdown(deadline).await;
+        Ok(())
+    }
+}

@@ -70,21 +70,28 @@ pub struct Rule {
 pub struct Source {
     /// Peer identities `<trust-domain>/ns/<ns>/sa/<sa>`; exact, prefix (`x*`), suffix (`*x`) or `*`.
     pub principals: Vec<String>,
+    /// Negative match on `principals`: a plaintext peer (no identity) matches every `notPrincipals`.
     pub not_principals: Vec<String>,
-    /// JWT `iss/sub` identities.
+    /// Request identities `iss/sub` from a validated JWT (RequestAuthentication); `*` = any
+    /// request with a valid token.
     pub request_principals: Vec<String>,
+    /// Negative match on `request_principals`; a request without a token matches.
     pub not_request_principals: Vec<String>,
     /// Peer namespaces (from the peer certificate).
     pub namespaces: Vec<String>,
+    /// Negative match on `namespaces`.
     pub not_namespaces: Vec<String>,
     /// Service accounts `ns/sa` (Istio 1.22+); cannot be combined with principals or namespaces.
     pub service_accounts: Vec<String>,
+    /// Negative match on `service_accounts`.
     pub not_service_accounts: Vec<String>,
     /// Peer IP addresses or CIDR blocks.
     pub ip_blocks: Vec<String>,
+    /// Negative match on `ip_blocks`.
     pub not_ip_blocks: Vec<String>,
     /// Original client IPs (X-Forwarded-For with numTrustedProxies), addresses or CIDR blocks.
     pub remote_ip_blocks: Vec<String>,
+    /// Negative match on `remote_ip_blocks`.
     pub not_remote_ip_blocks: Vec<String>,
 }
 
@@ -92,17 +99,22 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Operation {
-    /// Host/authority, case-insensitive; exact, prefix, suffix or `*`.
+    /// Host/authority, case-insensitive; exact, prefix, suffix or `*`. A value without a port
+    /// matches the authority with or without one.
     pub hosts: Vec<String>,
+    /// Negative match on `hosts`.
     pub not_hosts: Vec<String>,
     /// Destination ports, as strings as in Istio.
     pub ports: Vec<String>,
+    /// Negative match on `ports`.
     pub not_ports: Vec<String>,
-    /// HTTP methods.
+    /// HTTP methods (case-sensitive, as sent: `GET`).
     pub methods: Vec<String>,
+    /// Negative match on `methods`.
     pub not_methods: Vec<String>,
     /// Paths (normalised before matching); exact, prefix, suffix, `*`, or `{*}`/`{**}` templates.
     pub paths: Vec<String>,
+    /// Negative match on `paths`.
     pub not_paths: Vec<String>,
 }
 
@@ -113,12 +125,14 @@ pub struct Condition {
     /// Attribute: `request.headers[name]`, `source.ip`, `remote.ip`, `source.namespace`,
     /// `source.principal`, `request.auth.principal`, `request.auth.audiences`,
     /// `request.auth.presenter`, `request.auth.claims[name]`, `destination.ip`,
-    /// `destination.port`, `connection.sni`, `experimental.envoy.filters.*`, or jalin's
+    /// `destination.port`, `connection.sni`, or jalin's
     /// `source.certificate_fingerprint` (hex SHA-256 of the peer certificate; `*` = any verified
     /// peer certificate).
     pub key: String,
+    /// Values, ORed (exact, prefix `x*`, suffix `*x`, presence `*`; CIDR blocks for IP keys).
     #[serde(default)]
     pub values: Vec<String>,
+    /// Values that must not match; an absent attribute matches every `not_values`.
     #[serde(default)]
     pub not_values: Vec<String>,
     /// The importer could not evaluate `key` (a key outside Istio's list, or Envoy filter
@@ -134,9 +148,12 @@ pub struct Condition {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RequestAuthentication {
+    /// Name, namespace and origin.
     pub meta: ResourceMeta,
+    /// Workloads this applies to; `None`: the namespace (or the mesh, in the root namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
+    /// Accepted issuers; the rules of every applicable RequestAuthentication are combined.
     #[serde(default)]
     pub jwt_rules: Vec<JwtRule>,
 }
@@ -145,7 +162,9 @@ pub struct RequestAuthentication {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtRule {
+    /// Required `iss` value.
     pub issuer: String,
+    /// Accepted `aud` values; empty accepts any audience.
     pub audiences: Vec<String>,
     /// JWKS document inline (JSON).
     pub jwks: Option<String>,
@@ -154,7 +173,9 @@ pub struct JwtRule {
     /// Where to look for the token: header names (with prefix) and query parameters. Empty means
     /// `Authorization: Bearer <token>` and `?access_token=`, as Istio does.
     pub from_headers: Vec<JwtHeader>,
+    /// Query parameters the token is read from.
     pub from_params: Vec<String>,
+    /// Keep the token header when forwarding (default: it is removed).
     pub forward_original_token: bool,
     /// Claims copied to request headers.
     pub output_claim_to_headers: Vec<ClaimToHeader>,
@@ -164,7 +185,9 @@ pub struct JwtRule {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct JwtHeader {
+    /// Header name.
     pub name: String,
+    /// Prefix before the token (`Bearer `), compared case-insensitively.
     #[serde(default)]
     pub prefix: String,
 }
@@ -173,6 +196,8 @@ pub struct JwtHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimToHeader {
+    /// Header to set.
     pub header: String,
+    /// Claim name; nested claims as `a.b`.
     pub claim: String,
 }

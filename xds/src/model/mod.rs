@@ -5,6 +5,8 @@
 //! deprecated Istio spellings are mapped by the importer, and every default is a named constant.
 
 pub mod authz;
+pub mod cluster;
+pub mod listener;
 pub mod meta;
 pub mod peer_auth;
 pub mod route;

@@ -11,6 +11,7 @@ use super::{ResourceMeta, WorkloadSelector};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, Hash)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
+    /// Inherit from the level above.
     #[default]
     Unset,
     /// Plaintext only; TLS is not terminated.
@@ -25,13 +26,16 @@ pub enum MtlsMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PeerAuthentication {
+    /// Name, namespace and origin.
     pub meta: ResourceMeta,
     /// `None`: namespace-wide (or mesh-wide in the root namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
+    /// The mode for the whole workload (or namespace, or mesh).
     #[serde(default)]
     pub mode: MtlsMode,
-    /// Per-port overrides; only meaningful with a selector.
+    /// Per-port overrides (`portLevelMtls`); only honoured with a selector. Precedence is
+    /// implemented by [`crate::authz::peer_auth::resolve_mtls`].
     #[serde(default)]
     pub port_level: BTreeMap<u16, MtlsMode>,
 }

@@ -1,0 +1,389 @@
+//! Scenarios built from load phases: a single open-loop run, the `overhead` comparison (direct vs.
+//! through a proxy, interleaved so drift hits both alike) and the closed-loop `throughput` run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::client::{ClientError, Connector, HttpClient, HttpVersion, RequestSpec, Target};
+use crate::driver::{self, ClosedLoopPlan, OpenLoopPlan};
+use crate::pacer::Pacer;
+use crate::record::{Percentiles, Recorder};
+use crate::report::{
+    LoadSettings, OpenLoopReport, OverheadReport, PhaseSummary, TargetReport, ThroughputReport,
+};
+use crate::schedule::{Rate, Schedule, ScheduleError};
+use crate::tls::ClientTls;
+
+/// Default per-request bound.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on TCP connect plus TLS handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A scenario that could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// A target, header or TLS file is unusable, or the first connection failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The rate or connection count is invalid.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// A setting is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// A connection task died (a bug; the message says where).
+    #[error("a load task failed: {0}")]
+    Task(String),
+    /// The precise timer could not be created.
+    #[error(
+        "cannot create a timerfd for precise pacing: {0}; pass --coarse-timer to use tokio's 1 ms timer"
+    )]
+    Timer(std::io::Error),
+}
+
+/// How load is generated, whatever the scenario.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// HTTP version on every connection.
+    pub version: HttpVersion,
+    /// What each request carries.
+    pub spec: RequestSpec,
+    /// TLS settings for https targets.
+    pub tls: ClientTls,
+    /// Connections per target.
+    pub connections: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_streams: usize,
+    /// Per-request bound.
+    pub timeout: Duration,
+    /// Bound on TCP connect plus TLS handshake.
+    pub connect_timeout: Duration,
+    /// Pace with a timerfd (µs precision) instead of tokio's 1 ms timer.
+    pub precise: bool,
+}
+
+impl LoadConfig {
+    fn settings(&self) -> LoadSettings {
+        LoadSettings {
+            http: self.version,
+            method: self.spec.method.to_string(),
+            request_body_bytes: self.spec.body.len(),
+            connections: self.connections,
+            h2_streams: match self.version {
+                HttpVersion::Http1 => 1,
+                HttpVersion::Http2 => self.h2_streams,
+            },
+            timeout_s: self.timeout.as_secs_f64(),
+            precise_timer: self.precise,
+        }
+    }
+}
+
+/// The measured result of one phase against one target.
+#[derive(Debug)]
+pub struct PhaseResult {
+    /// Everything recorded (warm-up excluded).
+    pub recorder: Recorder,
+    /// Wall time from the end of warm-up to the last response.
+    pub elapsed: Duration,
+}
+
+/// `connections` open connections to one target.
+#[derive(Debug)]
+pub struct Pool {
+    url: String,
+    clients: Vec<HttpClient>,
+}
+
+impl Pool {
+    /// Opens every connection to `url` (fails on the first that cannot connect).
+    pub async fn connect(url: &str, load: &LoadConfig) -> Result<Self, ScenarioError> {
+        if load.connections == 0 {
+            return Err(ScheduleError::Connections.into());
+        }
+        let connector: Arc<Connector> = Connector::new(
+            Target::parse(url)?,
+            load.version,
+            &load.tls,
+            load.spec.clone(),
+            load.h2_streams,
+            load.connect_timeout,
+        )?;
+        let mut clients = Vec::with_capacity(load.connections);
+        for _ in 0..load.connections {
+            let mut client = HttpClient::new(connector.clone());
+            client.connect().await?;
+            clients.push(client);
+        }
+        Ok(Self {
+            url: url.to_owned(),
+            clients,
+        })
+    }
+
+    /// The target's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Runs `warmup` then `duration` of open-loop load at `rate` over all connections.
+    pub async fn open_loop(
+        &mut self,
+        rate: Rate,
+        warmup: Duration,
+        duration: Duration,
+        load: &LoadConfig,
+    ) -> Result<PhaseResult, ScenarioError> {
+        let clients = std::mem::take(&mut self.clients);
+        let schedule = Arc::new(Schedule::new(rate, warmup, duration, clients.len())?);
+        let start = Instant::now();
+        let measure_from = start + warmup;
+        let hard_stop = measure_from + duration + load.timeout;
+        let mut tasks = Vec::with_capacity(clients.len());
+        for (connection, mut client) in clients.into_iter().enumerate() {
+            let mut pacer = if load.precise {
+                Pacer::precise().map_err(ScenarioError::Timer)?
+            } else {
+                Pacer::coarse()
+            };
+            let plan = OpenLoopPlan {
+                schedule: schedule.clone(),
+                connection,
+                start,
+                hard_stop,
+                timeout: load.timeout,
+            };
+            tasks.push(tokio::spawn(async move {
+                let recorder = driver::open_loop(&mut client, &mut pacer, &plan).await;
+                (client, recorder)
+            }));
+        }
+        let recorder = self.collect(tasks).await?;
+        Ok(PhaseResult {
+            recorder,
+            elapsed: Instant::now().saturating_duration_since(measure_from),
+        })
+    }
+
+    /// Runs `warmup` then `duration` of closed-loop load over all connections.
+    pub async fn closed_loop(
+        &mut self,
+        warmup: Duration,
+        duration: Duration,
+        load: &LoadConfig,
+    ) -> Result<PhaseResult, ScenarioError> {
+        let clients = std::mem::take(&mut self.clients);
+        let measure_from = Instant::now() + warmup;
+        let plan = ClosedLoopPlan {
+            measure_from,
+            stop: measure_from + duration,
+            timeout: load.timeout,
+        };
+        let mut tasks = Vec::with_capacity(clients.len());
+        for mut client in clients {
+            tasks.push(tokio::spawn(async move {
+                let recorder = driver::closed_loop(&mut client, plan).await;
+                (client, recorder)
+            }));
+        }
+        let recorder = self.collect(tasks).await?;
+        Ok(PhaseResult {
+            recorder,
+            // Throughput is counted over the sending window; responses still arriving after it
+            // are included in the counts (their requests were sent inside it).
+            elapsed: duration,
+        })
+    }
+
+    async fn collect(
+        &mut self,
+        tasks: Vec<tokio::task::JoinHandle<(HttpClient, Recorder)>>,
+    ) -> Result<Recorder, ScenarioError> {
+        let mut total = Recorder::new();
+        for task in tasks {
+            let (client, recorder) = task.await.map_err(|e| ScenarioError::Task(e.to_string()))?;
+            total.merge(&recorder);
+            self.clients.push(client);
+        }
+        Ok(total)
+    }
+}
+
+/// One open-loop run against one target.
+#[derive(Debug, Clone)]
+pub struct OpenLoopConfig {
+    /// The target URL.
+    pub url: String,
+    /// Arrival rate.
+    pub rate: Rate,
+    /// Unrecorded lead-in at the same rate.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+}
+
+/// Runs one open-loop phase against one target.
+pub async fn open_loop(
+    config: &OpenLoopConfig,
+    load: &LoadConfig,
+) -> Result<OpenLoopReport, ScenarioError> {
+    let mut pool = Pool::connect(&config.url, load).await?;
+    let result = pool
+        .open_loop(config.rate, config.warmup, config.duration, load)
+        .await?;
+    Ok(OpenLoopReport {
+        scenario: "open-loop".to_owned(),
+        tool: crate::report::tool(),
+        settings: load.settings(),
+        rate_rps: config.rate.as_f64(),
+        warmup_s: config.warmup.as_secs_f64(),
+        duration_s: config.duration.as_secs_f64(),
+        target: TargetReport {
+            url: config.url.clone(),
+            stats: result.recorder.stats(result.elapsed),
+        },
+    })
+}
+
+/// The overhead comparison: the same open-loop load direct to the upstream and through a proxy.
+#[derive(Debug, Clone)]
+pub struct OverheadConfig {
+    /// The upstream, reached directly.
+    pub direct: String,
+    /// The same upstream through the proxy.
+    pub via: String,
+    /// Arrival rate (each target gets the full rate during its phases).
+    pub rate: Rate,
+    /// Unrecorded lead-in per target, before the first phase.
+    pub warmup: Duration,
+    /// Measured time per target, split over `phases` phases.
+    pub duration: Duration,
+    /// Phases per target; the order alternates direct/via, via/direct, … (ABBA) so linear drift
+    /// hits both targets alike.
+    pub phases: u32,
+}
+
+/// Which target runs first in round `round`: ABBA ordering.
+pub fn direct_first(round: u32) -> bool {
+    round.is_multiple_of(2)
+}
+
+/// Runs the overhead comparison and reports both targets and the latency the proxy adds at each
+/// percentile.
+pub async fn overhead(
+    config: &OverheadConfig,
+    load: &LoadConfig,
+) -> Result<OverheadReport, ScenarioError> {
+    if config.phases == 0 {
+        return Err(ScenarioError::Invalid(
+            "phases must be ≥ 1 (e.g. --phases 6)".to_owned(),
+        ));
+    }
+    let phase = config.duration / config.phases;
+    if phase.is_zero() {
+        return Err(ScenarioError::Invalid(format!(
+            "duration {:?} split over {} phases leaves nothing to measure: raise --duration",
+            config.duration, config.phases
+        )));
+    }
+    let mut pools = [
+        Pool::connect(&config.direct, load).await?,
+        Pool::connect(&config.via, load).await?,
+    ];
+    if !config.warmup.is_zero() {
+        for pool in &mut pools {
+            pool.open_loop(config.rate, config.warmup, Duration::ZERO, load)
+                .await?;
+        }
+    }
+    let mut totals = [Recorder::new(), Recorder::new()];
+    let mut elapsed = [Duration::ZERO, Duration::ZERO];
+    let mut summaries = Vec::with_capacity(2 * config.phases as usize);
+    for round in 0..config.phases {
+        let order = if direct_first(round) { [0, 1] } else { [1, 0] };
+        for which in order {
+            let result = pools[which]
+                .open_loop(config.rate, Duration::ZERO, phase, load)
+                .await?;
+            let latency = Percentiles::of(result.recorder.latency());
+            summaries.push(PhaseSummary {
+                round,
+                target: if which == 0 { "direct" } else { "via" }.to_owned(),
+                requests: result.recorder.accounted(),
+                errors: result.recorder.errors() + result.recorder.non_2xx(),
+                p50_us: latency.p50,
+                p99_us: latency.p99,
+            });
+            totals[which].merge(&result.recorder);
+            elapsed[which] += result.elapsed;
+        }
+    }
+    let direct = totals[0].stats(elapsed[0]);
+    let via = totals[1].stats(elapsed[1]);
+    Ok(OverheadReport {
+        scenario: "overhead".to_owned(),
+        tool: crate::report::tool(),
+        settings: load.settings(),
+        rate_rps: config.rate.as_f64(),
+        warmup_s: config.warmup.as_secs_f64(),
+        duration_s: config.duration.as_secs_f64(),
+        phases: config.phases,
+        added_us: via.latency_us.minus(&direct.latency_us),
+        added_service_us: via.service_time_us.minus(&direct.service_time_us),
+        direct: TargetReport {
+            url: config.direct.clone(),
+            stats: direct,
+        },
+        via: TargetReport {
+            url: config.via.clone(),
+            stats: via,
+        },
+        phase_results: summaries,
+    })
+}
+
+/// A closed-loop throughput run against one target.
+#[derive(Debug, Clone)]
+pub struct ThroughputConfig {
+    /// The target URL.
+    pub url: String,
+    /// Unrecorded lead-in.
+    pub warmup: Duration,
+    /// Measured time.
+    pub duration: Duration,
+}
+
+/// Sends as fast as responses come back on every connection and reports the rate achieved.
+pub async fn throughput(
+    config: &ThroughputConfig,
+    load: &LoadConfig,
+) -> Result<ThroughputReport, ScenarioError> {
+    let mut pool = Pool::connect(&config.url, load).await?;
+    let result = pool
+        .closed_loop(config.warmup, config.duration, load)
+        .await?;
+    Ok(ThroughputReport {
+        scenario: "throughput".to_owned(),
+        tool: crate::report::tool(),
+        settings: load.settings(),
+        warmup_s: config.warmup.as_secs_f64(),
+        duration_s: config.duration.as_secs_f64(),
+        target: TargetReport {
+            url: config.url.clone(),
+            stats: result.recorder.stats(result.elapsed),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::direct_first;
+
+    #[test]
+    fn rounds_alternate_abba() {
+        let order: Vec<bool> = (0..4).map(direct_first).collect();
+        assert_eq!(order, [true, false, true, false]);
+    }
+}

@@ -1,0 +1,416 @@
+//! The proxy's configuration file: typed YAML for the admin server, listeners and services
+//! (clusters with their endpoints), read strictly and validated whole before it is used.
+//!
+//! Every error a person sees names the file, line and column, the field path (for example
+//! `listeners[1].service`), what was expected and what to do. A file is accepted whole or
+//! rejected whole; nothing is applied from a file that has one error.
+
+mod path;
+pub mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use jalin_xds::model::cluster::Cluster;
+use jalin_xds::model::listener::Listener;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::limits::MAX_CONFIG_BYTES;
+
+/// The admin server's address when the file names none: Istio's and Envoy's admin port, on
+/// loopback so it is not reachable from outside the pod or host.
+pub const DEFAULT_ADMIN_ADDRESS: &str = "127.0.0.1:15000";
+
+/// The admin server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of `/live`, `/ready`, `/metrics`, `/config_dump` and `/logging`.
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        #[allow(clippy::expect_used)] // Invariant: the constant is a valid socket address.
+        let address = DEFAULT_ADMIN_ADDRESS
+            .parse()
+            .expect("DEFAULT_ADMIN_ADDRESS parses");
+        Self { address }
+    }
+}
+
+/// The file as written, with the location of each listener and service for error messages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    admin: AdminConfig,
+    #[serde(default)]
+    listeners: Vec<Spanned<Listener>>,
+    #[serde(default)]
+    services: Vec<Spanned<Cluster>>,
+}
+
+/// A validated configuration: what the proxy runs and what `/config_dump` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProxyConfig {
+    pub admin: AdminConfig,
+    pub listeners: Vec<Listener>,
+    pub services: Vec<Cluster>,
+}
+
+/// Where the text of a configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigOrigin {
+    /// The file, or `<inline>` for text handed over in-process.
+    pub file: String,
+    /// SHA-256 of the text, lowercase hex: what `/config_dump` reports as the config hash.
+    pub sha256: String,
+}
+
+/// A configuration error a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or `<inline>`.
+    pub file: String,
+    /// 1-based line; 0 when the error is not tied to a line (the file could not be read).
+    pub line: u64,
+    /// 1-based column; 0 when unknown.
+    pub column: u64,
+    /// Field path such as `listeners[1].service`; empty for the whole file.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+    /// What to do about it.
+    pub hint: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+            if self.column > 0 {
+                write!(f, ":{}", self.column)?;
+            }
+        }
+        write!(f, ": ")?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        write!(f, "{}", self.message)?;
+        if !self.hint.is_empty() {
+            write!(f, " ({})", self.hint)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and validates the file at `path`.
+pub fn load_file(path: &Path) -> Result<(ProxyConfig, ConfigOrigin), ConfigError> {
+    let file = path.display().to_string();
+    let unreadable = |message: String| ConfigError {
+        file: file.clone(),
+        line: 0,
+        column: 0,
+        path: String::new(),
+        message,
+        hint: "check the path given with --config and the file's permissions".into(),
+    };
+    let meta = std::fs::metadata(path).map_err(|e| unreadable(format!("cannot read: {e}")))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(unreadable(format!(
+            "file is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+            meta.len()
+        )));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| unreadable(format!("cannot read: {e}")))?;
+    parse(&file, &text)
+}
+
+/// Parses and validates configuration text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<(ProxyConfig, ConfigOrigin), ConfigError> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let raw: FileConfig = serde_saphyr::from_str_with_options(text, options)
+        .map_err(|e| syntax_error(file, text, &e))?;
+    let config = validate(file, raw)?;
+    let origin = ConfigOrigin {
+        file: file.to_owned(),
+        sha256: sha256_hex(text.as_bytes()),
+    };
+    Ok((config, origin))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
+
+fn syntax_error(file: &str, text: &str, err: &serde_saphyr::Error) -> ConfigError {
+    let (line, column) = err
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    let mut message = strip_location_suffix(&err.to_string());
+    if message.contains("socket address") {
+        message.push_str("; expected IP:port, for example 127.0.0.1:8080 or [::1]:8080");
+    }
+    ConfigError {
+        file: file.to_owned(),
+        line,
+        column,
+        path: if line > 0 {
+            path::yaml_path_at(text, line as usize)
+        } else {
+            String::new()
+        },
+        message,
+        hint: "see proxy/ARCHITECTURE-proxy.md for the configuration fields".into(),
+    }
+}
+
+/// serde-saphyr appends " at line L, column C"; the error carries the location separately.
+fn strip_location_suffix(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
+    let at = |loc: serde_saphyr::Location, path: String, message: String, hint: &str| ConfigError {
+        file: file.to_owned(),
+        line: loc.line(),
+        column: loc.column(),
+        path,
+        message,
+        hint: hint.to_owned(),
+    };
+
+    let mut service_names: HashMap<&str, usize> = HashMap::new();
+    let mut vips: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, svc) in raw.services.iter().enumerate() {
+        let loc = svc.referenced;
+        let c = &svc.value;
+        if !is_name(&c.name) {
+            return Err(at(
+                loc,
+                format!("services[{i}].name"),
+                format!("`{}` is not a valid name", c.name),
+                "use 1-253 characters of a-z, 0-9, `-`, `.` and `_`",
+            ));
+        }
+        if let Some(first) = service_names.insert(&c.name, i) {
+            return Err(at(
+                loc,
+                format!("services[{i}].name"),
+                format!(
+                    "service `{}` is already defined as services[{first}]",
+                    c.name
+                ),
+                "give each service a unique name",
+            ));
+        }
+        for (j, addr) in c.addresses.iter().enumerate() {
+            if let Some(first) = vips.insert(*addr, i) {
+                return Err(at(
+                    loc,
+                    format!("services[{i}].addresses[{j}]"),
+                    format!("address {addr} already identifies services[{first}]"),
+                    "an original destination must map to one service",
+                ));
+            }
+        }
+        let mut seen = HashSet::new();
+        for (j, ep) in c.endpoints.iter().enumerate() {
+            if ep.weight == 0 {
+                return Err(at(
+                    loc,
+                    format!("services[{i}].endpoints[{j}].weight"),
+                    "weight is 0; expected at least 1".into(),
+                    "remove the endpoint to stop sending it traffic",
+                ));
+            }
+            if !seen.insert(ep.address) {
+                return Err(at(
+                    loc,
+                    format!("services[{i}].endpoints[{j}].address"),
+                    format!("endpoint {} is listed twice", ep.address),
+                    "list each endpoint once; use `weight` to send it more traffic",
+                ));
+            }
+        }
+    }
+
+    let mut listener_names: HashMap<&str, usize> = HashMap::new();
+    let mut bound: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let loc = l.referenced;
+        let l = &l.value;
+        if !is_name(&l.name) {
+            return Err(at(
+                loc,
+                format!("listeners[{i}].name"),
+                format!("`{}` is not a valid name", l.name),
+                "use 1-253 characters of a-z, 0-9, `-`, `.` and `_`",
+            ));
+        }
+        if let Some(first) = listener_names.insert(&l.name, i) {
+            return Err(at(
+                loc,
+                format!("listeners[{i}].name"),
+                format!(
+                    "listener `{}` is already defined as listeners[{first}]",
+                    l.name
+                ),
+                "give each listener a unique name",
+            ));
+        }
+        let clash = l.address == raw.admin.address;
+        if l.address.port() != 0 && (clash || bound.insert(l.address, i).is_some()) {
+            return Err(at(
+                loc,
+                format!("listeners[{i}].address"),
+                format!(
+                    "address {} is already used by another listener or the admin server",
+                    l.address
+                ),
+                "give each listener its own port",
+            ));
+        }
+        if let Some(svc) = &l.service
+            && !service_names.contains_key(svc.as_str())
+        {
+            {
+                let mut known: Vec<&str> = service_names.keys().copied().collect();
+                known.sort_unstable();
+                return Err(at(
+                    loc,
+                    format!("listeners[{i}].service"),
+                    format!(
+                        "unknown service `{svc}`; defined services: [{}]",
+                        known.join(", ")
+                    ),
+                    "define it under `services:` or fix the name",
+                ));
+            }
+        }
+    }
+
+    Ok(ProxyConfig {
+        admin: raw.admin,
+        listeners: raw.listeners.into_iter().map(|l| l.value).collect(),
+        services: raw.services.into_iter().map(|s| s.value).collect(),
+    })
+}
+
+/// DNS-label-like names, so they are safe in metric labels and logs.
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+}
+
+/// Where the configuration comes from: a file (watched and reloaded) or text held in memory.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A YAML file; reloaded on SIGHUP and on change.
+    File(PathBuf),
+    /// YAML text (tests, embedding); never reloaded.
+    Inline(String),
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<(ProxyConfig, ConfigOrigin), ConfigError> {
+        match self {
+            ConfigSource::File(p) => load_file(p),
+            ConfigSource::Inline(text) => parse("<inline>", text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: out
+    address: 127.0.0.1:0
+    direction: outbound
+    service: echo
+services:
+  - name: echo
+    endpoints:
+      - address: 127.0.0.1:8080
+        labels: { version: v1 }
+      - address: 127.0.0.1:8081
+        weight: 3
+";
+
+    #[test]
+    fn good_file_parses_with_defaults() {
+        let (cfg, origin) = parse("f.yaml", GOOD).unwrap();
+        assert_eq!(cfg.listeners[0].service.as_deref(), Some("echo"));
+        assert_eq!(cfg.services[0].endpoints[0].weight, 1);
+        assert_eq!(cfg.services[0].endpoints[1].weight, 3);
+        assert_eq!(cfg.services[0].endpoints[0].labels["version"], "v1");
+        assert_eq!(origin.sha256.len(), 64);
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_path() {
+        let text = GOOD.replace(
+            "    direction: outbound",
+            "    direction: outbound\n    colour: red",
+        );
+        let err = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(err.line, 7, "{err}");
+        assert_eq!(err.path, "listeners[0].colour", "{err}");
+        assert!(err.message.contains("colour"), "{err}");
+        assert!(err.to_string().starts_with("f.yaml:7:"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_names_its_line() {
+        let text = GOOD.replace("127.0.0.1:8081", "not-an-address");
+        let err = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(err.line, 13, "{err}");
+        assert!(err.to_string().contains("expected IP:port"), "{err}");
+        assert_eq!(err.path, "services[0].endpoints[1].address", "{err}");
+    }
+
+    #[test]
+    fn unknown_service_is_rejected_with_the_listener_line() {
+        let text = GOOD.replace("service: echo", "service: nope");
+        let err = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(err.path, "listeners[0].service");
+        assert_eq!(err.line, 4, "{err}");
+        assert!(err.message.contains("[echo]"), "{err}");
+    }
+
+    #[test]
+    fn zero_weight_and_duplicates_are_rejected() {
+        let err = parse("f.yaml", &GOOD.replace("weight: 3", "weight: 0")).unwrap_err();
+        assert_eq!(err.path, "services[0].endpoints[1].weight");
+        let err = parse("f.yaml", &GOOD.replace("8081", "8080")).unwrap_err();
+        assert_eq!(err.path, "services[0].endpoints[1].address");
+    }
+
+    #[test]
+    fn traffic_policy_is_carried() {
+        let text = format!(
+            "{GOOD}    policy:\n      load_balancer: round_robin\n      connection_pool:\n        max_connections: 10\n"
+        );
+        let (cfg, _) = parse("f.yaml", &text).unwrap();
+        assert_eq!(cfg.services[0].policy.connection_pool.max_connections, 10);
+    }
+}

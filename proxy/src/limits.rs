@@ -1,0 +1,76 @@
+//! Every bound the data path enforces, as named constants with the reason for each value.
+//!
+//! Nothing here is configurable per request: a limit that is not bounded is a way to exhaust the
+//! proxy. Values follow the proxies people already trust (Envoy, Linkerd, ztunnel) unless noted.
+
+use std::time::Duration;
+
+/// How long protocol detection waits for a client's first bytes before treating the connection
+/// as opaque TCP. Server-first protocols (MySQL, SMTP) send nothing until the server speaks, so
+/// this is the delay they see on a `detect` listener; 1 s keeps that short while a slow client
+/// on a loaded machine still gets its HTTP detected. (Linkerd: 10 s then fail; Istio: off.)
+pub const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Bytes protocol detection reads at most: an HTTP/1 request line longer than this is not one a
+/// real client sends, and the buffer is replayed to the next stage so it must stay small.
+pub const DETECT_MAX_BYTES: usize = 8 * 1024;
+
+/// Largest HTTP/1 request head (request line plus headers) accepted: Envoy's and Node's 60-64 KiB
+/// default. hyper answers 431 beyond it.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Most HTTP/1 headers in one message; Envoy's `max_headers_count` default is 100, and so is
+/// hyper's, which parses up to this many on the stack (so it is not set explicitly).
+pub const MAX_HEADERS: usize = 100;
+
+/// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, matching the HTTP/1 bound.
+pub const MAX_H2_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
+/// Time a client has to send a complete request head (slowloris bound). hyper runs this timer
+/// while it waits for a request head, so it also closes idle HTTP/1.1 keep-alive connections.
+/// Envoy's `request_headers_timeout` is off by default; Go's servers commonly use 10 s.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Concurrent streams one downstream HTTP/2 connection may open. Envoy allows 2^31 - 1 and was
+/// bitten by it; 100 is the value RFC 9113 recommends as a minimum and Go and hyper's clients
+/// expect to be able to open.
+pub const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// CVE-2023-44487 (HTTP/2 rapid reset): streams a client may open and reset before the proxy has
+/// accepted them. Past this the connection is closed with `ENHANCE_YOUR_CALM`. hyper's default is
+/// 20; the client that resets more than this many unprocessed streams is not a real client.
+pub const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// CVE-2023-44487 (and its 2024 "MadeYouReset" variant): streams the proxy itself resets because
+/// the peer misbehaved, per connection, before the connection is closed. hyper's default is 1024.
+pub const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
+/// Idle downstream HTTP/2 connections are checked with PING at this interval so dead peers are
+/// found and their resources freed.
+pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A PING not answered within this time closes the connection.
+pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Upstream connections idle in a pool longer than this are closed (Envoy's `idle_timeout`
+/// default is 1 h, which keeps far more sockets open than a sidecar needs; Linkerd uses 10 s...
+/// 60 s keeps warm connections across ordinary traffic gaps).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Idle HTTP/1.1 keep-alive connections kept per endpoint; HTTP/2 needs only one.
+pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 64;
+
+/// An opaque TCP connection with no bytes in either direction for this long is closed
+/// (Envoy's TCP proxy `idle_timeout` default is 1 h).
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// How long SIGTERM waits for in-flight requests and connections to finish before the process
+/// exits anyway; Kubernetes' default termination grace period is 30 s, so stay under it.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
+
+/// Quiet period after a file-change event before the configuration is reloaded, so an editor's
+/// write-rename-chmod sequence triggers one reload, not three.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Largest configuration file read; a bigger file is an operator mistake, not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;

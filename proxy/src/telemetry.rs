@@ -1,0 +1,279 @@
+//! Telemetry: the Prometheus recorder with Istio's metric names and labels, per-request and
+//! per-connection metering, and the runtime-adjustable log filter.
+//!
+//! Metric names and labels follow Istio's standard metrics so existing dashboards work:
+//! `istio_requests_total`, `istio_request_duration_milliseconds`,
+//! `istio_tcp_connections_{opened,closed}_total`, `istio_tcp_{sent,received}_bytes_total`.
+
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Instant;
+
+use jalin_xds::model::listener::Direction;
+use metrics::{Label, SharedString};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub const REQUESTS_TOTAL: &str = "istio_requests_total";
+pub const REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
+pub const TCP_OPENED: &str = "istio_tcp_connections_opened_total";
+pub const TCP_CLOSED: &str = "istio_tcp_connections_closed_total";
+pub const TCP_SENT: &str = "istio_tcp_sent_bytes_total";
+pub const TCP_RECEIVED: &str = "istio_tcp_received_bytes_total";
+/// jalin's own: configuration reloads by outcome (`accepted` / `rejected`).
+pub const CONFIG_RELOADS: &str = "jalin_config_reloads_total";
+
+/// Istio's default buckets for `istio_request_duration_milliseconds`.
+const DURATION_BUCKETS_MS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use. Several proxies in one process
+/// (tests) share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    RECORDER
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS_MS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be global (an embedding program's); then this handle
+            // renders nothing, which is the embedding program's choice.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Istio's `reporter` label: the sidecar on the server side reports `destination`.
+pub fn reporter(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Inbound => "destination",
+        Direction::Outbound => "source",
+    }
+}
+
+/// Status codes as `&'static str` so a label costs no allocation per request.
+static CODES: LazyLock<Box<[String]>> =
+    LazyLock::new(|| (0..1000).map(|c| c.to_string()).collect());
+
+fn code_str(code: u16) -> &'static str {
+    CODES
+        .get(usize::from(code))
+        .map(String::as_str)
+        .unwrap_or("0")
+}
+
+/// Envoy-style response flags carried in the `response_flags` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFlag {
+    /// `-`: none.
+    None,
+    /// `NR`: no route (unknown service or original destination).
+    NoRoute,
+    /// `UH`: no healthy upstream (the service has no endpoints).
+    NoHealthyUpstream,
+    /// `UF`: upstream connection failure.
+    UpstreamConnectFailure,
+    /// `UC`: upstream connection terminated.
+    UpstreamTerminated,
+    /// `DC`: downstream connection terminated before the response completed.
+    DownstreamTerminated,
+}
+
+impl ResponseFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseFlag::None => "-",
+            ResponseFlag::NoRoute => "NR",
+            ResponseFlag::NoHealthyUpstream => "UH",
+            ResponseFlag::UpstreamConnectFailure => "UF",
+            ResponseFlag::UpstreamTerminated => "UC",
+            ResponseFlag::DownstreamTerminated => "DC",
+        }
+    }
+}
+
+/// One request's metrics, recorded once when the response body ends or is dropped (so the
+/// duration covers the whole exchange, as Istio's does).
+#[derive(Debug)]
+pub struct RequestMeter {
+    start: Instant,
+    reporter: &'static str,
+    service: SharedString,
+    grpc: bool,
+    code: u16,
+    grpc_status: Option<u8>,
+    flag: ResponseFlag,
+    complete: bool,
+}
+
+impl RequestMeter {
+    pub fn new(start: Instant, direction: Direction, service: SharedString, grpc: bool) -> Self {
+        Self {
+            start,
+            reporter: reporter(direction),
+            service,
+            grpc,
+            code: 0,
+            grpc_status: None,
+            flag: ResponseFlag::None,
+            complete: false,
+        }
+    }
+
+    /// The response head: status, and gRPC status if the response is trailers-only.
+    pub fn response(&mut self, code: u16, grpc_status: Option<u8>, flag: ResponseFlag) {
+        self.code = code;
+        self.grpc_status = grpc_status;
+        self.flag = flag;
+    }
+
+    /// The trailers' `grpc-status`.
+    pub fn trailers(&mut self, grpc_status: Option<u8>) {
+        if grpc_status.is_some() {
+            self.grpc_status = grpc_status;
+        }
+    }
+
+    /// The response body was read to its end.
+    pub fn complete(&mut self) {
+        self.complete = true;
+    }
+}
+
+impl Drop for RequestMeter {
+    fn drop(&mut self) {
+        let flag = if self.complete || self.flag != ResponseFlag::None {
+            self.flag
+        } else {
+            ResponseFlag::DownstreamTerminated
+        };
+        let grpc_status = match self.grpc_status {
+            Some(s) => code_str(u16::from(s)),
+            None => "",
+        };
+        let labels = [
+            Label::from_static_parts("reporter", self.reporter),
+            Label::new("destination_service", self.service.clone()),
+            Label::new("destination_service_name", self.service.clone()),
+            Label::from_static_parts("request_protocol", if self.grpc { "grpc" } else { "http" }),
+            Label::from_static_parts("response_code", code_str(self.code)),
+            Label::from_static_parts("grpc_response_status", grpc_status),
+            Label::from_static_parts("response_flags", flag.as_str()),
+            Label::from_static_parts("connection_security_policy", "none"),
+        ];
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        metrics::counter!(REQUESTS_TOTAL, labels.iter()).increment(1);
+        metrics::histogram!(REQUEST_DURATION, labels.iter()).record(ms);
+    }
+}
+
+/// Parses a `grpc-status` header value (0-16 are defined; anything numeric under 256 is kept).
+pub fn parse_grpc_status(v: Option<&http::HeaderValue>) -> Option<u8> {
+    v.and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// Records an opaque TCP connection's open and, on drop, its close and byte counts.
+#[derive(Debug)]
+pub struct TcpMeter {
+    labels: Arc<[Label; 2]>,
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl TcpMeter {
+    pub fn open(direction: Direction, service: SharedString) -> Self {
+        let labels = Arc::new([
+            Label::from_static_parts("reporter", reporter(direction)),
+            Label::new("destination_service", service),
+        ]);
+        metrics::counter!(TCP_OPENED, labels.iter()).increment(1);
+        Self {
+            labels,
+            sent: 0,
+            received: 0,
+        }
+    }
+}
+
+impl Drop for TcpMeter {
+    fn drop(&mut self) {
+        metrics::counter!(TCP_CLOSED, self.labels.iter()).increment(1);
+        metrics::counter!(TCP_SENT, self.labels.iter()).increment(self.sent);
+        metrics::counter!(TCP_RECEIVED, self.labels.iter()).increment(self.received);
+    }
+}
+
+/// Changes the log filter at run time (the admin server's `/logging`).
+#[derive(Clone)]
+pub struct LogControl {
+    handle: reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    current: Arc<arc_swap::ArcSwap<String>>,
+}
+
+impl std::fmt::Debug for LogControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogControl")
+            .field("current", &self.current.load())
+            .finish()
+    }
+}
+
+impl LogControl {
+    /// Replaces the filter, for example `debug` or `info,jalin_proxy=trace`.
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(directives)
+            .map_err(|e| format!("invalid log filter `{directives}`: {e}"))?;
+        self.handle
+            .reload(filter)
+            .map_err(|e| format!("cannot apply log filter: {e}"))?;
+        self.current.store(Arc::new(directives.to_owned()));
+        Ok(())
+    }
+
+    /// The filter in force.
+    pub fn current(&self) -> String {
+        self.current.load().as_ref().clone()
+    }
+}
+
+static LOGGING: OnceLock<Option<LogControl>> = OnceLock::new();
+
+/// Installs the process-wide log subscriber (JSON or text to stderr) with a reloadable filter,
+/// starting from `RUST_LOG` or `info`. Later calls return the first call's control. `None` when
+/// another subscriber was installed first.
+pub fn init_logging(json: bool) -> Option<LogControl> {
+    LOGGING
+        .get_or_init(|| {
+            let initial = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+            let filter = EnvFilter::try_new(&initial).unwrap_or_else(|_| EnvFilter::new("info"));
+            let (layer, handle) = reload::Layer::new(filter);
+            let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            let registry = tracing_subscriber::registry().with(layer);
+            let installed = if json {
+                registry.with(fmt.json()).try_init().is_ok()
+            } else {
+                registry.with(fmt).try_init().is_ok()
+            };
+            installed.then(|| LogControl {
+                handle,
+                current: Arc::new(arc_swap::ArcSwap::from_pointee(initial)),
+            })
+        })
+        .clone()
+}
+
+/// The log control, if [`init_logging`] installed the subscriber.
+pub fn log_control() -> Option<LogControl> {
+    LOGGING.get().cloned().flatten()
+}
