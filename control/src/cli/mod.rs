@@ -4,6 +4,7 @@
 //! structs and a `run` function in a module of their own. `jalin ca ...` is the CA crate's own
 //! command set ([`jalin_ca::cli::CaCommand`]).
 
+pub mod authz;
 pub mod policy;
 
 use std::path::PathBuf;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Certificate authority: make a development CA, inspect and check chains, issue certificates.
     #[command(subcommand)]
     Ca(jalin_ca::cli::CaCommand),
+    /// Authorization: explain how the policies decide a request.
+    #[command(subcommand)]
+    Authz(authz::AuthzCommand),
     /// Evaluate compliance rules (a `child-services-policy-rules`-style ConfigMap or bare rules YAML).
     Check {
         #[command(flatten)]
@@ -91,6 +95,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
         Command::Ca(cmd) => ca(cmd),
+        Command::Authz(cmd) => authz::run(cmd),
     }
 }
 
