@@ -1,11 +1,22 @@
 //! The xDS scale simulator end to end, small: the real `jalin-bench xds-scale` binary starts its
 //! control-plane child, 50 proxies sync over real gRPC streams, and every proxy ACKs every change.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::Command;
 
 #[test]
-fn fifty_proxies_ack_every_change() {
-    let dir = std::env::temp_dir().join(format!("jalin-xds-scale-{}", std::process::id()));
+fn fifty_lean_proxies_ack_every_change() {
+    fifty_proxies_ack_every_change("lean");
+}
+
+#[test]
+fn fifty_full_client_state_proxies_ack_every_change() {
+    fifty_proxies_ack_every_change("full");
+}
+
+fn fifty_proxies_ack_every_change(client: &str) {
+    let dir = std::env::temp_dir().join(format!("jalin-xds-scale-{}-{client}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
@@ -21,6 +32,8 @@ fn fifty_proxies_ack_every_change() {
             "4",
             "--timeout-secs",
             "120",
+            "--client",
+            client,
             "--json",
         ])
         .arg(&json)
@@ -38,6 +51,7 @@ fn fifty_proxies_ack_every_change() {
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(report["params"]["proxies"], 50);
+    assert_eq!(report["params"]["client"], client);
     // 50 proxies, 4 per connection.
     assert_eq!(report["params"]["connections"], 13);
     assert_eq!(report["params"]["resources"], 60);

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tonic::transport::Endpoint;
 
 use control::ControlPlane;
-use proxy::{Event, Expect, Shared};
+use proxy::{ClientKind, Event, Expect, Shared};
 use report::{ChangeResult, Report};
 use workload::Workload;
 
@@ -47,6 +47,10 @@ pub struct Args {
     /// more multiplexes streams when the file-descriptor limit is tight).
     #[arg(long, default_value_t = 1)]
     pub proxies_per_connection: usize,
+    /// How each simulated proxy handles responses: `lean` (envelope check and ACK) or `full` (the
+    /// proxy's client state machine, holding the whole configuration per proxy).
+    #[arg(long, value_enum, default_value_t = ClientKind::Lean)]
+    pub client: ClientKind,
     /// Connections opened concurrently while the proxies start.
     #[arg(long, default_value_t = 256)]
     pub connect_concurrency: usize,
@@ -321,6 +325,7 @@ async fn connect(
         let endpoint = endpoint.clone();
         let shared = shared.clone();
         let expect = expect.clone();
+        let kind = args.client;
         tasks.spawn(async move {
             let channel = endpoint.connect().await;
             drop(permit);
@@ -338,6 +343,7 @@ async fn connect(
             for p in first..last {
                 proxies.spawn(proxy::run(
                     p as u32,
+                    kind,
                     channel.clone(),
                     shared.clone(),
                     expect.clone(),

@@ -1,7 +1,7 @@
 //! A simulated proxy: one real delta ADS stream over tonic that subscribes to every kind with a
-//! wildcard, checks each resource's jalin envelope, and answers every response with an ACK (or a
-//! NACK carrying the error) echoing its nonce, as a sidecar does. It keeps only the set versions
-//! it ACKed, not the resources, so ten thousand of them fit in one process.
+//! wildcard and answers every response with an ACK (or a NACK carrying the error) echoing its
+//! nonce, as a sidecar does: either lean (envelope check, set versions only) or through the
+//! proxy's own sans-I/O [`ClientState`] (see [`ClientKind`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,8 +12,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 use envoy_types::pb::google::rpc::Status;
+use jalin_xds::transport::client_state::DEFAULT_WARM_TIMEOUT;
 use jalin_xds::transport::resource::decode_envelope;
-use jalin_xds::transport::{NodeInfo, WILDCARD};
+use jalin_xds::transport::{AppliedConfig, Applier, ClientState, NodeInfo, WILDCARD};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -80,19 +81,140 @@ pub struct Shared {
     pub events: mpsc::UnboundedSender<Event>,
 }
 
+/// How a simulated proxy handles responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// Checks each resource's envelope and ACKs; keeps only the ACKed set versions (a few hundred
+    /// bytes per proxy), so 10,000 proxies fit in one process.
+    #[default]
+    Lean,
+    /// Runs the proxy's own client state machine ([`ClientState`]: warm-up on references,
+    /// atomic apply, ACK/NACK) and keeps the whole configuration, as a sidecar does (memory grows
+    /// with proxies x snapshot size).
+    Full,
+}
+
+/// Accepts every configuration (the simulated proxy has nothing to reconfigure).
+struct AcceptAll;
+
+impl Applier for AcceptAll {
+    fn apply(&mut self, _config: &AppliedConfig) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+enum Machine {
+    Lean(BTreeMap<String, String>),
+    Full(Box<ClientState>),
+}
+
+impl Machine {
+    fn initial(&mut self, node: &NodeInfo, type_urls: &[String]) -> Vec<DeltaDiscoveryRequest> {
+        match self {
+            Machine::Lean(_) => type_urls
+                .iter()
+                .map(|type_url| DeltaDiscoveryRequest {
+                    node: Some(node.to_node()),
+                    type_url: type_url.clone(),
+                    resource_names_subscribe: vec![WILDCARD.to_owned()],
+                    ..Default::default()
+                })
+                .collect(),
+            Machine::Full(state) => state.on_connect(),
+        }
+    }
+
+    /// The requests answering `resp`, and the awaited change if this response put it in force.
+    fn on_response(
+        &mut self,
+        resp: &DeltaDiscoveryResponse,
+        want: Option<&Expect>,
+    ) -> (Vec<DeltaDiscoveryRequest>, Option<u32>) {
+        match self {
+            Machine::Lean(acked) => match check(resp, want) {
+                Ok(hit) => {
+                    acked.insert(resp.type_url.clone(), resp.system_version_info.clone());
+                    (vec![ack(resp)], hit)
+                }
+                Err(error) => (vec![nack(resp, error)], None),
+            },
+            Machine::Full(state) => {
+                let out = state.on_response(resp, Instant::now(), &mut AcceptAll);
+                (out, want.and_then(|w| applied(state, w)))
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Machine::Lean(_) => None,
+            Machine::Full(state) => state.next_deadline(),
+        }
+    }
+
+    fn poll(&mut self, want: Option<&Expect>) -> (Vec<DeltaDiscoveryRequest>, Option<u32>) {
+        match self {
+            Machine::Lean(_) => (Vec::new(), None),
+            Machine::Full(state) => {
+                let out = state.poll(Instant::now());
+                (out, want.and_then(|w| applied(state, w)))
+            }
+        }
+    }
+
+    fn synced(&self, versions: &BTreeMap<String, String>) -> bool {
+        match self {
+            Machine::Lean(acked) => acked == versions,
+            Machine::Full(state) => state.acked_versions() == versions,
+        }
+    }
+}
+
+fn applied(state: &ClientState, want: &Expect) -> Option<u32> {
+    state
+        .applied()
+        .get(&want.type_url, &want.name)
+        .is_some_and(|r| r.version == want.version)
+        .then_some(want.change)
+}
+
+fn ack(resp: &DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: resp.type_url.clone(),
+        response_nonce: resp.nonce.clone(),
+        ..Default::default()
+    }
+}
+
+fn nack(resp: &DeltaDiscoveryResponse, message: String) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: resp.type_url.clone(),
+        response_nonce: resp.nonce.clone(),
+        error_detail: Some(Status {
+            code: INVALID_ARGUMENT,
+            message,
+            details: Vec::new(),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Runs simulated proxy `proxy` on `channel` until its stream ends.
 pub async fn run(
     proxy: u32,
+    kind: ClientKind,
     channel: Channel,
     shared: Arc<Shared>,
     mut expect: watch::Receiver<Option<Arc<Expect>>>,
 ) {
-    let end = stream(proxy, channel, &shared, &mut expect).await;
+    let end = stream(proxy, kind, channel, &shared, &mut expect).await;
     let _ = shared.events.send(Event::Failed { proxy, reason: end });
 }
 
 async fn stream(
     proxy: u32,
+    kind: ClientKind,
     channel: Channel,
     shared: &Shared,
     expect: &mut watch::Receiver<Option<Arc<Expect>>>,
@@ -104,16 +226,18 @@ async fn stream(
             ("namespace".to_owned(), "bench".to_owned()),
             ("service_account".to_owned(), format!("sa-{}", proxy % 50)),
         ]),
-    }
-    .to_node();
+    };
+    let type_urls: Vec<String> = shared.synced_versions.keys().cloned().collect();
+    let mut machine = match kind {
+        ClientKind::Lean => Machine::Lean(BTreeMap::new()),
+        ClientKind::Full => Machine::Full(Box::new(ClientState::new(
+            node.clone(),
+            type_urls.iter().cloned(),
+            DEFAULT_WARM_TIMEOUT,
+        ))),
+    };
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-    for type_url in shared.synced_versions.keys() {
-        let req = DeltaDiscoveryRequest {
-            node: Some(node.clone()),
-            type_url: type_url.clone(),
-            resource_names_subscribe: vec![WILDCARD.to_owned()],
-            ..Default::default()
-        };
+    for req in machine.initial(&node, &type_urls) {
         if tx.try_send(req).is_err() {
             return "request queue full while opening the stream".to_owned();
         }
@@ -127,60 +251,53 @@ async fn stream(
         Ok(resp) => resp.into_inner(),
         Err(e) => return format!("open the ADS stream: {e}"),
     };
-    let mut acked: BTreeMap<String, String> = BTreeMap::new();
     let mut synced = false;
+    let mut reported: Option<u32> = None;
     loop {
-        let resp = match inbound.message().await {
-            Ok(Some(resp)) => resp,
-            Ok(None) => return "the control plane closed the stream".to_owned(),
-            Err(e) => return format!("stream error: {e}"),
-        };
-        let want = expect.borrow_and_update().clone();
-        let (reply, hit) = match check(&resp, want.as_deref()) {
-            Ok(hit) => (
-                DeltaDiscoveryRequest {
-                    type_url: resp.type_url.clone(),
-                    response_nonce: resp.nonce.clone(),
-                    ..Default::default()
-                },
-                hit,
-            ),
-            Err(error) => {
-                let _ = shared.events.send(Event::Nacked {
-                    proxy,
-                    error: error.clone(),
-                });
-                (
-                    DeltaDiscoveryRequest {
-                        type_url: resp.type_url.clone(),
-                        response_nonce: resp.nonce.clone(),
-                        error_detail: Some(Status {
-                            code: INVALID_ARGUMENT,
-                            message: error,
-                            details: Vec::new(),
-                        }),
-                        ..Default::default()
-                    },
-                    None,
-                )
+        let deadline = machine.deadline();
+        let (out, hit) = tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(resp)) => {
+                    let want = expect.borrow_and_update().clone();
+                    machine.on_response(&resp, want.as_deref())
+                }
+                Ok(None) => return "the control plane closed the stream".to_owned(),
+                Err(e) => return format!("stream error: {e}"),
+            },
+            () = sleep_until(deadline), if deadline.is_some() => {
+                let want = expect.borrow().clone();
+                machine.poll(want.as_deref())
             }
         };
-        let is_ack = reply.error_detail.is_none();
-        if tx.send(reply).await.is_err() {
-            return "the request stream closed".to_owned();
-        }
-        if !is_ack {
-            continue;
+        for req in out {
+            if let Some(status) = &req.error_detail {
+                let _ = shared.events.send(Event::Nacked {
+                    proxy,
+                    error: status.message.clone(),
+                });
+            }
+            if tx.send(req).await.is_err() {
+                return "the request stream closed".to_owned();
+            }
         }
         let at = Instant::now();
-        if let Some(change) = hit {
+        if let Some(change) = hit
+            && reported != Some(change)
+        {
+            reported = Some(change);
             let _ = shared.events.send(Event::Acked { proxy, change, at });
         }
-        acked.insert(resp.type_url, resp.system_version_info);
-        if !synced && acked == shared.synced_versions {
+        if !synced && machine.synced(&shared.synced_versions) {
             synced = true;
             let _ = shared.events.send(Event::Synced { proxy });
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -150,6 +150,8 @@ pub struct Params {
     pub snapshot_bytes: usize,
     /// Changes pushed.
     pub changes: usize,
+    /// How the simulated proxies handled responses.
+    pub client: super::proxy::ClientKind,
 }
 
 /// The machine during the run.
@@ -228,6 +230,7 @@ impl Report {
                 resources: i.snapshot_resources,
                 snapshot_bytes: i.snapshot_bytes,
                 changes: i.changes.len(),
+                client: i.args.client,
             },
             host: Host {
                 cpus: std::thread::available_parallelism().map_or(1, usize::from),
@@ -265,8 +268,9 @@ impl Report {
         let mib = |kib: u64| kib as f64 / 1024.0;
         let _ = writeln!(
             t,
-            "xds-scale: {} proxies on {} connections, {} resources ({:.0} KiB), {} changes",
+            "xds-scale: {} {:?} proxies on {} connections, {} resources ({:.0} KiB), {} changes",
             p.proxies,
+            p.client,
             p.connections,
             p.resources,
             p.snapshot_bytes as f64 / 1024.0,
