@@ -123,7 +123,15 @@ impl ControlPlane {
             ));
         };
         let mut stdout = BufReader::new(stdout).lines();
-        let line = next_line(&mut stdout, START_TIMEOUT, "listening").await?;
+        // A wrapper (a profiler, say) may print its own lines first; skip them.
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let line = loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let line = next_line(&mut stdout, left, "listening").await?;
+            if line.starts_with("listening ") {
+                break line;
+            }
+        };
         let addr = line
             .strip_prefix("listening ")
             .and_then(|a| a.trim().parse().ok())
