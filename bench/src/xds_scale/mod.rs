@@ -27,6 +27,10 @@ use proxy::{ClientKind, Event, Expect, Shared};
 use report::{ChangeResult, Report};
 use workload::Workload;
 
+/// Attempts to connect before a proxy's connection counts as failed.
+const CONNECT_ATTEMPTS: u32 = 8;
+/// First retry delay after a failed connect (doubles per attempt).
+const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
 /// File descriptors kept free for everything but the proxies' connections.
 const SPARE_FDS: usize = 64;
 
@@ -154,6 +158,7 @@ pub async fn run(args: &Args) -> Result<Report, ScaleError> {
     let shared = Arc::new(Shared {
         synced_versions,
         events: events_tx,
+        reconnects: Default::default(),
     });
 
     // Start the proxies and wait until every one ACKed the initial snapshot.
@@ -261,6 +266,7 @@ pub async fn run(args: &Args) -> Result<Report, ScaleError> {
         bench_memory: procstat::memory(std::process::id()).unwrap_or_default(),
         changes: results,
         all_acks,
+        reconnects: shared.reconnects.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 
@@ -327,18 +333,28 @@ async fn connect(
         let expect = expect.clone();
         let kind = args.client;
         tasks.spawn(async move {
-            let channel = endpoint.connect().await;
-            drop(permit);
-            let channel = match channel {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = shared.events.send(Event::Failed {
-                        proxy: first as u32,
-                        reason: format!("connect: {e}"),
-                    });
-                    return;
+            let mut attempt = 0u32;
+            let channel = loop {
+                match endpoint.connect().await {
+                    Ok(c) => break c,
+                    Err(e) if attempt < CONNECT_ATTEMPTS => {
+                        attempt += 1;
+                        shared
+                            .reconnects
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(first, attempt, error = %e, "connect failed; retrying");
+                        tokio::time::sleep(CONNECT_BACKOFF * 2u32.pow(attempt.min(6))).await;
+                    }
+                    Err(e) => {
+                        let _ = shared.events.send(Event::Failed {
+                            proxy: first as u32,
+                            reason: format!("connect ({attempt} retries): {e}"),
+                        });
+                        return;
+                    }
                 }
             };
+            drop(permit);
             let mut proxies = JoinSet::new();
             for p in first..last {
                 proxies.spawn(proxy::run(

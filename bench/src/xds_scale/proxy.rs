@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -23,6 +24,10 @@ use tonic::transport::Channel;
 const INVALID_ARGUMENT: i32 = 3;
 /// Requests queued toward the server per stream (one per type at start, then one per response).
 const REQUEST_QUEUE: usize = 16;
+/// Attempts to open a stream before the proxy gives up.
+const OPEN_ATTEMPTS: u32 = 8;
+/// First retry delay when opening a stream fails (doubles per attempt).
+const OPEN_BACKOFF: Duration = Duration::from_millis(50);
 /// Largest response accepted (the first response of a large mesh is big).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -79,6 +84,8 @@ pub struct Shared {
     pub synced_versions: BTreeMap<String, String>,
     /// Where proxies report.
     pub events: mpsc::UnboundedSender<Event>,
+    /// Stream openings retried after a failure (connection reset while connecting).
+    pub reconnects: AtomicU64,
 }
 
 /// How a simulated proxy handles responses.
@@ -236,20 +243,31 @@ async fn stream(
             DEFAULT_WARM_TIMEOUT,
         ))),
     };
-    let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-    for req in machine.initial(&node, &type_urls) {
-        if tx.try_send(req).is_err() {
-            return "request queue full while opening the stream".to_owned();
-        }
-    }
     let mut client = AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(MAX_RESPONSE_BYTES);
-    let mut inbound = match client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-    {
-        Ok(resp) => resp.into_inner(),
-        Err(e) => return format!("open the ADS stream: {e}"),
+    // Opening the stream is retried with backoff, as a sidecar's reconnect loop does: ten
+    // thousand proxies connecting at once on a loaded machine see some connections reset.
+    let mut attempt = 0u32;
+    let (tx, mut inbound) = loop {
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        for req in machine.initial(&node, &type_urls) {
+            if tx.try_send(req).is_err() {
+                return "request queue full while opening the stream".to_owned();
+            }
+        }
+        match client
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+        {
+            Ok(resp) => break (tx, resp.into_inner()),
+            Err(e) if attempt < OPEN_ATTEMPTS => {
+                attempt += 1;
+                shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(proxy, attempt, error = %e, "opening the ADS stream failed; retrying");
+                tokio::time::sleep(OPEN_BACKOFF * 2u32.pow(attempt.min(6))).await;
+            }
+            Err(e) => return format!("open the ADS stream ({attempt} retries): {e}"),
+        }
     };
     let mut synced = false;
     let mut reported: Option<u32> = None;

@@ -150,6 +150,8 @@ pub struct Params {
     pub snapshot_bytes: usize,
     /// Changes pushed.
     pub changes: usize,
+    /// Stream openings the proxies retried (connections reset while ten thousand connect).
+    pub reconnects: u64,
     /// How the simulated proxies handled responses.
     pub client: super::proxy::ClientKind,
 }
@@ -217,6 +219,7 @@ pub(crate) struct Inputs<'a> {
     pub(crate) bench_memory: Memory,
     pub(crate) changes: Vec<ChangeResult>,
     pub(crate) all_acks: Histogram<u64>,
+    pub(crate) reconnects: u64,
 }
 
 impl Report {
@@ -230,6 +233,7 @@ impl Report {
                 resources: i.snapshot_resources,
                 snapshot_bytes: i.snapshot_bytes,
                 changes: i.changes.len(),
+                reconnects: i.reconnects,
                 client: i.args.client,
             },
             host: Host {
@@ -289,8 +293,8 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "initial sync: every proxy ACKed the snapshot after {:.0} ms; control-plane CPU {:.0} ms",
-            cp.initial_sync_ms, cp.initial_sync_cpu_ms
+            "initial sync: every proxy ACKed the snapshot after {:.0} ms ({} stream openings retried); control-plane CPU {:.0} ms",
+            cp.initial_sync_ms, p.reconnects, cp.initial_sync_cpu_ms
         );
         let _ = writeln!(t);
         let _ = writeln!(
