@@ -11,6 +11,7 @@ pub mod apps;
 pub mod example;
 pub mod mesh;
 pub mod proxies;
+pub mod routing;
 pub mod scrape;
 pub mod summary;
 pub mod traffic;
