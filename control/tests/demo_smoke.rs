@@ -130,7 +130,7 @@ async fn demo_runs_for_its_duration_shows_every_kind_and_leaves_no_sidecar() {
         .count();
     assert!(lines >= 5, "expected a summary line per second: {all}");
     let pids = sidecar_pids(&run.stdout);
-    assert_eq!(pids.len(), 11, "one pid per sidecar: {all}");
+    assert_eq!(pids.len(), 12, "one pid per sidecar: {all}");
     for pid in pids {
         assert!(
             !is_running_proxy(pid),

@@ -204,6 +204,15 @@ pub const INSTANCES: &[Instance] = &[
         priority: None,
         behaviour: Behaviour::Echo,
     },
+    Instance {
+        name: "compliance-reporting-2",
+        namespace: "government",
+        service_account: "compliance-reporting-service",
+        host: COMPLIANCE_REPORTING,
+        example_port: 15106,
+        priority: None,
+        behaviour: Behaviour::FailAfter(FAIL_AFTER),
+    },
 ];
 
 /// One client workload: a sidecar with an outbound listener per service it calls; the demo's

@@ -142,11 +142,11 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             .get(client)
             .and_then(|a| a.outbound.get(host).copied())
     });
-    let failing_proxy = INSTANCES
+    let failing_proxies: Vec<&str> = INSTANCES
         .iter()
-        .find(|i| matches!(i.behaviour, Behaviour::FailAfter(_)))
+        .filter(|i| matches!(i.behaviour, Behaviour::FailAfter(_)))
         .map(|i| i.name)
-        .unwrap_or("");
+        .collect();
     let header = format!(
         "jalin demo · dev CA ({DEV_LABEL}) · {} sidecars · {} demo apps",
         procs.list.len(),
@@ -182,7 +182,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             scenarios: &scenarios,
             apps: &apps,
             caps,
-            failing_proxy,
+            failing_proxies: &failing_proxies,
             header: &header,
         };
         if tui {
@@ -204,7 +204,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
         scenarios: &scenarios,
         apps: &apps,
         caps,
-        failing_proxy,
+        failing_proxies: &failing_proxies,
         header: &header,
     };
     let (verdicts, pass) = verdict_report(&snap.verdicts());

@@ -150,8 +150,8 @@ pub struct Snapshot<'a> {
     pub scenarios: &'a [Running],
     pub apps: &'a Apps,
     pub caps: Capabilities,
-    /// The proxy that serves the failing instance.
-    pub failing_proxy: &'a str,
+    /// The sidecars of the instances that fail on purpose.
+    pub failing_proxies: &'a [&'a str],
     pub header: &'a str,
 }
 
@@ -236,12 +236,12 @@ impl Snapshot<'_> {
         let denials: u64 = self.denials().values().sum();
         let ejections: u64 = self.ejections().values().sum();
         let served_ok = self.inbound_total(|c| c.ok);
-        let failing_5xx = self
+        let failing_5xx: u64 = self
             .readings
             .iter()
-            .find(|r| r.name == self.failing_proxy)
+            .filter(|r| self.failing_proxies.contains(&r.name.as_str()))
             .map(|r| r.inbound.failed)
-            .unwrap_or(0);
+            .sum();
         Kind::ALL
             .iter()
             .map(|&k| {
@@ -275,8 +275,8 @@ impl Snapshot<'_> {
                     Kind::FailingUpstream => {
                         if failing_5xx == 0 {
                             Verdict::NotSeen(format!(
-                                "the sidecar of {} counted no 5xx",
-                                self.failing_proxy
+                                "the sidecars of {} counted no 5xx",
+                                self.failing_proxies.join(", ")
                             ))
                         } else if self.caps.outlier.is_none() && ejections == 0 {
                             Verdict::NotSeen(format!(
@@ -288,7 +288,7 @@ impl Snapshot<'_> {
                                 Some(_) => String::new(),
                             };
                             Verdict::Seen(format!(
-                                "{failing_5xx} 5xx from the failing upstream's sidecar, {} 5xx seen by clients{ej}",
+                                "{failing_5xx} 5xx from the failing upstreams' sidecars, {} 5xx seen by clients{ej}",
                                 t.client_5xx
                             ))
                         }
