@@ -259,12 +259,13 @@ impl Inner {
         let prepared = listeners.prepare(&config.listeners, &origin.file).await?;
         let version = current.version + 1;
         let next = Snapshot::build(version, config, origin, Some(&current));
-        if let (Some(x), Some(d)) = (xds, dynamic) {
-            x.set_in_force(d);
-        }
         self.shared.snapshot.store(Arc::new(next));
         let bound = listeners.commit(prepared, &self.shared);
         self.bound.store(Arc::new(bound));
+        // Last, so whoever sees the new versions also finds the new snapshot and listeners.
+        if let (Some(x), Some(d)) = (xds, dynamic) {
+            x.set_in_force(d);
+        }
         Ok(version)
     }
 }

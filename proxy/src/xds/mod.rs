@@ -32,7 +32,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use jalin_xds::transport::{AppliedConfig, ClientStatus, XdsClient};
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use bootstrap::{ControlPlaneConfig, ControlPlaneTls, NodeConfig};
 pub use convert::{ConvertError, DynamicConfig, TrustBundle, Versions};
@@ -58,6 +58,8 @@ pub struct XdsState {
     ready: AtomicBool,
     started: Instant,
     first_applied_ms: Mutex<Option<u64>>,
+    /// Bumped on every status change and apply, so observers wait instead of polling.
+    changes: watch::Sender<u64>,
 }
 
 impl XdsState {
@@ -71,7 +73,13 @@ impl XdsState {
             ready: AtomicBool::new(false),
             started: Instant::now(),
             first_applied_ms: Mutex::new(None),
+            changes: watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that wakes on every change of status, NACK or configuration in force.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The bootstrap's `control_plane` section.
@@ -105,6 +113,7 @@ impl XdsState {
     /// Records that `dynamic` is now in force (called with the snapshot swap).
     pub(crate) fn set_in_force(&self, dynamic: Arc<DynamicConfig>) {
         self.in_force.store(Some(dynamic));
+        self.changes.send_modify(|n| *n += 1);
         if !self.ready.swap(true, Ordering::AcqRel) {
             let ms = self.started.elapsed().as_millis() as u64;
             *self
@@ -131,6 +140,7 @@ impl XdsState {
             });
         }
         self.status.store(Some(Arc::new(status)));
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Refuses a reloaded bootstrap whose `control_plane` differs from the running one.
