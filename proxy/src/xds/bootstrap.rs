@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jalin_xds::transport::backoff::{DEFAULT_BASE, DEFAULT_MAX};
+use jalin_xds::transport::client::ChannelFactory;
 use jalin_xds::transport::client::DEFAULT_CONNECT_TIMEOUT;
 use jalin_xds::transport::{ClientConfig, NodeInfo};
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use super::dial::{TlsMaterial, mtls_factory};
 
 /// Largest PEM file read for the control-plane TLS material (a chain of a few certificates).
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
@@ -24,8 +26,8 @@ pub struct ControlPlaneConfig {
     /// `host:port` of the control plane's ADS endpoint, for example
     /// `jalin-control.jalin-system.svc:15010` (a `https://` or `http://` prefix is accepted).
     pub address: String,
-    /// The control plane's SPIFFE ID (`spiffe://<td>/ns/<ns>/sa/<sa>`), the identity its
-    /// certificate must carry; shown in `/config_dump` and in connection errors.
+    /// The control plane's SPIFFE ID (`spiffe://<td>/ns/<ns>/sa/<sa>`): over mTLS its
+    /// certificate must carry it (required with `tls:`); shown in `/config_dump`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
     /// How this proxy announces itself; the control plane scopes resources by it.
@@ -73,7 +75,8 @@ pub struct ControlPlaneTls {
     pub certificate: PathBuf,
     /// This proxy's private key (PKCS#8 PEM). Never logged.
     pub key: PathBuf,
-    /// The DNS name checked in the control plane's certificate; default: the host of `address`.
+    /// The TLS server name sent (SNI only; the certificate is checked against `identity`);
+    /// default: the host of `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
 }
@@ -160,6 +163,11 @@ impl ControlPlaneConfig {
                 "is missing; the control plane is reached over mTLS".into(),
                 "give tls: { ca, certificate, key }, or set `insecure_plaintext: true` for a test setup",
             )),
+            (Some(_), false) if self.identity.is_none() => Err(problem(
+                "identity",
+                "is missing; over mTLS the control plane is authenticated by its SPIFFE ID".into(),
+                "set identity: spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>",
+            )),
             (Some(_), true) => Err(problem(
                 "insecure_plaintext",
                 "is true while `tls:` is given".into(),
@@ -220,24 +228,31 @@ impl ControlPlaneConfig {
         c
     }
 
-    /// Reads the TLS files into a tonic client TLS configuration (`None` for plaintext).
-    pub fn client_tls(&self) -> Result<Option<ClientTlsConfig>, String> {
+    /// The URI tonic dials: always `http://`, because TLS, when configured, is done by the
+    /// connector of [`ControlPlaneConfig::channel_factory`] (SPIFFE-ID verification).
+    pub fn dial_uri(&self) -> String {
+        format!("http://{}", strip_scheme(&self.address))
+    }
+
+    /// Reads the TLS files and builds the mTLS dialer (`None` for plaintext).
+    pub fn channel_factory(&self) -> Result<Option<ChannelFactory>, String> {
         let Some(tls) = &self.tls else {
             return Ok(None);
         };
-        let ca = read_pem(&tls.ca, "control_plane.tls.ca")?;
-        let cert = read_pem(&tls.certificate, "control_plane.tls.certificate")?;
-        let key = read_pem(&tls.key, "control_plane.tls.key")?;
-        let server_name = match &tls.server_name {
-            Some(n) => n.clone(),
-            None => host_of(strip_scheme(&self.address)).to_owned(),
+        let material = TlsMaterial {
+            ca_pem: read_pem(&tls.ca, "control_plane.tls.ca")?,
+            cert_pem: read_pem(&tls.certificate, "control_plane.tls.certificate")?,
+            key_pem: read_pem(&tls.key, "control_plane.tls.key")?,
         };
-        Ok(Some(
-            ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .identity(Identity::from_pem(cert, key))
-                .domain_name(server_name),
-        ))
+        let hostport = strip_scheme(&self.address);
+        let sni = match &tls.server_name {
+            Some(n) => n.clone(),
+            None => host_of(hostport).to_owned(),
+        };
+        let identity = self.identity.as_deref().unwrap_or_default();
+        mtls_factory(hostport, &sni, identity, &material)
+            .map(Some)
+            .map_err(|e| format!("control_plane.{e}"))
     }
 }
 

@@ -24,6 +24,7 @@
 
 pub mod bootstrap;
 pub mod convert;
+pub mod dial;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -216,8 +217,8 @@ struct ApplyJob {
 /// itself connects, and reconnects, in the background.
 pub(crate) async fn start(inner: Arc<crate::Inner>, state: Arc<XdsState>) -> Result<(), String> {
     let cp = state.control_plane.clone();
-    let tls = cp.client_tls()?;
-    let endpoint = cp.endpoint();
+    let factory = cp.channel_factory()?;
+    let endpoint = cp.dial_uri();
     let client_config = cp.client_config();
     let (apply_tx, mut apply_rx) = mpsc::unbounded_channel::<ApplyJob>();
     let stopped = inner.shared.stopped.clone();
@@ -263,7 +264,11 @@ pub(crate) async fn start(inner: Arc<crate::Inner>, state: Arc<XdsState>) -> Res
                 }
             };
             runtime.block_on(async move {
-                let client = match XdsClient::connect(&endpoint, tls, client_config, applier) {
+                let client = match factory {
+                    Some(f) => XdsClient::connect_with(&endpoint, f, client_config, applier),
+                    None => XdsClient::connect(&endpoint, None, client_config, applier),
+                };
+                let client = match client {
                     Ok(c) => c,
                     Err(e) => {
                         let _ = started_tx.send(Err(e.to_string()));
@@ -271,7 +276,7 @@ pub(crate) async fn start(inner: Arc<crate::Inner>, state: Arc<XdsState>) -> Res
                     }
                 };
                 let _ = started_tx.send(Ok(()));
-                tracing::info!(control_plane = %endpoint, node = %thread_state.control_plane.node.id, "xDS client started");
+                tracing::info!(control_plane = %thread_state.control_plane.endpoint(), node = %thread_state.control_plane.node.id, "xDS client started");
                 let mut status = client.status();
                 loop {
                     tokio::select! {
