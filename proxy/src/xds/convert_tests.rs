@@ -14,7 +14,7 @@ use jalin_xds::transport::{
 use super::*;
 use crate::config::parse;
 
-fn applied(resources: Vec<EncodedResource>) -> AppliedConfig {
+fn applied(resources: &[EncodedResource]) -> AppliedConfig {
     let mut state = ClientState::new(
         NodeInfo::default(),
         Kind::ALL.iter().map(|k| k.type_url().to_owned()),
@@ -49,8 +49,7 @@ fn applied(resources: Vec<EncodedResource>) -> AppliedConfig {
         state.on_response(&resp, Instant::now(), &mut capture);
     }
     drop(capture);
-    let applied = out.lock().unwrap().clone();
-    applied
+    out.lock().unwrap().clone()
 }
 
 fn listener(name: &str, service: &str) -> Listener {
@@ -99,7 +98,7 @@ fn basic() -> Vec<EncodedResource> {
 
 #[test]
 fn clusters_are_joined_with_their_endpoints_and_merged() {
-    let dynamic = DynamicConfig::decode(&applied(basic())).unwrap();
+    let dynamic = DynamicConfig::decode(&applied(&basic())).unwrap();
     assert_eq!(dynamic.services.len(), 1);
     assert_eq!(dynamic.services[0].endpoints.len(), 1);
     assert_eq!(dynamic.versions["Listener"].len(), 1);
@@ -115,7 +114,7 @@ fn clusters_are_joined_with_their_endpoints_and_merged() {
 fn a_listener_naming_a_missing_cluster_is_refused_with_its_resource_name() {
     let mut res = basic();
     res[0] = encode(Kind::Listener, "out", &listener("out", "nope")).unwrap();
-    let dynamic = DynamicConfig::decode(&applied(res)).unwrap();
+    let dynamic = DynamicConfig::decode(&applied(&res)).unwrap();
     let (boot, origin) = parse("boot.yaml", BOOT).unwrap();
     let err = merge(boot, &origin, &dynamic).unwrap_err();
     let text = err.to_string();
@@ -131,7 +130,7 @@ fn a_name_in_both_bootstrap_and_xds_is_refused() {
     let name = "outbound|80||echo.prod.svc.cluster.local";
     let boot_text = format!("{BOOT}services:\n  - name: {name}\n");
     let (boot, origin) = parse("boot.yaml", &boot_text).unwrap();
-    let dynamic = DynamicConfig::decode(&applied(basic())).unwrap();
+    let dynamic = DynamicConfig::decode(&applied(&basic())).unwrap();
     let err = merge(boot, &origin, &dynamic).unwrap_err();
     assert!(
         err.to_string()
@@ -142,7 +141,7 @@ fn a_name_in_both_bootstrap_and_xds_is_refused() {
 #[test]
 fn a_body_that_does_not_match_the_model_is_refused() {
     let bad = encode(Kind::Endpoints, "x", &"not a list").unwrap();
-    let err = DynamicConfig::decode(&applied(vec![bad])).unwrap_err();
+    let err = DynamicConfig::decode(&applied(&[bad])).unwrap_err();
     assert_eq!(err.kind, "Endpoints");
     assert!(err.to_string().contains("does not match"), "{err}");
 }
@@ -150,7 +149,7 @@ fn a_body_that_does_not_match_the_model_is_refused() {
 #[test]
 fn a_body_named_differently_from_its_resource_is_refused() {
     let bad = encode(Kind::Listener, "a", &listener("b", "svc")).unwrap();
-    let err = DynamicConfig::decode(&applied(vec![bad])).unwrap_err();
+    let err = DynamicConfig::decode(&applied(&[bad])).unwrap_err();
     assert!(err.to_string().contains(r#"Listener "a""#), "{err}");
 }
 
@@ -163,20 +162,20 @@ fn endpoints_inline_and_separate_are_refused() {
         encode_with_deps(Kind::Cluster, name, &c, &[(Kind::Endpoints, name)]).unwrap(),
         encode(Kind::Endpoints, name, &endpoints(&["127.0.0.1:2"])).unwrap(),
     ];
-    let err = DynamicConfig::decode(&applied(res)).unwrap_err();
+    let err = DynamicConfig::decode(&applied(&res)).unwrap_err();
     assert!(err.to_string().contains("in one place"), "{err}");
 }
 
 #[test]
 fn the_digest_follows_the_versions() {
-    let a = DynamicConfig::decode(&applied(basic())).unwrap();
+    let a = DynamicConfig::decode(&applied(&basic())).unwrap();
     let mut res = basic();
     let name = "outbound|80||echo.prod.svc.cluster.local";
     res[2] = encode(Kind::Endpoints, name, &endpoints(&["127.0.0.1:9002"])).unwrap();
-    let b = DynamicConfig::decode(&applied(res)).unwrap();
+    let b = DynamicConfig::decode(&applied(&res)).unwrap();
     assert_ne!(a.digest, b.digest);
     assert_eq!(
         a.digest,
-        DynamicConfig::decode(&applied(basic())).unwrap().digest
+        DynamicConfig::decode(&applied(&basic())).unwrap().digest
     );
 }
