@@ -260,20 +260,22 @@ pub fn merge(
         config.services.push(c.clone());
     }
     let config = crate::config::validate_config(&source, config).map_err(|mut e| {
-        e.path = name_dynamic(
+        let path = name_dynamic(
             &e.path,
             "listeners",
             static_listeners,
             &dynamic.listeners,
             |l| &l.name,
         );
-        e.path = name_dynamic(
-            &e.path,
-            "services",
-            static_services,
-            &dynamic.services,
-            |c| &c.name,
-        );
+        let path = name_dynamic(&path, "services", static_services, &dynamic.services, |c| {
+            &c.name
+        });
+        if path != e.path {
+            e.path = path;
+            e.hint = "fix the resource at the control plane's source; this proxy keeps its last \
+                      good configuration meanwhile"
+                .into();
+        }
         e
     })?;
     let merged = ConfigOrigin {
