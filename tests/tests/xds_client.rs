@@ -472,3 +472,116 @@ async fn a_restarted_proxy_receives_the_full_state() {
     );
     second.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_under_load_lose_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let a = HttpUpstream::start("a").await.unwrap();
+    let b = HttpUpstream::start("b").await.unwrap();
+    let cp = ControlPlane::local(XdsServer::default()).await;
+    cp.server.push(Snapshot::new(resources(&[a.addr])));
+    let proxy = start_proxy(cp.addr, "web-5").await;
+    wait_xds(&proxy, "first config", full).await;
+    let out = proxy.listener_addr("out").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let (progress_tx, progress) = tokio::sync::watch::channel(0u64);
+    let progress_tx = Arc::new(progress_tx);
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (stop, failures, progress_tx) = (stop.clone(), failures.clone(), progress_tx.clone());
+        clients.push(tokio::spawn(async move {
+            let c = if i % 2 == 0 {
+                client::http1_client()
+            } else {
+                client::h2_client()
+            };
+            while !stop.load(Ordering::Relaxed) {
+                match client::get(&c, out, "/headers").await {
+                    Ok((200, _, _)) => progress_tx.send_modify(|n| *n += 1),
+                    other => {
+                        eprintln!("request failed: {other:?}");
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+
+    let mut times = Vec::new();
+    for round in 0..20 {
+        let target = if round % 2 == 0 { b.addr } else { a.addr };
+        // Let some requests run on the current config before each push.
+        let mut seen = progress.clone();
+        let at = *seen.borrow_and_update();
+        tokio::time::timeout(WAIT, seen.wait_for(|n| *n >= at + 10))
+            .await
+            .unwrap()
+            .unwrap();
+        let t = Instant::now();
+        cp.server.push(Snapshot::new(resources(&[target])));
+        let want = served_version(&cp.server, Kind::Endpoints, SERVICE);
+        wait_xds(&proxy, "the push", |_| {
+            running_version(&proxy, "Endpoints", SERVICE).as_deref() == Some(&*want)
+        })
+        .await;
+        times.push(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    times.sort();
+    println!(
+        "20 pushes under load: push -> applied p50 {:.2} ms, max {:.2} ms; {} requests, {} failed",
+        times[10].as_secs_f64() * 1e3,
+        times[19].as_secs_f64() * 1e3,
+        *progress.borrow(),
+        failures.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no request lost to a push"
+    );
+    assert!(a.requests() > 0 && b.requests() > 0);
+    proxy.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_reload_keeps_the_dynamic_part_and_the_control_plane_cannot_change() {
+    let a = HttpUpstream::start("a").await.unwrap();
+    let local = HttpUpstream::start("local").await.unwrap();
+    let cp = ControlPlane::local(XdsServer::default()).await;
+    cp.server.push(Snapshot::new(resources(&[a.addr])));
+    let boot = bootstrap(cp.addr, "web-6");
+    let proxy = jalin_tests::proxy::TestProxy::start(&boot).await.unwrap();
+    wait_xds(&proxy.handle, "first config", full).await;
+
+    // A static listener and service added to the bootstrap file: merged with the xDS part.
+    let with_static = format!(
+        "{boot}listeners:\n  - name: local\n    address: 127.0.0.1:0\n    direction: inbound\n    \
+         service: local-app\nservices:\n  - name: local-app\n    endpoints:\n      - address: {}\n",
+        local.addr
+    );
+    let event = proxy.rewrite(&with_static).await.unwrap();
+    assert!(event.result.is_ok(), "{event:?}");
+    assert_eq!(get_upstream(proxy.addr("local")).await, "local");
+    assert_eq!(
+        get_upstream(proxy.addr("out")).await,
+        "a",
+        "xDS listener kept"
+    );
+
+    // Another control plane (or node) in the file is refused; everything keeps serving.
+    let moved = with_static.replace("id: web-6", "id: web-7");
+    let event = proxy.rewrite(&moved).await.unwrap();
+    let err = event.result.unwrap_err();
+    assert_eq!(err.path, "control_plane", "{err}");
+    assert_eq!(get_upstream(proxy.addr("out")).await, "a");
+    assert_eq!(get_upstream(proxy.addr("local")).await, "local");
+    proxy.handle.shutdown(Duration::from_secs(5)).await;
+}
