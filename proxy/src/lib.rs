@@ -208,7 +208,9 @@ impl Inner {
     ) -> Result<u64, ConfigError> {
         let mut listeners = self.listeners.lock().await;
         let attempt = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-        let result = self.try_reload(&mut listeners, update).await;
+        let xds = self.shared.xds.as_deref();
+        let dynamic = update.or_else(|| xds.and_then(xds::XdsState::in_force));
+        let result = self.try_reload(&mut listeners, dynamic.clone()).await;
         match &result {
             Ok(v) => {
                 metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "accepted").increment(1);
@@ -223,18 +225,21 @@ impl Inner {
             attempt,
             result: result.clone(),
         }));
+        // Last, so whoever sees the new versions also finds the new snapshot, listeners and
+        // reload event.
+        if let (Ok(_), Some(x), Some(d)) = (&result, xds, dynamic) {
+            x.set_in_force(d);
+        }
         result
     }
 
     async fn try_reload(
         &self,
         listeners: &mut ListenerSet,
-        update: Option<Arc<xds::DynamicConfig>>,
+        dynamic: Option<Arc<xds::DynamicConfig>>,
     ) -> Result<u64, ConfigError> {
         let (mut config, mut origin) = self.source.load()?;
-        let xds = self.shared.xds.as_deref();
-        xds::XdsState::check_unchanged(xds, &config, &origin.file)?;
-        let dynamic = update.or_else(|| xds.and_then(xds::XdsState::in_force));
+        xds::XdsState::check_unchanged(self.shared.xds.as_deref(), &config, &origin.file)?;
         if let Some(d) = &dynamic {
             (config, origin) = xds::convert::merge(config, &origin, d)?;
         }
@@ -262,10 +267,6 @@ impl Inner {
         self.shared.snapshot.store(Arc::new(next));
         let bound = listeners.commit(prepared, &self.shared);
         self.bound.store(Arc::new(bound));
-        // Last, so whoever sees the new versions also finds the new snapshot and listeners.
-        if let (Some(x), Some(d)) = (xds, dynamic) {
-            x.set_in_force(d);
-        }
         Ok(version)
     }
 }

@@ -258,6 +258,10 @@ async fn a_push_changes_routing_and_the_proxy_is_ready_only_after_its_first_conf
     .await;
 
     // /config_dump shows the connection and the versions in force per kind and name.
+    wait_xds(&proxy, "the stream in the status", |x| {
+        x.status().is_some_and(|s| s.connected)
+    })
+    .await;
     let (status, dump) = admin_get(&proxy, "/config_dump").await;
     assert_eq!(status, 200);
     let dump: serde_json::Value = serde_json::from_str(&dump).unwrap();
@@ -419,8 +423,11 @@ async fn traffic_continues_without_the_control_plane_and_the_proxy_resyncs_after
     })
     .await;
     assert_eq!(get_upstream(out).await, "b");
-    let status = xds(&proxy).status().unwrap();
-    assert!(status.connected && status.streams >= 2, "{status:?}");
+    // The status feed is published by the client thread after the apply.
+    wait_xds(&proxy, "the new stream in the status", |x| {
+        x.status().is_some_and(|s| s.connected && s.streams >= 2)
+    })
+    .await;
     // The proxy announced what it runs, so only the changed resource was sent again.
     let resent = wait_event(&mut events, "the resync push", |e| match e {
         ServerEvent::Pushed {
