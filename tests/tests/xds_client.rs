@@ -330,6 +330,8 @@ async fn an_invalid_update_is_nacked_with_its_error_and_traffic_is_unaffected() 
     let nack = &dump["xds"]["last_nack"];
     assert_eq!(nack["error"], error.as_str(), "{dump}");
     assert!(nack["at_unix_ms"].as_u64().unwrap() > 0);
+    let metrics = admin_get(&proxy, "/metrics").await.1;
+    assert!(metrics.contains("jalin_xds_nacks_total"), "{metrics}");
 
     // 2. A listener on an address already taken: refused when binding, before any swap.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -40,6 +40,11 @@ pub use convert::{ConvertError, DynamicConfig, TrustBundle, Versions};
 
 use crate::config::{ConfigError, ProxyConfig};
 
+/// 1 while a stream to the control plane is open, else 0.
+pub const XDS_CONNECTED: &str = "jalin_xds_connected";
+/// Updates refused (NACKed) since start.
+pub const XDS_NACKS: &str = "jalin_xds_nacks_total";
+
 /// The last update the proxy refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nack {
@@ -130,7 +135,10 @@ impl XdsState {
 
     fn observe(&self, status: ClientStatus) {
         let previous = self.status.load_full();
-        let new_nack = previous.as_ref().map_or(0, |p| p.nacks) < status.nacks;
+        let before = previous.as_ref().map_or(0, |p| p.nacks);
+        metrics::gauge!(XDS_CONNECTED).set(if status.connected { 1.0 } else { 0.0 });
+        metrics::counter!(XDS_NACKS).increment(status.nacks.saturating_sub(before));
+        let new_nack = before < status.nacks;
         if new_nack && let Some(error) = &status.last_error {
             *self
                 .last_nack
@@ -298,4 +306,80 @@ pub(crate) async fn start(inner: Arc<crate::Inner>, state: Arc<XdsState>) -> Res
     started_rx
         .await
         .map_err(|_| "the xDS thread ended before starting its client".to_owned())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp() -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            address: "127.0.0.1:15010".into(),
+            identity: None,
+            node: NodeConfig {
+                id: "n1".into(),
+                namespace: "prod".into(),
+                service_account: String::new(),
+                labels: Default::default(),
+            },
+            tls: None,
+            insecure_plaintext: true,
+            backoff_base_ms: 100,
+            backoff_max_ms: 1000,
+            connect_timeout_ms: 1000,
+        }
+    }
+
+    #[test]
+    fn a_nack_is_recorded_once_with_its_error() {
+        let state = XdsState::new(cp());
+        let mut changes = state.changes();
+        state.observe(ClientStatus {
+            connected: true,
+            ..Default::default()
+        });
+        assert!(state.last_nack().is_none());
+        state.observe(ClientStatus {
+            connected: true,
+            nacks: 1,
+            last_error: Some("Listener \"x\": bad".into()),
+            ..Default::default()
+        });
+        assert!(changes.has_changed().unwrap());
+        let nack = state.last_nack().unwrap();
+        assert_eq!(nack.error, "Listener \"x\": bad");
+        // A later successful apply clears the client's last_error; the dump keeps the NACK.
+        state.observe(ClientStatus {
+            connected: true,
+            nacks: 1,
+            ..Default::default()
+        });
+        assert_eq!(state.last_nack().unwrap(), nack);
+        let dump = state.dump();
+        assert_eq!(dump["last_nack"]["error"], "Listener \"x\": bad");
+        assert_eq!(dump["nacks"], 1);
+        assert_eq!(dump["ready"], false);
+    }
+
+    #[test]
+    fn readiness_follows_the_first_apply() {
+        let state = XdsState::new(cp());
+        assert!(!state.is_ready());
+        state.set_in_force(Arc::new(DynamicConfig::default()));
+        assert!(state.is_ready());
+        assert!(state.dump()["first_applied_after_ms"].is_u64());
+    }
+
+    #[test]
+    fn the_control_plane_section_cannot_change_on_reload() {
+        let (mut config, _) =
+            crate::config::parse("f.yaml", "admin:\n  address: 127.0.0.1:0\n").unwrap();
+        assert!(XdsState::check_unchanged(None, &config, "f.yaml").is_ok());
+        let state = XdsState::new(cp());
+        let err = XdsState::check_unchanged(Some(&state), &config, "f.yaml").unwrap_err();
+        assert_eq!(err.path, "control_plane");
+        config.control_plane = Some(cp());
+        assert!(XdsState::check_unchanged(Some(&state), &config, "f.yaml").is_ok());
+        assert!(XdsState::check_unchanged(None, &config, "f.yaml").is_err());
+    }
 }
