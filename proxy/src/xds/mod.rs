@@ -333,7 +333,7 @@ mod tests {
     #[test]
     fn a_nack_is_recorded_once_with_its_error() {
         let state = XdsState::new(cp());
-        let mut changes = state.changes();
+        let changes = state.changes();
         state.observe(ClientStatus {
             connected: true,
             ..Default::default()
