@@ -5,7 +5,10 @@
 
 # One line on the machine: CPUs, model, load average, pinning. Print it before and after a run.
 host_line() {
-  echo "host: nproc $(nproc), CPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) ($1); proxies on CPU $PROXY_CPUS, upstreams and generator on CPU $LOAD_CPUS"
+  local sched="normal scheduling"
+  [ "${RT:-0}" = "1" ] && sched="generator and upstreams SCHED_FIFO 10"
+  [ "${PROXY_RT:-0}" = "1" ] && sched="$sched, proxies SCHED_FIFO 5"
+  echo "host: nproc $(nproc), CPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), load average $(cut -d' ' -f1-3 /proc/loadavg) ($1); proxies on CPU $PROXY_CPUS, upstreams and generator on CPU $LOAD_CPUS; $sched"
 }
 
 # Starts one more built-in upstream on a free port (generator CPUs, RT prefix if any); appends its
@@ -44,14 +47,23 @@ fill_braces() {
   fi
 }
 
+# PROXY_RT=1 runs the proxies under SCHED_FIFO too, one priority below the generator (chrt -f 5),
+# so on a shared host other tenants' builds cannot preempt them either; every contender gets the
+# same treatment. Needs root or CAP_SYS_NICE. Say so next to the numbers.
+PROXY_RT_PREFIX=()
+if [ "${PROXY_RT:-0}" = "1" ]; then
+  chrt -f 5 true 2>/dev/null || die "PROXY_RT=1 needs permission for chrt -f (root or CAP_SYS_NICE)"
+  PROXY_RT_PREFIX=(chrt -f 5)
+fi
+
 # Starts a proxy from an argument list, pinned to the proxy CPU; waits for LISTEN; sets PROXY_PID.
 # launch_proxy LABEL LISTEN CMD ARGS...
 launch_proxy() {
   local label="$1" listen="$2"
   shift 2
   require_free "$listen"
-  echo "proxy $label: $*  (CPU $PROXY_CPUS)" >&2
-  "${PIN_PROXY[@]}" "$@" >"$WORK/proxy-$label.log" 2>&1 &
+  echo "proxy $label: ${PROXY_RT_PREFIX[*]} $*  (CPU $PROXY_CPUS)" >&2
+  "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$@" >"$WORK/proxy-$label.log" 2>&1 &
   PROXY_PID="$!"
   STARTED_PIDS+=("$PROXY_PID")
   wait_port "$listen" "$PROXY_PID"
