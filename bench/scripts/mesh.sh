@@ -15,12 +15,12 @@ host_line() {
 # address to UPSTREAM_ADDRS.
 UPSTREAM_ADDRS=()
 start_upstream_n() {
-  local bench="$1" size="$2" n="${#UPSTREAM_ADDRS[@]}" pid i addr
+  local bench="$1" size="$2" n="${#UPSTREAM_ADDRS[@]}" pid addr
   "${UPSTREAM_PREFIX[@]}" "${PIN_LOAD[@]}" "$bench" upstream --listen 127.0.0.1:0 --response-size "$size" --threads 1 \
     >"$WORK/upstream-$n.out" 2>"$WORK/upstream-$n.log" &
   pid="$!"
   STARTED_PIDS+=("$pid")
-  for i in $(seq 1 200); do
+  for _ in $(seq 1 200); do
     grep -q '^listening on ' "$WORK/upstream-$n.out" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || die "jalin-bench upstream exited: $(cat "$WORK/upstream-$n.log")"
     sleep 0.05
@@ -132,4 +132,12 @@ added_table() {
         .added_us.p999, .added_us.max] | @tsv' "${nf#*=}" |
       awk -F'\t' '{ printf "%-16s", $1; for (i = 2; i <= 7; i++) printf " %+9.3f", $i / 1000; print "" }'
   done
+}
+
+# Fails early when the first word of a command template is not an executable (for example a
+# jalin-proxy that was not built yet).
+require_cmd() {
+  local first="${1%% *}"
+  command -v "$first" >/dev/null 2>&1 ||
+    die "$first is not an executable: build it (cargo build --release -p jalin-proxy) or set JALIN_PROXY / --jalin-cmd"
 }

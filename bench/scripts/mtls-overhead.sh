@@ -144,6 +144,7 @@ start_pair() {
       PIDS_RSS+=("$PROXY_PID")
       ;;
     jalin)
+      require_cmd "$jalin_cmd"
       local common=(roots="$PKI/root.pem" trust_domain="$TD" namespace="$NS")
       fill_braces "$server_tmpl" "$WORK/jalin-mtls-server.yaml" "${common[@]}" \
         cert="$PKI/server-chain.pem" key="$PKI/server-key.pem" spiffe_id="$SERVER_ID" \

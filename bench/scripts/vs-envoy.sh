@@ -206,6 +206,7 @@ start_contender() {
         --log-level warn --admin-address-path "$WORK/envoy-admin.txt"
       ;;
     jalin)
+      require_cmd "$jalin_cmd"
       fill_braces "$template" "$WORK/jalin-traffic.yaml" listen="$listen" lb="$lb" \
         upstream0="${UPSTREAM_ADDRS[0]}" upstream1="${UPSTREAM_ADDRS[1]}" upstream2="${UPSTREAM_ADDRS[2]}" \
         max_connections="$max_conn" max_pending="$max_pending" max_requests="$max_req"
