@@ -176,7 +176,7 @@ fn syntax_error(file: &str, text: &str, err: &serde_saphyr::Error) -> ConfigErro
             String::new()
         },
         message,
-        hint: "see ARCHITECTURE.md ("Configuration and reload") for the configuration fields".into(),
+        hint: "see ARCHITECTURE.md, Configuration and reload, for the configuration fields".into(),
     }
 }
 
