@@ -123,6 +123,9 @@ fn config_dump(shared: &Shared) -> Response<Full<Bytes>> {
         "sha256": snap.origin.sha256,
         "source": snap.origin.file,
         "config": &*snap.config,
+        // xDS mode: connection to the control plane, versions in force per kind and name,
+        // and the last NACK.
+        "xds": shared.xds.as_ref().map(|x| x.dump()),
     });
     match serde_json::to_vec_pretty(&body) {
         Ok(json) => {

@@ -24,6 +24,7 @@ pub mod route;
 pub mod snapshot;
 pub mod tcp;
 pub mod telemetry;
+pub mod xds;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,13 +61,19 @@ pub struct Shared {
     pub metrics: PrometheusHandle,
     /// One permit per open downstream connection ([`limits::MAX_DOWNSTREAM_CONNECTIONS`]).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Set in xDS mode: the client's state (versions in force, connection, last NACK).
+    pub xds: Option<Arc<xds::XdsState>>,
     ready: AtomicBool,
 }
 
 impl Shared {
-    /// Ready: listeners are bound and the proxy is not draining.
+    /// Ready: listeners are bound, the proxy is not draining, and in xDS mode the first
+    /// configuration from the control plane is in force. (Identity hook: also require the first
+    /// workload certificate here once the identity manager is wired in.)
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.drain.is_cancelled()
+        self.ready.load(Ordering::Relaxed)
+            && !self.drain.is_cancelled()
+            && self.xds.as_ref().is_none_or(|x| x.is_ready())
     }
 }
 
@@ -91,6 +98,8 @@ pub enum StartError {
     },
     #[error("cannot watch the configuration file: {0}")]
     Watch(#[from] notify::Error),
+    #[error("control_plane: {0}")]
+    Xds(String),
 }
 
 /// Starts proxies.
@@ -117,6 +126,10 @@ impl Proxy {
         let metrics = telemetry::metrics_handle();
         let mut listeners = ListenerSet::default();
         let prepared = listeners.prepare(&config.listeners, &origin.file).await?;
+        let xds_state = config
+            .control_plane
+            .clone()
+            .map(|cp| Arc::new(xds::XdsState::new(cp)));
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::build(1, config, origin, None)),
             drain: CancellationToken::new(),
@@ -126,6 +139,7 @@ impl Proxy {
             connections: Arc::new(tokio::sync::Semaphore::new(
                 limits::MAX_DOWNSTREAM_CONNECTIONS,
             )),
+            xds: xds_state.clone(),
             ready: AtomicBool::new(false),
         });
         let bound = listeners.commit(prepared, &shared);
@@ -160,6 +174,11 @@ impl Proxy {
                 }
             });
         }
+        if let Some(state) = xds_state {
+            xds::start(inner.clone(), state)
+                .await
+                .map_err(StartError::Xds)?;
+        }
         tracing::info!(admin = %admin_addr, "jalin-proxy started");
         Ok(ProxyHandle { inner, admin_addr })
     }
@@ -178,9 +197,20 @@ struct Inner {
 impl Inner {
     /// Loads the source again; applies it whole or not at all.
     async fn reload(&self) -> Result<u64, ConfigError> {
+        self.reload_with(None).await
+    }
+
+    /// Loads the source again, merged in xDS mode with `update` (or, for a file reload, with the
+    /// dynamic part in force); applies it whole or not at all.
+    async fn reload_with(
+        &self,
+        update: Option<Arc<xds::DynamicConfig>>,
+    ) -> Result<u64, ConfigError> {
         let mut listeners = self.listeners.lock().await;
         let attempt = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-        let result = self.try_reload(&mut listeners).await;
+        let xds = self.shared.xds.as_deref();
+        let dynamic = update.or_else(|| xds.and_then(xds::XdsState::in_force));
+        let result = self.try_reload(&mut listeners, dynamic.clone()).await;
         match &result {
             Ok(v) => {
                 metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => "accepted").increment(1);
@@ -195,11 +225,24 @@ impl Inner {
             attempt,
             result: result.clone(),
         }));
+        // Last, so whoever sees the new versions also finds the new snapshot, listeners and
+        // reload event.
+        if let (Ok(_), Some(x), Some(d)) = (&result, xds, dynamic) {
+            x.set_in_force(d);
+        }
         result
     }
 
-    async fn try_reload(&self, listeners: &mut ListenerSet) -> Result<u64, ConfigError> {
-        let (config, origin) = self.source.load()?;
+    async fn try_reload(
+        &self,
+        listeners: &mut ListenerSet,
+        dynamic: Option<Arc<xds::DynamicConfig>>,
+    ) -> Result<u64, ConfigError> {
+        let (mut config, mut origin) = self.source.load()?;
+        xds::XdsState::check_unchanged(self.shared.xds.as_deref(), &config, &origin.file)?;
+        if let Some(d) = &dynamic {
+            (config, origin) = xds::convert::merge(config, &origin, d)?;
+        }
         let current = self.shared.snapshot.load_full();
         if origin.sha256 == current.origin.sha256 {
             return Ok(current.version);
@@ -249,6 +292,11 @@ impl ProxyHandle {
     /// The version of the configuration in force (1 at start, +1 per accepted reload).
     pub fn config_version(&self) -> u64 {
         self.inner.shared.snapshot.load().version
+    }
+
+    /// The xDS client's state in xDS mode (versions in force, connection, last NACK).
+    pub fn xds(&self) -> Option<Arc<xds::XdsState>> {
+        self.inner.shared.xds.clone()
     }
 
     /// Reloads the configuration now (as SIGHUP does).

@@ -16,7 +16,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "jalin-proxy", version)]
 struct Args {
-    /// The configuration file (YAML); reloaded on SIGHUP and when it changes.
+    /// The configuration file (YAML); reloaded on SIGHUP and when it changes. With a
+    /// `control_plane:` section it is the bootstrap of xDS mode (see ARCHITECTURE.md, "xDS mode").
     #[arg(long, env = "JALIN_PROXY_CONFIG")]
     config: PathBuf,
     /// Worker threads; 1 runs everything on one thread. Default: one per CPU.

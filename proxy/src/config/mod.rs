@@ -16,9 +16,10 @@ use std::path::{Path, PathBuf};
 use jalin_xds::model::cluster::Cluster;
 use jalin_xds::model::listener::Listener;
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use crate::limits::MAX_CONFIG_BYTES;
+use crate::xds::ControlPlaneConfig;
 
 /// The admin server's address when the file names none: Istio's and Envoy's admin port, on
 /// loopback so it is not reachable from outside the pod or host.
@@ -52,6 +53,9 @@ struct FileConfig {
     listeners: Vec<Spanned<Listener>>,
     #[serde(default)]
     services: Vec<Spanned<Cluster>>,
+    /// xDS mode: the control plane that sends the dynamic part (`crate::xds`).
+    #[serde(default)]
+    control_plane: Option<Spanned<ControlPlaneConfig>>,
 }
 
 /// A validated configuration: what the proxy runs and what `/config_dump` shows.
@@ -60,6 +64,9 @@ pub struct ProxyConfig {
     pub admin: AdminConfig,
     pub listeners: Vec<Listener>,
     pub services: Vec<Cluster>,
+    /// Set in xDS mode: listeners, services and policies also come from this control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlaneConfig>,
 }
 
 /// Where the text of a configuration came from.
@@ -169,7 +176,7 @@ fn syntax_error(file: &str, text: &str, err: &serde_saphyr::Error) -> ConfigErro
             String::new()
         },
         message,
-        hint: "see proxy/ARCHITECTURE-proxy.md for the configuration fields".into(),
+        hint: "see ARCHITECTURE.md, Configuration and reload, for the configuration fields".into(),
     }
 }
 
@@ -201,7 +208,7 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
                 loc,
                 format!("services[{i}].name"),
                 format!("`{}` is not a valid name", c.name),
-                "use 1-253 characters of a-z, 0-9, `-`, `.` and `_`",
+                "use 1-253 characters of a-z, 0-9, `-`, `.`, `_` and `|`",
             ));
         }
         if let Some(first) = service_names.insert(&c.name, i) {
@@ -256,7 +263,7 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
                 loc,
                 format!("listeners[{i}].name"),
                 format!("`{}` is not a valid name", l.name),
-                "use 1-253 characters of a-z, 0-9, `-`, `.` and `_`",
+                "use 1-253 characters of a-z, 0-9, `-`, `.`, `_` and `|`",
             ));
         }
         if let Some(first) = listener_names.insert(&l.name, i) {
@@ -301,19 +308,47 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
         }
     }
 
+    if let Some(cp) = &raw.control_plane
+        && let Err(p) = cp.value.validate()
+    {
+        return Err(at(
+            cp.referenced,
+            format!("control_plane.{}", p.path),
+            p.message,
+            &p.hint,
+        ));
+    }
+
     Ok(ProxyConfig {
         admin: raw.admin,
         listeners: raw.listeners.into_iter().map(|l| l.value).collect(),
         services: raw.services.into_iter().map(|s| s.value).collect(),
+        control_plane: raw.control_plane.map(|c| c.value),
     })
 }
 
-/// DNS-label-like names, so they are safe in metric labels and logs.
+/// Validates a configuration assembled in memory (the bootstrap merged with what the control
+/// plane sent) with the same rules as a file; errors carry no line, only `source` and the path.
+pub fn validate_config(source: &str, config: ProxyConfig) -> Result<ProxyConfig, ConfigError> {
+    fn span<T>(v: T) -> Spanned<T> {
+        Spanned::new(v, Location::UNKNOWN, Location::UNKNOWN)
+    }
+    let raw = FileConfig {
+        admin: config.admin,
+        listeners: config.listeners.into_iter().map(span).collect(),
+        services: config.services.into_iter().map(span).collect(),
+        control_plane: config.control_plane.map(span),
+    };
+    validate(source, raw)
+}
+
+/// DNS-label-like names, so they are safe in metric labels and logs; `|` too, for Istio's
+/// cluster names (`outbound|8080|v2|reviews.prod.svc.cluster.local`) sent by the control plane.
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._|".contains(&b))
 }
 
 /// Where the configuration comes from: a file (watched and reloaded) or text held in memory.

@@ -3,6 +3,8 @@
 //! configuration in force while the control plane is unreachable.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +13,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::backoff::{Backoff, DEFAULT_BASE, DEFAULT_MAX};
 use super::client_state::{AppliedConfig, Applier, ClientState, DEFAULT_WARM_TIMEOUT};
@@ -113,6 +115,18 @@ pub enum ClientError {
     Tls(tonic::transport::Error),
 }
 
+/// Opens the channel of one session from the client's endpoint, for callers that make their own
+/// connections (for example rustls with a SPIFFE-ID verifier through
+/// `Endpoint::connect_with_connector`, with an `http://` endpoint so tonic adds no TLS of its own).
+pub type ChannelFactory = Arc<
+    dyn Fn(
+            Endpoint,
+        )
+            -> Pin<Box<dyn Future<Output = Result<Channel, tonic::transport::Error>> + Send>>
+        + Send
+        + Sync,
+>;
+
 enum Command {
     Subscribe(String, Vec<String>),
     Unsubscribe(String, Vec<String>),
@@ -154,6 +168,27 @@ impl XdsClient {
         config: ClientConfig,
         applier: impl Applier,
     ) -> Result<XdsClient, ClientError> {
+        Self::start(endpoint, tls, None, config, applier)
+    }
+
+    /// As [`XdsClient::connect`], with every connection opened by `factory` (which receives the
+    /// endpoint with its timeouts and keep-alive set).
+    pub fn connect_with(
+        endpoint: &str,
+        factory: ChannelFactory,
+        config: ClientConfig,
+        applier: impl Applier,
+    ) -> Result<XdsClient, ClientError> {
+        Self::start(endpoint, None, Some(factory), config, applier)
+    }
+
+    fn start(
+        endpoint: &str,
+        tls: Option<ClientTlsConfig>,
+        factory: Option<ChannelFactory>,
+        config: ClientConfig,
+        applier: impl Applier,
+    ) -> Result<XdsClient, ClientError> {
         let mut ep = Endpoint::from_shared(endpoint.to_owned()).map_err(|e| {
             ClientError::InvalidEndpoint {
                 endpoint: endpoint.to_owned(),
@@ -171,7 +206,16 @@ impl XdsClient {
             .tcp_nodelay(true);
         let (status_tx, status) = watch::channel(ClientStatus::default());
         let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let task = tokio::spawn(run(ep, config, Box::new(applier), status_tx, commands_rx));
+        let task = tokio::spawn(run(
+            Dialer {
+                endpoint: ep,
+                factory,
+            },
+            config,
+            Box::new(applier),
+            status_tx,
+            commands_rx,
+        ));
         Ok(XdsClient {
             status,
             commands,
@@ -213,8 +257,23 @@ enum SessionEnd {
     Failed(String),
 }
 
-async fn run(
+/// How a session opens its channel.
+struct Dialer {
     endpoint: Endpoint,
+    factory: Option<ChannelFactory>,
+}
+
+impl Dialer {
+    async fn connect(&self) -> Result<Channel, tonic::transport::Error> {
+        match &self.factory {
+            Some(f) => f(self.endpoint.clone()).await,
+            None => self.endpoint.connect().await,
+        }
+    }
+}
+
+async fn run(
+    dialer: Dialer,
     config: ClientConfig,
     mut applier: Box<dyn Applier>,
     status: watch::Sender<ClientStatus>,
@@ -231,7 +290,7 @@ async fn run(
     let mut backoff = Backoff::new(config.backoff_base, config.backoff_max);
     loop {
         let end = session(
-            &endpoint,
+            &dialer,
             &config,
             &mut state,
             &mut *applier,
@@ -256,7 +315,7 @@ async fn run(
 }
 
 async fn session(
-    endpoint: &Endpoint,
+    dialer: &Dialer,
     config: &ClientConfig,
     state: &mut ClientState,
     applier: &mut dyn Applier,
@@ -264,7 +323,8 @@ async fn session(
     commands: &mut mpsc::Receiver<Command>,
     backoff: &mut Backoff,
 ) -> SessionEnd {
-    let channel = match endpoint.connect().await {
+    let endpoint = &dialer.endpoint;
+    let channel = match dialer.connect().await {
         Ok(c) => c,
         Err(e) => {
             return SessionEnd::Failed(format!(
