@@ -139,6 +139,64 @@ async fn demo_runs_for_its_duration_shows_every_kind_and_leaves_no_sidecar() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_the_demo_cleanly_with_a_final_summary() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    proxy_next_to_jalin();
+    let mut child = Command::new(jalin())
+        .args(["demo", "--no-tui"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    // Wait for the first summary line: everything is up and traffic flows.
+    let first_line = async {
+        loop {
+            let mut line = String::new();
+            if out.read_line(&mut line).await.unwrap() == 0 {
+                return false;
+            }
+            seen.push_str(&line);
+            if line.starts_with('[') {
+                return true;
+            }
+        }
+    };
+    let started = tokio::time::timeout(DEMO_BOUND, first_line).await.unwrap();
+    assert!(
+        started,
+        "the demo ended before its first summary line:\n{seen}"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    tokio::time::timeout(DEMO_BOUND, out.read_to_string(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let code = tokio::time::timeout(DEMO_BOUND, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let all = format!("{seen}{rest}");
+    assert_eq!(code.code(), Some(0), "{all}");
+    assert!(all.contains("FINAL SUMMARY"), "{all}");
+    assert!(all.contains("stopped by signal"), "{all}");
+    let pids = sidecar_pids(&all);
+    assert_eq!(pids.len(), 12, "{all}");
+    for pid in pids {
+        assert!(!is_running_proxy(pid), "sidecar pid {pid} survived Ctrl-C");
+    }
+}
+
 #[tokio::test]
 async fn missing_proxy_binary_says_how_to_build_it() {
     let run = demo(

@@ -92,6 +92,9 @@ impl Proxies {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .kill_on_drop(true)
+            // Its own process group: a terminal's Ctrl-C reaches the demo only, which then
+            // stops every sidecar itself (and reports their numbers first).
+            .process_group(0)
             .spawn()
             .map_err(|e| DemoError::ProxyStart {
                 name: name.to_owned(),

@@ -27,6 +27,10 @@ const WORKLOAD_TTL: Duration = Duration::from_secs(3600);
 const REFRESH: Duration = Duration::from_secs(1);
 
 pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
+    // Installed before anything starts, once: a Ctrl-C or SIGTERM during start-up or while the
+    // summary is read is kept for the loop below, which then stops every child cleanly.
+    let mut term = signal(SignalKind::terminate()).map_err(DemoError::Runtime)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DemoError::Runtime)?;
     let tui = !args.no_tui && std::io::stdout().is_terminal();
     let bin = proxies::locate()?;
     let dir = tempfile::Builder::new()
@@ -156,7 +160,6 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     let duration_s = args.duration.map(|d| d.as_secs());
     let mut interrupted = false;
     let mut died = Vec::new();
-    let mut term = signal(SignalKind::terminate()).map_err(DemoError::Runtime)?;
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -167,7 +170,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
         }
         tokio::select! {
             _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
+            _ = interrupt.recv() => { interrupted = true; break; }
             _ = term.recv() => { interrupted = true; break; }
         }
         died = procs.exited();
