@@ -230,6 +230,30 @@ impl Snapshot<'_> {
         self.readings.iter().map(|r| pick(&r.inbound)).sum()
     }
 
+    /// Who answered the emergency calls, by the answering instance's subset (its `priority`
+    /// label), from the `x-demo-instance` header of each answer.
+    fn emergency_by_subset(&self) -> String {
+        let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in self.scenarios {
+            if r.scenario.class != Class::Emergency || r.scenario.expect != Expect::Allow {
+                continue;
+            }
+            let Ok(s) = r.stats.lock() else { continue };
+            for (instance, n) in &s.by_instance {
+                let subset = self
+                    .apps
+                    .get(instance)
+                    .and_then(|a| a.instance.priority)
+                    .unwrap_or("none");
+                *by.entry(subset).or_insert(0) += n;
+            }
+        }
+        by.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Whether each kind of traffic was seen, from the components' own numbers.
     pub fn verdicts(&self) -> Vec<(Kind, Verdict)> {
         let t = self.totals();
@@ -266,8 +290,9 @@ impl Snapshot<'_> {
                         ),
                     },
                     Kind::Emergency if t.emergency_ok > 0 => Verdict::Seen(format!(
-                        "{} emergency calls answered 2xx",
-                        t.emergency_ok
+                        "{} emergency calls answered 2xx; answered by subset: {}",
+                        t.emergency_ok,
+                        self.emergency_by_subset()
                     )),
                     Kind::Emergency => {
                         Verdict::NotSeen("no emergency call was answered 2xx".into())
