@@ -73,6 +73,8 @@ pub enum Command {
         #[arg(long)]
         rules: PathBuf,
     },
+    /// Run the control plane: watch configuration, serve xDS and the CA.
+    Control(crate::server::ControlArgs),
 }
 
 /// Run a parsed command line.
@@ -86,5 +88,6 @@ pub fn run(cli: Cli) -> ExitCode {
         } => policy::import(&inputs, &out, keep_going),
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
+        Command::Control(args) => crate::server::run(args),
     }
 }
