@@ -155,7 +155,12 @@ pub async fn resolve(args: &ControlArgs) -> Result<ControlConfig, MeshError> {
     };
     let mut dns_names = mesh.control_plane.dns_names.clone();
     if dns_names.is_empty() {
-        dns_names = vec!["localhost".to_owned()];
+        // The Service name under the cluster domain: inside the trust domain's name constraints
+        // for a development CA made by `jalin ca init-dev`.
+        dns_names = vec![format!(
+            "jalin.{root_namespace}.svc.{}",
+            args.cluster_domain
+        )];
     }
     Ok(ControlConfig {
         config_dir: args.config_dir.clone(),

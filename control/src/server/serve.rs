@@ -160,6 +160,19 @@ impl HealthState for Health {
     }
 }
 
+/// How far the store task has got, for whoever needs to wait on it (tests, the demo).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Updates handled (accepted or rejected).
+    pub updates: u64,
+    /// The store's accepted version.
+    pub accepted_version: u64,
+    /// Rejected updates so far.
+    pub rejected_total: u64,
+    /// The accepted version last pushed to the xDS server (0: none yet).
+    pub pushed_version: u64,
+}
+
 /// A running control plane.
 #[derive(Debug)]
 pub struct Control {
@@ -174,6 +187,7 @@ pub struct Control {
     /// The CA, when one is loaded.
     pub ca: Option<Arc<WorkloadCa>>,
     ready: watch::Receiver<bool>,
+    progress: watch::Receiver<Progress>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -237,6 +251,7 @@ impl Control {
         let xds = XdsServer::new(scope.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
+        let (progress_tx, progress) = watch::channel(Progress::default());
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut tasks = Vec::new();
 
@@ -268,6 +283,8 @@ impl Control {
             xds: xds.clone(),
             shared: shared.clone(),
             ready: ready_tx,
+            progress: progress_tx,
+            updates: 0,
             need_files: config.config_dir.is_some(),
             need_kube: config.kube_client.is_some(),
         };
@@ -331,6 +348,7 @@ impl Control {
             xds,
             ca,
             ready,
+            progress,
             shutdown,
             tasks,
         })
@@ -340,6 +358,11 @@ impl Control {
     pub async fn ready(&self) {
         let mut r = self.ready.clone();
         let _ = r.wait_for(|r| *r).await;
+    }
+
+    /// The store task's progress; wait on it with `wait_for`.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
     }
 
     /// Stops every server (streams end with `UNAVAILABLE`, so proxies reconnect elsewhere) and
@@ -396,6 +419,8 @@ struct Pipeline {
     xds: XdsServer,
     shared: Arc<Mutex<Shared>>,
     ready: watch::Sender<bool>,
+    progress: watch::Sender<Progress>,
+    updates: u64,
     need_files: bool,
     need_kube: bool,
 }
@@ -419,6 +444,7 @@ impl Pipeline {
     }
 
     fn apply(&mut self, update: Update) {
+        self.updates += 1;
         match update {
             Update::Files { origin, loaded } => {
                 self.need_files = false;
@@ -472,5 +498,12 @@ impl Pipeline {
         s.store = self.store.status();
         s.ready = pushed.is_some();
         s.pushed_version = pushed.unwrap_or_default();
+        drop(s);
+        self.progress.send_replace(Progress {
+            updates: self.updates,
+            accepted_version: self.store.version(),
+            rejected_total: self.store.status().rejected_total,
+            pushed_version: pushed.unwrap_or_default(),
+        });
     }
 }
