@@ -74,7 +74,7 @@ pub enum Command {
         rules: PathBuf,
     },
     /// Run the control plane: watch configuration, serve xDS and the CA.
-    Control(crate::server::ControlArgs),
+    Control(Box<crate::server::ControlArgs>),
 }
 
 /// Run a parsed command line.
@@ -88,6 +88,6 @@ pub fn run(cli: Cli) -> ExitCode {
         } => policy::import(&inputs, &out, keep_going),
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
-        Command::Control(args) => crate::server::run(args),
+        Command::Control(args) => crate::server::run(*args),
     }
 }

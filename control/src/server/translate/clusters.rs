@@ -107,11 +107,11 @@ pub fn resources(
             .unwrap_or_default();
         push(
             &mut out,
-            cluster_name(port.number, "", &svc.host),
+            &cluster_name(port.number, "", &svc.host),
             &addresses,
             port.protocol,
             policy,
-            endpoints.to_vec(),
+            endpoints,
         )?;
         for subset in rule.map(|r| r.subsets.as_slice()).unwrap_or_default() {
             let eps: Vec<Endpoint> = endpoints
@@ -132,11 +132,11 @@ pub fn resources(
             // A subset is reached through routes only, never by address.
             push(
                 &mut out,
-                cluster_name(port.number, &subset.name, &svc.host),
+                &cluster_name(port.number, &subset.name, &svc.host),
                 &[],
                 port.protocol,
                 policy,
-                eps,
+                &eps,
             )?;
         }
     }
@@ -145,14 +145,14 @@ pub fn resources(
 
 fn push(
     out: &mut Vec<EncodedResource>,
-    name: String,
+    name: &str,
     addresses: &[SocketAddr],
     protocol: jalin_xds::model::cluster::UpstreamProtocol,
     policy: TrafficPolicy,
-    endpoints: Vec<Endpoint>,
+    endpoints: &[Endpoint],
 ) -> Result<(), ResourceError> {
     let cluster = Cluster {
-        name: name.clone(),
+        name: name.to_owned(),
         addresses: addresses.to_vec(),
         protocol,
         // Endpoints travel in their own resource, so an endpoint change does not touch the cluster.
@@ -161,11 +161,11 @@ fn push(
     };
     out.push(encode_with_deps(
         Kind::Cluster,
-        &name,
+        name,
         &cluster,
-        &[(Kind::Endpoints, &name)],
+        &[(Kind::Endpoints, name)],
     )?);
-    out.push(encode(Kind::Endpoints, &name, &endpoints)?);
+    out.push(encode(Kind::Endpoints, name, &endpoints)?);
     Ok(())
 }
 

@@ -220,7 +220,7 @@ fn service_entry(
         }
     }
     for eps in endpoints.values_mut() {
-        eps.sort_by(|a, b| a.address.cmp(&b.address));
+        eps.sort_by_key(|e| e.address);
     }
     Service {
         host: host.to_owned(),
