@@ -4,6 +4,7 @@
 //! server, next to the CA issuance service and the health port ([`serve`], [`health`]).
 
 pub mod health;
+pub mod listeners;
 pub mod mesh;
 pub mod scope;
 pub mod serve;

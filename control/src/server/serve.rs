@@ -10,23 +10,20 @@ use jalin_ca::auth::{
     AnyOf, Authenticator, CertificateAuthenticator, JoinTokenAuthenticator, JoinTokenStore,
 };
 use jalin_ca::issue::{AuditLog, CaConfig, WorkloadCa};
-use jalin_ca::server::{ServerTls, server_identity};
+use jalin_ca::server::server_identity;
 use jalin_xds::transport::XdsServer;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use super::health::{self, HealthState};
+use super::listeners::{self, Issuer, SERVER_CERT_TTL};
 use super::scope::ControlScope;
 use super::source::{self, Update};
 use super::store::{ConfigStore, StoreStatus};
 use super::translate::{self, Settings, TrustBundle};
 use crate::k8s::RegistrySettings;
-
-/// Lifetime of the control plane's own serving certificate.
-pub const SERVER_CERT_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Everything `jalin control` needs, already resolved from flags and the mesh config.
 #[derive(Clone)]
@@ -213,25 +210,17 @@ impl Control {
             )?)),
             None => None,
         };
-        let serving = match &ca {
-            Some(ca) => Some(server_identity(
-                ca,
-                &config.dns_names,
-                SERVER_CERT_TTL,
-                now,
-            )?),
-            None => None,
-        };
-        let xds_tls = match (&ca, &serving, config.insecure_xds) {
-            (_, _, true) => None,
-            (Some(ca), Some(tls), false) => Some(
-                ServerTlsConfig::new()
-                    .identity(Identity::from_pem(&tls.cert_chain_pem, &tls.key_pem))
-                    .client_ca_root(Certificate::from_pem(ca.roots_pem()))
-                    .timeout(jalin_ca::server::TLS_HANDSHAKE_TIMEOUT),
-            ),
-            _ => return Err(ControlError::NoCa),
-        };
+        if ca.is_none() && !config.insecure_xds {
+            return Err(ControlError::NoCa);
+        }
+        let issuer = ca.as_ref().map(|ca| Issuer {
+            ca: ca.clone(),
+            dns_names: config.dns_names.clone(),
+        });
+        // Fail at start-up, not in the listener task, when the CA cannot issue for these names.
+        if let Some(ca) = &ca {
+            server_identity(ca, &config.dns_names, SERVER_CERT_TTL, now)?;
+        }
         let trust = ca.as_ref().map(|ca| TrustBundle {
             trust_domain: ca.trust_domain().to_owned(),
             roots_pem: ca.roots_pem(),
@@ -299,33 +288,26 @@ impl Control {
         }));
 
         // xDS.
-        let mut stop = shutdown_rx.clone();
-        let server = xds.clone();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = server.serve(xds_listener, xds_tls, shutdown).await {
-                tracing::error!("xDS server stopped: {e}");
-            }
-        }));
+        let xds_issuer = if config.insecure_xds {
+            None
+        } else {
+            issuer.clone()
+        };
+        tasks.push(tokio::spawn(listeners::serve_xds(
+            xds.clone(),
+            xds_listener,
+            xds_issuer,
+            shutdown_rx.clone(),
+        )));
 
         // CA.
-        if let (Some(listener), Some(ca), Some(tls)) = (ca_listener, ca.clone(), serving) {
-            let auth = authenticators(&config);
-            let mut stop = shutdown_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let shutdown = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                let tls = ServerTls {
-                    cert_chain_pem: tls.cert_chain_pem,
-                    key_pem: tls.key_pem,
-                };
-                if let Err(e) = jalin_ca::server::serve(ca, auth, tls, listener, shutdown).await {
-                    tracing::error!("CA server stopped: {e}");
-                }
-            }));
+        if let (Some(listener), Some(issuer)) = (ca_listener, issuer) {
+            tasks.push(tokio::spawn(listeners::serve_ca(
+                issuer,
+                authenticators(&config),
+                listener,
+                shutdown_rx.clone(),
+            )));
         }
 
         // Health.
