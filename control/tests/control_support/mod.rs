@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use jalin_ca::cli::make_dev_ca;
-use jalin_ca::issue::{WorkloadId, new_workload_csr};
+use jalin_ca::issue::{AuditLog, WorkloadCa, WorkloadId, new_workload_csr};
 use jalin_control::server::{Control, ControlConfig, mesh};
 use jalin_xds::transport::{
     AppliedConfig, ClientConfig, ClientStatus, Kind, NodeInfo, XdsClient, decode,
@@ -41,6 +41,17 @@ pub fn dev_ca_dir(root: &Path) -> PathBuf {
     std::fs::write(dir.join("intermediate.pem"), ca.intermediate_pem).unwrap();
     std::fs::write(dir.join("intermediate-key.pem"), ca.intermediate_key_pem).unwrap();
     dir
+}
+
+/// Loads the CA of `ca_dir` (as the control plane does).
+pub fn load_ca(ca_dir: &Path) -> WorkloadCa {
+    let (audit, _) = AuditLog::in_memory();
+    WorkloadCa::load(
+        &mesh::ca_from_dir(ca_dir, "cluster.local"),
+        audit,
+        SystemTime::now(),
+    )
+    .unwrap()
 }
 
 /// Settings for a control plane on ephemeral ports reading `config_dir`.
@@ -80,18 +91,23 @@ pub struct Proxy {
 /// Connects a proxy `id` in `namespace` with `labels` (`k=v,...`), over mTLS with a workload
 /// certificate for `spiffe://cluster.local/ns/<namespace>/sa/default`.
 pub fn proxy(control: &Control, id: &str, namespace: &str, labels: &str) -> Proxy {
-    proxy_at(control, control.xds_addr, id, namespace, labels)
+    proxy_at(
+        control.ca.as_ref().unwrap(),
+        control.xds_addr,
+        id,
+        namespace,
+        labels,
+    )
 }
 
-/// As [`proxy`], toward `addr` (a control plane that may not be running yet).
+/// As [`proxy`], with a certificate from `ca`, toward `addr`.
 pub fn proxy_at(
-    control: &Control,
+    ca: &WorkloadCa,
     addr: SocketAddr,
     id: &str,
     namespace: &str,
     labels: &str,
 ) -> Proxy {
-    let ca = control.ca.as_ref().unwrap();
     let wid = WorkloadId::new("cluster.local", namespace, "default").unwrap();
     let (_, key) = new_workload_csr(&wid).unwrap();
     let issued = ca
