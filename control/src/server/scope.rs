@@ -246,11 +246,26 @@ impl ScopeIndex {
     }
 }
 
+/// Views computed for the current snapshot and index, by proxy namespace and labels: proxies
+/// of one workload share one view, so a push to N proxies filters the snapshot once per
+/// distinct workload, not N times.
+#[derive(Debug, Default)]
+struct ViewCache {
+    // Held (not just their addresses) so that an address cannot be reused by a later snapshot.
+    snapshot: Option<Arc<Snapshot>>,
+    index: Option<Arc<ScopeIndex>>,
+    views: HashMap<(String, BTreeMap<String, String>), Arc<Snapshot>>,
+}
+
+/// Distinct workloads whose views are cached per snapshot (a bound, not a target).
+pub const MAX_CACHED_VIEWS: usize = 10_000;
+
 /// The [`Scope`] the control plane gives its xDS server; the translation swaps in a new index
 /// before each push.
 #[derive(Debug, Clone, Default)]
 pub struct ControlScope {
     index: Arc<ArcSwap<ScopeIndex>>,
+    cache: Arc<std::sync::Mutex<ViewCache>>,
 }
 
 impl ControlScope {
@@ -268,7 +283,41 @@ impl ControlScope {
 impl Scope for ControlScope {
     fn view(&self, node: &NodeInfo, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
         let proxy = ProxyIdentity::from_node(node);
-        Arc::new(self.index.load().view(&proxy, snapshot))
+        let index = self.index.load_full();
+        let key = (proxy.namespace.clone(), proxy.labels.clone());
+        {
+            let mut cache = self
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let current = cache
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, snapshot))
+                && cache.index.as_ref().is_some_and(|i| Arc::ptr_eq(i, &index));
+            if !current {
+                cache.snapshot = Some(snapshot.clone());
+                cache.index = Some(index.clone());
+                cache.views.clear();
+            }
+            if let Some(v) = cache.views.get(&key) {
+                return v.clone();
+            }
+        }
+        let view = Arc::new(index.view(&proxy, snapshot));
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = cache
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, snapshot))
+            && cache.index.as_ref().is_some_and(|i| Arc::ptr_eq(i, &index));
+        if current && cache.views.len() < MAX_CACHED_VIEWS {
+            cache.views.insert(key, view.clone());
+        }
+        view
     }
 }
 

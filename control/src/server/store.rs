@@ -252,3 +252,86 @@ impl ConfigStore {
         rejection
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::ResourceKind;
+
+    fn loaded(file: &str, text: &str) -> Loaded {
+        let mut l = Loaded::default();
+        load_str(file, text, &mut l);
+        l
+    }
+
+    const GOOD: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: p\n  namespace: a\nspec:\n  action: DENY\n  rules:\n  - {}\n";
+    const BAD: &str = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: q\n  namespace: a\nspec:\n  action: NOPE\n";
+
+    #[test]
+    fn a_directory_with_one_bad_file_is_rejected_whole() {
+        let mut store = ConfigStore::new();
+        store.apply_files("dir", loaded("good.yaml", GOOD)).unwrap();
+        assert_eq!(store.version(), 1);
+        let mut both = loaded("good.yaml", GOOD);
+        load_str("bad.yaml", BAD, &mut both);
+        let rejection = store.apply_files("dir", both).unwrap_err();
+        assert_eq!(rejection.reasons.len(), 1);
+        assert!(
+            rejection.reasons[0].starts_with("bad.yaml:7: AuthorizationPolicy/a/q: spec.action:"),
+            "{:?}",
+            rejection.reasons
+        );
+        assert_eq!(store.version(), 1, "the last good state stays");
+        assert_eq!(store.native().authorization_policies.len(), 1);
+        assert_eq!(store.status().rejected_total, 1);
+    }
+
+    #[test]
+    fn a_bad_kubernetes_object_keeps_its_previous_version() {
+        let mut store = ConfigStore::new();
+        let key = ObjectKey::new(ResourceKind::AuthorizationPolicy, "a", "p");
+        let object = |action: &str, rv: &str| IstioObject {
+            kind: ResourceKind::AuthorizationPolicy,
+            api_version: "security.istio.io/v1".into(),
+            namespace: "a".into(),
+            name: "p".into(),
+            resource_version: rv.into(),
+            origin: format!("k8s://AuthorizationPolicy/a/p@{rv}"),
+            value: serde_json::json!({
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "p", "namespace": "a"},
+                "spec": {"action": action, "rules": [{}]}
+            }),
+        };
+        store
+            .upsert_istio(key.clone(), &object("DENY", "1"))
+            .unwrap();
+        let rejection = store
+            .upsert_istio(key.clone(), &object("NOPE", "2"))
+            .unwrap_err();
+        assert!(
+            rejection.reasons[0].starts_with("k8s://AuthorizationPolicy/a/p@2:"),
+            "{:?}",
+            rejection.reasons
+        );
+        let native = store.native();
+        assert_eq!(native.authorization_policies.len(), 1);
+        assert_eq!(
+            native.authorization_policies[0].action,
+            jalin_xds::model::authz::Action::Deny
+        );
+        assert!(store.delete_istio(&key));
+        assert!(store.native().authorization_policies.is_empty());
+    }
+
+    #[test]
+    fn rejections_kept_are_bounded() {
+        let mut store = ConfigStore::new();
+        for _ in 0..MAX_REJECTIONS_KEPT + 5 {
+            let _ = store.apply_files("dir", loaded("bad.yaml", BAD));
+        }
+        let status = store.status();
+        assert_eq!(status.rejected.len(), MAX_REJECTIONS_KEPT);
+        assert_eq!(status.rejected_total, (MAX_REJECTIONS_KEPT + 5) as u64);
+    }
+}
