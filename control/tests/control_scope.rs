@@ -254,3 +254,30 @@ async fn destination_rules_are_chosen_per_client_namespace() {
     assert_eq!(eps.len(), 1);
     control.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_proxy_gets_the_clusters_its_routes_need_beyond_its_sidecar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = dev_ca_dir(tmp.path());
+    let dir = se_dir(tmp.path());
+    let control = start(config(Some(&dir), &ca)).await;
+    let mut in_a = proxy(&control, "in-a", "a", "app=x");
+    in_a.until("svc-a", |s| version(s, Kind::Cluster, CLUSTER_A).is_some())
+        .await;
+    assert_eq!(in_a.names(Kind::Cluster), [CLUSTER_A]);
+    // A VirtualService for `a`'s host that sends part of the traffic to svc-b: proxies in `a`
+    // now need svc-b's cluster although their Sidecar admits only `a`.
+    write(
+        &dir,
+        "vs.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: svc\n  namespace: a\nspec:\n  hosts: [svc]\n  http:\n  - route:\n    - destination:\n        host: svc.b.svc.cluster.local\n      weight: 10\n    - destination:\n        host: svc\n      weight: 90\n",
+    );
+    in_a.until("svc-b's cluster", |s| {
+        version(s, Kind::Cluster, CLUSTER_B).is_some()
+    })
+    .await;
+    let mut names = in_a.names(Kind::Cluster);
+    names.sort();
+    assert_eq!(names, [CLUSTER_A, CLUSTER_B]);
+    control.shutdown().await;
+}

@@ -81,6 +81,15 @@ impl SidecarScope {
     }
 }
 
+/// The hosts one VirtualService routes for and the hosts it sends traffic to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteScope {
+    /// `(namespace, host)` of every host the VirtualService is for.
+    pub hosts: Vec<(String, String)>,
+    /// Every destination host of its routes and mirrors (fully qualified).
+    pub destinations: Vec<String>,
+}
+
 /// Variant entries for proxies of one namespace (its own DestinationRules).
 #[derive(Debug, Clone, Default)]
 pub struct NamespaceVariant {
@@ -101,6 +110,9 @@ pub struct ScopeIndex {
     pub variants: HashMap<String, NamespaceVariant>,
     /// Sidecar egress scopes.
     pub sidecars: Vec<SidecarScope>,
+    /// VirtualService routes: a proxy whose Sidecar admits a routed host also needs the
+    /// clusters that host's routes send to.
+    pub routes: Vec<RouteScope>,
 }
 
 /// A proxy's identity, from its node metadata.
@@ -174,12 +186,27 @@ impl ScopeIndex {
             })
     }
 
-    /// True when `proxy` (with Sidecar scope `sidecar`) sees a resource of visibility `v`.
+    /// Hosts a proxy with Sidecar scope `sidecar` needs because the routes of hosts it admits
+    /// send traffic there.
+    pub fn route_needs(&self, sidecar: Option<&SidecarScope>) -> HashSet<String> {
+        let Some(sidecar) = sidecar else {
+            return HashSet::new();
+        };
+        self.routes
+            .iter()
+            .filter(|r| r.hosts.iter().any(|(ns, h)| sidecar.admits(ns, h)))
+            .flat_map(|r| r.destinations.iter().cloned())
+            .collect()
+    }
+
+    /// True when `proxy` (with Sidecar scope `sidecar`, whose routes need `needed`) sees a
+    /// resource of visibility `v`.
     pub fn visible(
         &self,
         v: &Visibility,
         proxy: &ProxyIdentity,
         sidecar: Option<&SidecarScope>,
+        needed: &HashSet<String>,
     ) -> bool {
         match v {
             Visibility::Everyone => true,
@@ -201,7 +228,8 @@ impl ScopeIndex {
                             || e == &proxy.namespace
                             || (e == "." && namespace == &proxy.namespace)
                     });
-                exported && sidecar.is_none_or(|s| s.admits(namespace, host))
+                exported
+                    && sidecar.is_none_or(|s| s.admits(namespace, host) || needed.contains(host))
             }
         }
     }
@@ -209,6 +237,7 @@ impl ScopeIndex {
     /// The view of `snapshot` for `proxy`.
     pub fn view(&self, proxy: &ProxyIdentity, snapshot: &Snapshot) -> Snapshot {
         let sidecar = self.sidecar_for(proxy);
+        let needed = self.route_needs(sidecar);
         let variant = self.variants.get(&proxy.namespace);
         let mut by_type: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Arc<Entry>>> = BTreeMap::new();
         let mut keep = |entry: &Arc<Entry>| {
@@ -216,7 +245,7 @@ impl ScopeIndex {
             let seen = self
                 .visibility
                 .get(&key)
-                .is_none_or(|v| self.visible(v, proxy, sidecar));
+                .is_none_or(|v| self.visible(v, proxy, sidecar, &needed));
             if seen {
                 by_type
                     .entry(entry.type_url.clone())
@@ -369,10 +398,10 @@ mod tests {
             namespace: ns.into(),
             selector,
         };
-        assert!(idx.visible(&w("istio-system", None), &proxy, None));
-        assert!(idx.visible(&w("a", sel("web")), &proxy, None));
-        assert!(!idx.visible(&w("a", sel("db")), &proxy, None));
-        assert!(!idx.visible(&w("b", None), &proxy, None));
-        assert!(!idx.visible(&w("b", sel("web")), &proxy, None));
+        assert!(idx.visible(&w("istio-system", None), &proxy, None, &HashSet::new()));
+        assert!(idx.visible(&w("a", sel("web")), &proxy, None, &HashSet::new()));
+        assert!(!idx.visible(&w("a", sel("db")), &proxy, None, &HashSet::new()));
+        assert!(!idx.visible(&w("b", None), &proxy, None, &HashSet::new()));
+        assert!(!idx.visible(&w("b", sel("web")), &proxy, None, &HashSet::new()));
     }
 }

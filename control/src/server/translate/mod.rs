@@ -14,6 +14,7 @@
 //! and the server pushes only what changed, to the proxies that see it.
 
 pub mod clusters;
+pub mod routes;
 pub mod services;
 
 use std::collections::{BTreeMap, HashMap};
@@ -102,7 +103,13 @@ pub fn translate(
     let rules = &native.destination_policies;
     let domain = &settings.cluster_domain;
     let mut variants: BTreeMap<String, NamespaceVariant> = BTreeMap::new();
-    for svc in services::discover(native, registry, &mut out.warnings) {
+    let discovered = services::discover(native, registry, &mut out.warnings);
+    let service_ns: HashMap<&str, &str> = discovered
+        .iter()
+        .map(|s| (s.host.as_str(), s.namespace.as_str()))
+        .collect();
+    out.index.routes = routes::scopes(native, &service_ns, domain);
+    for svc in &discovered {
         let vis = Visibility::Service {
             namespace: svc.namespace.clone(),
             host: svc.host.clone(),
