@@ -115,19 +115,19 @@ pub fn translate(
             host: svc.host.clone(),
             export_to: svc.export_to.clone(),
         };
-        let default_rule = clusters::rule_for(rules, None, &svc, &settings.root_namespace, domain);
-        let default_res = clusters::resources(&svc, default_rule)?;
+        let default_rule = clusters::rule_for(rules, None, svc, &settings.root_namespace, domain);
+        let default_res = clusters::resources(svc, default_rule)?;
         let default_versions: HashMap<Key, String> = default_res
             .iter()
             .map(|r| (key_of(r), r.version.clone()))
             .collect();
-        for ns in clusters::variant_namespaces(rules, &svc, domain) {
-            let rule = clusters::rule_for(rules, Some(&ns), &svc, &settings.root_namespace, domain);
+        for ns in clusters::variant_namespaces(rules, svc, domain) {
+            let rule = clusters::rule_for(rules, Some(&ns), svc, &settings.root_namespace, domain);
             if rule.map(|r| &r.meta) == default_rule.map(|r| &r.meta) {
                 continue;
             }
             let variant = variants.entry(ns).or_default();
-            let var_res = clusters::resources(&svc, rule)?;
+            let var_res = clusters::resources(svc, rule)?;
             let var_keys: std::collections::HashSet<Key> = var_res.iter().map(key_of).collect();
             for k in default_versions.keys().filter(|k| !var_keys.contains(*k)) {
                 variant.hide.insert(k.clone());
