@@ -230,3 +230,61 @@ async fn seed_directory_with_one_invalid_policy_is_rejected_with_its_location() 
     assert_eq!(debug["accepted_version"], 0);
     control.shutdown().await;
 }
+
+#[tokio::test]
+async fn ads_on_the_ca_port_requires_a_workload_certificate() {
+    use jalin_xds::transport::{AppliedConfig, ClientConfig, NodeInfo, XdsClient};
+    use tonic::transport::{Certificate, ClientTlsConfig};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = dev_ca_dir(tmp.path());
+    let dir = tmp.path().join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    write(
+        &dir,
+        "a.yaml",
+        &authz("a", "p", None, "cluster.local/ns/b/sa/x"),
+    );
+    let control = start(config(Some(&dir), &ca)).await;
+    let ca_addr = control.ca_addr.unwrap();
+
+    // With a workload certificate: ADS answers on the CA port too (the mesh config's address).
+    let mut p = proxy_at(
+        control.ca.as_ref().unwrap(),
+        ca_addr,
+        "web-1",
+        "a",
+        "app=web",
+    );
+    p.until("the policy over the CA port", |s| {
+        version(s, Kind::AuthorizationPolicy, "a/p").is_some()
+    })
+    .await;
+
+    // Without one: refused, with a message that says what to present.
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            control.ca.as_ref().unwrap().roots_pem(),
+        ))
+        .domain_name(SERVER_NAME);
+    let anon = XdsClient::connect(
+        &format!("https://{ca_addr}"),
+        Some(tls),
+        ClientConfig::new(NodeInfo {
+            id: "anon".into(),
+            ..NodeInfo::default()
+        }),
+        |_: &AppliedConfig| Ok::<(), String>(()),
+    )
+    .unwrap();
+    let mut status = anon.status();
+    let s = tokio::time::timeout(WAIT, status.wait_for(|s| s.last_disconnect.is_some()))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+    let why = s.last_disconnect.unwrap();
+    assert!(why.contains("workload certificate"), "{why}");
+    assert!(s.applied.is_empty());
+    control.shutdown().await;
+}

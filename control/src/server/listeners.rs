@@ -14,14 +14,23 @@ use std::time::{Duration, SystemTime};
 
 use jalin_ca::auth::Authenticator;
 use jalin_ca::issue::WorkloadCa;
-use jalin_ca::server::{ServerTls, server_identity};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use jalin_ca::server::pb::certificate_service_server::CertificateServiceServer;
+use jalin_ca::server::{CaService, ServerTls, server_identity};
 use jalin_xds::transport::XdsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Lifetime of the control plane's own serving certificate.
 pub const SERVER_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long open connections may take to finish after a listener stops (rotation or shutdown).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Delay between attempts to bind the address again after a rotation.
 const REBIND_RETRY: Duration = Duration::from_millis(200);
 /// Attempts to bind the address again before the listener gives up.
@@ -93,8 +102,14 @@ async fn rotating<F, Fut>(
             None => None,
         };
         let rotate = issuer.is_some();
-        let mut round_stop = stop.clone();
+        let (end_tx, mut end_rx) = watch::channel(false);
         let end = Box::pin(async move {
+            let _ = end_rx.wait_for(|e| *e).await;
+        });
+        let round = serve(listener, tls, end);
+        tokio::pin!(round);
+        let mut round_stop = stop.clone();
+        let timer = async move {
             if rotate {
                 tokio::select! {
                     () = stopped(&mut round_stop) => {}
@@ -103,8 +118,19 @@ async fn rotating<F, Fut>(
             } else {
                 stopped(&mut round_stop).await;
             }
-        });
-        if let Err(e) = serve(listener, tls, end).await {
+        };
+        let result = tokio::select! {
+            r = &mut round => r,
+            () = timer => {
+                end_tx.send_replace(true);
+                // Graceful, but bounded: long-lived streams are cut after the grace period.
+                tokio::select! {
+                    r = &mut round => r,
+                    () = tokio::time::sleep(SHUTDOWN_GRACE) => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
             tracing::error!("{what} server stopped: {e}");
             return;
         }
@@ -158,14 +184,26 @@ pub async fn serve_xds(
     .await;
 }
 
-/// Serves the CA issuance service on `listener` until `stop`.
+/// Serves the CA issuance service and ADS on one listener (the deployment's port 15012, which the
+/// mesh config gives proxies for both) until `stop`. TLS client certificates are optional on this
+/// port, because a proxy bootstraps its first certificate here with a token; ADS on it answers only
+/// clients that presented a certificate (verified against the trust bundle).
 pub async fn serve_ca(
     issuer: Issuer,
     auth: Arc<dyn Authenticator>,
+    xds: XdsServer,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
 ) {
     let ca = issuer.ca.clone();
+    let expiry_ca = ca.clone();
+    let expiry = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(jalin_ca::server::EXPIRY_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            expiry_ca.refresh_expiry_metrics(SystemTime::now());
+        }
+    });
     rotating(
         "CA",
         listener,
@@ -174,15 +212,73 @@ pub async fn serve_ca(
         move |listener, tls, end| {
             let ca = ca.clone();
             let auth = auth.clone();
+            let ads = RequirePeerCert(xds.service());
             async move {
                 let Some(tls) = tls else {
                     return Err("no serving certificate".to_owned());
                 };
-                jalin_ca::server::serve(ca, auth, tls, listener, end)
+                let tls = ServerTlsConfig::new()
+                    .identity(Identity::from_pem(&tls.cert_chain_pem, &tls.key_pem))
+                    .client_ca_root(Certificate::from_pem(ca.roots_pem()))
+                    .client_auth_optional(true)
+                    .timeout(jalin_ca::server::TLS_HANDSHAKE_TIMEOUT);
+                let service = CertificateServiceServer::new(CaService::new(ca, auth))
+                    .max_decoding_message_size(jalin_ca::server::MAX_REQUEST_BYTES);
+                tonic::transport::Server::builder()
+                    .tls_config(tls)
+                    .map_err(|e| e.to_string())?
+                    .http2_keepalive_interval(Some(
+                        jalin_xds::transport::server::KEEPALIVE_INTERVAL,
+                    ))
+                    .http2_keepalive_timeout(Some(jalin_xds::transport::server::KEEPALIVE_TIMEOUT))
+                    .add_service(service)
+                    .add_service(ads)
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), end)
                     .await
                     .map_err(|e| e.to_string())
             }
         },
     )
     .await;
+    expiry.abort();
+}
+
+/// Wraps ADS so that it answers only TLS clients that presented a verified certificate.
+#[derive(Clone)]
+struct RequirePeerCert<S>(S);
+
+impl<S: NamedService> NamedService for RequirePeerCert<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+type PeerInfo = TlsConnectInfo<TcpConnectInfo>;
+
+impl<S, B> tower::Service<http::Request<B>> for RequirePeerCert<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let verified = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(PeerInfo::peer_certs)
+            .is_some_and(|c| !c.is_empty());
+        if !verified {
+            let status = tonic::Status::unauthenticated(
+                "xDS needs a workload certificate: present the certificate the CA issued to this proxy",
+            );
+            return Box::pin(std::future::ready(Ok(status.into_http())));
+        }
+        Box::pin(self.0.call(req))
+    }
 }

@@ -305,6 +305,7 @@ impl Control {
             tasks.push(tokio::spawn(listeners::serve_ca(
                 issuer,
                 authenticators(&config),
+                xds.clone(),
                 listener,
                 shutdown_rx.clone(),
             )));
