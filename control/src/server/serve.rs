@@ -311,6 +311,9 @@ impl Control {
             )));
         }
 
+        // xDS metrics from the server's event feed.
+        tasks.push(tokio::spawn(xds_metrics(xds.clone(), shutdown_rx.clone())));
+
         // Health.
         let _ = health::prometheus();
         let state: Arc<dyn HealthState> = Arc::new(Health {
@@ -363,6 +366,52 @@ impl Drop for Control {
         self.shutdown.send_replace(true);
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// Counts pushes, ACKs and NACKs by type and tracks connected streams:
+/// `jalin_control_xds_pushes_total{type}`, `jalin_control_xds_acks_total{type}`,
+/// `jalin_control_xds_nacks_total{type}`, `jalin_control_xds_streams`.
+async fn xds_metrics(xds: XdsServer, mut stop: watch::Receiver<bool>) {
+    use jalin_xds::transport::StreamEvent;
+    use jalin_xds::transport::server::ServerEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    fn short(type_url: &str) -> String {
+        type_url.rsplit('.').next().unwrap_or(type_url).to_owned()
+    }
+    let mut events = xds.events();
+    let streams = metrics::gauge!("jalin_control_xds_streams");
+    loop {
+        let ev = tokio::select! {
+            ev = events.recv() => ev,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match ev {
+            Ok(ServerEvent::Connected { .. }) => streams.increment(1.0),
+            Ok(ServerEvent::Disconnected { .. }) => streams.decrement(1.0),
+            Ok(ServerEvent::Pushed { type_url, .. }) => {
+                metrics::counter!("jalin_control_xds_pushes_total", "type" => short(&type_url))
+                    .increment(1);
+            }
+            Ok(ServerEvent::Stream {
+                event: StreamEvent::Ack { type_url, .. },
+                ..
+            }) => {
+                metrics::counter!("jalin_control_xds_acks_total", "type" => short(&type_url))
+                    .increment(1);
+            }
+            Ok(ServerEvent::Stream {
+                event: StreamEvent::Nack { type_url, .. },
+                ..
+            }) => {
+                metrics::counter!("jalin_control_xds_nacks_total", "type" => short(&type_url))
+                    .increment(1);
+            }
+            Err(RecvError::Lagged(n)) => {
+                metrics::counter!("jalin_control_xds_events_dropped_total").increment(n);
+            }
+            Err(RecvError::Closed) => return,
         }
     }
 }
