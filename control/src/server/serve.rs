@@ -508,6 +508,7 @@ impl Pipeline {
                 let mut s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
                 s.resources = resources;
                 s.translation_warnings = t.warnings;
+                s.ready = true;
                 tracing::info!(
                     version = self.store.version(),
                     resources,
