@@ -72,23 +72,16 @@ async fn policy_edit_reaches_clients_and_invalid_edit_is_rejected_whole() {
     let v2 = version(&second, Kind::AuthorizationPolicy, "a/allow-web").unwrap();
     let applies = second.applies;
 
-    // An invalid edit in another file, next to a valid change: the whole update is rejected.
+    // An invalid edit next to a valid change, written at once: the whole update is rejected.
     let mut progress = control.progress();
-    write(
-        &dir,
-        "a.yaml",
-        &authz(
-            "a",
-            "allow-web",
-            Some("web"),
-            "cluster.local/ns/d/sa/client",
-        ),
+    let valid = authz(
+        "a",
+        "allow-web",
+        Some("web"),
+        "cluster.local/ns/d/sa/client",
     );
-    write(
-        &dir,
-        "b.yaml",
-        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: broken\n  namespace: a\nspec:\n  action: PERMIT_ALL\n",
-    );
+    let broken = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: broken\n  namespace: a\nspec:\n  action: PERMIT_ALL\n";
+    write(&dir, "a.yaml", &format!("{valid}---\n{broken}"));
     let p2 = tokio::time::timeout(WAIT, progress.wait_for(|p| p.rejected_total >= 1))
         .await
         .unwrap()
@@ -99,7 +92,7 @@ async fn policy_edit_reaches_clients_and_invalid_edit_is_rejected_whole() {
     assert_eq!(code, 200);
     let debug: serde_json::Value = serde_json::from_str(&debug).unwrap();
     let reasons = debug["rejected"][0]["reasons"].to_string();
-    assert!(reasons.contains("b.yaml:7"), "no file:line in {reasons}");
+    assert!(reasons.contains("a.yaml:22"), "no file:line in {reasons}");
     assert!(
         reasons.contains("AuthorizationPolicy/a/broken"),
         "{reasons}"
@@ -124,7 +117,7 @@ async fn policy_edit_reaches_clients_and_invalid_edit_is_rejected_whole() {
     );
 
     // Fixing the file lets the next update through.
-    std::fs::remove_file(dir.join("b.yaml")).unwrap();
+    write(&dir, "a.yaml", &valid);
     let fixed = p
         .until("the update after the fix", |s| {
             version(s, Kind::AuthorizationPolicy, "a/allow-web").is_some_and(|v| v != v2)
