@@ -16,3 +16,4 @@ pub mod scenario;
 pub mod schedule;
 pub mod tls;
 pub mod upstream;
+pub mod xds_scale;

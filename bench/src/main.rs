@@ -1,5 +1,5 @@
 //! The `jalin-bench` binary: parses the command line, builds the generator's runtime and runs a
-//! scenario (`run`, `overhead`, `throughput`), the built-in `upstream`, or `compare`.
+//! scenario (`run`, `overhead`, `throughput`, `xds-scale`), the built-in `upstream`, or `compare`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -43,6 +43,9 @@ enum Command {
         #[arg(required = true)]
         reports: Vec<String>,
     },
+    /// N simulated proxies on real delta ADS streams to one control plane: time from a config
+    /// change to the last ACK, control-plane memory and CPU per push.
+    XdsScale(jalin_bench::xds_scale::Args),
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +233,8 @@ fn main() -> Result<()> {
             print!("{}", compare(&named));
             Ok(())
         }
+        // xds-scale builds its own runtimes (and re-executes itself as the control plane).
+        Command::XdsScale(args) => Ok(jalin_bench::xds_scale::main(&args)?),
         Command::Run(args) => runtime(args.load.threads)?.block_on(run(&args)),
         Command::Overhead(args) => runtime(args.load.threads)?.block_on(overhead(&args)),
         Command::Throughput(args) => runtime(args.load.threads)?.block_on(throughput(&args)),

@@ -182,6 +182,25 @@ impl SpiffeId {
         Ok(id)
     }
 
+    /// [`SpiffeId::workload`] with the trust domain given as text (config files, CLI flags).
+    pub fn new_workload(
+        trust_domain: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<Self, SpiffeIdError> {
+        Self::workload(&TrustDomain::new(trust_domain)?, namespace, service_account)
+    }
+
+    /// Parses a SPIFFE ID that must be a workload identity `spiffe://<td>/ns/<ns>/sa/<sa>`
+    /// (what the CA issues, and what CSRs and renewing callers may name).
+    pub fn parse_workload(id: &str) -> Result<Self, SpiffeIdError> {
+        let parsed = Self::parse(id)?;
+        if parsed.workload_parts().is_none() {
+            return Err(SpiffeIdError::NotWorkload(parsed.to_string()));
+        }
+        Ok(parsed)
+    }
+
     /// The trust domain.
     pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain

@@ -4,56 +4,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ca_core_support;
+mod ca_grpc_support;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use ca_core_support::*;
-use jalin_ca::auth::{
-    AnyOf, Authenticator, CertificateAuthenticator, JoinTokenAuthenticator, JoinTokenStore,
-    KubernetesAuthenticator, ReviewError, TokenReviewStatus, TokenReviewer,
-};
+use ca_grpc_support::authenticator;
+use jalin_ca::auth::JoinTokenStore;
 use jalin_ca::chain::certs_from_pem;
-use jalin_ca::issue::{AuditBuffer, AuditLog, TtlPolicy, WorkloadCa, WorkloadId, new_workload_csr};
+use jalin_ca::issue::{AuditBuffer, AuditLog, TtlPolicy, WorkloadCa, new_workload_csr};
 use jalin_ca::server::client::{
-    CaEndpoint, ClientAuth, ClientError, IssuedChain, request_certificate,
+    CaEndpoint, ClientAuth, ClientError, SignResponse, request_certificate,
 };
 use jalin_ca::server::{serve, server_identity};
 use jalin_ca::signer::CaSigner;
+use jalin_ca::spiffe::SpiffeId;
+use jalin_ca::tls::TlsPolicy;
 
 const TD: &str = "cluster.local";
 const SERVER_NAME: &str = "jalin-ca.jalin-system.svc.cluster.local";
-
-struct FakeReviewer;
-
-#[async_trait]
-impl TokenReviewer for FakeReviewer {
-    async fn review(
-        &self,
-        token: &str,
-        audiences: &[String],
-    ) -> Result<TokenReviewStatus, ReviewError> {
-        assert_eq!(audiences, ["jalin-ca".to_owned()]);
-        let ok = |user: &str, aud: &str| TokenReviewStatus {
-            authenticated: true,
-            username: user.into(),
-            audiences: vec![aud.into()],
-            error: None,
-        };
-        Ok(match token {
-            "sa-web" => ok("system:serviceaccount:default:web", "jalin-ca"),
-            "sa-wrong-audience" => ok("system:serviceaccount:default:web", "vault"),
-            "user-alice" => ok("alice", "jalin-ca"),
-            "api-down" => return Err(ReviewError("connection refused".into())),
-            _ => TokenReviewStatus {
-                authenticated: false,
-                error: Some("invalid bearer token".into()),
-                ..Default::default()
-            },
-        })
-    }
-}
 
 struct Harness {
     endpoint: CaEndpoint,
@@ -80,22 +50,21 @@ async fn start(max_ttl: Duration) -> Harness {
         WorkloadCa::new(TD, chain, roots, signer, ttl, audit_log, SystemTime::now()).unwrap(),
     );
     let store = Arc::new(JoinTokenStore::in_memory());
-    let auth: Arc<dyn Authenticator> = Arc::new(AnyOf(vec![
-        Arc::new(JoinTokenAuthenticator::new(Arc::clone(&store))),
-        Arc::new(KubernetesAuthenticator::new(
-            Arc::new(FakeReviewer),
-            vec!["jalin-ca".into()],
-            TD,
-        )),
-        Arc::new(CertificateAuthenticator),
-    ]));
+    let auth = authenticator(&store);
     let tls = server_identity(&ca, &[SERVER_NAME.to_owned()], DAY, SystemTime::now()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(Arc::clone(&ca), auth, tls, listener, async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(serve(
+        Arc::clone(&ca),
+        auth,
+        tls.resolver().unwrap(),
+        TlsPolicy::DEFAULT,
+        listener,
+        async {
+            let _ = rx.await;
+        },
+    ));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("root.pem"), &dev.root_pem).unwrap();
     std::fs::write(dir.path().join("inter.pem"), &dev.intermediate_pem).unwrap();
@@ -116,17 +85,17 @@ async fn start(max_ttl: Duration) -> Harness {
     }
 }
 
-fn id(ns: &str, sa: &str) -> WorkloadId {
-    WorkloadId::new(TD, ns, sa).unwrap()
+fn id(ns: &str, sa: &str) -> SpiffeId {
+    SpiffeId::new_workload(TD, ns, sa).unwrap()
 }
 
 impl Harness {
     async fn request(
         &self,
         auth: &ClientAuth,
-        id: &WorkloadId,
+        id: &SpiffeId,
         ttl: u64,
-    ) -> (Result<IssuedChain, ClientError>, rcgen::KeyPair) {
+    ) -> (Result<SignResponse, ClientError>, rcgen::KeyPair) {
         let (csr, key) = new_workload_csr(id).unwrap();
         (
             request_certificate(&self.endpoint, auth, &csr, ttl).await,
@@ -134,7 +103,7 @@ impl Harness {
         )
     }
 
-    fn verify_with_openssl(&self, chain: &IssuedChain, name: &str) {
+    fn verify_with_openssl(&self, chain: &SignResponse, name: &str) {
         let (leaf, rest) = split_leaf(&chain.chain_pem);
         assert_eq!(rest, self.inter_pem);
         assert_eq!(chain.trust_bundle_pem, self.root_pem);
@@ -153,7 +122,7 @@ impl Harness {
     }
 }
 
-fn refused(r: Result<IssuedChain, ClientError>) -> (tonic::Code, String) {
+fn refused(r: Result<SignResponse, ClientError>) -> (tonic::Code, String) {
     match r {
         Err(ClientError::Refused { code, message }) => (code, message),
         other => panic!("expected a refusal, got {other:?}"),
@@ -224,7 +193,7 @@ async fn join_token_issues_once_and_refuses_reuse_expiry_identity_and_domain() {
     res.unwrap();
 
     // Other trust domain: even a token bound to it gets nothing from this CA.
-    let foreign = WorkloadId::new("other.example", "ns", "sa").unwrap();
+    let foreign = SpiffeId::new_workload("other.example", "ns", "sa").unwrap();
     let t3 = h
         .store
         .create(&foreign, Duration::from_secs(600), SystemTime::now())

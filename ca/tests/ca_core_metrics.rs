@@ -5,10 +5,9 @@
 use std::time::{Duration, SystemTime};
 
 use jalin_ca::chain::certs_from_pem;
-use jalin_ca::issue::{
-    AuditContext, AuditLog, TtlPolicy, WorkloadCa, WorkloadId, check_csr, new_workload_csr,
-};
+use jalin_ca::issue::{AuditContext, AuditLog, TtlPolicy, WorkloadCa, check_csr, new_workload_csr};
 use jalin_ca::signer::CaSigner;
+use jalin_ca::spiffe::SpiffeId;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -37,7 +36,7 @@ fn expiry_gauges_and_issuance_counters() {
             now,
         )
         .unwrap();
-        let id = WorkloadId::new("cluster.local", "default", "web").unwrap();
+        let id = SpiffeId::new_workload("cluster.local", "default", "web").unwrap();
         let csr = check_csr(&new_workload_csr(&id).unwrap().0).unwrap();
         let ctx = AuditContext {
             auth_method: Some("join_token"),
@@ -46,7 +45,7 @@ fn expiry_gauges_and_issuance_counters() {
         ca.issue(&ctx, &id, &csr, 0, now).unwrap();
         ca.issue(&ctx, &id, &csr, 60, now).unwrap();
         ca.issue(&ctx, &id, &csr, 2 * 86_400, now).unwrap_err();
-        let foreign = WorkloadId::new("other.example", "default", "web").unwrap();
+        let foreign = SpiffeId::new_workload("other.example", "default", "web").unwrap();
         ca.issue(&ctx, &foreign, &csr, 0, now).unwrap_err();
     });
     let text = handle.render();

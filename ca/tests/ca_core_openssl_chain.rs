@@ -12,9 +12,10 @@ use std::process::Command;
 use ca_core_support::*;
 use jalin_ca::chain::KeySource;
 use jalin_ca::issue::{
-    AuditContext, AuditLog, CaConfig, CaLoadError, TtlPolicy, WorkloadCa, WorkloadId, check_csr,
+    AuditContext, AuditLog, CaConfig, CaLoadError, TtlPolicy, WorkloadCa, check_csr,
     new_workload_csr,
 };
+use jalin_ca::spiffe::SpiffeId;
 
 const EXT: &str = "[root]
 basicConstraints = critical, CA:TRUE, pathlen:1
@@ -151,7 +152,7 @@ fn openssl_made_agency_chain_issues_verifiable_leaves() {
     );
     let ca = load(d).unwrap();
     assert!(ca.report().certs[1].subject.contains("Agency Test Root"));
-    let id = WorkloadId::new("cluster.local", "welfare", "case-api").unwrap();
+    let id = SpiffeId::new_workload("cluster.local", "welfare", "case-api").unwrap();
     let csr = check_csr(&new_workload_csr(&id).unwrap().0).unwrap();
     let issued = ca
         .issue(&AuditContext::default(), &id, &csr, 600, now())

@@ -11,10 +11,10 @@ use std::process::Command;
 use ca_core_support::*;
 use jalin_ca::chain::KeySource;
 use jalin_ca::issue::{
-    AuditContext, AuditLog, CaConfig, TtlPolicy, WorkloadCa, WorkloadId, check_csr,
-    new_workload_csr,
+    AuditContext, AuditLog, CaConfig, TtlPolicy, WorkloadCa, check_csr, new_workload_csr,
 };
 use jalin_ca::signer::SignerError;
+use jalin_ca::spiffe::SpiffeId;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "1234";
@@ -218,7 +218,7 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
         ..Default::default()
     };
     for (i, sa) in ["web", "db", "batch"].iter().enumerate() {
-        let id = WorkloadId::new("cluster.local", "prod", sa).unwrap();
+        let id = SpiffeId::new_workload("cluster.local", "prod", sa).unwrap();
         let (csr, _key) = new_workload_csr(&id).unwrap();
         let csr = check_csr(&csr).unwrap();
         let issued = ca.issue(&ctx, &id, &csr, 3600, now()).unwrap();
@@ -243,7 +243,7 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
         let s = other.open_ro_session(slot).unwrap();
         s.logout().unwrap();
     }
-    let id = WorkloadId::new("cluster.local", "prod", "after-logout").unwrap();
+    let id = SpiffeId::new_workload("cluster.local", "prod", "after-logout").unwrap();
     let (csr, _key) = new_workload_csr(&id).unwrap();
     let issued = ca
         .issue(&ctx, &id, &check_csr(&csr).unwrap(), 3600, now())
@@ -292,7 +292,7 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
     let mut cfg384 = config(&uri384);
     cfg384.chain_path = inter384_pem.clone();
     let ca384 = WorkloadCa::load(&cfg384, AuditLog::in_memory().0, now()).unwrap();
-    let id = WorkloadId::new("cluster.local", "prod", "p384").unwrap();
+    let id = SpiffeId::new_workload("cluster.local", "prod", "p384").unwrap();
     let (csr, _key) = new_workload_csr(&id).unwrap();
     let issued = ca384
         .issue(&ctx, &id, &check_csr(&csr).unwrap(), 3600, now())

@@ -8,9 +8,8 @@
 
 mod ca_tls_support;
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ca_tls_support::*;
@@ -23,21 +22,10 @@ use jalin_ca::tls::{
     OutboundTls, PortMtlsMode, RefusalReason, TlsPolicy, TrustBundle, client_config, server_config,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
-use tokio::sync::mpsc;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
-const WORKERS: usize = 4;
 /// Workload certificate lifetime: renewal at half life leaves every served certificate at
 /// least ~2.7 s of validity, ample for a handshake on a loaded 2-core machine.
 const ROTATION_TTL_SECS: u64 = 6;
-/// New connections a worker opens between requests on its long-lived connection.
-const NEW_CONN_EVERY: u64 = 4;
-
-fn serial_of(conn: &rustls::ClientConnection) -> String {
-    let leaf = &conn.peer_certificates().expect("verified peer")[0];
-    let (_, cert) = X509Certificate::from_der(leaf).unwrap();
-    hex::encode(cert.raw_serial())
-}
 
 fn manager(ca: &Arc<DevCa>, trust: &jalin_ca::tls::TrustStore, id: SpiffeId) -> WorkloadIdentity {
     WorkloadIdentity::new(IdentityConfig::new(id), ca.clone(), trust.clone()).unwrap()
@@ -51,7 +39,7 @@ async fn rotation_under_load_drops_nothing() {
     let client_id = id("mesh", "client");
     let server_identity = manager(&ca, &trust, server_id.clone());
     let client_identity = manager(&ca, &trust, client_id.clone());
-    let mut rotations = server_identity.subscribe();
+    let rotations = server_identity.subscribe();
     let _server_task = AbortOnDrop(server_identity.spawn());
     let _client_task = AbortOnDrop(client_identity.spawn());
 
@@ -74,106 +62,17 @@ async fn rotation_under_load_drops_nothing() {
         &outbound.config_for(&server_id).unwrap()
     ));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<String>();
-    let mut workers = Vec::new();
-    for _ in 0..WORKERS {
-        let (ccfg, stop, ok, failed, seen_tx) = (
-            ccfg.clone(),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            seen_tx.clone(),
-        );
-        let addr = server.addr;
-        let expected_body = client_id.to_string();
-        workers.push(tokio::spawn(async move {
-            // One connection kept for the whole test: it must outlive every rotation.
-            let mut long = connect(ccfg.clone(), addr)
-                .await
-                .expect("long-lived connection");
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let result = if n.is_multiple_of(NEW_CONN_EVERY) {
-                    match connect(ccfg.clone(), addr).await {
-                        Ok(mut tls) => {
-                            let _ = seen_tx.send(serial_of(tls.get_ref().1));
-                            http_get(&mut tls).await
-                        }
-                        Err(e) => Err(e),
-                    }
-                } else {
-                    http_get(&mut long).await
-                };
-                match result {
-                    Ok(body) if body == expected_body => ok.fetch_add(1, Ordering::Relaxed),
-                    Ok(body) => panic!("wrong peer identity echoed: {body}"),
-                    Err(e) => {
-                        eprintln!("request failed: {e}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
-
-    // Synchronise on rotation notifications and on observed serials; bounded by a deadline.
-    let mut announced: Vec<String> = vec![first.serial_hex.clone()];
-    let mut observed: HashSet<String> = HashSet::new();
-    let outcome = tokio::time::timeout(Duration::from_secs(90), async {
-        while observed.len() < 4 || announced.len() < 4 {
-            tokio::select! {
-                changed = rotations.changed() => {
-                    changed.expect("identity manager alive");
-                    if let Some(info) = rotations.borrow_and_update().clone()
-                        && announced.last() != Some(&info.serial_hex)
-                    {
-                        announced.push(info.serial_hex.clone());
-                    }
-                }
-                Some(serial) = seen_rx.recv() => { observed.insert(serial); }
-            }
-        }
-    })
+    let report = traffic_across_rotations(
+        ccfg,
+        server.addr,
+        client_id.to_string(),
+        rotations,
+        first.serial_hex.clone(),
+        4,
+        Duration::from_secs(90),
+    )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.expect("worker");
-    }
-    outcome.unwrap_or_else(|_| {
-        panic!(
-            "no 3 rotations observed within 90 s: announced {announced:?}, observed {observed:?}"
-        )
-    });
-
-    eprintln!(
-        "rotation under load: {} requests ok, {} failed, serials announced {announced:?}, observed {}",
-        ok.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed),
-        observed.len()
-    );
-    let announced_set: HashSet<_> = announced.iter().cloned().collect();
-    assert!(
-        observed.is_subset(&announced_set),
-        "server presented a certificate the manager never installed: {observed:?} vs {announced:?}"
-    );
-    assert!(
-        observed.len() >= 4,
-        "server serial changed fewer than 3 times: {observed:?}"
-    );
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "failed requests during rotation"
-    );
-    assert!(
-        ok.load(Ordering::Relaxed) >= 20,
-        "too little traffic: {}",
-        ok.load(Ordering::Relaxed)
-    );
+    report.assert_rotated_without_failures();
     let current = server_identity.current().unwrap();
     assert!(current.generation >= 4, "{current:?}");
 }
@@ -290,14 +189,6 @@ async fn manager_refuses_certificates_that_are_not_ours() {
     let info = m.rotate_now().await.unwrap();
     assert_eq!(info.spiffe_id, me);
     assert_eq!(m.ready().await, info);
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A CA that is unavailable for its first `failures` requests.

@@ -272,10 +272,24 @@ async fn a_proxy_gets_the_clusters_its_routes_need_beyond_its_sidecar() {
         "vs.yaml",
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: svc\n  namespace: a\nspec:\n  hosts: [svc]\n  http:\n  - route:\n    - destination:\n        host: svc.b.svc.cluster.local\n      weight: 10\n    - destination:\n        host: svc\n      weight: 90\n",
     );
-    in_a.until("svc-b's cluster", |s| {
-        version(s, Kind::Cluster, CLUSTER_B).is_some()
-    })
-    .await;
+    let s = in_a
+        .until("the route table and svc-b's cluster", |s| {
+            version(s, Kind::Route, "a/svc").is_some()
+                && version(s, Kind::Cluster, CLUSTER_B).is_some()
+        })
+        .await;
+    // The table's hosts and destinations arrive fully qualified.
+    let table: jalin_xds::model::route::RouteTable = body(&s, Kind::Route, "a/svc").unwrap();
+    assert_eq!(table.hosts, ["svc.a.svc.cluster.local"]);
+    let dests: Vec<&str> = table.http[0]
+        .destinations
+        .iter()
+        .map(|d| d.destination.host.as_str())
+        .collect();
+    assert_eq!(
+        dests,
+        ["svc.b.svc.cluster.local", "svc.a.svc.cluster.local"]
+    );
     let mut names = in_a.names(Kind::Cluster);
     names.sort();
     assert_eq!(names, [CLUSTER_A, CLUSTER_B]);

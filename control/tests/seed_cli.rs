@@ -23,7 +23,7 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// The seed directory without `compliance-03` (invalid: its `when` key is unknown).
+/// The seed directory without `compliance-03` (invalid for `validate`: its `when` key is unknown).
 fn valid_seeds(dir: &Path) {
     for e in std::fs::read_dir(seeds()).unwrap() {
         let p = e.unwrap().path();
@@ -132,7 +132,7 @@ fn every_seed_resource_imports_except_the_invalid_when_key() {
     assert_eq!(native.authorization_policies.len(), 10);
     assert_eq!(native.peer_authentications.len(), 7);
     assert_eq!(native.destination_policies.len(), 6);
-    assert_eq!(native.virtual_services.len(), 5);
+    assert_eq!(native.routes.len(), 5);
     assert_eq!(native.telemetry.len(), 3);
     assert_eq!(native.service_entries.len(), 1);
 }
@@ -292,16 +292,129 @@ fn import_writes_native_config_and_report() {
     assert!(out.path().join("native.yaml").exists());
 
     // With an invalid resource nothing native is written, unless --keep-going.
+    let bad = tempfile::tempdir().unwrap();
+    valid_seeds(bad.path());
+    std::fs::write(
+        bad.path().join("zz-bad.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: x}\nspec:\n  rules:\n  - when:\n    - key: request.headers\n      values: [a]\n",
+    )
+    .unwrap();
     let out2 = tempfile::tempdir().unwrap();
     let o = jalin(&[
         "import",
-        seeds().to_str().unwrap(),
+        bad.path().to_str().unwrap(),
+        "-o",
+        out2.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a malformed known key stays an error"
+    );
+    assert!(stdout(&o).contains("zz-bad.yaml:7: AuthorizationPolicy/x/bad: spec.rules[0].when[0].key: `request.headers` needs a header name in brackets"), "{}", stdout(&o));
+    assert!(!out2.path().join("native.json").exists());
+    assert!(out2.path().join("import-report.txt").exists());
+    let o = jalin(&[
+        "import",
+        "--keep-going",
+        bad.path().to_str().unwrap(),
         "-o",
         out2.path().to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(!out2.path().join("native.json").exists());
-    assert!(out2.path().join("import-report.txt").exists());
+    assert!(out2.path().join("native.json").exists());
+}
+
+/// The whole seed directory imports: compliance-03's unknown `when` key is `unsupported:`, and
+/// its rule is compiled fail-closed (marked `unknown_key`, so the ALLOW rule grants nothing).
+#[test]
+fn import_takes_every_seed_with_the_unknown_when_key_failing_closed() {
+    let out = tempfile::tempdir().unwrap();
+    let o = jalin(&[
+        "import",
+        seeds().to_str().unwrap(),
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report = std::fs::read_to_string(out.path().join("import-report.txt")).unwrap();
+    assert_eq!(
+        report
+            .lines()
+            .filter(|l| l.starts_with("imported: "))
+            .count(),
+        33,
+        "every Istio resource of the seeds"
+    );
+    assert!(!report.lines().any(|l| l.starts_with("error")), "{report}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("custom.case_active"))
+        .unwrap();
+    assert!(line.starts_with("unsupported: "), "{line}");
+    assert!(line.contains("compliance-03-authorizationpolicy-case-coordination-access.yaml:19: AuthorizationPolicy/inter-agency/case-coordination-access: spec.rules[2].when[0].key: unknown condition key `custom.case_active`"), "{line}");
+    assert!(line.contains("imported fail-closed: rules[2] never matches, so it allows nothing (the policy's other rules still apply); `jalin validate` rejects it"), "{line}");
+    // Every unsupported finding carries a reason.
+    for l in report.lines().filter(|l| l.starts_with("unsupported: ")) {
+        assert!(l.rsplit(": ").next().unwrap().len() > 20, "{l}");
+    }
+
+    let native: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("native.json")).unwrap()).unwrap();
+    let aps: Vec<jalin_xds::model::authz::AuthorizationPolicy> =
+        serde_json::from_value(native["authorization_policies"].clone()).unwrap();
+    assert_eq!(aps.len(), 11);
+    let ap = aps
+        .iter()
+        .find(|a| a.meta.name == "case-coordination-access")
+        .unwrap();
+    assert_eq!(ap.rules.len(), 3, "rule indices are kept");
+    assert!(ap.rules[2].when[0].unknown_key);
+    assert_eq!(ap.rules[2].when[0].key, "custom.case_active");
+    // Only that condition is marked.
+    let marked = aps
+        .iter()
+        .flat_map(|a| &a.rules)
+        .flat_map(|r| &r.when)
+        .filter(|c| c.unknown_key)
+        .count();
+    assert_eq!(marked, 1);
+}
+
+#[test]
+fn unknown_when_key_in_deny_and_custom_policies_fails_closed_the_other_way() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: x}\nspec:\n  action: DENY\n  rules:\n  - to: [{operation: {paths: [/a]}}]\n    when:\n    - key: custom.flag\n      values: [x]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: c, namespace: x}\nspec:\n  action: CUSTOM\n  provider: {name: ext}\n  rules:\n  - when:\n    - key: experimental.envoy.filters.a.b[c]\n      values: [x]\n",
+    )
+    .unwrap();
+    let o = jalin(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "validate keeps Istio's rule");
+    let out = tempfile::tempdir().unwrap();
+    let o = jalin(&[
+        "import",
+        dir.path().to_str().unwrap(),
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(text.contains("p.yaml:9: AuthorizationPolicy/x/d: spec.rules[0].when[0].key: unknown condition key `custom.flag`"), "{text}");
+    assert!(text.contains("the condition is treated as holding, so rules[0] denies every request its other fields match"), "{text}");
+    assert!(text.contains("p.yaml:20: AuthorizationPolicy/x/c: spec.rules[0].when[0].key: `experimental.envoy.filters.a.b[c]` reads Envoy filter metadata"), "{text}");
+    assert!(
+        text.contains(
+            "rules[0] sends every request its other fields match to the external authorizer"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

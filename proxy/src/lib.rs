@@ -58,6 +58,8 @@ pub struct Shared {
     /// Every connection task, so draining can wait for them.
     pub tasks: TaskTracker,
     pub metrics: PrometheusHandle,
+    /// One permit per open downstream connection ([`limits::MAX_DOWNSTREAM_CONNECTIONS`]).
+    pub connections: Arc<tokio::sync::Semaphore>,
     ready: AtomicBool,
 }
 
@@ -121,6 +123,9 @@ impl Proxy {
             stopped: CancellationToken::new(),
             tasks: TaskTracker::new(),
             metrics,
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                limits::MAX_DOWNSTREAM_CONNECTIONS,
+            )),
             ready: AtomicBool::new(false),
         });
         let bound = listeners.commit(prepared, &shared);

@@ -64,6 +64,11 @@ pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 64;
 /// (Envoy's TCP proxy `idle_timeout` default is 1 h).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Downstream connections open at once, across all listeners. Past it the proxy stops accepting
+/// (the kernel's backlog queues, then refuses) instead of running out of file descriptors or
+/// memory; a sidecar that needs more than this is better served by more replicas.
+pub const MAX_DOWNSTREAM_CONNECTIONS: usize = 65_536;
+
 /// How long SIGTERM waits for in-flight requests and connections to finish before the process
 /// exits anyway; Kubernetes' default termination grace period is 30 s, so stay under it.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);

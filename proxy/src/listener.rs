@@ -86,30 +86,53 @@ impl ConnCtx {
 
     /// The service this connection's requests go to, in the current snapshot.
     pub fn destination(&self, snapshot: &Snapshot) -> Result<Arc<Service>, ProxyError> {
-        if let Some(name) = &self.info.service {
-            return snapshot
-                .service(name)
-                .cloned()
-                .ok_or_else(|| ProxyError::NoService(name.clone()));
+        match resolve(&self.info, self.local, self.orig_dst, snapshot)? {
+            Resolved::Service(svc) => Ok(svc),
+            Resolved::Passthrough { name, dst } => Ok(self
+                .passthrough
+                .get_or_init(|| Arc::new(Service::passthrough(name, dst)))
+                .clone()),
         }
-        let dst = match self.orig_dst {
-            // A connection made to the listener itself has no original destination: forwarding
-            // it to its own destination would loop.
-            Some(dst) if dst != self.local => dst,
-            _ => return Err(ProxyError::NoOriginalDst(self.local)),
-        };
-        if let Some(svc) = snapshot.service_for_address(&dst) {
-            return Ok(svc.clone());
-        }
-        let name = match self.info.direction {
-            Direction::Inbound => inbound::PASSTHROUGH,
-            Direction::Outbound => outbound::PASSTHROUGH,
-        };
-        Ok(self
-            .passthrough
-            .get_or_init(|| Arc::new(Service::passthrough(name, dst)))
-            .clone())
     }
+}
+
+/// Where a connection goes, decided from the listener and the original destination.
+#[derive(Debug)]
+pub enum Resolved {
+    /// A configured service.
+    Service(Arc<Service>),
+    /// No service claims the original destination: forward to it as is.
+    Passthrough { name: &'static str, dst: SocketAddr },
+}
+
+/// Decides a connection's destination. Pure: no I/O, so it is tested without sockets.
+pub fn resolve(
+    info: &ListenerInfo,
+    local: SocketAddr,
+    orig_dst: Option<SocketAddr>,
+    snapshot: &Snapshot,
+) -> Result<Resolved, ProxyError> {
+    if let Some(name) = &info.service {
+        return snapshot
+            .service(name)
+            .cloned()
+            .map(Resolved::Service)
+            .ok_or_else(|| ProxyError::NoService(name.clone()));
+    }
+    let dst = match orig_dst {
+        // A connection made to the listener itself has no original destination: forwarding it
+        // to its own destination would loop.
+        Some(dst) if dst != local => dst,
+        _ => return Err(ProxyError::NoOriginalDst(local)),
+    };
+    if let Some(svc) = snapshot.service_for_address(&dst) {
+        return Ok(Resolved::Service(svc.clone()));
+    }
+    let name = match info.direction {
+        Direction::Inbound => inbound::PASSTHROUGH,
+        Direction::Outbound => outbound::PASSTHROUGH,
+    };
+    Ok(Resolved::Passthrough { name, dst })
 }
 
 /// The running listeners, by name.
@@ -234,6 +257,15 @@ async fn accept_loop(
     stop: CancellationToken,
 ) {
     loop {
+        // Wait for room before accepting, so a connection flood queues in the kernel backlog.
+        let permit = tokio::select! {
+            () = stop.cancelled() => break,
+            () = shared.drain.cancelled() => break,
+            p = shared.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_closed) => break,
+            },
+        };
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
             () = shared.drain.cancelled() => break,
@@ -248,9 +280,11 @@ async fn accept_loop(
             }
         };
         let info = info.load_full();
-        shared
-            .tasks
-            .spawn(handle(stream, peer, info, shared.clone()));
+        let conn = handle(stream, peer, info, shared.clone());
+        shared.tasks.spawn(async move {
+            conn.await;
+            drop(permit);
+        });
     }
 }
 
@@ -309,5 +343,76 @@ pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
                 0,
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        let yaml = "\
+services:
+  - name: reviews
+    addresses: [10.96.0.10:9080]
+    endpoints:
+      - address: 10.1.0.5:9080
+";
+        let (config, origin) = crate::config::parse("t.yaml", yaml).unwrap();
+        Snapshot::build(1, config, origin, None)
+    }
+
+    fn info(service: Option<&str>, direction: Direction) -> ListenerInfo {
+        ListenerInfo {
+            name: Arc::from("l"),
+            direction,
+            service: service.map(str::to_owned),
+            protocol: ListenerProtocol::Detect,
+        }
+    }
+
+    #[tokio::test]
+    async fn transparent_destinations() {
+        let snap = snapshot();
+        let local: SocketAddr = "127.0.0.1:15001".parse().unwrap();
+        let out = info(None, Direction::Outbound);
+        // A virtual address maps to its service.
+        let vip = "10.96.0.10:9080".parse().unwrap();
+        match resolve(&out, local, Some(vip), &snap).unwrap() {
+            Resolved::Service(s) => assert_eq!(&*s.name, "reviews"),
+            other => panic!("{other:?}"),
+        }
+        // Anything else passes through to where the client was going.
+        let other = "93.184.216.34:443".parse().unwrap();
+        match resolve(&out, local, Some(other), &snap).unwrap() {
+            Resolved::Passthrough { name, dst } => {
+                assert_eq!(name, "PassthroughCluster");
+                assert_eq!(dst, other);
+            }
+            r => panic!("{r:?}"),
+        }
+        match resolve(&info(None, Direction::Inbound), local, Some(other), &snap).unwrap() {
+            Resolved::Passthrough { name, .. } => assert_eq!(name, "InboundPassthroughCluster"),
+            r => panic!("{r:?}"),
+        }
+        // Not redirected: the destination is the listener itself, which would loop.
+        let err = resolve(&out, local, Some(local), &snap).unwrap_err();
+        assert!(err.to_string().contains("iptables"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn explicit_destinations() {
+        let snap = snapshot();
+        let local: SocketAddr = "127.0.0.1:15001".parse().unwrap();
+        let l = info(Some("reviews"), Direction::Outbound);
+        assert!(matches!(
+            resolve(&l, local, None, &snap),
+            Ok(Resolved::Service(_))
+        ));
+        let l = info(Some("gone"), Direction::Outbound);
+        assert!(matches!(
+            resolve(&l, local, None, &snap),
+            Err(ProxyError::NoService(_))
+        ));
     }
 }

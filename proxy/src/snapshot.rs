@@ -16,6 +16,8 @@ use jalin_xds::model::traffic::DEFAULT_CONNECT_TIMEOUT_MS;
 
 use crate::config::{ConfigOrigin, ProxyConfig};
 use crate::endpoint::Endpoint;
+use crate::telemetry::ServiceMetrics;
+use metrics::SharedString;
 
 /// Most slots in a weighted round-robin schedule; larger weight sums are scaled down to it.
 const MAX_SCHEDULE_SLOTS: u64 = 4096;
@@ -38,6 +40,8 @@ pub struct Service {
     pub name: Arc<str>,
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
+    /// Request metrics labelled with this service.
+    pub metrics: Arc<ServiceMetrics>,
     endpoints: Vec<Arc<Endpoint>>,
     /// Weighted round-robin order: indexes into `endpoints`, each repeated by its weight.
     schedule: Vec<u32>,
@@ -103,8 +107,10 @@ impl Service {
             })
             .collect();
         let weights: Vec<u32> = cluster.endpoints.iter().map(|e| e.weight).collect();
+        let name: Arc<str> = Arc::from(cluster.name.as_str());
         Self {
-            name: Arc::from(cluster.name.as_str()),
+            metrics: Arc::new(ServiceMetrics::new(SharedString::from(name.clone()))),
+            name,
             protocol: cluster.protocol,
             connect_timeout,
             endpoints,
@@ -119,6 +125,7 @@ impl Service {
         let connect_timeout = Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS);
         Self {
             name: Arc::from(name),
+            metrics: Arc::new(ServiceMetrics::new(SharedString::const_str(name))),
             protocol: UpstreamProtocol::Auto,
             connect_timeout,
             endpoints: vec![Arc::new(Endpoint::new(dst, connect_timeout))],

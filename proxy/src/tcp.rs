@@ -153,8 +153,12 @@ mod tests {
         let (mut client, mut proxy_side) = tokio::io::duplex(64);
         let (mut upstream_side, _upstream) = tokio::io::duplex(64);
         let copy = tokio::spawn(async move {
-            copy_with_idle_timeout(&mut proxy_side, &mut upstream_side, Duration::from_secs(5))
-                .await
+            copy_with_idle_timeout(
+                &mut proxy_side,
+                &mut upstream_side,
+                Duration::from_millis(50),
+            )
+            .await
         });
         client.write_all(b"hi").await.unwrap();
         let (read_a, _, result) = copy.await.unwrap();

@@ -5,6 +5,7 @@
 //! `istio_requests_total`, `istio_request_duration_milliseconds`,
 //! `istio_tcp_connections_{opened,closed}_total`, `istio_tcp_{sent,received}_bytes_total`.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Instant;
 
@@ -73,7 +74,7 @@ fn code_str(code: u16) -> &'static str {
 }
 
 /// Envoy-style response flags carried in the `response_flags` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResponseFlag {
     /// `-`: none.
     None,
@@ -102,13 +103,82 @@ impl ResponseFlag {
     }
 }
 
+/// Most distinct label sets cached per service; beyond it handles are looked up in the
+/// registry each time (slower, still correct), so a flood of odd status codes cannot grow memory.
+const MAX_CACHED_LABEL_SETS: usize = 256;
+
+/// The label values that vary per request; everything else is fixed per service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct MeterKey {
+    direction: Direction,
+    grpc: bool,
+    code: u16,
+    grpc_status: Option<u8>,
+    flag: ResponseFlag,
+}
+
+#[derive(Debug)]
+struct Handles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// A service's request metrics, with the registry's handles cached per label set so recording a
+/// request is two atomic updates and a lock-free map read, not a registry lookup.
+#[derive(Debug)]
+pub struct ServiceMetrics {
+    name: SharedString,
+    cache: arc_swap::ArcSwap<HashMap<MeterKey, Arc<Handles>>>,
+}
+
+impl ServiceMetrics {
+    pub fn new(name: SharedString) -> Self {
+        Self {
+            name,
+            cache: arc_swap::ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    fn handles(&self, key: MeterKey) -> Arc<Handles> {
+        if let Some(h) = self.cache.load().get(&key) {
+            return h.clone();
+        }
+        let grpc_status = match key.grpc_status {
+            Some(s) => code_str(u16::from(s)),
+            None => "",
+        };
+        let labels = [
+            Label::from_static_parts("reporter", reporter(key.direction)),
+            Label::new("destination_service", self.name.clone()),
+            Label::new("destination_service_name", self.name.clone()),
+            Label::from_static_parts("request_protocol", if key.grpc { "grpc" } else { "http" }),
+            Label::from_static_parts("response_code", code_str(key.code)),
+            Label::from_static_parts("grpc_response_status", grpc_status),
+            Label::from_static_parts("response_flags", key.flag.as_str()),
+            Label::from_static_parts("connection_security_policy", "none"),
+        ];
+        let handles = Arc::new(Handles {
+            requests: metrics::counter!(REQUESTS_TOTAL, labels.iter()),
+            duration: metrics::histogram!(REQUEST_DURATION, labels.iter()),
+        });
+        if self.cache.load().len() < MAX_CACHED_LABEL_SETS {
+            self.cache.rcu(|map| {
+                let mut map = HashMap::clone(map);
+                map.insert(key, handles.clone());
+                map
+            });
+        }
+        handles
+    }
+}
+
 /// One request's metrics, recorded once when the response body ends or is dropped (so the
 /// duration covers the whole exchange, as Istio's does).
 #[derive(Debug)]
 pub struct RequestMeter {
     start: Instant,
-    reporter: &'static str,
-    service: SharedString,
+    direction: Direction,
+    service: Arc<ServiceMetrics>,
     grpc: bool,
     code: u16,
     grpc_status: Option<u8>,
@@ -117,10 +187,15 @@ pub struct RequestMeter {
 }
 
 impl RequestMeter {
-    pub fn new(start: Instant, direction: Direction, service: SharedString, grpc: bool) -> Self {
+    pub fn new(
+        start: Instant,
+        direction: Direction,
+        service: Arc<ServiceMetrics>,
+        grpc: bool,
+    ) -> Self {
         Self {
             start,
-            reporter: reporter(direction),
+            direction,
             service,
             grpc,
             code: 0,
@@ -157,23 +232,18 @@ impl Drop for RequestMeter {
         } else {
             ResponseFlag::DownstreamTerminated
         };
-        let grpc_status = match self.grpc_status {
-            Some(s) => code_str(u16::from(s)),
-            None => "",
+        let key = MeterKey {
+            direction: self.direction,
+            grpc: self.grpc,
+            code: self.code,
+            grpc_status: self.grpc_status,
+            flag,
         };
-        let labels = [
-            Label::from_static_parts("reporter", self.reporter),
-            Label::new("destination_service", self.service.clone()),
-            Label::new("destination_service_name", self.service.clone()),
-            Label::from_static_parts("request_protocol", if self.grpc { "grpc" } else { "http" }),
-            Label::from_static_parts("response_code", code_str(self.code)),
-            Label::from_static_parts("grpc_response_status", grpc_status),
-            Label::from_static_parts("response_flags", flag.as_str()),
-            Label::from_static_parts("connection_security_policy", "none"),
-        ];
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        metrics::counter!(REQUESTS_TOTAL, labels.iter()).increment(1);
-        metrics::histogram!(REQUEST_DURATION, labels.iter()).record(ms);
+        let handles = self.service.handles(key);
+        handles.requests.increment(1);
+        handles
+            .duration
+            .record(self.start.elapsed().as_secs_f64() * 1000.0);
     }
 }
 

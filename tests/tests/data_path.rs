@@ -413,3 +413,89 @@ async fn admin_endpoints() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_downstream_to_http2_upstream_and_back() {
+    let up = HttpUpstream::start("a").await.unwrap();
+    let mut h2 = ServiceSpec::new("h2", &[up.addr]);
+    h2.protocol = "http2";
+    let mut h1 = ServiceSpec::new("h1", &[up.addr]);
+    h1.protocol = "http1";
+    let yaml = config_yaml(
+        &[
+            ListenerSpec::outbound("to-h2", "h2"),
+            ListenerSpec::outbound("to-h1", "h1"),
+        ],
+        &[h2, h1],
+    );
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+
+    let out = curl(&format!("http://{}/headers", proxy.addr("to-h2")), &[])
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.body).unwrap();
+    assert_eq!(out.http_version, "1.1");
+    assert_eq!(v["version"], "HTTP/2.0");
+    // The client's Host became the HTTP/2 authority.
+    assert_eq!(v["uri"], format!("http://{}/headers", proxy.addr("to-h2")));
+
+    let out = curl(
+        &format!("http://{}/headers", proxy.addr("to-h1")),
+        &["--http2-prior-knowledge"],
+    )
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.body).unwrap();
+    assert_eq!(out.http_version, "2");
+    assert_eq!(v["version"], "HTTP/1.1");
+    assert_eq!(v["headers"]["host"], proxy.addr("to-h1").to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_listener_without_redirect_refuses_instead_of_looping() {
+    let yaml = "\
+admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: sidecar
+    address: 127.0.0.1:0
+    direction: outbound
+";
+    let proxy = TestProxy::start(yaml).await.unwrap();
+    // Connecting straight to the listener (no iptables REDIRECT) has no original destination.
+    let out = curl(&format!("http://{}/", proxy.addr("sidecar")), &[])
+        .await
+        .unwrap();
+    assert_eq!(out.status, 503);
+    assert!(out.body.contains("iptables"), "{}", out.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_head_is_refused() {
+    let up = HttpUpstream::start("a").await.unwrap();
+    let proxy = proxy_to(up.addr).await;
+    let big = format!(
+        "x-big: {}",
+        "a".repeat(jalin_proxy::limits::MAX_HEADER_BYTES)
+    );
+    let out = curl(
+        &format!("http://{}/headers", proxy.addr("out")),
+        &["-H", &big],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status, 431);
+    assert_eq!(up.requests(), 0);
+    // Just under the limit passes.
+    let ok = format!(
+        "x-big: {}",
+        "a".repeat(jalin_proxy::limits::MAX_HEADER_BYTES / 2)
+    );
+    let out = curl(
+        &format!("http://{}/headers", proxy.addr("out")),
+        &["-H", &ok],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.status, 200);
+}

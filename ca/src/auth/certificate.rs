@@ -6,12 +6,11 @@
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use x509_parser::extensions::GeneralName;
 use x509_parser::time::ASN1Time;
 
 use super::{AuthError, AuthMethod, AuthenticatedCaller, Authenticator, Credentials, ensure_same};
 use crate::chain::{parse_cert, unix_secs};
-use crate::issue::WorkloadId;
+use crate::spiffe::{SpiffeId, spiffe_id_from_cert};
 
 /// Authenticates by TLS client certificate.
 #[derive(Debug, Clone, Default)]
@@ -22,7 +21,7 @@ impl Authenticator for CertificateAuthenticator {
     async fn authenticate(
         &self,
         creds: &Credentials,
-        requested: Option<&WorkloadId>,
+        requested: Option<&SpiffeId>,
         now: SystemTime,
     ) -> Result<Option<AuthenticatedCaller>, AuthError> {
         let Some(leaf) = creds.peer_certs.as_ref().and_then(|c| c.first()) else {
@@ -44,25 +43,12 @@ impl Authenticator for CertificateAuthenticator {
         if !eku.value.client_auth {
             return Err(bad("lacks EKU clientAuth"));
         }
-        let san = cert
-            .subject_alternative_name()
-            .map_err(|e| bad(&e.to_string()))?
-            .ok_or_else(|| bad("has no subjectAltName"))?;
-        let uris: Vec<&str> = san
-            .value
-            .general_names
-            .iter()
-            .filter_map(|n| match n {
-                GeneralName::URI(u) => Some(*u),
-                _ => None,
-            })
-            .collect();
-        let [uri] = uris.as_slice() else {
-            return Err(bad("must carry exactly one URI SAN"));
-        };
-        let id: WorkloadId = uri
-            .parse()
-            .map_err(|e: crate::issue::WorkloadIdError| bad(&e.to_string()))?;
+        let id = spiffe_id_from_cert(&cert).map_err(|e| bad(&e.to_string()))?;
+        if id.workload_parts().is_none() {
+            return Err(bad(&format!(
+                "names {id}, not a workload identity spiffe://<td>/ns/<ns>/sa/<sa>"
+            )));
+        }
         ensure_same(&id, requested)?;
         Ok(Some(AuthenticatedCaller {
             id,

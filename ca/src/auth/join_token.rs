@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuthError, AuthMethod, AuthenticatedCaller, Authenticator, Credentials};
 use crate::chain::unix_secs;
-use crate::issue::WorkloadId;
+use crate::spiffe::SpiffeId;
 
 /// Prefix of every join token, so they are recognisable in secret scanners.
 pub const TOKEN_PREFIX: &str = "jlt_";
@@ -167,7 +167,7 @@ impl JoinTokenStore {
     /// Creates a token for `id`, valid for `ttl`. The token is returned once and never stored.
     pub fn create(
         &self,
-        id: &WorkloadId,
+        id: &SpiffeId,
         ttl: Duration,
         now: SystemTime,
     ) -> Result<String, TokenError> {
@@ -199,9 +199,9 @@ impl JoinTokenStore {
     pub fn redeem(
         &self,
         token: &str,
-        requested: Option<&WorkloadId>,
+        requested: Option<&SpiffeId>,
         now: SystemTime,
-    ) -> Result<WorkloadId, TokenError> {
+    ) -> Result<SpiffeId, TokenError> {
         if token.len() > MAX_TOKEN_BYTES || !token.starts_with(TOKEN_PREFIX) {
             return Err(TokenError::Unknown);
         }
@@ -235,9 +235,7 @@ impl JoinTokenStore {
                 expired_at: fmt_unix(entry.expires_unix),
             });
         }
-        let bound: WorkloadId = entry
-            .spiffe_id
-            .parse()
+        let bound = SpiffeId::parse_workload(&entry.spiffe_id)
             .map_err(|e| self.store_err(format!("stored identity: {e}")))?;
         if let Some(r) = requested
             && *r != bound
@@ -270,7 +268,7 @@ impl Authenticator for JoinTokenAuthenticator {
     async fn authenticate(
         &self,
         creds: &Credentials,
-        requested: Option<&WorkloadId>,
+        requested: Option<&SpiffeId>,
         now: SystemTime,
     ) -> Result<Option<AuthenticatedCaller>, AuthError> {
         let Some(token) = creds.join_token.clone() else {
@@ -296,7 +294,7 @@ impl Authenticator for JoinTokenAuthenticator {
 mod tests {
     use super::*;
 
-    fn id(s: &str) -> WorkloadId {
+    fn id(s: &str) -> SpiffeId {
         format!("spiffe://cluster.local/ns/bm/sa/{s}")
             .parse()
             .unwrap()

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use super::{AuthError, AuthMethod, AuthenticatedCaller, Authenticator, Credentials, ensure_same};
-use crate::issue::WorkloadId;
+use crate::spiffe::SpiffeId;
 
 /// Longest bearer token accepted (projected tokens are ~1 KiB).
 pub const MAX_BEARER_TOKEN_BYTES: usize = 16 * 1024;
@@ -78,7 +78,7 @@ impl Authenticator for KubernetesAuthenticator {
     async fn authenticate(
         &self,
         creds: &Credentials,
-        requested: Option<&WorkloadId>,
+        requested: Option<&SpiffeId>,
         _now: SystemTime,
     ) -> Result<Option<AuthenticatedCaller>, AuthError> {
         let Some(token) = &creds.bearer_token else {
@@ -123,7 +123,7 @@ impl Authenticator for KubernetesAuthenticator {
                 status.username
             ))
         })?;
-        let id = WorkloadId::new(&self.trust_domain, ns, sa)
+        let id = SpiffeId::new_workload(&self.trust_domain, ns, sa)
             .map_err(|e| AuthError::Kubernetes(e.to_string()))?;
         ensure_same(&id, requested)?;
         Ok(Some(AuthenticatedCaller {

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use rustls_pki_types::CertificateDer;
 
-use crate::issue::WorkloadId;
+use crate::spiffe::SpiffeId;
 pub use certificate::CertificateAuthenticator;
 pub use join_token::{JoinTokenAuthenticator, JoinTokenStore, TokenError};
 pub use kubernetes::{
@@ -72,7 +72,7 @@ impl std::fmt::Debug for Credentials {
 /// A caller whose identity is proven.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedCaller {
-    pub id: WorkloadId,
+    pub id: SpiffeId,
     pub method: AuthMethod,
 }
 
@@ -117,15 +117,15 @@ pub trait Authenticator: Send + Sync {
     async fn authenticate(
         &self,
         creds: &Credentials,
-        requested: Option<&WorkloadId>,
+        requested: Option<&SpiffeId>,
         now: SystemTime,
     ) -> Result<Option<AuthenticatedCaller>, AuthError>;
 }
 
 /// Refuses when `requested` names another identity than the caller's.
 pub(crate) fn ensure_same(
-    caller: &WorkloadId,
-    requested: Option<&WorkloadId>,
+    caller: &SpiffeId,
+    requested: Option<&SpiffeId>,
 ) -> Result<(), AuthError> {
     match requested {
         Some(r) if r != caller => Err(AuthError::IdentityMismatch {
@@ -146,7 +146,7 @@ impl Authenticator for AnyOf {
     async fn authenticate(
         &self,
         creds: &Credentials,
-        requested: Option<&WorkloadId>,
+        requested: Option<&SpiffeId>,
         now: SystemTime,
     ) -> Result<Option<AuthenticatedCaller>, AuthError> {
         for a in &self.0 {

@@ -7,17 +7,13 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, GeneralSubtree, IsCa, KeyPair,
-    KeyUsagePurpose, NameConstraints,
-};
+use rcgen::KeyPair;
 
 use super::{CliError, files, say};
 use crate::chain::certs_to_pem;
-use crate::issue::check_trust_domain;
-
-/// The label every development certificate carries.
-pub const DEV_LABEL: &str = "NOT FOR PRODUCTION";
+pub use crate::identity::dev_ca::DEV_LABEL;
+use crate::identity::dev_ca::dev_ca_params;
+use crate::spiffe::TrustDomain;
 
 /// Arguments of `jalin ca init-dev`.
 #[derive(Debug, Clone, clap::Args)]
@@ -39,40 +35,9 @@ pub struct InitDevArgs {
     pub force: bool,
 }
 
-fn ca_params(
-    cn: &str,
-    path_len: u8,
-    trust_domain: &str,
-    now: SystemTime,
-    validity: Duration,
-) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(
-        DnType::OrganizationName,
-        format!("jalin development ({DEV_LABEL})"),
-    );
-    dn.push(DnType::CommonName, cn);
-    p.distinguished_name = dn;
-    p.not_before = now.into();
-    p.not_after = (now + validity).into();
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    p.name_constraints = Some(NameConstraints {
-        permitted_subtrees: vec![GeneralSubtree::DnsName(trust_domain.to_owned())],
-        excluded_subtrees: vec![],
-    });
-    p.use_authority_key_identifier_extension = true;
-    p
-}
-
 /// Files written by `init-dev`.
 #[derive(Debug, Clone)]
-pub struct DevCa {
+pub struct DevChainPem {
     pub root_pem: String,
     pub root_key_pem: String,
     pub intermediate_pem: String,
@@ -85,28 +50,28 @@ pub fn make_dev_ca(
     root_validity: Duration,
     intermediate_validity: Duration,
     now: SystemTime,
-) -> Result<DevCa, CliError> {
+) -> Result<DevChainPem, CliError> {
     let gen_err = |e: rcgen::Error| CliError::Generate(e.to_string());
     let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-    let mut root_params = ca_params(
+    let mut root_params = dev_ca_params(
         &format!("jalin DEV root {trust_domain} - {DEV_LABEL}"),
         1,
-        trust_domain,
+        Some(trust_domain),
         now,
-        root_validity,
+        now + root_validity,
     );
     root_params.use_authority_key_identifier_extension = false;
     let root = rcgen::CertifiedIssuer::self_signed(root_params, root_key).map_err(gen_err)?;
     let inter_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(gen_err)?;
-    let inter_params = ca_params(
+    let inter_params = dev_ca_params(
         &format!("jalin DEV intermediate {trust_domain} - {DEV_LABEL}"),
         0,
-        trust_domain,
+        Some(trust_domain),
         now,
-        intermediate_validity.min(root_validity),
+        now + intermediate_validity.min(root_validity),
     );
     let inter_cert = inter_params.signed_by(&inter_key, &root).map_err(gen_err)?;
-    Ok(DevCa {
+    Ok(DevChainPem {
         root_pem: certs_to_pem([root.der()]),
         root_key_pem: root.key().serialize_pem(),
         intermediate_pem: certs_to_pem([inter_cert.der()]),
@@ -115,7 +80,7 @@ pub fn make_dev_ca(
 }
 
 pub(super) fn run(a: &InitDevArgs, out: &mut dyn Write, now: SystemTime) -> Result<(), CliError> {
-    check_trust_domain(&a.trust_domain)?;
+    TrustDomain::new(&a.trust_domain)?;
     std::fs::create_dir_all(&a.out_dir).map_err(CliError::io(&a.out_dir))?;
     let names = [
         "root.pem",

@@ -112,7 +112,7 @@ pub(super) fn run_check(
 ) -> Result<(), CliError> {
     let certs = chain::read_certs(&a.chain)?;
     let bundle = chain::read_certs(&a.roots)?;
-    crate::issue::check_trust_domain(&a.trust_domain)?;
+    crate::spiffe::TrustDomain::new(&a.trust_domain)?;
     let report = validate_chain(&certs, &bundle, &a.trust_domain, now)?;
     if let Some(key) = &a.key {
         let source: KeySource = key.parse().map_err(crate::signer::SignerError::from)?;

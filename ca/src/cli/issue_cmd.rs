@@ -9,9 +9,10 @@ use super::{CliError, files, say};
 use crate::auth::JoinTokenStore;
 use crate::chain::KeySource;
 use crate::issue::{
-    AuditContext, AuditLog, CaConfig, DEFAULT_MAX_TTL, TtlPolicy, WorkloadCa, WorkloadId,
-    check_csr, new_workload_csr,
+    AuditContext, AuditLog, CaConfig, DEFAULT_MAX_TTL, TtlPolicy, WorkloadCa, check_csr,
+    new_workload_csr,
 };
+use crate::spiffe::SpiffeId;
 
 /// Arguments of `jalin ca issue`.
 #[derive(Debug, Clone, clap::Args)]
@@ -77,7 +78,7 @@ pub(super) fn run_issue(
     out: &mut dyn Write,
     now: SystemTime,
 ) -> Result<(), CliError> {
-    let id = WorkloadId::new(&a.trust_domain, &a.namespace, &a.service_account)?;
+    let id = SpiffeId::new_workload(&a.trust_domain, &a.namespace, &a.service_account)?;
     let key: KeySource = a.key.parse().map_err(crate::signer::SignerError::from)?;
     let audit = match &a.audit_log {
         Some(p) => AuditLog::to_file(p).map_err(CliError::io(p))?,
@@ -131,7 +132,7 @@ pub(super) fn run_token_create(
     out: &mut dyn Write,
     now: SystemTime,
 ) -> Result<(), CliError> {
-    let id = WorkloadId::new(&a.trust_domain, &a.namespace, &a.service_account)?;
+    let id = SpiffeId::new_workload(&a.trust_domain, &a.namespace, &a.service_account)?;
     if a.ttl.is_zero() {
         return Err(CliError::Arg {
             arg: "--ttl",

@@ -13,9 +13,10 @@ use std::path::PathBuf;
 
 use crate::auth::TokenError;
 use crate::chain::{ChainError, PemFileError};
-use crate::issue::{CaLoadError, IssueError, WorkloadIdError};
+use crate::issue::{CaLoadError, IssueError};
 use crate::signer::SignerError;
-pub use init_dev::{DEV_LABEL, DevCa, InitDevArgs, make_dev_ca};
+use crate::spiffe::SpiffeIdError;
+pub use init_dev::{DEV_LABEL, DevChainPem, InitDevArgs, make_dev_ca};
 pub use inspect::{CheckArgs, InspectArgs};
 pub use issue_cmd::{IssueArgs, TokenCommand, TokenCreateArgs};
 
@@ -58,7 +59,7 @@ pub enum CliError {
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error("invalid identity: {0}")]
-    Identity(#[from] WorkloadIdError),
+    Identity(#[from] SpiffeIdError),
     #[error("invalid argument {arg}: {reason}")]
     Arg { arg: &'static str, reason: String },
     #[error("generating certificates: {0}")]

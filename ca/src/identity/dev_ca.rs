@@ -54,12 +54,24 @@ pub fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-fn ca_params(common_name: &str, path_len: u8, not_after: OffsetDateTime) -> CertificateParams {
+/// The label every development CA certificate carries in its subject.
+pub const DEV_LABEL: &str = "NOT FOR PRODUCTION";
+
+/// Parameters of a development CA certificate (root or intermediate), shared by [`DevCa`] and
+/// `jalin ca init-dev`: subject labelled [`DEV_LABEL`], CA:true with `path_len`, keyCertSign,
+/// a random serial, and, when `dns_constraint` is given, a permitted DNS subtree.
+pub(crate) fn dev_ca_params(
+    common_name: &str,
+    path_len: u8,
+    dns_constraint: Option<&str>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(
         DnType::OrganizationName,
-        "jalin development CA - NOT FOR PRODUCTION",
+        format!("jalin development ({DEV_LABEL})"),
     );
     dn.push(DnType::CommonName, common_name);
     params.distinguished_name = dn;
@@ -69,8 +81,12 @@ fn ca_params(common_name: &str, path_len: u8, not_after: OffsetDateTime) -> Cert
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.not_before = OffsetDateTime::now_utc() - time::Duration::minutes(5);
-    params.not_after = not_after;
+    params.name_constraints = dns_constraint.map(|name| rcgen::NameConstraints {
+        permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName(name.to_owned())],
+        excluded_subtrees: vec![],
+    });
+    params.not_before = not_before.into();
+    params.not_after = not_after.into();
     params.serial_number = Some(random_serial());
     params.use_authority_key_identifier_extension = true;
     params
@@ -85,13 +101,22 @@ impl DevCa {
 
     /// Like [`DevCa::new`], with subject names "<name> root" and "<name> intermediate".
     pub fn named(name: &str, trust_domain: TrustDomain, ttl: Duration) -> Result<Self, DevCaError> {
-        let not_after = OffsetDateTime::now_utc() + time::Duration::days(30);
+        let not_before = SystemTime::now() - Duration::from_secs(300);
+        let not_after = SystemTime::now() + Duration::from_secs(30 * 86_400);
         let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let root_params = ca_params(&format!("{name} root"), 1, not_after);
+        let mut root_params =
+            dev_ca_params(&format!("{name} root"), 1, None, not_before, not_after);
+        root_params.use_authority_key_identifier_extension = false;
         let root = root_params.self_signed(&root_key)?;
         let root_issuer = Issuer::new(root_params, root_key);
         let int_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let int_params = ca_params(&format!("{name} intermediate"), 0, not_after);
+        let int_params = dev_ca_params(
+            &format!("{name} intermediate"),
+            0,
+            None,
+            not_before,
+            not_after,
+        );
         let intermediate = int_params.signed_by(&int_key, &root_issuer)?;
         Ok(Self {
             trust_domain,

@@ -311,8 +311,12 @@ impl WorkloadIdentity {
                 Ok(info) => {
                     backoff = cfg.retry_min;
                     let sample = rand::random_range(-1.0..=1.0);
+                    // The lifetime counts from receipt: a CA backdates notBefore for clock
+                    // skew (a minute), which would otherwise make a certificate of seconds
+                    // look half-spent on arrival.
+                    let now = SystemTime::now();
                     cfg.renewal
-                        .delay(info.not_before, info.not_after, SystemTime::now(), sample)
+                        .delay(info.not_before.max(now), info.not_after, now, sample)
                 }
                 Err(err) => {
                     metrics::counter!(RENEWAL_FAILURES_METRIC, "cert" => "workload").increment(1);

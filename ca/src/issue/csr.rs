@@ -8,7 +8,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
 use x509_parser::prelude::FromDer;
 
-use super::workload_id::{WorkloadId, WorkloadIdError};
+use crate::spiffe::{SpiffeId, SpiffeIdError};
 
 /// Largest CSR accepted (a P-256 CSR is well under 1 KiB).
 pub const MAX_CSR_BYTES: usize = 16 * 1024;
@@ -27,7 +27,7 @@ pub enum CsrError {
     #[error("CSR carries {0} URI SANs; at most one spiffe:// ID is allowed")]
     SeveralUris(usize),
     #[error("CSR URI SAN is not a workload SPIFFE ID: {0}")]
-    Identity(#[from] WorkloadIdError),
+    Identity(#[from] SpiffeIdError),
 }
 
 /// A CSR that passed the checks.
@@ -36,7 +36,7 @@ pub struct CheckedCsr {
     /// The workload's public key, as rcgen takes it.
     pub public_key: rcgen::SubjectPublicKeyInfo,
     /// The identity named in the CSR's URI SAN, if any.
-    pub requested: Option<WorkloadId>,
+    pub requested: Option<SpiffeId>,
 }
 
 /// Parses and checks a CSR given as PEM or DER.
@@ -89,7 +89,7 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, CsrError> {
     }
     let requested = match uris.as_slice() {
         [] => None,
-        [one] => Some(one.parse::<WorkloadId>()?),
+        [one] => Some(SpiffeId::parse_workload(one)?),
         more => return Err(CsrError::SeveralUris(more.len())),
     };
     Ok(CheckedCsr {
@@ -100,7 +100,7 @@ pub fn check_csr(input: &[u8]) -> Result<CheckedCsr, CsrError> {
 
 /// Builds a CSR for `id` with a fresh P-256 key made here (the key never leaves the caller).
 /// Returns the CSR (DER) and the key pair. Used by the proxy and the CLI.
-pub fn new_workload_csr(id: &WorkloadId) -> Result<(Vec<u8>, rcgen::KeyPair), rcgen::Error> {
+pub fn new_workload_csr(id: &SpiffeId) -> Result<(Vec<u8>, rcgen::KeyPair), rcgen::Error> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn accepts_own_csr_pem_and_der() {
-        let id: WorkloadId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
         let (der, key) = new_workload_csr(&id).unwrap();
         let c = check_csr(&der).unwrap();
         assert_eq!(c.requested.as_ref(), Some(&id));
@@ -135,7 +135,7 @@ mod tests {
             .unwrap();
         assert_eq!(check_csr(csr.der()).unwrap_err(), CsrError::KeyType);
 
-        let id: WorkloadId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let id: SpiffeId = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
         let (mut der, _) = new_workload_csr(&id).unwrap();
         let n = der.len();
         der[n - 5] ^= 0x55;

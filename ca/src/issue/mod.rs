@@ -5,7 +5,6 @@
 
 pub mod audit;
 pub mod csr;
-pub mod workload_id;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -22,9 +21,9 @@ use crate::chain::{
 };
 use crate::metrics as ca_metrics;
 use crate::signer::{CaSigner, SignerError};
+use crate::spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use audit::{AuditBuffer, AuditEvent, AuditLog, rfc3339};
 pub use csr::{CheckedCsr, CsrError, check_csr, new_workload_csr};
-pub use workload_id::{WorkloadId, WorkloadIdError, check_trust_domain};
 
 /// Default workload certificate lifetime. Istio's DEFAULT_WORKLOAD_CERT_TTL is 24 h too.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -77,7 +76,7 @@ pub enum CaLoadError {
     #[error(transparent)]
     Signer(#[from] SignerError),
     #[error("trust domain: {0}")]
-    TrustDomain(#[from] WorkloadIdError),
+    TrustDomain(#[from] SpiffeIdError),
     #[error(
         "TTL policy: default TTL {default:?} is above the maximum {max:?}; lower ttl.default or raise ttl.max"
     )]
@@ -140,7 +139,7 @@ pub struct IssuedCert {
     /// The workload certificate followed by the intermediates, PEM.
     pub chain_pem: String,
     /// The identity in the certificate.
-    pub id: WorkloadId,
+    pub id: SpiffeId,
     /// Serial, hex.
     pub serial_hex: String,
     pub not_before: SystemTime,
@@ -157,7 +156,7 @@ pub struct AuditContext {
 
 /// The mesh CA: the checked chain, the root bundle, the signing key and the policy.
 pub struct WorkloadCa {
-    trust_domain: String,
+    trust_domain: TrustDomain,
     issuer: rcgen::Issuer<'static, CaSigner>,
     chain: Vec<CertificateDer<'static>>,
     roots: Vec<CertificateDer<'static>>,
@@ -180,7 +179,7 @@ impl WorkloadCa {
     pub fn load(config: &CaConfig, audit: AuditLog, now: SystemTime) -> Result<Self, CaLoadError> {
         let chain = chain::read_certs(&config.chain_path)?;
         let roots = chain::read_certs(&config.roots_path)?;
-        check_trust_domain(&config.trust_domain)?;
+        TrustDomain::new(&config.trust_domain)?;
         // Check the chain before touching the key: a bad chain is the likelier mistake.
         validate_chain(&chain, &roots, &config.trust_domain, now)?;
         let first = chain
@@ -209,14 +208,14 @@ impl WorkloadCa {
         audit: AuditLog,
         now: SystemTime,
     ) -> Result<Self, CaLoadError> {
-        check_trust_domain(trust_domain)?;
+        let trust_domain = TrustDomain::new(trust_domain)?;
         if ttl.default_ttl > ttl.max_ttl {
             return Err(CaLoadError::TtlPolicy {
                 default: ttl.default_ttl,
                 max: ttl.max_ttl,
             });
         }
-        let report = validate_chain(&chain, &roots, trust_domain, now)?;
+        let report = validate_chain(&chain, &roots, trust_domain.as_str(), now)?;
         for w in &report.warnings {
             tracing::warn!("{w}");
         }
@@ -236,7 +235,7 @@ impl WorkloadCa {
         })?;
         ca_metrics::record_chain_expiry(&report, now);
         let ca = Self {
-            trust_domain: trust_domain.to_owned(),
+            trust_domain,
             issuer,
             chain,
             roots,
@@ -253,7 +252,7 @@ impl WorkloadCa {
     /// (multi-valued RDNs, unusual string types) would yield leaves no verifier accepts.
     fn self_test(&self, now: SystemTime) -> Result<(), CaLoadError> {
         let fail = |reason: String| CaLoadError::SelfTest(reason);
-        let id = WorkloadId::new(&self.trust_domain, "jalin-system", "ca-self-test")
+        let id = SpiffeId::workload(&self.trust_domain, "jalin-system", "ca-self-test")
             .map_err(|e| fail(e.to_string()))?;
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| fail(e.to_string()))?;
@@ -281,7 +280,7 @@ impl WorkloadCa {
     }
 
     /// The trust domain this CA issues for.
-    pub fn trust_domain(&self) -> &str {
+    pub fn trust_domain(&self) -> &TrustDomain {
         &self.trust_domain
     }
 
@@ -338,17 +337,17 @@ impl WorkloadCa {
     /// who may have `id`. Does not audit; see [`WorkloadCa::issue`].
     pub fn sign(
         &self,
-        id: &WorkloadId,
+        id: &SpiffeId,
         public_key: &impl rcgen::PublicKeyData,
         ttl: Duration,
         extra_dns: &[String],
         now: SystemTime,
     ) -> Result<IssuedCert, IssueError> {
-        if id.trust_domain() != self.trust_domain {
+        if id.trust_domain() != &self.trust_domain {
             return Err(IssueError::TrustDomain {
                 requested: id.to_string(),
-                got: id.trust_domain().to_owned(),
-                expected: self.trust_domain.clone(),
+                got: id.trust_domain().to_string(),
+                expected: self.trust_domain.to_string(),
             });
         }
         if ttl.is_zero() {
@@ -413,7 +412,7 @@ impl WorkloadCa {
     pub fn issue(
         &self,
         ctx: &AuditContext,
-        id: &WorkloadId,
+        id: &SpiffeId,
         csr: &CheckedCsr,
         ttl_secs: u64,
         now: SystemTime,
@@ -463,7 +462,7 @@ impl WorkloadCa {
     pub fn audit_refused(
         &self,
         ctx: &AuditContext,
-        requested: Option<&WorkloadId>,
+        requested: Option<&SpiffeId>,
         ttl_secs: Option<u64>,
         err: &IssueError,
         now: SystemTime,

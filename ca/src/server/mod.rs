@@ -1,18 +1,27 @@
 //! The issuance service: CSR signing over gRPC with TLS. Request order: TLS (optional client
 //! certificate, verified to the root bundle) -> credentials from metadata -> CSR check ->
-//! authentication against the requested identity -> TTL policy -> signing -> audit.
+//! authentication against the requested identity -> TTL policy -> signing -> audit. The CA's
+//! serving certificate comes from a resolver on each handshake ([`self_tls`] renews it).
 
 pub mod client;
+pub mod self_tls;
+mod tls_incoming;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use rustls::server::ResolvesServerCert;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{AuthError, Authenticator, Credentials};
-use crate::issue::{AuditContext, IssueError, WorkloadCa, WorkloadId, check_csr, new_workload_csr};
+use crate::issue::{AuditContext, IssueError, WorkloadCa, check_csr, new_workload_csr};
+use crate::spiffe::SpiffeId;
+use crate::tls::TlsPolicy;
 
 /// Generated protobuf and gRPC code for `jalin.ca.v1`.
 #[allow(clippy::all, missing_docs, unreachable_pub)]
@@ -54,10 +63,38 @@ impl std::fmt::Debug for ServerTls {
 pub enum ServeError {
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("TLS listener: {0}")]
+    Listener(#[from] std::io::Error),
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("issuing the server certificate: {0}")]
     Issue(#[from] IssueError),
+}
+
+impl ServerTls {
+    /// A fixed server-certificate resolver over this chain and key (no renewal: prefer
+    /// [`self_tls::ca_server_identity`], which renews the CA's serving certificate itself).
+    pub fn resolver(&self) -> Result<Arc<dyn ResolvesServerCert>, ServeError> {
+        let chain = crate::chain::certs_from_pem(
+            self.cert_chain_pem.as_bytes(),
+            std::path::Path::new("CA server certificate"),
+        )
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes())
+            .map_err(|e| ServeError::Tls(format!("CA server key: {e}")))?;
+        let certified =
+            CertifiedKey::from_der(chain, key, &crate::tls::TlsPolicy::DEFAULT.provider())
+                .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let store = crate::identity::CertStore::new();
+        store.install(Arc::new(certified));
+        Ok(Arc::new(store))
+    }
+}
+
+/// The SPIFFE ID the CA serves under: `spiffe://<td>/ns/jalin-system/sa/jalin-ca`.
+pub fn ca_spiffe_id(ca: &WorkloadCa) -> Result<SpiffeId, ServeError> {
+    SpiffeId::workload(ca.trust_domain(), CA_NAMESPACE, CA_SERVICE_ACCOUNT)
+        .map_err(|e| ServeError::Tls(e.to_string()))
 }
 
 /// Issues the CA server's own certificate: the identity
@@ -68,8 +105,7 @@ pub fn server_identity(
     ttl: Duration,
     now: SystemTime,
 ) -> Result<ServerTls, ServeError> {
-    let id = WorkloadId::new(ca.trust_domain(), CA_NAMESPACE, CA_SERVICE_ACCOUNT)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let id = ca_spiffe_id(ca)?;
     let (_, key) = new_workload_csr(&id).map_err(|e| ServeError::Tls(e.to_string()))?;
     let issued = ca.sign(&id, &key, ttl, dns_names, now)?;
     Ok(ServerTls {
@@ -147,7 +183,7 @@ impl pb::certificate_service_server::CertificateService for CaService {
         };
         let msg = request.into_inner();
         let ca = &self.ca;
-        let refuse = |ctx: &AuditContext, requested: Option<&WorkloadId>, e: IssueError| {
+        let refuse = |ctx: &AuditContext, requested: Option<&SpiffeId>, e: IssueError| {
             ca.audit_refused(ctx, requested, Some(msg.ttl_seconds), &e, now);
             status_for(&e)
         };
@@ -193,36 +229,47 @@ impl pb::certificate_service_server::CertificateService for CaService {
     }
 }
 
-/// Serves the issuance API over TLS on `listener` until `shutdown` completes. Client
-/// certificates are optional (renewal), verified against the CA's root bundle.
+/// Serves the issuance API over TLS on `listener` until `shutdown` completes, presenting the
+/// certificate `certs` resolves on each handshake (give the resolver of
+/// [`self_tls::ca_server_identity`] so the serving certificate renews itself). Client
+/// certificates are optional (renewal), verified against the CA's root bundle. `policy` is the
+/// TLS policy (`TlsPolicy::GOVERNMENT` for AES-GCM and NIST curves only).
 pub async fn serve(
     ca: Arc<WorkloadCa>,
     auth: Arc<dyn Authenticator>,
-    tls: ServerTls,
+    certs: Arc<dyn ResolvesServerCert>,
+    policy: TlsPolicy,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let tls_config = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&tls.cert_chain_pem, &tls.key_pem))
-        .client_ca_root(Certificate::from_pem(ca.roots_pem()))
-        .client_auth_optional(true)
-        .timeout(TLS_HANDSHAKE_TIMEOUT);
+    let tls_config = tls_incoming::server_config(&ca, certs, &policy)?;
     let expiry_ca = Arc::clone(&ca);
-    let expiry = tokio::spawn(async move {
+    // The expiry task ends with this future, also when it is dropped mid-way.
+    let _expiry = AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval(EXPIRY_CHECK_INTERVAL);
         loop {
             tick.tick().await;
             expiry_ca.refresh_expiry_metrics(SystemTime::now());
         }
-    });
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    }));
+    let incoming = tls_incoming::incoming(listener, tls_config);
     let result = Server::builder()
-        .tls_config(tls_config)?
+        .timeout(REQUEST_TIMEOUT)
+        .max_concurrent_streams(u32::try_from(MAX_CONCURRENT_PER_CONNECTION).unwrap_or(32))
         .add_service(
-            pb::certificate_service_server::CertificateServiceServer::new(CaService::new(ca, auth)),
+            pb::certificate_service_server::CertificateServiceServer::new(CaService::new(ca, auth))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
-    expiry.abort();
     Ok(result?)
+}
+
+/// Aborts a helper task when the serving future ends or is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

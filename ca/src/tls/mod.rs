@@ -5,7 +5,9 @@
 //! client, [`PeerIdentity`]) / [`outbound`] (originate, verify the server's SPIFFE ID). Both
 //! verifiers share [`verify::verify_peer`] and [`reason::Refusal`].
 //!
-//! How the proxy wires it (one [`crate::identity::WorkloadIdentity`] per proxy):
+//! How the proxy wires it (one [`crate::identity::WorkloadIdentity`] per proxy, issued by the CA
+//! through `GrpcCertificateSource::identity(IdentityConfig::new(id), GrpcSourceConfig::new(ca,
+//! ca_id, bootstrap), trust)`, spawned, and awaited with `ready()` before the proxy is ready):
 //! - inbound: `server_config(&policy, identity.trust(), identity.server_resolver())`, then per
 //!   connection [`inbound_action`] on the first bytes for the port's mode; on
 //!   `TerminateMtls` accept with tokio-rustls and put [`peer_identity`] in the request

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
 use crate::spiffe::TrustDomain;
@@ -71,9 +70,11 @@ impl TrustBundle {
 
     /// Builds a bundle from concatenated PEM certificates.
     pub fn from_pem(pem: &[u8], trust_domains: Vec<TrustDomain>) -> Result<Self, TrustBundleError> {
-        let roots = CertificateDer::pem_slice_iter(pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TrustBundleError::Pem(e.to_string()))?;
+        let roots = match crate::chain::certs_from_pem(pem, std::path::Path::new("trust bundle")) {
+            Ok(roots) => roots,
+            Err(crate::chain::PemFileError::NoCertificate { .. }) => Vec::new(),
+            Err(e) => return Err(TrustBundleError::Pem(e.to_string())),
+        };
         Self::new(roots, trust_domains)
     }
 

@@ -409,3 +409,151 @@ pub async fn connect(
         .connect(ServerName::try_from("peer.mesh.invalid").unwrap(), tcp)
         .await
 }
+
+/// Aborts a spawned task when dropped, so a failing test leaves nothing running.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What [`traffic_across_rotations`] saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Requests answered with the expected body.
+    pub ok: u64,
+    /// Requests that failed (connect, handshake, I/O).
+    pub failed: u64,
+    /// Serials the server's identity manager installed, in order.
+    pub announced: Vec<String>,
+    /// Serials the clients saw on new connections.
+    pub observed: std::collections::HashSet<String>,
+    /// Whether `serials` distinct serials were both announced and observed in time.
+    pub complete: bool,
+}
+
+impl LoadReport {
+    /// The rotations all happened, clients saw only certificates the manager installed, no
+    /// request failed, and there was real traffic.
+    pub fn assert_rotated_without_failures(&self) {
+        assert!(
+            self.complete,
+            "rotations not all observed in time: {self:?}"
+        );
+        let announced: std::collections::HashSet<_> = self.announced.iter().cloned().collect();
+        assert!(
+            self.observed.is_subset(&announced),
+            "server presented a certificate the manager never installed: {self:?}"
+        );
+        assert_eq!(self.failed, 0, "failed requests during rotation: {self:?}");
+        assert!(self.ok >= 20, "too little traffic: {self:?}");
+    }
+}
+
+/// Runs 4 clients against `addr` (a long-lived connection each, plus a new connection every
+/// 4th request) until the server identity behind `rotations` has installed, and the clients
+/// have seen, `serials` distinct certificates, or until `limit`. Every answer must be
+/// `expected_body`.
+pub async fn traffic_across_rotations(
+    ccfg: Arc<ClientConfig>,
+    addr: SocketAddr,
+    expected_body: String,
+    mut rotations: tokio::sync::watch::Receiver<Option<Arc<jalin_ca::identity::CertInfo>>>,
+    first_serial: String,
+    serials: usize,
+    limit: Duration,
+) -> LoadReport {
+    use std::sync::atomic::AtomicBool;
+    const WORKERS: usize = 4;
+    const NEW_CONN_EVERY: u64 = 4;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<String>();
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let (ccfg, stop, ok, failed, seen_tx) = (
+            ccfg.clone(),
+            stop.clone(),
+            ok.clone(),
+            failed.clone(),
+            seen_tx.clone(),
+        );
+        let expected_body = expected_body.clone();
+        workers.push(tokio::spawn(async move {
+            // One connection kept for the whole run: it must outlive every rotation.
+            let mut long = connect(ccfg.clone(), addr)
+                .await
+                .expect("long-lived connection");
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let result = if n.is_multiple_of(NEW_CONN_EVERY) {
+                    match connect(ccfg.clone(), addr).await {
+                        Ok(mut tls) => {
+                            let leaf = &tls.get_ref().1.peer_certificates().expect("peer")[0];
+                            let _ = seen_tx.send(serial_of_der(leaf));
+                            http_get(&mut tls).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    http_get(&mut long).await
+                };
+                match result {
+                    Ok(body) if body == expected_body => ok.fetch_add(1, Ordering::Relaxed),
+                    Ok(body) => panic!("wrong peer identity echoed: {body}"),
+                    Err(e) => {
+                        eprintln!("request failed: {e}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    let mut report = LoadReport {
+        announced: vec![first_serial],
+        ..LoadReport::default()
+    };
+    let outcome = tokio::time::timeout(limit, async {
+        while report.observed.len() < serials || report.announced.len() < serials {
+            tokio::select! {
+                changed = rotations.changed() => {
+                    changed.expect("identity manager alive");
+                    if let Some(info) = rotations.borrow_and_update().clone()
+                        && report.announced.last() != Some(&info.serial_hex)
+                    {
+                        report.announced.push(info.serial_hex.clone());
+                    }
+                }
+                Some(serial) = seen_rx.recv() => { report.observed.insert(serial); }
+            }
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("worker");
+    }
+    report.complete = outcome.is_ok();
+    report.ok = ok.load(Ordering::Relaxed);
+    report.failed = failed.load(Ordering::Relaxed);
+    eprintln!(
+        "traffic across rotations: {} ok, {} failed, announced {:?}, observed {}",
+        report.ok,
+        report.failed,
+        report.announced,
+        report.observed.len()
+    );
+    report
+}
+
+/// A DER certificate's serial, lowercase hex.
+pub fn serial_of_der(der: &[u8]) -> String {
+    let (_, cert) =
+        <x509_parser::prelude::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(der)
+            .expect("certificate DER");
+    hex::encode(cert.raw_serial())
+}

@@ -1,8 +1,10 @@
 //! The `jalin` command line: one clap `Subcommand` enum; each command lives in its own module.
 //!
-//! Other commands (`ca`, `authz`, `control`, `demo`) are added as variants of [`Command`] with
-//! their argument structs and a `run` function in a module of their own.
+//! Other commands (`control`, `demo`) are added as variants of [`Command`] with their argument
+//! structs and a `run` function in a module of their own. `jalin ca ...` is the CA crate's own
+//! command set ([`jalin_ca::cli::CaCommand`]).
 
+pub mod authz;
 pub mod policy;
 
 use std::path::PathBuf;
@@ -65,6 +67,12 @@ pub enum Command {
         #[arg(long)]
         workloads: Option<PathBuf>,
     },
+    /// Certificate authority: make a development CA, inspect and check chains, issue certificates.
+    #[command(subcommand)]
+    Ca(jalin_ca::cli::CaCommand),
+    /// Authorization: explain how the policies decide a request.
+    #[command(subcommand)]
+    Authz(authz::AuthzCommand),
     /// Evaluate compliance rules (a `child-services-policy-rules`-style ConfigMap or bare rules YAML).
     Check {
         #[command(flatten)]
@@ -89,5 +97,19 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
         Command::Control(args) => crate::server::run(*args),
+        Command::Ca(cmd) => ca(cmd),
+        Command::Authz(cmd) => authz::run(cmd),
+    }
+}
+
+/// `jalin ca ...`: the CA crate's command; its error is printed as `jalin ca: <message>` and its
+/// exit code kept (2 for an unusable chain, 1 for other failures).
+fn ca(cmd: jalin_ca::cli::CaCommand) -> ExitCode {
+    match cmd.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jalin ca: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1).max(1))
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::{Format, Inputs};
-use crate::istio::{Finding, Loaded, Severity, convert, load_paths};
+use crate::istio::{Finding, Loaded, Mode, Severity, convert, load_paths, load_paths_with};
 
 /// A finding as a person reads it: errors exactly `file:line: Kind/ns/name: path: message`,
 /// other findings prefixed with their severity.
@@ -87,7 +87,7 @@ pub fn validate(inputs: &Inputs) -> ExitCode {
 /// `jalin import`: writes `native.yaml`, `native.json`, `import-report.txt` and
 /// `import-report.json` to `out`. With errors, only the report is written unless `keep_going`.
 pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
-    let mut loaded = load_paths(&inputs.paths);
+    let mut loaded = load_paths_with(&inputs.paths, Mode::Import);
     let native = convert::convert(&loaded.resources, &mut loaded.findings);
     let ok = !loaded.has_errors();
     if let Err(e) = std::fs::create_dir_all(out) {

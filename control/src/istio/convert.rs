@@ -1,8 +1,9 @@
 //! Conversion of valid Istio resources into jalin's native model (`jalin_xds::model`), reporting
 //! every field jalin accepts but does not act on, with the reason.
 //!
-//! Kinds whose native model is produced by a later stage (VirtualService routes, ServiceEntry,
-//! Sidecar, Gateway, WorkloadEntry, Telemetry) are carried as their typed, validated Istio form.
+//! VirtualServices become native route tables ([`super::routes`]). Kinds whose native model is
+//! produced by a later stage (ServiceEntry, Sidecar, Gateway, WorkloadEntry, Telemetry) are
+//! carried as their typed, validated Istio form.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +15,12 @@ use super::destination_rule::{
 };
 use super::diag::{Finding, Severity};
 use super::parse::{Resource, Spec};
+use super::routes::{self, BoundRoutes};
 use super::security::{self as sec, AuthzAction, MtlsMode};
 use super::service::{GatewaySpec, ServiceEntrySpec, SidecarSpec, WorkloadEntrySpec};
 use super::telemetry::TelemetrySpec;
 use super::validate::security::DRY_RUN_ANNOTATION;
-use super::values::duration_ms;
-use super::virtual_service::VirtualServiceSpec;
+use super::values::{duration_ms, unevaluable_key};
 
 /// A resource kept in its typed Istio form, with its native identity.
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +56,8 @@ pub struct NativeConfig {
     pub request_authentications: Vec<authz::RequestAuthentication>,
     pub peer_authentications: Vec<peer_auth::PeerAuthentication>,
     pub destination_policies: Vec<DestinationPolicy>,
-    pub virtual_services: Vec<Kept<VirtualServiceSpec>>,
+    /// One route table per VirtualService, with the proxies it is bound to.
+    pub routes: Vec<BoundRoutes>,
     pub service_entries: Vec<Kept<ServiceEntrySpec>>,
     pub sidecars: Vec<Kept<SidecarSpec>>,
     pub gateways: Vec<Kept<GatewaySpec>>,
@@ -95,10 +97,10 @@ pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeCon
             Spec::DestinationRule(s) => out
                 .destination_policies
                 .push(destination_rule(r, s, findings)),
-            Spec::VirtualService(s) => out.virtual_services.push(Kept {
-                meta: meta(r),
-                spec: s.clone(),
-            }),
+            Spec::VirtualService(s) => {
+                out.routes
+                    .push(routes::virtual_service(r, meta(r), s, findings))
+            }
             Spec::ServiceEntry(s) => out.service_entries.push(Kept {
                 meta: meta(r),
                 spec: s.clone(),
@@ -161,6 +163,8 @@ pub fn authorization_policy(
                     key: c.key.clone(),
                     values: c.values.clone(),
                     not_values: c.not_values.clone(),
+                    // Reported `unsupported:` at load time (import mode); fails closed.
+                    unknown_key: unevaluable_key(&c.key),
                 })
                 .collect(),
         })

@@ -68,6 +68,17 @@ impl fmt::Display for Finding {
     }
 }
 
+/// What the configuration is read for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// `jalin validate`, `lint`, `check`: every rule Istio enforces is an error.
+    #[default]
+    Validate,
+    /// `jalin import`: a `when` condition jalin cannot evaluate (unknown key, Envoy metadata) is
+    /// `unsupported:` and imported fail-closed instead of rejecting the whole policy.
+    Import,
+}
+
 /// Where findings about one document go: its file, resource name and field locator.
 #[derive(Debug)]
 pub struct Sink<'a> {
@@ -75,6 +86,7 @@ pub struct Sink<'a> {
     pub resource: String,
     pub locator: &'a super::yaml::Locator,
     pub findings: Vec<Finding>,
+    pub mode: Mode,
 }
 
 impl<'a> Sink<'a> {
@@ -84,6 +96,7 @@ impl<'a> Sink<'a> {
             resource,
             locator,
             findings: Vec::new(),
+            mode: Mode::Validate,
         }
     }
 

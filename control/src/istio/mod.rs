@@ -6,6 +6,7 @@ pub mod convert;
 pub mod destination_rule;
 pub mod diag;
 pub mod parse;
+pub mod routes;
 pub mod security;
 pub mod service;
 pub mod telemetry;
@@ -14,5 +15,7 @@ pub mod values;
 pub mod virtual_service;
 pub mod yaml;
 
-pub use diag::{Finding, Severity};
-pub use parse::{Kind, Loaded, Resource, Spec, load_paths, load_str};
+pub use diag::{Finding, Mode, Severity};
+pub use parse::{
+    Kind, Loaded, Resource, Spec, load_paths, load_paths_with, load_str, load_str_with,
+};

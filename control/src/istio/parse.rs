@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::destination_rule::DestinationRuleSpec;
-use super::diag::{Finding, Severity, Sink};
+use super::diag::{Finding, Mode, Severity, Sink};
 use super::security::{AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec};
 use super::service::{GatewaySpec, ServiceEntrySpec, SidecarSpec, WorkloadEntrySpec};
 use super::telemetry::TelemetrySpec;
@@ -170,8 +170,14 @@ pub const MAX_FILE_BYTES: u64 = 16 << 20;
 /// Deepest directory nesting walked (guards against symlink loops).
 const MAX_DEPTH: usize = 32;
 
-/// Read every `.yaml`/`.yml` file under `paths` (directories recursively, in name order).
+/// Read every `.yaml`/`.yml` file under `paths` (directories recursively, in name order),
+/// validating as `jalin validate` does.
 pub fn load_paths(paths: &[PathBuf]) -> Loaded {
+    load_paths_with(paths, Mode::Validate)
+}
+
+/// [`load_paths`] for a given [`Mode`].
+pub fn load_paths_with(paths: &[PathBuf], mode: Mode) -> Loaded {
     let mut out = Loaded::default();
     let mut files = Vec::new();
     for p in paths {
@@ -194,7 +200,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
             continue;
         }
         match std::fs::read_to_string(&f) {
-            Ok(text) => load_str(&name, &text, &mut out),
+            Ok(text) => load_str_with(&name, &text, &mut out, mode),
             Err(e) => out
                 .findings
                 .push(file_error(&name, 0, format!("cannot read the file: {e}"))),
@@ -255,8 +261,13 @@ fn file_error(file: &str, line: usize, message: String) -> Finding {
     }
 }
 
-/// Parse one file's text into `out`.
+/// Parse one file's text into `out`, validating as `jalin validate` does.
 pub fn load_str(file: &str, text: &str, out: &mut Loaded) {
+    load_str_with(file, text, out, Mode::Validate)
+}
+
+/// [`load_str`] for a given [`Mode`].
+pub fn load_str_with(file: &str, text: &str, out: &mut Loaded, mode: Mode) {
     out.files.push(file.to_string());
     let docs = match parse_documents(text) {
         Ok(d) => d,
@@ -270,7 +281,7 @@ pub fn load_str(file: &str, text: &str, out: &mut Loaded) {
         }
     };
     for doc in docs {
-        load_document(file, doc.root, out);
+        load_document(file, doc.root, out, mode);
     }
 }
 
@@ -278,7 +289,7 @@ fn text_of<'n>(root: &'n Node, key: &str) -> Option<&'n str> {
     root.get(key).and_then(Node::as_str)
 }
 
-fn load_document(file: &str, mut root: Node, out: &mut Loaded) {
+fn load_document(file: &str, mut root: Node, out: &mut Loaded, mode: Mode) {
     let line = root.line;
     if root.as_map().is_none() {
         out.findings.push(file_error(
@@ -355,6 +366,7 @@ fn load_document(file: &str, mut root: Node, out: &mut Loaded) {
     }
     let locator = Locator::new(&root);
     let mut sink = Sink::new(file, resource, &locator);
+    sink.mode = mode;
     sink.findings = notes.findings;
     if sink.has_errors() {
         // A conflicting non-standard spelling: typed parsing would only repeat it.

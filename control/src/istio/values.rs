@@ -149,6 +149,17 @@ pub fn condition_key(key: &str) -> Result<ConditionKey, String> {
     }
 }
 
+/// True for a `when` key jalin cannot evaluate: a key outside Istio's list (not a malformed
+/// `request.headers[...]`/`request.auth.claims[...]`, which is a spelling error) or Envoy filter
+/// metadata. `jalin validate` rejects these; `jalin import` keeps the policy and marks the
+/// condition ([`jalin_xds::model::authz::Condition::unknown_key`]) so it fails closed.
+pub fn unevaluable_key(key: &str) -> bool {
+    match condition_key(key) {
+        Ok(k) => k == ConditionKey::EnvoyMetadata,
+        Err(_) => !key.starts_with("request.headers") && !key.starts_with("request.auth.claims"),
+    }
+}
+
 fn bracketed(rest: &str, key: &str, what: &str) -> Result<(), String> {
     let ok = rest.starts_with('[')
         && rest.ends_with(']')
@@ -256,5 +267,10 @@ mod tests {
             condition_key(CERT_FINGERPRINT_KEY),
             Ok(ConditionKey::Fingerprint)
         );
+        assert!(unevaluable_key("custom.case_active"));
+        assert!(unevaluable_key("experimental.envoy.filters.a.b[c]"));
+        assert!(!unevaluable_key("request.headers"), "a malformed known key");
+        assert!(!unevaluable_key("request.auth.claims[]"));
+        assert!(!unevaluable_key("source.ip"));
     }
 }

@@ -40,6 +40,11 @@ pub enum Visibility {
         /// The policy's selector.
         selector: Option<WorkloadSelector>,
     },
+    /// Proxies whose Sidecar scope admits one of the route table's `(namespace, host)`s.
+    Route {
+        /// The hosts the table is for.
+        hosts: Vec<(String, String)>,
+    },
     /// Proxies whose Sidecar scope admits the service and to which it is exported.
     Service {
         /// The service's namespace.
@@ -216,6 +221,9 @@ impl ScopeIndex {
             } => {
                 (namespace == &proxy.namespace || namespace == &self.root_namespace)
                     && selector.as_ref().is_none_or(|s| s.matches(&proxy.labels))
+            }
+            Visibility::Route { hosts } => {
+                sidecar.is_none_or(|s| hosts.iter().any(|(ns, h)| s.admits(ns, h)))
             }
             Visibility::Service {
                 namespace,

@@ -222,7 +222,7 @@ impl Control {
             server_identity(ca, &config.dns_names, SERVER_CERT_TTL, now)?;
         }
         let trust = ca.as_ref().map(|ca| TrustBundle {
-            trust_domain: ca.trust_domain().to_owned(),
+            trust_domain: ca.trust_domain().to_string(),
             roots_pem: ca.roots_pem(),
         });
 

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use jalin_ca::cli::make_dev_ca;
-use jalin_ca::issue::{AuditLog, WorkloadCa, WorkloadId, new_workload_csr};
+use jalin_ca::issue::{AuditLog, WorkloadCa, new_workload_csr};
+use jalin_ca::spiffe::SpiffeId;
 use jalin_control::server::{Control, ControlConfig, mesh};
 use jalin_xds::transport::{
     AppliedConfig, ClientConfig, ClientStatus, Kind, NodeInfo, XdsClient, decode,
@@ -108,7 +109,7 @@ pub fn proxy_at(
     namespace: &str,
     labels: &str,
 ) -> Proxy {
-    let wid = WorkloadId::new("cluster.local", namespace, "default").unwrap();
+    let wid = SpiffeId::new_workload("cluster.local", namespace, "default").unwrap();
     let (_, key) = new_workload_csr(&wid).unwrap();
     let issued = ca
         .sign(

@@ -18,7 +18,7 @@ use crate::http::headers;
 use crate::http::respond::{ProxyError, error_response};
 use crate::http::upgrade;
 use crate::listener::ConnCtx;
-use crate::telemetry::{RequestMeter, ResponseFlag, parse_grpc_status};
+use crate::telemetry::{RequestMeter, ResponseFlag, ServiceMetrics, parse_grpc_status};
 use crate::{inbound, outbound};
 
 /// Proxies one request and returns the response to send downstream. Never fails: errors become
@@ -38,16 +38,12 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
                 .service
                 .clone()
                 .unwrap_or_else(|| "unknown".to_owned());
-            let meter = RequestMeter::new(start, direction, SharedString::from(label), grpc);
+            let metrics = Arc::new(ServiceMetrics::new(SharedString::from(label)));
+            let meter = RequestMeter::new(start, direction, metrics, grpc);
             return error_response(&e, grpc, Some(meter));
         }
     };
-    let mut meter = RequestMeter::new(
-        start,
-        direction,
-        SharedString::from(service.name.clone()),
-        grpc,
-    );
+    let mut meter = RequestMeter::new(start, direction, service.metrics.clone(), grpc);
 
     // 2. Header rules: trust by direction, hop-by-hop, request id, forwarded-*.
     let downstream_h2 = req.version() == Version::HTTP_2;

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use super::PolicyError;
 use super::matcher::{HostMatch, PathMatch, StrMatch, parse_cidr};
 use super::request::normalize_fingerprint;
-use crate::model::authz::{AuthorizationPolicy, Condition, Operation, Rule, Source};
+use crate::model::authz::{Action, AuthorizationPolicy, Condition, Operation, Rule, Source};
 
 /// The local trust domain and its aliases (`meshConfig.trustDomain`, `trustDomainAliases`).
 ///
@@ -406,6 +406,18 @@ impl RuleCompiler<'_> {
     }
 
     fn condition(&mut self, field: &str, cond: &Condition, out: &mut Vec<Check>) {
+        if cond.unknown_key {
+            // The importer could not evaluate this key (`Condition::unknown_key`): fail closed.
+            // It holds in DENY and CUSTOM policies and never in ALLOW and AUDIT ones. An empty
+            // port set matches no request; negated, it matches every request (HTTP and TCP).
+            let holds = matches!(self.policy.action, Action::Deny | Action::Custom);
+            out.push(Check {
+                attr: Attr::DestinationPort,
+                values: Values::Port(Box::new([])),
+                negate: holds,
+            });
+            return;
+        }
         if cond.values.is_empty() && cond.not_values.is_empty() {
             self.error(
                 field.into(),

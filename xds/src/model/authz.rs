@@ -135,6 +135,13 @@ pub struct Condition {
     /// Values that must not match; an absent attribute matches every `not_values`.
     #[serde(default)]
     pub not_values: Vec<String>,
+    /// The importer could not evaluate `key` (a key outside Istio's list, or Envoy filter
+    /// metadata); `jalin import` reported it as unsupported. The condition fails closed: it
+    /// holds in DENY and CUSTOM policies (the rule denies, or asks the provider, whenever its
+    /// other fields match) and never holds in ALLOW and AUDIT policies (the rule grants and
+    /// records nothing). `values`/`not_values` are not read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown_key: bool,
 }
 
 /// A RequestAuthentication: which JWT issuers a workload accepts.

@@ -166,12 +166,14 @@ impl DeltaStream {
         if state.subscription.names.len() > MAX_NAMES_PER_TYPE {
             return Err(ProtocolError::TooManyNames(MAX_NAMES_PER_TYPE));
         }
-        // The client forgets what it unsubscribed from; so do we.
-        let sub = state.subscription.clone();
-        state.known.retain(|name, _| sub.covers(name));
+        // An ACK or NACK that changes no subscription needs no more work (this path runs once
+        // per proxy per push, so it must not walk `known`).
         if !(first || before != state.subscription) {
             return Ok(outcome);
         }
+        // The client forgets what it unsubscribed from; so do we.
+        let sub = &state.subscription;
+        state.known.retain(|name, _| sub.covers(name));
         if let Some(view) = self.view.clone() {
             outcome.push = self.diff(&type_url, &view);
         }
@@ -202,7 +204,7 @@ impl DeltaStream {
         if let Some(set) = set {
             if state.subscription.wildcard {
                 for entry in set.resources.values() {
-                    if state.known.get(&*entry.name) != Some(&entry.version) {
+                    if !known_at(&state.known, entry) {
                         resources.push(entry.clone());
                     }
                 }
@@ -210,7 +212,7 @@ impl DeltaStream {
             for name in &state.subscription.names {
                 if let Some(entry) = set.resources.get(name.as_str())
                     && !(state.subscription.wildcard)
-                    && state.known.get(&*entry.name) != Some(&entry.version)
+                    && !known_at(&state.known, entry)
                 {
                     resources.push(entry.clone());
                 }
@@ -267,6 +269,14 @@ impl DeltaStream {
             .map(|t| t.subscription.names.clone())
             .unwrap_or_default()
     }
+}
+
+/// True when the client already has `entry` at its version. Versions the client was sent are the
+/// entries' own `Arc`s, so an unchanged entry compares by pointer without reading the string.
+fn known_at(known: &HashMap<Arc<str>, Arc<str>>, entry: &Entry) -> bool {
+    known
+        .get(&*entry.name)
+        .is_some_and(|v| Arc::ptr_eq(v, &entry.version) || **v == *entry.version)
 }
 
 #[cfg(test)]

@@ -39,6 +39,7 @@ pub fn when(key: &str, values: &[&str]) -> Condition {
         key: key.into(),
         values: v(values),
         not_values: vec![],
+        ..Default::default()
     }
 }
 
@@ -47,6 +48,7 @@ pub fn when_not(key: &str, not_values: &[&str]) -> Condition {
         key: key.into(),
         values: vec![],
         not_values: v(not_values),
+        ..Default::default()
     }
 }
 

@@ -154,7 +154,8 @@ pub fn virtual_service(spec: &VirtualServiceSpec, sink: &mut Sink<'_>) {
             ] {
                 for (k, sm) in map {
                     let hp = format!("{mp}.{f}.{k}");
-                    if f == "withoutHeaders" && *sm == StringMatch::default() {
+                    // Istio: a header name with an empty value (`{}`) checks presence.
+                    if f != "queryParams" && *sm == StringMatch::default() {
                         continue;
                     }
                     string_match(sink, &hp, sm);

@@ -1,7 +1,7 @@
 //! Validation of AuthorizationPolicy, PeerAuthentication and RequestAuthentication, following
 //! Istio's documented rules; each finding names the field path and what is expected.
 
-use crate::istio::diag::{Severity, Sink};
+use crate::istio::diag::{Mode, Severity, Sink};
 use crate::istio::parse::Metadata;
 use crate::istio::security::{
     AuthorizationPolicySpec, AuthzAction, MtlsMode, Operation, PeerAuthenticationSpec,
@@ -9,7 +9,7 @@ use crate::istio::security::{
 };
 use crate::istio::values::{
     CERT_FINGERPRINT_KEY, ConditionKey, check_path_template, condition_key, is_fingerprint,
-    is_ip_or_cidr, is_port_string,
+    is_ip_or_cidr, is_port_string, unevaluable_key,
 };
 
 /// The annotation that makes an AuthorizationPolicy dry-run.
@@ -149,11 +149,41 @@ pub fn authorization_policy(spec: &AuthorizationPolicySpec, meta: &Metadata, sin
                     format!("condition `{}` needs `values` or `notValues`", c.key),
                 );
             }
+            if sink.mode == Mode::Import && unevaluable_key(&c.key) {
+                let why = match condition_key(&c.key) {
+                    Err(msg) => msg,
+                    Ok(_) => format!(
+                        "`{}` reads Envoy filter metadata, which jalin (no Envoy) does not produce",
+                        c.key
+                    ),
+                };
+                sink.unsupported(
+                    &format!("{cp}.key"),
+                    format!("{why}. jalin cannot evaluate this condition, so it is imported fail-closed: {}; `jalin validate` rejects it, as Istio does", fail_closed(action, i)),
+                );
+                continue;
+            }
             match condition_key(&c.key) {
                 Err(msg) => sink.error(&format!("{cp}.key"), msg),
                 Ok(kind) => condition_values(kind, &c.key, &c.values, &c.not_values, &cp, sink),
             }
         }
+    }
+}
+
+/// What a rule with a condition jalin cannot evaluate does, by action (fail closed).
+fn fail_closed(action: AuthzAction, rule: usize) -> String {
+    match action {
+        AuthzAction::Allow => format!(
+            "rules[{rule}] never matches, so it allows nothing (the policy's other rules still apply)"
+        ),
+        AuthzAction::Deny => format!(
+            "the condition is treated as holding, so rules[{rule}] denies every request its other fields match"
+        ),
+        AuthzAction::Custom => format!(
+            "the condition is treated as holding, so rules[{rule}] sends every request its other fields match to the external authorizer"
+        ),
+        AuthzAction::Audit => format!("rules[{rule}] never matches, so it audits nothing"),
     }
 }
 

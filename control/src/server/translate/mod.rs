@@ -8,6 +8,8 @@
 //!   `endpoints`, depending on the `Endpoints` resource of the same name;
 //! - `Endpoints` `outbound|port|subset|host`: a JSON array of
 //!   [`jalin_xds::model::cluster::Endpoint`];
+//! - `Route` `ns/name`: [`jalin_xds::model::route::RouteTable`] of a VirtualService bound to
+//!   the sidecars, hosts fully qualified (see [`routes`]);
 //! - `TrustBundle` `<trust domain>`: [`TrustBundle`].
 //!
 //! Every version is a content hash, so an unchanged resource keeps its version across rebuilds
@@ -108,7 +110,16 @@ pub fn translate(
         .iter()
         .map(|s| (s.host.as_str(), s.namespace.as_str()))
         .collect();
-    out.index.routes = routes::scopes(native, &service_ns, domain);
+    for route in routes::translate(native, &service_ns, domain, &mut out.warnings)? {
+        visibility.insert(
+            key_of(&route.resource),
+            Visibility::Route {
+                hosts: route.scope.hosts.clone(),
+            },
+        );
+        resources.push(route.resource);
+        out.index.routes.push(route.scope);
+    }
     for svc in &discovered {
         let vis = Visibility::Service {
             namespace: svc.namespace.clone(),
