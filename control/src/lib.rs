@@ -6,3 +6,4 @@ pub mod cli;
 pub mod istio;
 pub mod k8s;
 pub mod lint;
+pub mod server;

@@ -81,6 +81,8 @@ pub enum Command {
         #[arg(long)]
         rules: PathBuf,
     },
+    /// Run the control plane: watch configuration, serve xDS and the CA.
+    Control(Box<crate::server::ControlArgs>),
 }
 
 /// Run a parsed command line.
@@ -94,6 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
         } => policy::import(&inputs, &out, keep_going),
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
+        Command::Control(args) => crate::server::run(*args),
         Command::Ca(cmd) => ca(cmd),
         Command::Authz(cmd) => authz::run(cmd),
     }
