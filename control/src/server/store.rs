@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::istio::convert::{NativeConfig, convert};
-use crate::istio::{Finding, Loaded, Resource, load_str};
+use crate::istio::{Finding, Loaded, Mode, Resource, load_str_with};
 use crate::k8s::{IstioObject, ObjectKey, ServiceRegistry};
 
 /// Rejections remembered for `/debug/config` (older ones are dropped; the counter keeps counting).
@@ -133,7 +133,7 @@ impl ConfigStore {
         let mut loaded = Loaded::default();
         match serde_json::to_string_pretty(&object.value) {
             // JSON is YAML; pretty-printing gives each field its own line for the findings.
-            Ok(text) => load_str(&object.origin, &text, &mut loaded),
+            Ok(text) => load_str_with(&object.origin, &text, &mut loaded, Mode::Import),
             Err(e) => {
                 let reason = format!("{}:0: the object does not serialise: {e}", object.origin);
                 return Err(self.reject_lines(
@@ -256,6 +256,7 @@ impl ConfigStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::istio::load_str;
     use crate::k8s::ResourceKind;
 
     fn loaded(file: &str, text: &str) -> Loaded {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Update;
-use crate::istio::load_paths;
+use crate::istio::{Mode, load_paths_with};
 
 /// Quiet period after the last change before the directory is re-imported: editors and
 /// `kubectl`-style tools write a file in several steps (truncate, write, rename).
@@ -121,7 +121,9 @@ pub async fn watch(dir: &Path, tx: mpsc::Sender<Update>) -> Result<FileSource, F
 async fn import(dir: &Path) -> Update {
     let path = dir.to_owned();
     let origin = dir.display().to_string();
-    let loaded = match tokio::task::spawn_blocking(move || load_paths(&[path])).await {
+    let loaded = match tokio::task::spawn_blocking(move || load_paths_with(&[path], Mode::Import))
+        .await
+    {
         Ok(loaded) => loaded,
         Err(e) => {
             // The import did not finish: report it as an error so the update is rejected, never
