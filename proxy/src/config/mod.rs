@@ -13,8 +13,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use jalin_xds::model::cluster::Cluster;
+use jalin_xds::model::cluster::{Cluster, ClusterTlsMode};
 use jalin_xds::model::listener::Listener;
+use jalin_xds::model::peer_auth::MtlsMode;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -52,6 +53,10 @@ struct FileConfig {
     listeners: Vec<Spanned<Listener>>,
     #[serde(default)]
     services: Vec<Spanned<Cluster>>,
+    #[serde(default)]
+    identity: Option<crate::identity::IdentitySection>,
+    #[serde(default)]
+    authorization: crate::authz::AuthorizationSection,
 }
 
 /// A validated configuration: what the proxy runs and what `/config_dump` shows.
@@ -60,6 +65,11 @@ pub struct ProxyConfig {
     pub admin: AdminConfig,
     pub listeners: Vec<Listener>,
     pub services: Vec<Cluster>,
+    /// The workload's identity and mTLS settings; absent: no TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::IdentitySection>,
+    /// Authorization, request authentication and peer authentication policies.
+    pub authorization: crate::authz::AuthorizationSection,
 }
 
 /// Where the text of a configuration came from.
@@ -301,10 +311,62 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
         }
     }
 
+    if raw.identity.is_none() {
+        let mtls =
+            raw.listeners.iter().enumerate().find(|(_, l)| {
+                matches!(l.value.mtls, Some(MtlsMode::Strict | MtlsMode::Permissive))
+            });
+        let tls = raw.services.iter().enumerate().find(|(_, s)| {
+            s.value
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode == ClusterTlsMode::IstioMutual)
+        });
+        if let Some((i, l)) = mtls {
+            return Err(at(
+                l.referenced,
+                format!("listeners[{i}].mtls"),
+                "mTLS needs the workload's certificate".into(),
+                "add an `identity` section, or set `mtls: DISABLE`",
+            ));
+        }
+        if let Some((i, s)) = tls {
+            return Err(at(
+                s.referenced,
+                format!("services[{i}].tls"),
+                "istio_mutual needs the workload's certificate".into(),
+                "add an `identity` section",
+            ));
+        }
+    }
+    for (i, s) in raw.services.iter().enumerate() {
+        if let Some(t) = &s.value.tls
+            && t.mode == ClusterTlsMode::IstioMutual
+        {
+            let ok = t
+                .identity
+                .as_deref()
+                .is_some_and(|id| jalin_ca::spiffe::SpiffeId::parse(id).is_ok());
+            if !ok {
+                return Err(at(
+                    s.referenced,
+                    format!("services[{i}].tls.identity"),
+                    format!(
+                        "{:?} is not a SPIFFE ID",
+                        t.identity.as_deref().unwrap_or("")
+                    ),
+                    "name the server's identity, e.g. spiffe://cluster.local/ns/app/sa/server",
+                ));
+            }
+        }
+    }
+
     Ok(ProxyConfig {
         admin: raw.admin,
         listeners: raw.listeners.into_iter().map(|l| l.value).collect(),
         services: raw.services.into_iter().map(|s| s.value).collect(),
+        identity: raw.identity,
+        authorization: raw.authorization,
     })
 }
 
