@@ -83,6 +83,13 @@ pub async fn check(
     if sec.authz.is_empty() {
         return Ok(());
     }
+    // The application gets the path the policies saw, so both agree on the resource.
+    match sec.authz.normalize(req.uri().path()) {
+        Ok(std::borrow::Cow::Owned(path)) => set_path(req, &path),
+        Ok(std::borrow::Cow::Borrowed(_)) => {}
+        // The engine answers 400 for a path it cannot normalise.
+        Err(_) => {}
+    }
     let peer = conn.peer_info.as_ref().map_or(&*PLAINTEXT, |p| &p.authz);
     let dst = conn.orig_dst.unwrap_or(conn.local);
     let host = req
@@ -120,7 +127,7 @@ pub async fn check(
         decision = decision.complete_custom(result);
     }
     let id = request_id(req);
-    report(&decision, id, conn.peer.ip(), peer.principal());
+    report(&decision, &sec.authz, id, conn.peer.ip(), peer.principal());
     if decision.is_allowed() {
         Ok(())
     } else {
@@ -162,8 +169,22 @@ pub fn check_tcp(conn: &ConnCtx, sec: &Security) -> bool {
     } else {
         decision
     };
-    report(&decision, "-", conn.peer.ip(), peer.principal());
+    report(&decision, &sec.authz, "-", conn.peer.ip(), peer.principal());
     decision.is_allowed()
+}
+
+fn set_path(req: &mut Request<Incoming>, path: &str) {
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(pq) {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
 }
 
 fn request_id(req: &Request<Incoming>) -> &str {
@@ -174,7 +195,13 @@ fn request_id(req: &Request<Incoming>) -> &str {
 }
 
 /// Logs and counts one decision (including the AUDIT and dry-run results).
-fn report(d: &Decision, request_id: &str, source: IpAddr, principal: Option<&str>) {
+fn report(
+    d: &Decision,
+    authz: &jalin_xds::authz::WorkloadAuthz,
+    request_id: &str,
+    source: IpAddr,
+    principal: Option<&str>,
+) {
     let (policy, action, rule) = match &d.policy {
         Some(m) => (m.policy.clone(), action_label(m.action), m.rule as i64),
         None => (Arc::from("-"), "NONE", -1),
@@ -189,12 +216,24 @@ fn report(d: &Decision, request_id: &str, source: IpAddr, principal: Option<&str
     .increment(1);
     let principal = principal.unwrap_or("-");
     if !d.is_allowed() {
+        // No policy decided (ALLOW policies apply and none matched): name those considered.
+        let considered = if d.policy.is_none() {
+            authz
+                .policy_names()
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            String::new()
+        };
         tracing::info!(
             %request_id,
             policy = %policy,
             rule,
             action,
             reason = ?d.reason,
+            considered,
             %source,
             principal,
             "RBAC: access denied"
