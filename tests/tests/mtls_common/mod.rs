@@ -59,8 +59,8 @@ impl Mesh {
         )
         .await
         .unwrap_or_else(|e| panic!("proxy did not start: {e}\n{yaml}"));
-        if let Some(id) = handle.identity() {
-            id.manager().unwrap().ready().await;
+        if let Some(m) = handle.identity().and_then(|i| i.manager()) {
+            m.ready().await;
         }
         Running {
             handle,
