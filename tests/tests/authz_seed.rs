@@ -3,6 +3,7 @@
 //! proxies; client-side proxies with different SPIFFE identities send real mTLS requests through
 //! their outbound to the servers' inbound. Each request is admitted or refused exactly as the
 //! table says; denies are logged with the deciding policy and counted by the decision metric.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod mtls_common;
 

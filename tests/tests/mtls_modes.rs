@@ -4,6 +4,7 @@
 //! plaintext, PeerAuthentication policies set the mode when the listener does not, the client
 //! refuses a server with the wrong SPIFFE ID, and the application sees the verified peer in
 //! `x-forwarded-client-cert` (never one a client wrote).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod mtls_common;
 

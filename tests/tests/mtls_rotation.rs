@@ -4,6 +4,7 @@
 //! principal) and from a direct mTLS client that opens a new connection per request (so every
 //! request makes a handshake against the server's current certificate). The test synchronises
 //! on the managers' rotation notifications, never on sleeps, and requires zero failures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod mtls_common;
 
@@ -191,7 +192,7 @@ async fn rotation_under_load_loses_no_request() {
         ok.load(Ordering::Relaxed),
         &failures[..failures.len().min(5)]
     );
-    assert!(s >= 1 + ROTATIONS && c >= 1 + ROTATIONS);
+    assert!(s > ROTATIONS && c > ROTATIONS);
     let seen = fingerprints.lock().unwrap().len();
     assert!(
         seen as u64 >= ROTATIONS,

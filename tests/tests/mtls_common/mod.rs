@@ -2,7 +2,7 @@
 //! client-side proxies with their own SPIFFE identities (certificates issued by the CA through
 //! the proxy's identity manager), the seed Istio policies imported to the native model, log
 //! capture and metric scraping.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
