@@ -314,3 +314,68 @@ fn load_static(cert: &PathBuf, key: &PathBuf) -> Result<CertStore, String> {
     store.install(Arc::new(certified));
     Ok(store)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    const BASE: &str = "\
+admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: in
+    address: 127.0.0.1:0
+    direction: inbound
+    service: app
+    mtls: STRICT
+services:
+  - name: app
+    endpoints:
+      - address: 127.0.0.1:8080
+";
+
+    #[test]
+    fn mtls_without_identity_is_rejected_with_its_path() {
+        let err = parse("f.yaml", BASE).unwrap_err();
+        assert_eq!(err.path, "listeners[0].mtls", "{err}");
+        assert!(err.hint.contains("identity"), "{err}");
+    }
+
+    #[test]
+    fn identity_section_parses_each_source() {
+        for source in [
+            "certificate: external",
+            "certificate:\n    files: { cert: /c.pem, key: /k.pem }",
+            "certificate:\n    ca: { address: \"https://ca:15012\", ca_id: \"spiffe://td/ns/jalin-system/sa/jalin-ca\", kubernetes_token_file: /var/run/token }",
+        ] {
+            let text = format!(
+                "{BASE}identity:\n  trust_domain: td\n  namespace: ns\n  service_account: sa\n  labels: {{ app: x }}\n  trust_bundles: [/root.pem]\n  tls_policy: government\n  {source}\n"
+            );
+            let (cfg, _) = parse("f.yaml", &text).unwrap_or_else(|e| panic!("{source}: {e}"));
+            let id = cfg.identity.unwrap();
+            assert_eq!(id.tls_policy, jalin_ca::tls::TlsPolicyName::Government);
+            assert_eq!(id.labels["app"], "x");
+        }
+    }
+
+    #[test]
+    fn istio_mutual_needs_a_spiffe_identity() {
+        let text = format!(
+            "{}    tls: {{ mode: istio_mutual, identity: not-a-spiffe-id }}\nidentity:\n  trust_domain: td\n  namespace: ns\n  service_account: sa\n  trust_bundles: [/r.pem]\n  certificate: external\n",
+            BASE
+        );
+        let err = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(err.path, "services[0].tls.identity", "{err}");
+    }
+
+    #[test]
+    fn unreadable_trust_bundle_names_the_field() {
+        let text = format!(
+            "{BASE}identity:\n  trust_domain: td\n  namespace: ns\n  service_account: sa\n  trust_bundles: [/nonexistent/root.pem]\n  certificate: external\n"
+        );
+        let (cfg, origin) = parse("f.yaml", &text).unwrap();
+        let err = super::ProxyIdentity::start(cfg.identity.as_ref().unwrap(), &origin.file, None)
+            .unwrap_err();
+        assert_eq!(err.path, "identity.trust_bundles[0]", "{err}");
+    }
+}

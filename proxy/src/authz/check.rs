@@ -46,6 +46,9 @@ pub async fn check(
     sec: &Security,
 ) -> Result<(), Refused> {
     let mut auth = None;
+    for h in &sec.claim_headers {
+        req.headers_mut().remove(h);
+    }
     if !sec.authn.is_empty() {
         match sec
             .authn

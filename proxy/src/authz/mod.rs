@@ -94,6 +94,9 @@ pub struct Security {
     labels: BTreeMap<String, String>,
     pub num_trusted_proxies: u32,
     pub providers: HashMap<Arc<str>, CustomClient>,
+    /// Headers RequestAuthentication fills from claims: removed from every request first, so
+    /// a client without a token cannot write them.
+    pub claim_headers: Vec<http::HeaderName>,
 }
 
 impl Security {
@@ -176,7 +179,15 @@ impl Security {
             })?;
             providers.insert(Arc::from(name.as_str()), client);
         }
+        let claim_headers = a
+            .request_authentications
+            .iter()
+            .flat_map(|ra| &ra.jwt_rules)
+            .flat_map(|r| &r.output_claim_to_headers)
+            .filter_map(|c| http::HeaderName::from_bytes(c.header.as_bytes()).ok())
+            .collect();
         Ok(Self {
+            claim_headers,
             authz: engine.for_workload(&namespace, &labels),
             authn: authn.for_workload(&namespace, &labels),
             peer_auth: a.peer_authentications.clone(),
@@ -197,5 +208,54 @@ impl Security {
             &self.labels,
             port,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn config(extra: &str) -> ProxyConfig {
+        let text = format!(
+            "identity:\n  trust_domain: cluster.local\n  namespace: child-services\n  service_account: svc\n  labels: {{ app: child-profile-service }}\n  trust_bundles: [/r.pem]\n  certificate: external\nauthorization:\n{extra}"
+        );
+        parse("f.yaml", &text).unwrap().0
+    }
+
+    #[tokio::test]
+    async fn peer_authentication_resolves_per_port() {
+        let cfg = config(
+            "  peer_authentications:\n    - meta: { name: ns, namespace: child-services }\n      mode: STRICT\n    - meta: { name: wl, namespace: child-services }\n      selector: { match_labels: { app: child-profile-service } }\n      port_level: { 9090: PERMISSIVE }\n",
+        );
+        let sec = Security::build(&cfg, "f.yaml").await.unwrap();
+        assert_eq!(sec.mtls_mode(8080), MtlsMode::Strict);
+        assert_eq!(sec.mtls_mode(9090), MtlsMode::Permissive);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_policy_rejects_the_configuration() {
+        let cfg = config(
+            "  policies:\n    - meta: { name: p, namespace: child-services }\n      action: CUSTOM\n      rules: [ {} ]\n",
+        );
+        let err = Security::build(&cfg, "f.yaml").await.unwrap_err();
+        assert_eq!(err.path, "authorization.policies");
+        assert!(err.message.contains("provider"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn policies_without_identity_are_rejected() {
+        let text = "authorization:\n  policies:\n    - meta: { name: p, namespace: ns }\n";
+        let cfg = parse("f.yaml", text).unwrap().0;
+        let err = Security::build(&cfg, "f.yaml").await.unwrap_err();
+        assert!(err.hint.contains("identity"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn provider_timeout_is_bounded() {
+        let cfg =
+            config("  providers:\n    ext: { url: \"http://127.0.0.1:1\", timeout_ms: 60000 }\n");
+        let err = Security::build(&cfg, "f.yaml").await.unwrap_err();
+        assert_eq!(err.path, "authorization.providers.ext.timeout_ms");
     }
 }
