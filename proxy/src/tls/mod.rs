@@ -28,9 +28,9 @@ use tokio_rustls::client::TlsStream;
 pub struct EndpointTls {
     /// The server identity required.
     pub identity: SpiffeId,
-    h1: Arc<ClientConfig>,
-    h2: Arc<ClientConfig>,
-    opaque: Arc<ClientConfig>,
+    /// HTTP/1.1, HTTP/2 and no-ALPN configs, or why none could be built (every connection then
+    /// fails: a cluster that asks for mTLS never falls back to plaintext).
+    configs: Result<[Arc<ClientConfig>; 3], String>,
 }
 
 impl EndpointTls {
@@ -46,11 +46,21 @@ impl EndpointTls {
             Arc::new(c)
         };
         Ok(Self {
-            h1: with_alpn(&[ALPN_HTTP11]),
-            h2: with_alpn(&[ALPN_H2]),
-            opaque: with_alpn(&[]),
+            configs: Ok([
+                with_alpn(&[ALPN_HTTP11]),
+                with_alpn(&[ALPN_H2]),
+                with_alpn(&[]),
+            ]),
             identity,
         })
+    }
+
+    /// Settings whose connections all fail with `reason` (fail closed).
+    pub fn unusable(identity: SpiffeId, reason: String) -> Self {
+        Self {
+            identity,
+            configs: Err(reason),
+        }
     }
 }
 
@@ -68,15 +78,23 @@ pub async fn connect(
     timeout: Duration,
     tls: Option<(&EndpointTls, Option<bool>)>,
 ) -> io::Result<UpstreamIo> {
-    let stream = crate::endpoint::connect(addr, timeout).await?;
     let Some((tls, h2)) = tls else {
-        return Ok(UpstreamIo::Plain(stream));
+        return Ok(UpstreamIo::Plain(
+            crate::endpoint::connect(addr, timeout).await?,
+        ));
     };
+    let configs = tls.configs.as_ref().map_err(|reason| {
+        io::Error::other(format!(
+            "mTLS to {addr} (expecting {}) is not possible: {reason}",
+            tls.identity
+        ))
+    })?;
     let config = match h2 {
-        Some(true) => tls.h2.clone(),
-        Some(false) => tls.h1.clone(),
-        None => tls.opaque.clone(),
+        Some(true) => configs[1].clone(),
+        Some(false) => configs[0].clone(),
+        None => configs[2].clone(),
     };
+    let stream = crate::endpoint::connect(addr, timeout).await?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::IpAddress(addr.ip().into());
     match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
@@ -187,16 +205,20 @@ pub fn cluster_tls(
     if t.mode != ClusterTlsMode::IstioMutual {
         return None;
     }
+    // Validated with the configuration; an unparsable ID would have rejected the file.
     let id = SpiffeId::parse(t.identity.as_deref()?).ok()?;
     let Some(outbound) = outbound else {
-        tracing::error!(cluster = %cluster.name, "istio_mutual without a workload identity");
-        return None;
+        tracing::error!(cluster = %cluster.name, "istio_mutual without a workload identity; refusing its connections");
+        return Some(Arc::new(EndpointTls::unusable(
+            id,
+            "the proxy has no workload identity".into(),
+        )));
     };
-    match EndpointTls::new(outbound, id) {
+    match EndpointTls::new(outbound, id.clone()) {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
-            tracing::error!(cluster = %cluster.name, error = %e, "cannot build the mTLS client config");
-            None
+            tracing::error!(cluster = %cluster.name, error = %e, "cannot build the mTLS client config; refusing its connections");
+            Some(Arc::new(EndpointTls::unusable(id, e.to_string())))
         }
     }
 }
