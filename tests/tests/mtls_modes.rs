@@ -356,3 +356,56 @@ async fn curl_and_openssl_reach_the_inbound_with_a_jalin_certificate() {
     );
     assert!(text.contains("alert") || text.contains("error"), "{text}");
 }
+
+/// A CA that signs only once the test lets it.
+struct GatedCa {
+    ca: std::sync::Arc<jalin_ca::identity::DevCa>,
+    open: tokio::sync::watch::Receiver<bool>,
+}
+
+#[async_trait::async_trait]
+impl jalin_ca::identity::CertificateSource for GatedCa {
+    async fn sign(
+        &self,
+        csr: rustls_pki_types::CertificateSigningRequestDer<'static>,
+    ) -> Result<jalin_ca::identity::IssuedChain, jalin_ca::identity::SourceError> {
+        let mut open = self.open.clone();
+        let _ = open.wait_for(|o| *o).await;
+        self.ca.sign(csr).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ready_waits_for_the_first_certificate() {
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let (gate, open) = tokio::sync::watch::channel(false);
+    let source = std::sync::Arc::new(GatedCa {
+        ca: mesh.ca.clone(),
+        open,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "admin:\n  address: 127.0.0.1:0\n{}",
+            mesh.identity_yaml("ns", "sa", &[])
+        ),
+    )
+    .unwrap();
+    let handle = jalin_proxy::Proxy::start_with(
+        jalin_proxy::ConfigSource::File(path),
+        jalin_proxy::StartOptions {
+            certificate_source: Some(source),
+        },
+    )
+    .await
+    .unwrap();
+    let ready = format!("http://{}/ready", handle.admin_addr());
+    let before = jalin_tests::client::curl(&ready, &[]).await.unwrap();
+    assert_eq!(before.status, 503, "no certificate yet");
+    gate.send_replace(true);
+    handle.identity().unwrap().manager().unwrap().ready().await;
+    let after = jalin_tests::client::curl(&ready, &[]).await.unwrap();
+    assert_eq!(after.status, 200);
+}
