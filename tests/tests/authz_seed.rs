@@ -268,3 +268,36 @@ async fn seed_policies_admit_and_refuse_as_the_table_says() {
         "{m}"
     );
 }
+
+/// AUDIT never changes the decision and is logged; a dry-run (`istio.io/dry-run`) DENY is
+/// logged as shadow and not enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_and_dry_run_are_logged_not_enforced() {
+    logs();
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let app = HttpUpstream::start("app").await.unwrap();
+    let authz = "  policies:\n    - meta: { name: audit-reads, namespace: records }\n      action: AUDIT\n      rules:\n        - to: [ { paths: [\"/audited/*\"] } ]\n    - meta: { name: would-deny, namespace: records }\n      action: DENY\n      dry_run: true\n      rules:\n        - to: [ { paths: [\"/shadow/*\"] } ]\n";
+    let server = mesh
+        .server("records", "svc", &[], app.addr, Some("PERMISSIVE"), authz)
+        .await;
+    let (status, _) = request(server.addr("in"), "GET", "/audited/1", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "AUDIT does not change the decision");
+    let (status, _) = request(server.addr("in"), "GET", "/shadow/1", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "a dry-run DENY is not enforced");
+    let text = log_text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("authorization audit") && l.contains("records/audit-reads")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.contains("dry-run (shadow)")
+            && l.contains("records/would-deny")
+            && l.contains("Deny")),
+        "{text}"
+    );
+}
