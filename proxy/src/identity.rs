@@ -366,6 +366,16 @@ services:
         );
         let err = parse("f.yaml", &text).unwrap_err();
         assert_eq!(err.path, "services[0].tls.identity", "{err}");
+        let text = text.replace(
+            "    tls: { mode: istio_mutual, identity: not-a-spiffe-id }\n",
+            "",
+        );
+        let text = text.replace(
+            "      - address: 127.0.0.1:8080\n",
+            "      - address: 127.0.0.1:8080\n        tls: { mode: istio_mutual }\n",
+        );
+        let err = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(err.path, "services[0].endpoints[0].tls.identity", "{err}");
     }
 
     #[test]

@@ -113,16 +113,21 @@ impl Service {
         let connect_timeout =
             Duration::from_millis(cluster.policy.connection_pool.connect_timeout_ms);
         let tls = crate::tls::cluster_tls(cluster, outbound_tls);
-        let wanted_id = tls.as_ref().map(|t| &t.identity);
         let endpoints: Vec<Arc<Endpoint>> = cluster
             .endpoints
             .iter()
             .map(|e| {
+                // An endpoint's own `tls` overrides the cluster's.
+                let tls = match &e.tls {
+                    Some(own) => crate::tls::endpoint_tls(&cluster.name, Some(own), outbound_tls),
+                    None => tls.clone(),
+                };
+                let wanted_id = tls.as_ref().map(|t| &t.identity);
                 old.get(&e.address)
                     .filter(|ep| ep.tls_identity() == wanted_id)
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(Endpoint::with_tls(e.address, connect_timeout, tls.clone()))
+                        Arc::new(Endpoint::with_tls(e.address, connect_timeout, tls))
                     })
             })
             .collect();

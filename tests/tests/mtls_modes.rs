@@ -409,3 +409,35 @@ async fn ready_waits_for_the_first_certificate() {
     let after = jalin_tests::client::curl(&ready, &[]).await.unwrap();
     assert_eq!(after.status, 200);
 }
+
+/// An endpoint's own `tls` overrides its cluster's: one cluster, one mTLS endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endpoint_level_tls_originates_mtls() {
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let app = HttpUpstream::start("app").await.unwrap();
+    let server = mesh
+        .server(
+            SERVER_NS,
+            SERVER_SA,
+            &[],
+            app.addr,
+            Some("STRICT"),
+            "  {}\n",
+        )
+        .await;
+    let yaml = format!(
+        "admin:\n  address: 127.0.0.1:0\n{}listeners:\n  - name: out\n    address: 127.0.0.1:0\n    direction: outbound\n    service: s\nservices:\n  - name: s\n    endpoints:\n      - address: {}\n        tls: {{ mode: istio_mutual, identity: \"{}\" }}\n",
+        mesh.identity_yaml("child-services", "child-profile-client", &[]),
+        server.addr("in"),
+        server_id()
+    );
+    let client = mesh.start(&yaml).await;
+    let (status, body) = request(client.addr("out"), "GET", "/headers", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("URI=spiffe://cluster.local/ns/child-services/sa/child-profile-client"),
+        "{body}"
+    );
+}

@@ -340,9 +340,18 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
         }
     }
     for (i, s) in raw.services.iter().enumerate() {
-        if let Some(t) = &s.value.tls
-            && t.mode == ClusterTlsMode::IstioMutual
-        {
+        let all = std::iter::once((format!("services[{i}].tls"), &s.value.tls)).chain(
+            s.value
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(j, e)| (format!("services[{i}].endpoints[{j}].tls"), &e.tls)),
+        );
+        for (path, t) in all {
+            let Some(t) = t else { continue };
+            if t.mode != ClusterTlsMode::IstioMutual {
+                continue;
+            }
             let ok = t
                 .identity
                 .as_deref()
@@ -350,7 +359,7 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
             if !ok {
                 return Err(at(
                     s.referenced,
-                    format!("services[{i}].tls.identity"),
+                    format!("{path}.identity"),
                     format!(
                         "{:?} is not a SPIFFE ID",
                         t.identity.as_deref().unwrap_or("")

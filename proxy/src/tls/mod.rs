@@ -200,15 +200,27 @@ pub fn cluster_tls(
     cluster: &jalin_xds::model::cluster::Cluster,
     outbound: Option<&OutboundTls>,
 ) -> Option<Arc<EndpointTls>> {
+    endpoint_tls(&cluster.name, cluster.tls.as_ref(), outbound)
+}
+
+/// The mTLS settings of one set of `tls` settings (a cluster's, or an endpoint's override).
+pub fn endpoint_tls(
+    cluster: &str,
+    tls: Option<&jalin_xds::model::cluster::ClusterTls>,
+    outbound: Option<&OutboundTls>,
+) -> Option<Arc<EndpointTls>> {
     use jalin_xds::model::cluster::ClusterTlsMode;
-    let t = cluster.tls.as_ref()?;
+    let t = tls?;
     if t.mode != ClusterTlsMode::IstioMutual {
         return None;
     }
     // Validated with the configuration; an unparsable ID would have rejected the file.
     let id = SpiffeId::parse(t.identity.as_deref()?).ok()?;
     let Some(outbound) = outbound else {
-        tracing::error!(cluster = %cluster.name, "istio_mutual without a workload identity; refusing its connections");
+        tracing::error!(
+            cluster,
+            "istio_mutual without a workload identity; refusing its connections"
+        );
         return Some(Arc::new(EndpointTls::unusable(
             id,
             "the proxy has no workload identity".into(),
@@ -217,7 +229,7 @@ pub fn cluster_tls(
     match EndpointTls::new(outbound, id.clone()) {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
-            tracing::error!(cluster = %cluster.name, error = %e, "cannot build the mTLS client config; refusing its connections");
+            tracing::error!(cluster, error = %e, "cannot build the mTLS client config; refusing its connections");
             Some(Arc::new(EndpointTls::unusable(id, e.to_string())))
         }
     }

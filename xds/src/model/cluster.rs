@@ -78,6 +78,9 @@ pub struct Endpoint {
     /// Labels (for example `version: v2`) that DestinationRule subsets select on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// TLS to this endpoint, overriding the cluster's `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
 }
 
 fn default_weight() -> u32 {
@@ -91,6 +94,7 @@ impl Endpoint {
             address,
             weight: DEFAULT_ENDPOINT_WEIGHT,
             labels: BTreeMap::new(),
+            tls: None,
         }
     }
 }
