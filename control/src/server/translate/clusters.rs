@@ -158,6 +158,7 @@ fn push(
         // Endpoints travel in their own resource, so an endpoint change does not touch the cluster.
         endpoints: Vec::new(),
         policy,
+        tls: None,
     };
     out.push(encode_with_deps(
         Kind::Cluster,

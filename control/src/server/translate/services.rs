@@ -98,6 +98,7 @@ pub fn discover(
                 address: SocketAddr::new(e.address, e.port),
                 weight: DEFAULT_ENDPOINT_WEIGHT,
                 labels,
+                tls: None,
             });
         }
         out.insert(
@@ -216,6 +217,7 @@ fn service_entry(
                     .filter(|w| *w > 0)
                     .unwrap_or(DEFAULT_ENDPOINT_WEIGHT),
                 labels: labels.clone(),
+                tls: None,
             });
         }
     }
