@@ -7,3 +7,4 @@ pub mod demo;
 pub mod istio;
 pub mod k8s;
 pub mod lint;
+pub mod server;

@@ -126,6 +126,17 @@ fn config_dump(shared: &Shared) -> Response<Full<Bytes>> {
         // xDS mode: connection to the control plane, versions in force per kind and name,
         // and the last NACK.
         "xds": shared.xds.as_ref().map(|x| x.dump()),
+        "tls": shared.identity.as_ref().map(|i| serde_json::json!({
+            "spiffe_id": i.spiffe_id.to_string(),
+            "policy": i.policy.name,
+            "fips_active": i.fips_active(),
+            "certificate": i.manager().and_then(|m| m.current()).map(|c| serde_json::json!({
+                "serial": c.serial_hex,
+                "fingerprint_sha256": c.fingerprint_sha256,
+                "generation": c.generation,
+                "not_after_unix": c.not_after.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            })),
+        })),
     });
     match serde_json::to_vec_pretty(&body) {
         Ok(json) => {

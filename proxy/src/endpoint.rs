@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,6 +36,9 @@ pub enum Wire {
 /// One upstream address with its HTTP/1.1 and HTTP/2 pools.
 pub struct Endpoint {
     addr: SocketAddr,
+    /// mTLS origination, when the cluster says `tls: istio_mutual`.
+    tls: Option<Arc<crate::tls::EndpointTls>>,
+    connect_timeout: Duration,
     h1: Client<Connector, Incoming>,
     h2: Client<Connector, Incoming>,
 }
@@ -61,9 +65,19 @@ pub struct SendError {
 impl Endpoint {
     /// An endpoint at `addr`; connections time out after `connect_timeout`.
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+        Self::with_tls(addr, connect_timeout, None)
+    }
+
+    /// An endpoint whose connections originate mTLS with `tls` (when given).
+    pub fn with_tls(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        tls: Option<Arc<crate::tls::EndpointTls>>,
+    ) -> Self {
         let connector = Connector {
             addr,
             connect_timeout,
+            tls: tls.clone().map(|t| (t, false)),
         };
         let mut h1 = Client::builder(TokioExecutor::new());
         h1.pool_timer(TokioTimer::new())
@@ -82,11 +96,32 @@ impl Endpoint {
             .http2_max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
             .http2_adaptive_window(true)
             .retry_canceled_requests(true);
+        let h2_connector = Connector {
+            tls: tls.clone().map(|t| (t, true)),
+            ..connector
+        };
         Self {
             addr,
-            h1: h1.build(connector.clone()),
-            h2: h2.build(connector),
+            tls,
+            connect_timeout,
+            h1: h1.build(connector),
+            h2: h2.build(h2_connector),
         }
+    }
+
+    /// The server identity this endpoint's connections verify, if they originate mTLS.
+    pub fn tls_identity(&self) -> Option<&jalin_ca::spiffe::SpiffeId> {
+        self.tls.as_ref().map(|t| &t.identity)
+    }
+
+    /// Opens a connection for opaque TCP (mTLS when configured, with no ALPN protocol).
+    pub async fn connect_stream(&self) -> io::Result<crate::tls::UpstreamIo> {
+        crate::tls::connect(
+            self.addr,
+            self.connect_timeout,
+            self.tls.as_ref().map(|t| (&**t, None)),
+        )
+        .await
     }
 
     /// The address connections go to.
@@ -127,12 +162,14 @@ impl Endpoint {
 struct Connector {
     addr: SocketAddr,
     connect_timeout: Duration,
+    /// mTLS settings and whether this pool speaks HTTP/2 (its ALPN).
+    tls: Option<(Arc<crate::tls::EndpointTls>, bool)>,
 }
 
 impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<crate::tls::UpstreamIo>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -141,7 +178,13 @@ impl tower::Service<Uri> for Connector {
     fn call(&mut self, _dst: Uri) -> Self::Future {
         let addr = self.addr;
         let timeout = self.connect_timeout;
-        Box::pin(async move { connect(addr, timeout).await.map(TokioIo::new) })
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tls = tls.as_ref().map(|(t, h2)| (&**t, Some(*h2)));
+            crate::tls::connect(addr, timeout, tls)
+                .await
+                .map(TokioIo::new)
+        })
     }
 }
 

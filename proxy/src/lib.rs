@@ -9,11 +9,13 @@
 
 pub mod admin;
 pub mod admission;
+pub mod authz;
 pub mod balance;
 pub mod config;
 pub mod detect;
 pub mod endpoint;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod limits;
 pub mod listener;
@@ -24,6 +26,7 @@ pub mod route;
 pub mod snapshot;
 pub mod tcp;
 pub mod telemetry;
+pub mod tls;
 pub mod xds;
 
 use std::collections::HashMap;
@@ -63,6 +66,10 @@ pub struct Shared {
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Set in xDS mode: the client's state (versions in force, connection, last NACK).
     pub xds: Option<Arc<xds::XdsState>>,
+    /// The workload identity (certificate, mTLS configs), when the file has an `identity`.
+    pub identity: Option<Arc<identity::ProxyIdentity>>,
+    /// Authorization and peer authentication, compiled for this workload; swapped on reload.
+    pub security: ArcSwap<authz::Security>,
     ready: AtomicBool,
 }
 
@@ -74,6 +81,7 @@ impl Shared {
         self.ready.load(Ordering::Relaxed)
             && !self.drain.is_cancelled()
             && self.xds.as_ref().is_none_or(|x| x.is_ready())
+            && self.identity.as_ref().is_none_or(|i| i.is_ready())
     }
 }
 
@@ -102,6 +110,21 @@ pub enum StartError {
     Xds(String),
 }
 
+/// Parts an embedder hands to [`Proxy::start_with`].
+#[derive(Default)]
+pub struct StartOptions {
+    /// The certificate source for `identity.certificate: external` (for example a `DevCa`).
+    pub certificate_source: Option<Arc<dyn jalin_ca::identity::CertificateSource>>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("certificate_source", &self.certificate_source.is_some())
+            .finish()
+    }
+}
+
 /// Starts proxies.
 #[derive(Debug)]
 pub struct Proxy;
@@ -110,7 +133,25 @@ impl Proxy {
     /// Loads the configuration, binds the admin server and every listener, and starts serving.
     /// A file source is reloaded on SIGHUP and on change. Must run inside a tokio runtime.
     pub async fn start(source: ConfigSource) -> Result<ProxyHandle, StartError> {
+        Self::start_with(source, StartOptions::default()).await
+    }
+
+    /// [`Proxy::start`] with embedder-provided parts (a certificate source for
+    /// `identity.certificate: external`).
+    pub async fn start_with(
+        source: ConfigSource,
+        options: StartOptions,
+    ) -> Result<ProxyHandle, StartError> {
         let (config, origin) = source.load()?;
+        let identity = match &config.identity {
+            Some(section) => Some(Arc::new(identity::ProxyIdentity::start(
+                section,
+                &origin.file,
+                options.certificate_source,
+            )?)),
+            None => None,
+        };
+        let security = authz::Security::build(&config, &origin.file).await?;
         let admin_socket = tokio::net::TcpListener::bind(config.admin.address)
             .await
             .map_err(|source| StartError::Admin {
@@ -131,7 +172,15 @@ impl Proxy {
             .clone()
             .map(|cp| Arc::new(xds::XdsState::new(cp)));
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(1, config, origin, None)),
+            snapshot: ArcSwap::from_pointee(Snapshot::build_with(
+                1,
+                config,
+                origin,
+                None,
+                identity.as_ref().map(|i| &*i.outbound),
+            )),
+            identity,
+            security: ArcSwap::from_pointee(security),
             drain: CancellationToken::new(),
             stopped: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -261,9 +310,22 @@ impl Inner {
                     .into(),
             });
         }
+        if config.identity != current.config.identity {
+            return Err(ConfigError {
+                file: origin.file,
+                line: 0,
+                column: 0,
+                path: "identity".into(),
+                message: "changed; the workload identity cannot change while running".into(),
+                hint: "restore the old section, or restart the proxy".into(),
+            });
+        }
+        let security = authz::Security::build(&config, &origin.file).await?;
         let prepared = listeners.prepare(&config.listeners, &origin.file).await?;
         let version = current.version + 1;
-        let next = Snapshot::build(version, config, origin, Some(&current));
+        let outbound = self.shared.identity.as_ref().map(|i| &*i.outbound);
+        let next = Snapshot::build_with(version, config, origin, Some(&current), outbound);
+        self.shared.security.store(Arc::new(security));
         self.shared.snapshot.store(Arc::new(next));
         let bound = listeners.commit(prepared, &self.shared);
         self.bound.store(Arc::new(bound));
@@ -287,6 +349,11 @@ impl ProxyHandle {
     /// The bound address of the listener called `name`.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
         self.inner.bound.load().get(name).copied()
+    }
+
+    /// The workload identity, when configured (certificate notifications: `manager().subscribe()`).
+    pub fn identity(&self) -> Option<&Arc<identity::ProxyIdentity>> {
+        self.inner.shared.identity.as_ref()
     }
 
     /// The version of the configuration in force (1 at start, +1 per accepted reload).

@@ -38,6 +38,8 @@ pub struct ListenerInfo {
     /// Explicit mode's service; `None` in transparent mode.
     pub service: Option<String>,
     pub protocol: ListenerProtocol,
+    /// The listener's own peer-authentication mode, overriding the policies.
+    pub mtls: Option<jalin_xds::model::peer_auth::MtlsMode>,
 }
 
 impl ListenerInfo {
@@ -47,6 +49,7 @@ impl ListenerInfo {
             direction: l.direction,
             service: l.service.clone(),
             protocol: l.protocol,
+            mtls: l.mtls,
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     /// The original destination in transparent mode.
     pub orig_dst: Option<SocketAddr>,
+    /// The verified mTLS peer of an inbound connection; `None` for plaintext.
+    pub peer_info: Option<Arc<inbound::PeerInfo>>,
     /// The passthrough service for an original destination no service claims, made once per
     /// connection.
     passthrough: OnceLock<Arc<Service>>,
@@ -80,8 +85,15 @@ impl ConnCtx {
             peer,
             local,
             orig_dst,
+            peer_info: None,
             passthrough: OnceLock::new(),
         }
+    }
+
+    /// The same connection with its verified mTLS peer.
+    pub fn with_peer(mut self, peer: Option<Arc<inbound::PeerInfo>>) -> Self {
+        self.peer_info = peer;
+        self
     }
 
     /// The service this connection's requests go to, in the current snapshot.
@@ -300,20 +312,42 @@ async fn handle(stream: TcpStream, peer: SocketAddr, info: Arc<ListenerInfo>, sh
     } else {
         None
     };
-    let (protocol, io) = match info.protocol {
-        ListenerProtocol::Detect => match detect::detect(stream).await {
+    // Peer authentication (inbound with an identity): the port's mTLS mode decides.
+    let accepted = match (&shared.identity, info.direction) {
+        (Some(identity), Direction::Inbound) => {
+            let port = orig_dst.unwrap_or(local).port();
+            let mode = info
+                .mtls
+                .unwrap_or_else(|| shared.security.load().mtls_mode(port));
+            match inbound::accept(stream, inbound::port_mode(mode), identity, peer).await {
+                Some(a) => a,
+                None => return,
+            }
+        }
+        _ => inbound::Accepted {
+            io: inbound::ServerIo::Plain(Rewind::new(Bytes::new(), stream)),
+            alpn: None,
+            peer: None,
+        },
+    };
+    let stream = accepted.io;
+    let (protocol, io) = match (accepted.alpn, info.protocol) {
+        (Some(p), ListenerProtocol::Detect | ListenerProtocol::Http1 | ListenerProtocol::Http2) => {
+            (p, Rewind::new(Bytes::new(), stream))
+        }
+        (_, ListenerProtocol::Detect) => match detect::detect(stream).await {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::debug!(error = %e, %peer, "connection closed during protocol detection");
                 return;
             }
         },
-        ListenerProtocol::Http1 => (Protocol::Http1, Rewind::new(Bytes::new(), stream)),
-        ListenerProtocol::Http2 => (Protocol::Http2, Rewind::new(Bytes::new(), stream)),
-        ListenerProtocol::Tcp => (Protocol::Opaque, Rewind::new(Bytes::new(), stream)),
+        (_, ListenerProtocol::Http1) => (Protocol::Http1, Rewind::new(Bytes::new(), stream)),
+        (_, ListenerProtocol::Http2) => (Protocol::Http2, Rewind::new(Bytes::new(), stream)),
+        (_, ListenerProtocol::Tcp) => (Protocol::Opaque, Rewind::new(Bytes::new(), stream)),
     };
     tracing::trace!(listener = %info.name, %peer, protocol = protocol.as_str(), "accepted");
-    let conn = Arc::new(ConnCtx::new(info, shared, peer, local, orig_dst));
+    let conn = Arc::new(ConnCtx::new(info, shared, peer, local, orig_dst).with_peer(accepted.peer));
     match protocol {
         Protocol::Opaque => tcp::forward(io, conn).await,
         Protocol::Http1 | Protocol::Http2 => http::server::serve(io, protocol, conn).await,
@@ -368,6 +402,7 @@ services:
             direction,
             service: service.map(str::to_owned),
             protocol: ListenerProtocol::Detect,
+            mtls: None,
         }
     }
 

@@ -56,6 +56,17 @@ impl Snapshot {
         origin: ConfigOrigin,
         previous: Option<&Snapshot>,
     ) -> Self {
+        Self::build_with(version, config, origin, previous, None)
+    }
+
+    /// [`Snapshot::build`] with the proxy's outbound TLS, for clusters that originate mTLS.
+    pub fn build_with(
+        version: u64,
+        config: ProxyConfig,
+        origin: ConfigOrigin,
+        previous: Option<&Snapshot>,
+        outbound_tls: Option<&jalin_ca::tls::OutboundTls>,
+    ) -> Self {
         let mut old: HashMap<SocketAddr, Arc<Endpoint>> = HashMap::new();
         if let Some(prev) = previous {
             for svc in prev.services.values() {
@@ -67,7 +78,7 @@ impl Snapshot {
         let mut services = HashMap::new();
         let mut by_address = HashMap::new();
         for cluster in &config.services {
-            let svc = Arc::new(Service::build(cluster, &old));
+            let svc = Arc::new(Service::build(cluster, &old, outbound_tls));
             for vip in &cluster.addresses {
                 by_address.insert(*vip, svc.clone());
             }
@@ -94,16 +105,30 @@ impl Snapshot {
 }
 
 impl Service {
-    fn build(cluster: &Cluster, old: &HashMap<SocketAddr, Arc<Endpoint>>) -> Self {
+    fn build(
+        cluster: &Cluster,
+        old: &HashMap<SocketAddr, Arc<Endpoint>>,
+        outbound_tls: Option<&jalin_ca::tls::OutboundTls>,
+    ) -> Self {
         let connect_timeout =
             Duration::from_millis(cluster.policy.connection_pool.connect_timeout_ms);
+        let tls = crate::tls::cluster_tls(cluster, outbound_tls);
         let endpoints: Vec<Arc<Endpoint>> = cluster
             .endpoints
             .iter()
             .map(|e| {
+                // An endpoint's own `tls` overrides the cluster's.
+                let tls = match &e.tls {
+                    Some(own) => crate::tls::endpoint_tls(&cluster.name, Some(own), outbound_tls),
+                    None => tls.clone(),
+                };
+                let wanted_id = tls.as_ref().map(|t| &t.identity);
                 old.get(&e.address)
+                    .filter(|ep| ep.tls_identity() == wanted_id)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(e.address, connect_timeout)))
+                    .unwrap_or_else(|| {
+                        Arc::new(Endpoint::with_tls(e.address, connect_timeout, tls))
+                    })
             })
             .collect();
         let weights: Vec<u32> = cluster.endpoints.iter().map(|e| e.weight).collect();

@@ -11,17 +11,23 @@ use std::time::Duration;
 
 use metrics::SharedString;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::detect::Rewind;
-use crate::endpoint;
 use crate::limits::TCP_IDLE_TIMEOUT;
 use crate::listener::ConnCtx;
 use crate::telemetry::TcpMeter;
 
 /// Forwards `downstream` (with the bytes detection read replayed) to the destination.
-pub async fn forward(mut downstream: Rewind<TcpStream>, conn: Arc<ConnCtx>) {
+pub async fn forward<T>(mut downstream: Rewind<T>, conn: Arc<ConnCtx>)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    if conn.info.direction == jalin_xds::model::listener::Direction::Inbound
+        && !crate::authz::check_tcp(&conn, &conn.shared.security.load())
+    {
+        return;
+    }
     let snapshot = conn.shared.snapshot.load_full();
     let service = match conn.destination(&snapshot) {
         Ok(s) => s,
@@ -35,7 +41,7 @@ pub async fn forward(mut downstream: Rewind<TcpStream>, conn: Arc<ConnCtx>) {
         tracing::warn!(service = %service.name, "opaque connection refused: no endpoints");
         return;
     };
-    let mut upstream = match endpoint::connect(ep.addr(), service.connect_timeout).await {
+    let mut upstream = match ep.connect_stream().await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, service = %service.name, "opaque connection failed");

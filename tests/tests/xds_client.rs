@@ -93,6 +93,7 @@ fn listener(name: &str, address: &str, service: &str) -> Listener {
         direction: Direction::Outbound,
         service: Some(service.into()),
         protocol: ListenerProtocol::Detect,
+        mtls: None,
     }
 }
 
@@ -104,6 +105,7 @@ fn resources(upstreams: &[SocketAddr]) -> Vec<EncodedResource> {
         protocol: Default::default(),
         endpoints: Vec::new(),
         policy: Default::default(),
+        tls: None,
     };
     let endpoints: Vec<Endpoint> = upstreams.iter().map(|a| Endpoint::new(*a)).collect();
     vec![

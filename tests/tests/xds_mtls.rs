@@ -76,6 +76,7 @@ fn snapshot(upstream: SocketAddr) -> Snapshot {
         protocol: Default::default(),
         endpoints: Vec::new(),
         policy: Default::default(),
+        tls: None,
     };
     let listener = Listener {
         name: "out".into(),
@@ -83,6 +84,7 @@ fn snapshot(upstream: SocketAddr) -> Snapshot {
         direction: Direction::Outbound,
         service: Some(SERVICE.into()),
         protocol: ListenerProtocol::Detect,
+        mtls: None,
     };
     Snapshot::new([
         encode_with_deps(

@@ -83,6 +83,8 @@ pub enum Command {
     },
     /// Start a whole demo mesh on this machine (dev CA, sidecars, apps, traffic) with a live summary.
     Demo(crate::demo::DemoArgs),
+    /// Run the control plane: watch configuration, serve xDS and the CA.
+    Control(Box<crate::server::ControlArgs>),
 }
 
 /// Run a parsed command line.
@@ -97,6 +99,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Lint { inputs, workloads } => policy::lint(&inputs, workloads.as_deref()),
         Command::Check { inputs, rules } => policy::check(&inputs, &rules),
         Command::Demo(args) => crate::demo::run(&args),
+        Command::Control(args) => crate::server::run(*args),
         Command::Ca(cmd) => ca(cmd),
         Command::Authz(cmd) => authz::run(cmd),
     }

@@ -13,8 +13,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use jalin_xds::model::cluster::Cluster;
+use jalin_xds::model::cluster::{Cluster, ClusterTlsMode};
 use jalin_xds::model::listener::Listener;
+use jalin_xds::model::peer_auth::MtlsMode;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
@@ -56,6 +57,10 @@ struct FileConfig {
     /// xDS mode: the control plane that sends the dynamic part (`crate::xds`).
     #[serde(default)]
     control_plane: Option<Spanned<ControlPlaneConfig>>,
+    #[serde(default)]
+    identity: Option<crate::identity::IdentitySection>,
+    #[serde(default)]
+    authorization: crate::authz::AuthorizationSection,
 }
 
 /// A validated configuration: what the proxy runs and what `/config_dump` shows.
@@ -67,6 +72,11 @@ pub struct ProxyConfig {
     /// Set in xDS mode: listeners, services and policies also come from this control plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlaneConfig>,
+    /// The workload's identity and mTLS settings; absent: no TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::IdentitySection>,
+    /// Authorization, request authentication and peer authentication policies.
+    pub authorization: crate::authz::AuthorizationSection,
 }
 
 /// Where the text of a configuration came from.
@@ -318,12 +328,72 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
             &p.hint,
         ));
     }
+    if raw.identity.is_none() {
+        let mtls =
+            raw.listeners.iter().enumerate().find(|(_, l)| {
+                matches!(l.value.mtls, Some(MtlsMode::Strict | MtlsMode::Permissive))
+            });
+        let tls = raw.services.iter().enumerate().find(|(_, s)| {
+            s.value
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.mode == ClusterTlsMode::IstioMutual)
+        });
+        if let Some((i, l)) = mtls {
+            return Err(at(
+                l.referenced,
+                format!("listeners[{i}].mtls"),
+                "mTLS needs the workload's certificate".into(),
+                "add an `identity` section, or set `mtls: DISABLE`",
+            ));
+        }
+        if let Some((i, s)) = tls {
+            return Err(at(
+                s.referenced,
+                format!("services[{i}].tls"),
+                "istio_mutual needs the workload's certificate".into(),
+                "add an `identity` section",
+            ));
+        }
+    }
+    for (i, s) in raw.services.iter().enumerate() {
+        let all = std::iter::once((format!("services[{i}].tls"), &s.value.tls)).chain(
+            s.value
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(j, e)| (format!("services[{i}].endpoints[{j}].tls"), &e.tls)),
+        );
+        for (path, t) in all {
+            let Some(t) = t else { continue };
+            if t.mode != ClusterTlsMode::IstioMutual {
+                continue;
+            }
+            let ok = t
+                .identity
+                .as_deref()
+                .is_some_and(|id| jalin_ca::spiffe::SpiffeId::parse(id).is_ok());
+            if !ok {
+                return Err(at(
+                    s.referenced,
+                    format!("{path}.identity"),
+                    format!(
+                        "{:?} is not a SPIFFE ID",
+                        t.identity.as_deref().unwrap_or("")
+                    ),
+                    "name the server's identity, e.g. spiffe://cluster.local/ns/app/sa/server",
+                ));
+            }
+        }
+    }
 
     Ok(ProxyConfig {
         admin: raw.admin,
         listeners: raw.listeners.into_iter().map(|l| l.value).collect(),
         services: raw.services.into_iter().map(|s| s.value).collect(),
         control_plane: raw.control_plane.map(|c| c.value),
+        identity: raw.identity,
+        authorization: raw.authorization,
     })
 }
 
@@ -338,6 +408,8 @@ pub fn validate_config(source: &str, config: ProxyConfig) -> Result<ProxyConfig,
         listeners: config.listeners.into_iter().map(span).collect(),
         services: config.services.into_iter().map(span).collect(),
         control_plane: config.control_plane.map(span),
+        identity: config.identity,
+        authorization: config.authorization,
     };
     validate(source, raw)
 }

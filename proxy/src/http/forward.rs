@@ -54,6 +54,20 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     }
     headers::strip_hop_by_hop(req.headers_mut(), wants_upgrade);
     headers::ensure_request_id(req.headers_mut());
+    if direction == Direction::Inbound {
+        // 2b. Authentication and authorization (after TLS and detection, before routing).
+        let security = conn.shared.security.load_full();
+        if let Err(refused) = crate::authz::check(&mut req, &conn, &security).await {
+            meter.response(refused.status.as_u16(), None, ResponseFlag::None);
+            let mut rsp = Response::new(ProxyBody::local(refused.body, Some(meter)));
+            *rsp.status_mut() = refused.status;
+            *rsp.headers_mut() = refused.headers;
+            return rsp;
+        }
+        if let (Some(peer), Some(identity)) = (&conn.peer_info, &conn.shared.identity) {
+            inbound::set_peer_headers(req.headers_mut(), peer, identity);
+        }
+    }
     let host = forwarded_host(&req);
     headers::set_forwarded(req.headers_mut(), conn.peer.ip(), "http", host);
 

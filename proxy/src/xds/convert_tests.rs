@@ -59,6 +59,7 @@ fn listener(name: &str, service: &str) -> Listener {
         direction: Direction::Outbound,
         service: Some(service.into()),
         protocol: ListenerProtocol::Detect,
+        mtls: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn cluster(name: &str) -> Cluster {
         protocol: Default::default(),
         endpoints: Vec::new(),
         policy: Default::default(),
+        tls: None,
     }
 }
 

@@ -41,6 +41,30 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     #[serde(default)]
     pub policy: TrafficPolicy,
+    /// TLS the proxy originates to the endpoints (Istio DestinationRule `trafficPolicy.tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
+}
+
+/// How connections to a cluster's endpoints are secured (Istio `ClientTLSSettings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTls {
+    pub mode: ClusterTlsMode,
+    /// The SPIFFE ID the endpoints must present (`spiffe://<td>/ns/<ns>/sa/<sa>`), checked
+    /// instead of a host name. Required for `istio_mutual`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+/// Istio's `tls.mode`, as far as the mesh's own certificates go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterTlsMode {
+    /// Plaintext (`DISABLE`).
+    Disable,
+    /// mTLS with the workload's mesh certificate (`ISTIO_MUTUAL`).
+    IstioMutual,
 }
 
 /// One endpoint of a cluster.
@@ -54,6 +78,9 @@ pub struct Endpoint {
     /// Labels (for example `version: v2`) that DestinationRule subsets select on.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// TLS to this endpoint, overriding the cluster's `tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClusterTls>,
 }
 
 fn default_weight() -> u32 {
@@ -67,6 +94,7 @@ impl Endpoint {
             address,
             weight: DEFAULT_ENDPOINT_WEIGHT,
             labels: BTreeMap::new(),
+            tls: None,
         }
     }
 }

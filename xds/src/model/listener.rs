@@ -47,6 +47,10 @@ pub struct Listener {
     pub service: Option<String>,
     #[serde(default)]
     pub protocol: ListenerProtocol,
+    /// Inbound peer authentication for this listener's port (STRICT, PERMISSIVE, DISABLE),
+    /// overriding the PeerAuthentication policies; absent: resolved from those policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<super::peer_auth::MtlsMode>,
 }
 
 impl Listener {

@@ -1,0 +1,178 @@
+//! The mesh configuration file (`--mesh-config`, the `jalin-mesh` ConfigMap's `mesh.yaml`) and
+//! the resolution of `jalin control`'s flags into a [`ControlConfig`]. Only the fields the control
+//! plane reads are typed here; other sections (injection, priority) belong to other components.
+
+use std::path::{Path, PathBuf};
+
+use jalin_ca::chain::KeySource;
+use jalin_ca::issue::{CaConfig, TtlPolicy};
+use serde::Deserialize;
+
+use super::{ControlArgs, ControlConfig};
+
+/// Istio's default root namespace.
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+/// Istio's default trust domain.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// `mesh.yaml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MeshConfig {
+    pub trust_domain: Option<String>,
+    pub root_namespace: Option<String>,
+    pub control_plane: ControlPlane,
+    pub ca: Option<MeshCa>,
+}
+
+/// `controlPlane`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ControlPlane {
+    pub address: Option<String>,
+    pub dns_names: Vec<String>,
+}
+
+/// `ca`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MeshCa {
+    pub root_cert_file: Option<PathBuf>,
+    pub cert_chain_file: Option<PathBuf>,
+    /// A PKCS#8 PEM file, or a `pkcs11:` URI.
+    pub key_file: Option<String>,
+    pub key_uri: Option<String>,
+    pub workload_cert_ttl: Option<String>,
+    pub max_workload_cert_ttl: Option<String>,
+}
+
+/// Why the configuration could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{path}: ca.{field}: {reason}")]
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("Kubernetes client: {0}; run inside a pod, or set KUBECONFIG")]
+    Kube(String),
+}
+
+/// Reads a mesh config file.
+pub fn load(path: &Path) -> Result<MeshConfig, MeshError> {
+    let text = std::fs::read_to_string(path).map_err(|e| MeshError::File {
+        path: path.to_owned(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| MeshError::File {
+        path: path.to_owned(),
+        reason: format!("invalid mesh config: {e}"),
+    })
+}
+
+fn ca_from_mesh(path: &Path, ca: &MeshCa, trust_domain: &str) -> Result<CaConfig, MeshError> {
+    let field = |field: &'static str, reason: String| MeshError::Field {
+        path: path.to_owned(),
+        field,
+        reason,
+    };
+    let required = |v: &Option<PathBuf>, name: &'static str| {
+        v.clone()
+            .ok_or_else(|| field(name, "missing; give the PEM file's path".into()))
+    };
+    let key = ca
+        .key_uri
+        .clone()
+        .or_else(|| ca.key_file.clone())
+        .ok_or_else(|| {
+            field(
+                "keyFile",
+                "missing; give the intermediate key file or a pkcs11: URI".into(),
+            )
+        })?;
+    let key: KeySource = key.parse().map_err(|e| field("keyFile", format!("{e}")))?;
+    let mut ttl = TtlPolicy::default();
+    if let Some(t) = &ca.workload_cert_ttl {
+        ttl.default_ttl =
+            jalin_ca::cli::files::parse_duration(t).map_err(|e| field("workloadCertTTL", e))?;
+    }
+    if let Some(t) = &ca.max_workload_cert_ttl {
+        ttl.max_ttl =
+            jalin_ca::cli::files::parse_duration(t).map_err(|e| field("maxWorkloadCertTTL", e))?;
+    }
+    Ok(CaConfig {
+        trust_domain: trust_domain.to_owned(),
+        chain_path: required(&ca.cert_chain_file, "certChainFile")?,
+        roots_path: required(&ca.root_cert_file, "rootCertFile")?,
+        key,
+        ttl,
+    })
+}
+
+/// The CA of a `jalin ca init-dev` directory.
+pub fn ca_from_dir(dir: &Path, trust_domain: &str) -> CaConfig {
+    CaConfig {
+        trust_domain: trust_domain.to_owned(),
+        chain_path: dir.join("intermediate.pem"),
+        roots_path: dir.join("root.pem"),
+        key: KeySource::Pkcs8File(dir.join("intermediate-key.pem")),
+        ttl: TtlPolicy::default(),
+    }
+}
+
+/// Resolves flags (which win) and the mesh config into a [`ControlConfig`].
+pub async fn resolve(args: &ControlArgs) -> Result<ControlConfig, MeshError> {
+    let mesh = match &args.mesh_config {
+        Some(p) => load(p)?,
+        None => MeshConfig::default(),
+    };
+    let trust_domain = args
+        .trust_domain
+        .clone()
+        .or(mesh.trust_domain.clone())
+        .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
+    let root_namespace = args
+        .root_namespace
+        .clone()
+        .or(mesh.root_namespace.clone())
+        .unwrap_or_else(|| DEFAULT_ROOT_NAMESPACE.to_owned());
+    let ca = match (&args.ca_dir, &args.mesh_config, &mesh.ca) {
+        (Some(dir), _, _) => Some(ca_from_dir(dir, &trust_domain)),
+        (None, Some(path), Some(ca)) => Some(ca_from_mesh(path, ca, &trust_domain)?),
+        _ => None,
+    };
+    let kube_client = if args.kubernetes {
+        Some(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| MeshError::Kube(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let mut dns_names = mesh.control_plane.dns_names.clone();
+    if dns_names.is_empty() {
+        // The Service name under the cluster domain: inside the trust domain's name constraints
+        // for a development CA made by `jalin ca init-dev`.
+        dns_names = vec![format!(
+            "jalin.{root_namespace}.svc.{}",
+            args.cluster_domain
+        )];
+    }
+    Ok(ControlConfig {
+        config_dir: args.config_dir.clone(),
+        kube_client,
+        xds_listen: args.xds_listen,
+        ca_listen: Some(args.ca_listen),
+        health_listen: args.health_listen,
+        ca,
+        insecure_xds: args.insecure_xds,
+        root_namespace,
+        cluster_domain: args.cluster_domain.clone(),
+        dns_names,
+        join_tokens: args.join_tokens.clone(),
+    })
+}

@@ -1,0 +1,279 @@
+//! Request authentication and the other authorization paths end to end: JWTs (ES256, JWKS from
+//! a file) validated by the server proxy with 401 on an invalid token, `requestPrincipals`
+//! matched, claims copied to headers and the token stripped; a CUSTOM policy asking an external
+//! HTTP authorizer (allow, deny, and a provider that never answers: fail closed within the
+//! timeout); and opaque TCP connections authorized with `evaluate_tcp` and closed on deny.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod mtls_common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use jalin_tests::AbortOnDrop;
+use jalin_tests::upstream::{HttpUpstream, TcpEchoUpstream};
+use mtls_common::{Mesh, request};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ISS: &str = "https://idp.gov.example";
+
+struct Signer(EcdsaKeyPair);
+
+impl Signer {
+    fn new() -> Self {
+        Self(EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING).unwrap())
+    }
+    fn jwks(&self) -> String {
+        let p = self.0.public_key().as_ref();
+        json!({"keys": [{"kty": "EC", "kid": "k1", "crv": "P-256", "alg": "ES256",
+            "x": B64.encode(&p[1..33]), "y": B64.encode(&p[33..])}]})
+        .to_string()
+    }
+    fn token(&self, sub: &str) -> String {
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+        let claims = json!({"iss": ISS, "sub": sub, "exp": exp});
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let sig = self.0.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", B64.encode(sig.as_ref()))
+    }
+}
+
+/// An external authorizer: `x-ext: allow` -> 200, `hang` -> never answers, else 403.
+async fn ext_authz() -> (SocketAddr, AbortOnDrop) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let verdict = req.headers().get("x-ext").map(|v| v.as_bytes().to_vec());
+                    match verdict.as_deref() {
+                        Some(b"allow") => {}
+                        Some(b"hang") => std::future::pending::<()>().await,
+                        _ => {
+                            let mut rsp = http::Response::new(Full::new(Bytes::from_static(b"no")));
+                            *rsp.status_mut() = http::StatusCode::FORBIDDEN;
+                            return Ok::<_, Infallible>(rsp);
+                        }
+                    }
+                    Ok(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, AbortOnDrop(task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_and_custom_decide_requests() {
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let app = HttpUpstream::start("app").await.unwrap();
+    let signer = Signer::new();
+    let other = Signer::new();
+    let jwks = mesh.dir.path().join("jwks.json");
+    std::fs::write(&jwks, signer.jwks()).unwrap();
+    let (ext, _ext_task) = ext_authz().await;
+    let authz = format!(
+        r#"  jwks_files: {{ "http://idp.gov.example/keys": {jwks} }}
+  providers:
+    ext-authz: {{ url: "http://{ext}/check", timeout_ms: 300 }}
+  request_authentications:
+    - meta: {{ name: idp, namespace: child-services }}
+      jwt_rules:
+        - issuer: "{ISS}"
+          jwks_uri: "http://idp.gov.example/keys"
+          output_claim_to_headers: [ {{ header: x-jwt-sub, claim: sub }} ]
+  policies:
+    - meta: {{ name: callers, namespace: child-services }}
+      rules:
+        - from: [ {{ request_principals: ["{ISS}/alice"] }} ]
+          to: [ {{ paths: ["/jwt/*"] }} ]
+        - to: [ {{ paths: ["/custom/*"] }} ]
+    - meta: {{ name: ext, namespace: child-services }}
+      action: CUSTOM
+      provider: ext-authz
+      rules:
+        - to: [ {{ paths: ["/custom/*"] }} ]
+"#,
+        jwks = jwks.display()
+    );
+    let server = mesh
+        .server(
+            "child-services",
+            "records",
+            &[],
+            app.addr,
+            Some("PERMISSIVE"),
+            &authz,
+        )
+        .await;
+    let addr = server.addr("in");
+    let bearer = |t: String| format!("Bearer {t}");
+
+    let alice = bearer(signer.token("alice"));
+    let (status, body) = request(addr, "GET", "/jwt/headers", &[("authorization", &alice)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "valid token of an allowed principal: {body}");
+    let (status, body) = request(addr, "GET", "/headers", &[("authorization", &alice)])
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "path not allowed: {body}");
+    // What the app sees on an allowed request: the claim header, not the token.
+    let app_view = request(
+        addr,
+        "POST",
+        "/jwt/echo",
+        &[("authorization", &alice), ("x-jwt-sub", "mallory")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(app_view.0, 200);
+
+    let (status, _) = request(addr, "GET", "/jwt/x", &[]).await.unwrap();
+    assert_eq!(status, 403, "no token: no request principal");
+    let (status, _) = request(
+        addr,
+        "GET",
+        "/jwt/x",
+        &[("authorization", &bearer(signer.token("bob")))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403, "valid token, principal not listed");
+    let (status, body) = request(
+        addr,
+        "GET",
+        "/jwt/x",
+        &[("authorization", &bearer(other.token("alice")))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401, "token signed by an unknown key: {body}");
+    let (status, _) = request(
+        addr,
+        "GET",
+        "/jwt/x",
+        &[("authorization", "Bearer not.a.jwt")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401, "malformed token");
+
+    let (status, _) = request(addr, "GET", "/custom/a", &[("x-ext", "allow")])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "external authorizer allows");
+    let (status, body) = request(addr, "GET", "/custom/a", &[("x-ext", "deny")])
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (403, "RBAC: access denied"),
+        "external authorizer denies"
+    );
+    let (status, _) = request(addr, "GET", "/custom/a", &[("x-ext", "hang")])
+        .await
+        .unwrap();
+    assert_eq!(
+        status, 403,
+        "an authorizer that does not answer in time: fail closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwt_claims_reach_the_app_and_the_token_does_not() {
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let app = HttpUpstream::start("app").await.unwrap();
+    let signer = Signer::new();
+    let jwks = mesh.dir.path().join("jwks.json");
+    std::fs::write(&jwks, signer.jwks()).unwrap();
+    let authz = format!(
+        "  jwks_files: {{ \"http://idp/keys\": {} }}\n  request_authentications:\n    - meta: {{ name: idp, namespace: ns }}\n      jwt_rules:\n        - issuer: \"{ISS}\"\n          jwks_uri: \"http://idp/keys\"\n          output_claim_to_headers: [ {{ header: x-jwt-sub, claim: sub }} ]\n",
+        jwks.display()
+    );
+    let server = mesh
+        .server("ns", "records", &[], app.addr, Some("PERMISSIVE"), &authz)
+        .await;
+    let token = format!("Bearer {}", signer.token("alice"));
+    let (status, body) = request(
+        server.addr("in"),
+        "GET",
+        "/headers",
+        &[("authorization", &token), ("x-jwt-sub", "mallory")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["headers"]["x-jwt-sub"], "alice", "{body}");
+    assert!(
+        v["headers"].get("authorization").is_none(),
+        "token stripped: {body}"
+    );
+    // No token and no policy: allowed, with no principal.
+    let (status, _) = request(server.addr("in"), "GET", "/headers", &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+async fn echo_once(addr: SocketAddr) -> Vec<u8> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"\x00\x01opaque").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opaque_tcp_is_authorized_per_connection() {
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let echo = TcpEchoUpstream::start().await.unwrap();
+    let tcp_server = |blocks: &'static str| {
+        let yaml = format!(
+            "admin:\n  address: 127.0.0.1:0\n{}listeners:\n  - name: in\n    address: 127.0.0.1:0\n    direction: inbound\n    service: app\n    protocol: tcp\n    mtls: PERMISSIVE\nservices:\n  - name: app\n    endpoints:\n      - address: {}\nauthorization:\n  policies:\n    - meta: {{ name: lan, namespace: ns }}\n      rules:\n        - from: [ {{ ip_blocks: [\"{blocks}\"] }} ]\n",
+            mesh.identity_yaml("ns", "db", &[]),
+            echo.addr
+        );
+        let mesh = &mesh;
+        async move { mesh.start(&yaml).await }
+    };
+    let allowed = tcp_server("127.0.0.1/32").await;
+    let denied = tcp_server("10.0.0.0/8").await;
+    assert_eq!(echo_once(allowed.addr("in")).await, b"\x00\x01opaque");
+    assert!(
+        echo_once(denied.addr("in")).await.is_empty(),
+        "denied: closed without a byte"
+    );
+    let m = denied.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("jalin_authz_decisions_total") && l.contains("result=\"deny\"")),
+        "{m}"
+    );
+}
