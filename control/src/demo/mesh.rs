@@ -10,8 +10,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use jalin_xds::model::cluster::{Cluster, Endpoint, UpstreamProtocol};
+use std::path::PathBuf;
+
+use jalin_xds::model::authz::AuthorizationPolicy;
+use jalin_xds::model::cluster::{Cluster, ClusterTls, ClusterTlsMode, Endpoint, UpstreamProtocol};
 use jalin_xds::model::listener::{Direction, Listener, ListenerProtocol};
+use jalin_xds::model::peer_auth::PeerAuthentication;
 use jalin_xds::model::traffic::TrafficPolicy;
 use serde::Serialize;
 
@@ -36,15 +40,14 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// The static path: the proxy's configuration file carries listeners and clusters (with
-    /// their traffic policy). `Some(reason)` names what is missing for a stage.
+    /// The static path: the proxy's configuration file carries listeners, clusters (with their
+    /// traffic policy), the workload identity (mTLS) and the authorization policies.
+    /// `Some(reason)` names what is missing for a stage.
     pub const STATIC: Self = Self {
-        authz: Some("the proxy's static configuration has no authorization policies in this build"),
+        authz: None,
         routes: Some("the proxy's static configuration has no route tables in this build"),
         outlier: Some("the proxy's outbound path does not run the outlier detector in this build"),
-        mtls: Some(
-            "the proxy's static configuration has no TLS in this build; certificates are issued but unused",
-        ),
+        mtls: None,
     };
 }
 
@@ -85,12 +88,91 @@ pub struct ProxyAddrs {
     pub outbound: BTreeMap<String, SocketAddr>,
 }
 
+/// A sidecar's workload identity and where its certificate files are.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub trust_domain: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub labels: BTreeMap<String, String>,
+    /// The workload certificate chain and key (`jalin ca issue`), and the root bundle.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub bundle: PathBuf,
+}
+
+impl Identity {
+    /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+    pub fn spiffe_id(trust_domain: &str, namespace: &str, sa: &str) -> String {
+        format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
+    }
+}
+
 /// The file the proxy reads (`jalin-proxy --config`).
 #[derive(Debug, Serialize)]
 struct ProxyFile<'a> {
     admin: AdminSection,
     listeners: Vec<Listener>,
     services: &'a [Cluster],
+    identity: IdentitySection,
+    authorization: AuthorizationSection<'a>,
+}
+
+/// The proxy's `identity` section (certificate from files).
+#[derive(Debug, Serialize)]
+struct IdentitySection {
+    trust_domain: String,
+    namespace: String,
+    service_account: String,
+    labels: BTreeMap<String, String>,
+    trust_bundles: Vec<PathBuf>,
+    certificate: CertificateSection,
+}
+
+#[derive(Debug, Serialize)]
+struct CertificateSection {
+    files: CertificateFiles,
+}
+
+#[derive(Debug, Serialize)]
+struct CertificateFiles {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The proxy's `authorization` section: the imported policies; the proxy applies those whose
+/// namespace and selector match its identity.
+#[derive(Debug, Serialize)]
+struct AuthorizationSection<'a> {
+    policies: &'a [AuthorizationPolicy],
+    peer_authentications: &'a [PeerAuthentication],
+}
+
+fn identity_section(id: &Identity) -> IdentitySection {
+    IdentitySection {
+        trust_domain: id.trust_domain.clone(),
+        namespace: id.namespace.clone(),
+        service_account: id.service_account.clone(),
+        labels: id.labels.clone(),
+        trust_bundles: vec![id.bundle.clone()],
+        certificate: CertificateSection {
+            files: CertificateFiles {
+                cert: id.cert.clone(),
+                key: id.key.clone(),
+            },
+        },
+    }
+}
+
+/// The labels of the WorkloadEntry listening on `port` (a server instance's sidecar).
+pub fn workload_labels(native: &NativeConfig, port: u16) -> BTreeMap<String, String> {
+    native
+        .service_entries
+        .iter()
+        .flat_map(|se| se.spec.endpoints.iter())
+        .find(|we| we.ports.values().any(|p| *p == u64::from(port)))
+        .map(|we| we.labels.clone())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Serialize)]
@@ -101,8 +183,14 @@ struct AdminSection {
 /// The name of a server sidecar's cluster for its local application.
 pub const INBOUND_CLUSTER: &str = "inbound-app";
 
-/// A server sidecar's configuration: one inbound listener to the local application.
-pub fn server_config(instance: &Instance, addrs: &ProxyAddrs) -> Result<String, DemoError> {
+/// A server sidecar's configuration: one inbound listener to the local application, mTLS per
+/// the PeerAuthentication policies, and the AuthorizationPolicies.
+pub fn server_config(
+    instance: &Instance,
+    addrs: &ProxyAddrs,
+    id: &Identity,
+    native: &NativeConfig,
+) -> Result<String, DemoError> {
     let (listen, app) = addrs.inbound.ok_or_else(|| {
         DemoError::Plan(format!("{}: no inbound address was chosen", instance.name))
     })?;
@@ -112,6 +200,7 @@ pub fn server_config(instance: &Instance, addrs: &ProxyAddrs) -> Result<String, 
         protocol: UpstreamProtocol::Http1,
         endpoints: vec![Endpoint::new(app)],
         policy: TrafficPolicy::default(),
+        tls: None,
     }];
     let listeners = vec![Listener {
         name: "inbound".to_owned(),
@@ -119,14 +208,17 @@ pub fn server_config(instance: &Instance, addrs: &ProxyAddrs) -> Result<String, 
         direction: Direction::Inbound,
         service: Some(INBOUND_CLUSTER.to_owned()),
         protocol: ListenerProtocol::Http1,
+        mtls: None,
     }];
-    render(addrs.admin, listeners, &services)
+    render(addrs.admin, listeners, &services, id, native)
 }
 
-/// A client sidecar's configuration: one outbound listener and cluster per service it calls.
+/// A client sidecar's configuration: one outbound listener and cluster (mTLS to the service's
+/// identity) per service it calls.
 pub fn client_config(
     client: &Client,
     addrs: &ProxyAddrs,
+    id: &Identity,
     native: &NativeConfig,
 ) -> Result<String, DemoError> {
     let mut services = Vec::new();
@@ -135,27 +227,66 @@ pub fn client_config(
         let listen = addrs.outbound.get(*host).ok_or_else(|| {
             DemoError::Plan(format!("{}: no outbound address for {host}", client.name))
         })?;
-        services.push(cluster_for(host, native)?);
+        let mut cluster = cluster_for(host, native)?;
+        cluster.tls = Some(ClusterTls {
+            mode: ClusterTlsMode::IstioMutual,
+            identity: Some(server_identity(host, &id.trust_domain, native)?),
+        });
+        services.push(cluster);
         listeners.push(Listener {
             name: format!("outbound-{}", short_name(host)),
             address: *listen,
             direction: Direction::Outbound,
             service: Some((*host).to_owned()),
             protocol: ListenerProtocol::Http1,
+            mtls: None,
         });
     }
-    render(addrs.admin, listeners, &services)
+    render(addrs.admin, listeners, &services, id, native)
+}
+
+/// The SPIFFE ID the endpoints of `host` present: their WorkloadEntries' service account in the
+/// ServiceEntry's namespace (every endpoint of a demo service shares one).
+pub fn server_identity(
+    host: &str,
+    trust_domain: &str,
+    native: &NativeConfig,
+) -> Result<String, DemoError> {
+    let entry = native
+        .service_entries
+        .iter()
+        .find(|se| se.spec.hosts.iter().any(|h| h == host))
+        .ok_or_else(|| DemoError::Plan(format!("no ServiceEntry has the host {host}")))?;
+    let sa = entry
+        .spec
+        .endpoints
+        .iter()
+        .find_map(|we| we.service_account.as_deref())
+        .ok_or_else(|| {
+            DemoError::Plan(format!(
+                "ServiceEntry {}/{}: no endpoint names a serviceAccount",
+                entry.meta.namespace, entry.meta.name
+            ))
+        })?;
+    Ok(Identity::spiffe_id(trust_domain, &entry.meta.namespace, sa))
 }
 
 fn render(
     admin: SocketAddr,
     listeners: Vec<Listener>,
     services: &[Cluster],
+    id: &Identity,
+    native: &NativeConfig,
 ) -> Result<String, DemoError> {
     let file = ProxyFile {
         admin: AdminSection { address: admin },
         listeners,
         services,
+        identity: identity_section(id),
+        authorization: AuthorizationSection {
+            policies: &native.authorization_policies,
+            peer_authentications: &native.peer_authentications,
+        },
     };
     serde_saphyr::to_string(&file).map_err(|e| DemoError::Plan(format!("proxy config: {e}")))
 }
@@ -207,6 +338,7 @@ pub fn cluster_for(host: &str, native: &NativeConfig) -> Result<Cluster, DemoErr
         protocol: UpstreamProtocol::Http1,
         endpoints,
         policy: traffic_policy(host, native),
+        tls: None,
     })
 }
 
@@ -282,9 +414,31 @@ mod tests {
             inbound: None,
             outbound,
         };
-        let text = client_config(&client, &addrs, &native).unwrap();
+        let id = Identity {
+            trust_domain: "cluster.local".into(),
+            namespace: client.namespace.into(),
+            service_account: client.service_account.into(),
+            labels: BTreeMap::new(),
+            cert: "/c.pem".into(),
+            key: "/k.pem".into(),
+            bundle: "/r.pem".into(),
+        };
+        let text = client_config(&client, &addrs, &id, &native).unwrap();
         assert!(text.contains("outbound-child-profile-service"), "{text}");
         assert!(text.contains("127.0.0.1:42100"), "{text}");
+        assert!(
+            text.contains("spiffe://cluster.local/ns/child-services/sa/child-profile-service"),
+            "{text}"
+        );
+        assert!(text.contains("child-profile-access-policy"), "{text}");
+    }
+
+    #[test]
+    fn server_labels_come_from_its_workload_entry() {
+        let native = native();
+        let labels = workload_labels(&native, 41_002);
+        assert_eq!(labels["app"], "child-profile-service");
+        assert_eq!(labels["priority"], "standard");
     }
 
     #[test]

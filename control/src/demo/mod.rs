@@ -9,6 +9,7 @@
 
 pub mod apps;
 pub mod example;
+pub mod logs;
 pub mod mesh;
 pub mod proxies;
 pub mod routing;

@@ -69,7 +69,8 @@ pub struct Proxies {
 }
 
 impl Proxies {
-    /// Starts `bin --config <dir>/<name>.yaml --workers 1`, logging to `<dir>/<name>.log`.
+    /// Starts `bin --config <dir>/<name>.yaml --workers 1 --log-json`, logging to
+    /// `<dir>/<name>.log`.
     pub fn spawn(
         &mut self,
         bin: &Path,
@@ -86,7 +87,7 @@ impl Proxies {
         let child = Command::new(bin)
             .arg("--config")
             .arg(&config_path)
-            .args(["--workers", "1"])
+            .args(["--workers", "1", "--log-json"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

@@ -13,6 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::apps::Apps;
 use super::example::{self, Behaviour, CLIENTS, INSTANCES};
+use super::logs::LogTail;
 use super::mesh::{self, Capabilities, ProxyAddrs};
 use super::proxies::{self, Proxies};
 use super::scrape::{http_get, parse_metrics};
@@ -105,17 +106,29 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     let proxy_dir = root.join("proxies");
     std::fs::create_dir_all(&proxy_dir).map_err(DemoError::io(&proxy_dir))?;
     let mut files = Vec::new();
+    let identity = |name: &str, ns: &str, sa: &str, labels| mesh::Identity {
+        trust_domain: TRUST_DOMAIN.to_owned(),
+        namespace: ns.to_owned(),
+        service_account: sa.to_owned(),
+        labels,
+        cert: ca_dir.join(format!("{name}.pem")),
+        key: ca_dir.join(format!("{name}-key.pem")),
+        bundle: ca_dir.join("root.pem"),
+    };
     for i in INSTANCES {
         let a = &addrs[i.name];
-        files.push((i.name, mesh::server_config(i, a)?, a.admin));
+        let port = a.inbound.map(|(l, _)| l.port()).unwrap_or(0);
+        let labels = mesh::workload_labels(&imported.native, port);
+        let id = identity(i.name, i.namespace, i.service_account, labels);
+        let config = mesh::server_config(i, a, &id, &imported.native)?;
+        files.push((i.name, config, a.admin));
     }
     for c in CLIENTS {
         let a = &addrs[c.name];
-        files.push((
-            c.name,
-            mesh::client_config(c, a, &imported.native)?,
-            a.admin,
-        ));
+        let labels = BTreeMap::from([("app".to_owned(), c.name.to_owned())]);
+        let id = identity(c.name, c.namespace, c.service_account, labels);
+        let config = mesh::client_config(c, a, &id, &imported.native)?;
+        files.push((c.name, config, a.admin));
     }
     drop(ports);
     let mut procs = Proxies::default();
@@ -131,6 +144,17 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             p.pid,
             p.admin,
             p.log.display()
+        ));
+    }
+    if caps.mtls.is_none() {
+        say(
+            "  mTLS      every sidecar presents its workload certificate; inbound mode per the PeerAuthentication policies",
+        );
+    }
+    if caps.authz.is_none() {
+        say(&format!(
+            "  authz     {} AuthorizationPolicies from the example enforced by the server sidecars",
+            imported.native.authorization_policies.len()
         ));
     }
     for reason in [caps.authz, caps.routes, caps.outlier, caps.mtls]
@@ -160,6 +184,12 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     let duration_s = args.duration.map(|d| d.as_secs());
     let mut interrupted = false;
     let mut died = Vec::new();
+    let mut tails: Vec<LogTail> = procs
+        .list
+        .iter()
+        .map(|p| LogTail::new(p.log.clone()))
+        .collect();
+    let mut denial_log = BTreeMap::new();
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -178,6 +208,9 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             break;
         }
         let readings = scrape_all(&procs).await;
+        for t in &mut tails {
+            t.read_denials(&mut denial_log);
+        }
         let snap = Snapshot {
             elapsed_s: start.elapsed().as_secs(),
             duration_s,
@@ -187,6 +220,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
             caps,
             failing_proxies: &failing_proxies,
             header: &header,
+            denial_log: &denial_log,
         };
         if tui {
             print!("\x1b[H\x1b[2J{}", snap.render());
@@ -200,6 +234,9 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     drop(traffic_tasks);
     let readings = scrape_all(&procs).await;
     procs.stop().await;
+    for t in &mut tails {
+        t.read_denials(&mut denial_log);
+    }
     let snap = Snapshot {
         elapsed_s: start.elapsed().as_secs(),
         duration_s,
@@ -209,6 +246,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
         caps,
         failing_proxies: &failing_proxies,
         header: &header,
+        denial_log: &denial_log,
     };
     let (verdicts, pass) = verdict_report(&snap.verdicts());
     if tui {

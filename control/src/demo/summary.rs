@@ -153,6 +153,8 @@ pub struct Snapshot<'a> {
     /// The sidecars of the instances that fail on purpose.
     pub failing_proxies: &'a [&'a str],
     pub header: &'a str,
+    /// Denials by deciding policy, from the sidecars' logs.
+    pub denial_log: &'a BTreeMap<String, u64>,
 }
 
 struct Totals {
@@ -361,12 +363,14 @@ impl Snapshot<'_> {
                 let _ = writeln!(o, "  not enforced: {reason}");
             }
             None => {
-                let d = self.denials();
-                if d.is_empty() {
-                    let _ = writeln!(o, "  none yet");
-                }
-                for (p, n) in d {
-                    let _ = writeln!(o, "  {p:<60} {n:>8}");
+                let total: u64 = self.denials().values().sum();
+                let _ = writeln!(
+                    o,
+                    "  {:<72} {total:>8}",
+                    "all denials (jalin_authz_decisions_total{result=\"deny\"})"
+                );
+                for (p, n) in self.denial_log {
+                    let _ = writeln!(o, "  {p:<72} {n:>8}");
                 }
             }
         }
@@ -382,11 +386,11 @@ impl Snapshot<'_> {
             _ => {}
         }
         for (c, n) in e {
-            let _ = writeln!(o, "  {c:<60} {n:>8}");
+            let _ = writeln!(o, "  {c:<72} {n:>8}");
         }
         let _ = writeln!(
             o,
-            "CALLS (demo clients)                                         2xx      403      5xx   policy rule"
+            "CALLS (demo clients)                                             2xx      403      5xx   policy rule"
         );
         for r in self.scenarios {
             let Ok(s) = r.stats.lock() else { continue };
@@ -396,7 +400,7 @@ impl Snapshot<'_> {
             };
             let _ = writeln!(
                 o,
-                "  {:<22} {:<24} {expect:<5} {:>8} {:>8} {:>8}   {}",
+                "  {:<22} {:<28} {expect:<5} {:>8} {:>8} {:>8}   {}",
                 r.scenario.name,
                 format!("{} ->", r.scenario.client),
                 s.ok,
