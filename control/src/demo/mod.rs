@@ -68,6 +68,8 @@ pub enum DemoError {
     Ca(String),
     #[error("admin endpoint: {0}")]
     Admin(String),
+    #[error("the control plane did not start: {0}")]
+    Control(String),
     #[error("starting the async runtime: {0}")]
     Runtime(std::io::Error),
 }

@@ -19,7 +19,11 @@ use super::proxies::{self, Proxies};
 use super::scrape::{http_get, parse_metrics};
 use super::summary::{Reading, Snapshot, verdict_report};
 use super::{DemoArgs, DemoError, traffic};
+use crate::server::mesh::ca_from_dir;
+use crate::server::{Control, ControlConfig};
 
+/// Istio's root namespace: policies there apply mesh-wide.
+const ROOT_NAMESPACE: &str = "istio-system";
 /// The SPIFFE trust domain of the demo mesh (Istio's default, which the seed principals use).
 const TRUST_DOMAIN: &str = "cluster.local";
 /// Workload certificate lifetime: the demo is short-lived.
@@ -94,12 +98,21 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     example::materialise(&config_dir, &example_ports)?;
     let imported = mesh::import(&config_dir)?;
     let caps = Capabilities::STATIC;
+    let control = start_control(&config_dir, &ca_dir).await?;
+    let version = control.progress().borrow().accepted_version;
     say(&format!(
-        "  control   bundled example ({} files) imported: {} resources, {} warnings, {} unsupported fields; proxies get static files (the `jalin control` xDS server is not in this build)",
+        "  control   jalin control (in-process) reads the bundled example ({} files): config version {version} accepted; xDS https://{}, CA https://{}, health http://{}/ready",
         example::FILES.len(),
-        imported.resources,
-        imported.warnings,
-        imported.unsupported
+        control.xds_addr,
+        control
+            .ca_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into()),
+        control.health_addr,
+    ));
+    say(&format!(
+        "  sidecars  configured from the same directory through jalin's importer ({} resources, {} warnings, {} unsupported fields) as static files: in xDS mode this proxy build does not yet apply routes and authorization policies",
+        imported.resources, imported.warnings, imported.unsupported
     ));
 
     // 4. The sidecars. The ports are released just before the proxies bind them.
@@ -135,6 +148,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     let started = start_proxies(&mut procs, &bin, &proxy_dir, &files).await;
     if let Err(e) = started {
         procs.stop().await;
+        control.shutdown().await;
         return Err(e);
     }
     for p in &procs.list {
@@ -230,10 +244,11 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
         let _ = std::io::stdout().flush();
     }
 
-    // 6. Stop the traffic, read the proxies one last time, stop them.
+    // 6. Stop the traffic, read the proxies one last time, stop them and the control plane.
     drop(traffic_tasks);
     let readings = scrape_all(&procs).await;
     procs.stop().await;
+    control.shutdown().await;
     for t in &mut tails {
         t.read_denials(&mut denial_log);
     }
@@ -320,6 +335,41 @@ fn issue(ca: &Path, name: &str, namespace: &str, sa: &str) -> Result<(), DemoErr
     })
     .run_to(&mut out)
     .map_err(|e| DemoError::Ca(format!("{namespace}/{sa}: {e}")))
+}
+
+/// How long the control plane may take to push its first configuration.
+const CONTROL_READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `jalin control` in this process: the example directory as its file source, the demo's CA
+/// (issuing over gRPC), every listener on a free port of 127.0.0.1.
+async fn start_control(config_dir: &Path, ca_dir: &Path) -> Result<Control, DemoError> {
+    let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let control = Control::start(ControlConfig {
+        config_dir: Some(config_dir.to_path_buf()),
+        kube_client: None,
+        xds_listen: any,
+        ca_listen: Some(any),
+        health_listen: any,
+        ca: Some(ca_from_dir(ca_dir, TRUST_DOMAIN)),
+        insecure_xds: false,
+        root_namespace: ROOT_NAMESPACE.to_owned(),
+        cluster_domain: TRUST_DOMAIN.to_owned(),
+        dns_names: vec!["localhost".to_owned()],
+        join_tokens: None,
+    })
+    .await
+    .map_err(|e| DemoError::Control(e.to_string()))?;
+    if tokio::time::timeout(CONTROL_READY_TIMEOUT, control.ready())
+        .await
+        .is_err()
+    {
+        control.shutdown().await;
+        return Err(DemoError::Control(format!(
+            "no configuration pushed within {}s",
+            CONTROL_READY_TIMEOUT.as_secs()
+        )));
+    }
+    Ok(control)
 }
 
 async fn start_proxies(
