@@ -340,7 +340,7 @@ impl DeltaStream {
 /// entries' own `Arc`s, so an unchanged entry compares by pointer without reading the string.
 fn known_at(known: &Known, entry: &Entry) -> bool {
     known
-        .get(&*entry.name)
+        .get(&entry.name)
         .is_some_and(|v| Arc::ptr_eq(v, &entry.version) || **v == *entry.version)
 }
 
