@@ -397,6 +397,53 @@ mod tests {
     }
 
     #[test]
+    fn linked_pushes_send_the_change_and_a_missed_one_is_diffed_whole() {
+        let mut s = DeltaStream::new();
+        let v1 = snap(&[("a", 1), ("b", 1), ("c", 1)]);
+        s.on_snapshot(&v1);
+        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
+        s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
+
+        // v2 is linked to v1 (as `XdsServer::push` does): the stream sends the change only.
+        let mut v2 = v1.with([encode(Kind::Cluster, "b", &2).unwrap()]);
+        v2.link_from(&v1);
+        assert!(v2.type_set(CLUSTER).unwrap().changes().is_some());
+        let p2 = s.on_snapshot(&Arc::new(v2.clone())).remove(0);
+        assert_eq!(names(&p2), ["b"]);
+        assert!(p2.removed.is_empty());
+        assert_eq!(
+            s.known_version(CLUSTER, "b"),
+            Some(&*p2.resources[0].version)
+        );
+
+        // v3 is linked to v2, but the stream never saw v2: it diffs v3 against v1 whole.
+        let mut other = DeltaStream::new();
+        other.on_snapshot(&v1);
+        other.on_request(&req(&[], &[], "")).unwrap();
+        let v3_unlinked = v2.without([(CLUSTER, "c")]);
+        let mut v3 = v3_unlinked.clone();
+        v3.link_from(&v2);
+        let p3 = other.on_snapshot(&Arc::new(v3)).remove(0);
+        assert_eq!(names(&p3), ["b"], "b changed in the missed v2");
+        assert_eq!(p3.removed, vec![Arc::<str>::from("c")]);
+    }
+
+    #[test]
+    fn leaving_the_wildcard_keeps_only_explicit_names() {
+        let mut s = DeltaStream::new();
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
+        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
+        let out = s.on_request(&req(&["a"], &["*"], &p1.nonce)).unwrap();
+        assert!(out.push.is_none(), "a is already there");
+        assert_eq!(s.known_version(CLUSTER, "b"), None, "b is forgotten");
+        assert!(s.known_version(CLUSTER, "a").is_some());
+        // A change to b is no longer sent; a change to a is.
+        assert!(s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).is_empty());
+        let p2 = s.on_snapshot(&snap(&[("a", 2), ("b", 2)])).remove(0);
+        assert_eq!(names(&p2), ["a"]);
+    }
+
+    #[test]
     fn explicit_subscribe_unsubscribe() {
         let mut s = DeltaStream::new();
         s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
