@@ -420,8 +420,7 @@ mod tests {
         let mut other = DeltaStream::new();
         other.on_snapshot(&v1);
         other.on_request(&req(&[], &[], "")).unwrap();
-        let v3_unlinked = v2.without([(CLUSTER, "c")]);
-        let mut v3 = v3_unlinked.clone();
+        let mut v3 = v2.without([(CLUSTER, "c")]);
         v3.link_from(&v2);
         let p3 = other.on_snapshot(&Arc::new(v3)).remove(0);
         assert_eq!(names(&p3), ["b"], "b changed in the missed v2");
