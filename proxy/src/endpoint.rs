@@ -14,11 +14,20 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use http::{Request, Response, Uri, Version};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::admission::{Breaker, Overflow, Permit};
 
 use crate::limits::{
     MAX_CONCURRENT_STREAMS, MAX_H2_HEADER_LIST_BYTES, MAX_LOCAL_ERROR_RESET_STREAMS,
@@ -32,11 +41,17 @@ pub enum Wire {
     Http2,
 }
 
+/// A request body towards an upstream: streamed from the client, or buffered (replayable, so the
+/// request can be retried or mirrored).
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+
 /// One upstream address with its HTTP/1.1 and HTTP/2 pools.
 pub struct Endpoint {
     addr: SocketAddr,
-    h1: Client<Connector, Incoming>,
-    h2: Client<Connector, Incoming>,
+    h1: Client<Connector, UpstreamBody>,
+    h2: Client<Connector, UpstreamBody>,
+    /// The cluster breaker whose `maxConnections` every new connection counts against.
+    breaker: Arc<ArcSwapOption<Breaker>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -58,12 +73,28 @@ pub struct SendError {
     pub source: hyper_util::client::legacy::Error,
 }
 
+impl SendError {
+    /// The connection-pool limit that refused a new connection, if that is why this failed.
+    pub fn overflow(&self) -> Option<Overflow> {
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(&self.source);
+        while let Some(err) = e {
+            if let Some(o) = err.downcast_ref::<Overflow>() {
+                return Some(*o);
+            }
+            e = err.source();
+        }
+        None
+    }
+}
+
 impl Endpoint {
     /// An endpoint at `addr`; connections time out after `connect_timeout`.
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+        let breaker = Arc::new(ArcSwapOption::empty());
         let connector = Connector {
             addr,
             connect_timeout,
+            breaker: Arc::clone(&breaker),
         };
         let mut h1 = Client::builder(TokioExecutor::new());
         h1.pool_timer(TokioTimer::new())
@@ -86,7 +117,14 @@ impl Endpoint {
             addr,
             h1: h1.build(connector.clone()),
             h2: h2.build(connector),
+            breaker,
         }
+    }
+
+    /// Counts this endpoint's new connections against `breaker`'s `maxConnections` (`None`:
+    /// unlimited). An endpoint shared by several subsets counts against the last one set.
+    pub fn set_connection_breaker(&self, breaker: Option<Breaker>) {
+        self.breaker.store(breaker.map(Arc::new));
     }
 
     /// The address connections go to.
@@ -98,7 +136,7 @@ impl Endpoint {
     /// (`http://authority/path`); the authority keys the pool, the connection goes to `addr`.
     pub fn send(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<UpstreamBody>,
         wire: Wire,
     ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + Send + 'static {
         let addr = self.addr;
@@ -127,12 +165,66 @@ impl Endpoint {
 struct Connector {
     addr: SocketAddr,
     connect_timeout: Duration,
+    breaker: Arc<ArcSwapOption<Breaker>>,
+}
+
+/// An upstream connection holding its `maxConnections` slot until it closes.
+#[derive(Debug)]
+pub struct LimitedStream {
+    stream: TcpStream,
+    _slot: Option<Permit>,
+}
+
+impl Connection for LimitedStream {
+    fn connected(&self) -> Connected {
+        self.stream.connected()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<LimitedStream>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<TcpStream>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<LimitedStream>>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -141,7 +233,18 @@ impl tower::Service<Uri> for Connector {
     fn call(&mut self, _dst: Uri) -> Self::Future {
         let addr = self.addr;
         let timeout = self.connect_timeout;
-        Box::pin(async move { connect(addr, timeout).await.map(TokioIo::new) })
+        let slot = match self.breaker.load().as_deref().map(Breaker::try_connection) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(o)) => return Box::pin(async move { Err(io::Error::other(o)) }),
+        };
+        Box::pin(async move {
+            let stream = connect(addr, timeout).await?;
+            Ok(TokioIo::new(LimitedStream {
+                stream,
+                _slot: slot,
+            }))
+        })
     }
 }
 

@@ -3,24 +3,26 @@
 //!
 //! Invariant: an endpoint whose address survives a reload keeps its `Arc<Endpoint>`, so warm
 //! pooled connections survive reloads, and requests in flight finish on the snapshot they
-//! started with.
+//! started with. A cluster (or subset) whose policy is unchanged keeps its [`ClusterState`]
+//! (balancer, outlier detector, breaker), its endpoints updated by address.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jalin_xds::model::cluster::{Cluster, UpstreamProtocol};
-use jalin_xds::model::traffic::DEFAULT_CONNECT_TIMEOUT_MS;
+use jalin_xds::model::route::PriorityClass;
+use jalin_xds::model::traffic::{DEFAULT_CONNECT_TIMEOUT_MS, TrafficPolicy};
 
+use crate::balance::PickContext;
+use crate::cluster::ClusterState;
 use crate::config::{ConfigOrigin, ProxyConfig};
 use crate::endpoint::Endpoint;
+use crate::retry::TriedHosts;
+use crate::route::CompiledRouteTable;
 use crate::telemetry::ServiceMetrics;
 use metrics::SharedString;
-
-/// Most slots in a weighted round-robin schedule; larger weight sums are scaled down to it.
-const MAX_SCHEDULE_SLOTS: u64 = 4096;
 
 /// One configuration generation, ready to serve.
 #[derive(Debug)]
@@ -42,14 +44,17 @@ pub struct Service {
     pub connect_timeout: Duration,
     /// Request metrics labelled with this service.
     pub metrics: Arc<ServiceMetrics>,
+    /// The route table whose hosts name this service, if any.
+    pub routes: Option<Arc<CompiledRouteTable>>,
+    /// The whole cluster, under the cluster policy.
+    pub cluster: Arc<ClusterState>,
+    subsets: HashMap<String, Arc<ClusterState>>,
     endpoints: Vec<Arc<Endpoint>>,
-    /// Weighted round-robin order: indexes into `endpoints`, each repeated by its weight.
-    schedule: Vec<u32>,
-    next: AtomicUsize,
 }
 
 impl Snapshot {
-    /// Compiles `config`, reusing the endpoints (and their warm pools) of `previous`.
+    /// Compiles `config`, reusing the endpoints (and their warm pools) and the cluster states
+    /// of `previous`.
     pub fn build(
         version: u64,
         config: ProxyConfig,
@@ -64,10 +69,18 @@ impl Snapshot {
                 }
             }
         }
+        // Validated on load; a table that does not compile here is skipped.
+        let tables: Vec<Arc<CompiledRouteTable>> = config
+            .routes
+            .iter()
+            .filter_map(|t| CompiledRouteTable::compile(t).ok().map(Arc::new))
+            .collect();
         let mut services = HashMap::new();
         let mut by_address = HashMap::new();
         for cluster in &config.services {
-            let svc = Arc::new(Service::build(cluster, &old));
+            let prev = previous.and_then(|p| p.service(&cluster.name));
+            let routes = tables.iter().find(|t| t.serves(&cluster.name)).cloned();
+            let svc = Arc::new(Service::build(cluster, &old, prev.map(|s| &**s), routes));
             for vip in &cluster.addresses {
                 by_address.insert(*vip, svc.clone());
             }
@@ -94,7 +107,12 @@ impl Snapshot {
 }
 
 impl Service {
-    fn build(cluster: &Cluster, old: &HashMap<SocketAddr, Arc<Endpoint>>) -> Self {
+    fn build(
+        cluster: &Cluster,
+        old: &HashMap<SocketAddr, Arc<Endpoint>>,
+        previous: Option<&Service>,
+        routes: Option<Arc<CompiledRouteTable>>,
+    ) -> Self {
         let connect_timeout =
             Duration::from_millis(cluster.policy.connection_pool.connect_timeout_ms);
         let endpoints: Vec<Arc<Endpoint>> = cluster
@@ -106,16 +124,47 @@ impl Service {
                     .unwrap_or_else(|| Arc::new(Endpoint::new(e.address, connect_timeout)))
             })
             .collect();
-        let weights: Vec<u32> = cluster.endpoints.iter().map(|e| e.weight).collect();
         let name: Arc<str> = Arc::from(cluster.name.as_str());
+        let all = endpoints
+            .iter()
+            .zip(&cluster.endpoints)
+            .map(|(e, c)| (e.clone(), c.weight))
+            .collect();
+        let state = ClusterState::build(
+            &cluster.name,
+            &cluster.policy,
+            all,
+            previous.map(|p| &p.cluster),
+        );
+        let subsets = cluster
+            .subsets
+            .iter()
+            .map(|sub| {
+                let members = endpoints
+                    .iter()
+                    .zip(&cluster.endpoints)
+                    .filter(|(_, c)| sub.selects(c))
+                    .map(|(e, c)| (e.clone(), c.weight))
+                    .collect();
+                let policy = sub.policy.merged(&cluster.policy);
+                let state = ClusterState::build(
+                    &format!("{}|{}", cluster.name, sub.name),
+                    &policy,
+                    members,
+                    previous.and_then(|p| p.subsets.get(&sub.name)),
+                );
+                (sub.name.clone(), state)
+            })
+            .collect();
         Self {
             metrics: Arc::new(ServiceMetrics::new(SharedString::from(name.clone()))),
             name,
             protocol: cluster.protocol,
             connect_timeout,
+            routes,
+            cluster: state,
+            subsets,
             endpoints,
-            schedule: schedule(&weights),
-            next: AtomicUsize::new(0),
         }
     }
 
@@ -123,87 +172,47 @@ impl Service {
     /// service claims (Istio's `PassthroughCluster`).
     pub fn passthrough(name: &'static str, dst: SocketAddr) -> Self {
         let connect_timeout = Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS);
+        let ep = Arc::new(Endpoint::new(dst, connect_timeout));
         Self {
             name: Arc::from(name),
             metrics: Arc::new(ServiceMetrics::new(SharedString::const_str(name))),
             protocol: UpstreamProtocol::Auto,
             connect_timeout,
-            endpoints: vec![Arc::new(Endpoint::new(dst, connect_timeout))],
-            schedule: vec![0],
-            next: AtomicUsize::new(0),
+            routes: None,
+            cluster: ClusterState::build(
+                name,
+                &TrafficPolicy::default(),
+                vec![(ep.clone(), 1)],
+                None,
+            ),
+            subsets: HashMap::new(),
+            endpoints: vec![ep],
         }
     }
 
-    /// Picks the endpoint for the next request: weighted round robin. This is the step the
-    /// balancer replaces; sending is [`Endpoint::send`], a separate step.
-    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        if self.schedule.is_empty() {
-            return None;
+    /// The cluster state of `subset`, or of the whole service for `None`. `None` when the
+    /// subset is unknown.
+    pub fn cluster(&self, subset: Option<&str>) -> Option<&Arc<ClusterState>> {
+        match subset {
+            None => Some(&self.cluster),
+            Some(s) => self.subsets.get(s),
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        self.endpoints.get(self.schedule[n] as usize)
+    }
+
+    /// Picks an endpoint of the whole service with its balancer (opaque TCP). HTTP requests
+    /// pick through [`ClusterState::pick`] to report their outcome.
+    pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        self.cluster
+            .pick(
+                &PickContext::at(Instant::now()),
+                &TriedHosts::default(),
+                PriorityClass::Standard,
+            )
+            .map(|f| f.endpoint.clone())
     }
 
     /// The endpoints, in configuration order.
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
-    }
-}
-
-/// Spreads each index `i` over the schedule `weights[i]` times (scaled so the schedule has at
-/// most [`MAX_SCHEDULE_SLOTS`] slots, every endpoint keeping at least one), interleaved so that
-/// heavy endpoints do not receive bursts.
-fn schedule(weights: &[u32]) -> Vec<u32> {
-    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
-    if total == 0 {
-        return Vec::new();
-    }
-    let scaled: Vec<u64> = weights
-        .iter()
-        .map(|w| {
-            let w = u64::from(*w);
-            if total <= MAX_SCHEDULE_SLOTS {
-                w
-            } else {
-                (w * MAX_SCHEDULE_SLOTS / total).max(1)
-            }
-        })
-        .collect();
-    // Smooth weighted round robin (as nginx does): deterministic and evenly interleaved.
-    let sum: i64 = scaled.iter().map(|w| *w as i64).sum();
-    let mut current = vec![0i64; scaled.len()];
-    let mut out = Vec::with_capacity(sum as usize);
-    for _ in 0..sum {
-        let mut best = 0;
-        for (i, w) in scaled.iter().enumerate() {
-            current[i] += *w as i64;
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= sum;
-        out.push(best as u32);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::schedule;
-
-    #[test]
-    fn schedule_honours_weights_and_interleaves() {
-        let s = schedule(&[1, 3]);
-        assert_eq!(s.len(), 4);
-        assert_eq!(s.iter().filter(|i| **i == 1).count(), 3);
-        assert_eq!(schedule(&[2, 2]), vec![0, 1, 0, 1]);
-        assert!(schedule(&[]).is_empty());
-    }
-
-    #[test]
-    fn huge_weights_are_scaled_but_keep_every_endpoint() {
-        let s = schedule(&[u32::MAX, 1]);
-        assert!(s.len() <= 4097);
-        assert!(s.contains(&1));
     }
 }

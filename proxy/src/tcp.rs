@@ -31,7 +31,7 @@ pub async fn forward(mut downstream: Rewind<TcpStream>, conn: Arc<ConnCtx>) {
         }
     };
     drop(snapshot);
-    let Some(ep) = service.pick().cloned() else {
+    let Some(ep) = service.pick() else {
         tracing::warn!(service = %service.name, "opaque connection refused: no endpoints");
         return;
     };

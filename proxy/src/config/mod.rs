@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use jalin_xds::model::cluster::Cluster;
 use jalin_xds::model::listener::Listener;
+use jalin_xds::model::route::RouteTable;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -52,6 +53,10 @@ struct FileConfig {
     listeners: Vec<Spanned<Listener>>,
     #[serde(default)]
     services: Vec<Spanned<Cluster>>,
+    /// Route tables (VirtualServices in the native model); a table applies to the services its
+    /// `hosts` name.
+    #[serde(default)]
+    routes: Vec<Spanned<RouteTable>>,
 }
 
 /// A validated configuration: what the proxy runs and what `/config_dump` shows.
@@ -60,6 +65,8 @@ pub struct ProxyConfig {
     pub admin: AdminConfig,
     pub listeners: Vec<Listener>,
     pub services: Vec<Cluster>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteTable>,
 }
 
 /// Where the text of a configuration came from.
@@ -301,8 +308,59 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
         }
     }
 
+    for (i, table) in raw.routes.iter().enumerate() {
+        let loc = table.referenced;
+        if let Err(e) = crate::route::CompiledRouteTable::compile(&table.value) {
+            return Err(at(
+                loc,
+                format!("routes[{i}].{}", e.path),
+                e.message,
+                "fix the route; see xds/src/model/route.rs for the fields",
+            ));
+        }
+        for (r, route) in table.value.http.iter().enumerate() {
+            let mirrors = route
+                .mirror
+                .iter()
+                .map(|m| (&m.destination, "mirror".to_owned()));
+            let dests = route
+                .destinations
+                .iter()
+                .enumerate()
+                .map(|(d, rd)| (&rd.destination, format!("destinations[{d}]")));
+            for (dest, field) in dests.chain(mirrors) {
+                let path = format!("routes[{i}].http[{r}].{field}");
+                let Some(svc) = raw.services.iter().find(|s| s.value.name == dest.host) else {
+                    let mut known: Vec<&str> = service_names.keys().copied().collect();
+                    known.sort_unstable();
+                    return Err(at(
+                        loc,
+                        format!("{path}.host"),
+                        format!(
+                            "unknown service `{}`; defined services: [{}]",
+                            dest.host,
+                            known.join(", ")
+                        ),
+                        "a destination host names a service under `services:`",
+                    ));
+                };
+                if let Some(subset) = &dest.subset
+                    && !svc.value.subsets.iter().any(|s| &s.name == subset)
+                {
+                    return Err(at(
+                        loc,
+                        format!("{path}.subset"),
+                        format!("service `{}` has no subset `{subset}`", dest.host),
+                        "define it under the service's `subsets:` or fix the name",
+                    ));
+                }
+            }
+        }
+    }
+
     Ok(ProxyConfig {
         admin: raw.admin,
+        routes: raw.routes.into_iter().map(|r| r.value).collect(),
         listeners: raw.listeners.into_iter().map(|l| l.value).collect(),
         services: raw.services.into_iter().map(|s| s.value).collect(),
     })
