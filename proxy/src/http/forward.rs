@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Either;
-use jalin_xds::model::route::{HttpRoute, RouteTable};
+use jalin_xds::model::route::{PriorityClass, RetryPolicy};
 use jalin_xds::model::traffic::{HashKey, LoadBalancer};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -39,7 +39,7 @@ use crate::http::respond::{ProxyError, error_response};
 use crate::http::routing;
 use crate::http::upgrade;
 use crate::listener::ConnCtx;
-use crate::route::{CompiledRoute, CompiledRouteTable, RequestView};
+use crate::route::{CompiledRetryPolicy, RequestView};
 use crate::telemetry::{RequestMeter, ResponseFlag, ServiceMetrics, parse_grpc_status};
 use crate::{inbound, outbound};
 
@@ -88,9 +88,8 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         .map(str::to_owned)
         .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
         .unwrap_or_default();
-    let default_route = default_route();
     let (route, block) = match service.routes.as_deref() {
-        None => (default_route, None),
+        None => (None, None),
         Some(table) => {
             let pq = req
                 .uri()
@@ -106,7 +105,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
             );
             view.source_namespace = None;
             match table.match_route_hit(&view) {
-                Some(hit) => (hit.route, hit.block),
+                Some(hit) => (Some(hit.route), hit.block),
                 None => {
                     let what = format!("{} {}", req.method(), pq);
                     return error_response(&ProxyError::NoRoute(what), grpc, Some(meter));
@@ -114,7 +113,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
             }
         }
     };
-    if let Some(dr) = &route.direct_response {
+    if let Some(dr) = route.and_then(|r| r.direct_response.as_ref()) {
         let body = Bytes::from(dr.body.clone().unwrap_or_default());
         return routing::local_answer(
             dr.status,
@@ -125,7 +124,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
             meter,
         );
     }
-    if route.redirect.is_some() {
+    if let Some(route) = route.filter(|r| r.redirect.is_some()) {
         let pq = req
             .uri()
             .path_and_query()
@@ -143,14 +142,16 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
             );
         }
     }
-    let fault = route.fault(rand::random(), rand::random());
+    let fault = route
+        .map(|r| r.fault(rand::random(), rand::random()))
+        .unwrap_or_default();
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;
     }
     if let Some(abort) = &fault.abort {
         return routing::abort_answer(abort, meter);
     }
-    let (target_service, subset) = match route.choose_destination(rand::random()) {
+    let (target_service, subset) = match route.and_then(|r| r.choose_destination(rand::random())) {
         None => (service.clone(), None),
         Some(d) => match snapshot.service(&d.host) {
             Some(s) => (s.clone(), d.subset.clone()),
@@ -163,8 +164,10 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         let err = ProxyError::NoSubset(target_service.name.to_string(), subset.unwrap_or_default());
         return error_response(&err, grpc, Some(meter));
     };
-    routing::rewrite(&mut req, route, block);
-    route.apply_request_headers(req.headers_mut());
+    if let Some(route) = route {
+        routing::rewrite(&mut req, route, block);
+        route.apply_request_headers(req.headers_mut());
+    }
     // Consistent hashing: the request's hash, and the affinity cookie to set when generated.
     let mut pick = PickContext::at(Instant::now());
     let mut set_cookie = None;
@@ -224,7 +227,10 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         extensions: parts.extensions,
         body: Some(body),
     };
-    if let (Some(dest), Some(full)) = (route.mirror(rand::random()), out.replayable())
+    if let (Some(dest), Some(full)) = (
+        route.and_then(|r| r.mirror(rand::random())),
+        out.replayable(),
+    )
         && let Some(mirror_cluster) = snapshot
             .service(&dest.host)
             .and_then(|s| s.cluster(dest.subset.as_deref()))
@@ -237,9 +243,12 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     }
     let plan = Plan {
         cluster: &cluster,
-        retry: &route.retry,
-        timeout: route.timeout,
-        class: route.priority,
+        retry: match route {
+            Some(r) => &r.retry,
+            None => default_retry(),
+        },
+        timeout: route.and_then(|r| r.timeout),
+        class: route.map_or(PriorityClass::Standard, |r| r.priority),
         wire,
         pick,
     };
@@ -256,7 +265,9 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
 
     // 7. Response headers and metering on the way back.
     headers::strip_hop_by_hop(rsp.headers_mut(), switched);
-    route.apply_response_headers(rsp.headers_mut());
+    if let Some(route) = route {
+        route.apply_response_headers(rsp.headers_mut());
+    }
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         rsp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -268,21 +279,18 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     rsp.map(|body| ProxyBody::upstream(body, Some(meter)))
 }
 
-/// The route of a service without a route table: everything to the service itself, Istio's
-/// default retry policy, no timeout, standard priority.
-fn default_route() -> &'static CompiledRoute {
-    static ROUTE: OnceLock<CompiledRouteTable> = OnceLock::new();
-    let table = ROUTE.get_or_init(|| {
-        let t = RouteTable {
-            hosts: vec!["*".to_owned()],
-            http: vec![HttpRoute::default()],
-            ..RouteTable::default()
-        };
-        #[allow(clippy::expect_used)] // Invariant: the default route is valid.
-        CompiledRouteTable::compile(&t).expect("the default route compiles")
-    });
-    #[allow(clippy::indexing_slicing)] // Invariant: the table above has exactly one route.
-    &table.routes()[0]
+/// Istio's default retry policy, for services without a route table: 2 retries on
+/// connect-failure, refused-stream, unavailable, cancelled and 503.
+fn default_retry() -> &'static CompiledRetryPolicy {
+    static POLICY: OnceLock<CompiledRetryPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        CompiledRetryPolicy::compile(&RetryPolicy::default()).unwrap_or(CompiledRetryPolicy {
+            attempts: 0,
+            per_try_timeout: None,
+            on: Default::default(),
+            status_codes: Vec::new(),
+        })
+    })
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
