@@ -84,7 +84,10 @@ routes:
     })
     .await
     .unwrap();
-    assert_eq!(ejected_at, 3, "ejected after exactly consecutive_5xx_errors errors");
+    assert_eq!(
+        ejected_at, 3,
+        "ejected after exactly consecutive_5xx_errors errors"
+    );
 
     // Traffic moves away: none reaches b while it is ejected (bounded by the ejection: the
     // requests stop as soon as the re-admission event arrives).
@@ -99,7 +102,11 @@ routes:
         }
         assert_eq!(status, 200);
         assert_ne!(upstream, "b");
-        assert_eq!(b.requests(), before, "no request reached the ejected endpoint");
+        assert_eq!(
+            b.requests(),
+            before,
+            "no request reached the ejected endpoint"
+        );
         served += 1;
     }
     assert!(served > 0);
@@ -124,7 +131,10 @@ routes:
         let (status, _, _) = client::get(&http, addr, "/").await.unwrap();
         assert_eq!(status, 200);
     }
-    assert!(b.requests() > before, "b takes traffic again after re-admission");
+    assert!(
+        b.requests() > before,
+        "b takes traffic again after re-admission"
+    );
 }
 
 /// True when a re-admission of `host` is among the pending events.

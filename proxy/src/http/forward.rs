@@ -230,10 +230,9 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     if let (Some(dest), Some(full)) = (
         route.and_then(|r| r.mirror(rand::random())),
         out.replayable(),
-    )
-        && let Some(mirror_cluster) = snapshot
-            .service(&dest.host)
-            .and_then(|s| s.cluster(dest.subset.as_deref()))
+    ) && let Some(mirror_cluster) = snapshot
+        .service(&dest.host)
+        .and_then(|s| s.cluster(dest.subset.as_deref()))
     {
         let mut copy = Request::new(Either::Right(full));
         *copy.method_mut() = out.method.clone();

@@ -137,4 +137,3 @@ impl ControlledUpstream {
         self.release.send_modify(|v| *v += 1);
     }
 }
-
