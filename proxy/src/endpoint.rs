@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -22,8 +23,9 @@ use http::{Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::connect::{Connected, Connection, capture_connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use jalin_xds::model::traffic::{ConnectionPool, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -41,6 +43,43 @@ pub enum Wire {
     Http2,
 }
 
+/// How an endpoint's connections are made and pooled (DestinationRule `connectionPool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    /// Idle pooled connections close after this long.
+    pub idle_timeout: Duration,
+    /// TCP keepalive on every upstream connection; `None` keeps the OS settings.
+    pub keepalive: Option<TcpKeepalive>,
+    /// A connection takes no new request after serving this many; 0 is unlimited.
+    pub max_requests_per_connection: u32,
+}
+
+impl PoolSettings {
+    /// The settings a cluster's `connectionPool` asks for.
+    pub fn from_pool(pool: &ConnectionPool) -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(pool.connect_timeout_ms),
+            idle_timeout: pool
+                .idle_timeout_ms
+                .filter(|ms| *ms > 0)
+                .map_or(POOL_IDLE_TIMEOUT, Duration::from_millis),
+            keepalive: pool.tcp_keepalive.clone(),
+            max_requests_per_connection: pool.max_requests_per_connection,
+        }
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self::from_pool(&ConnectionPool::default())
+    }
+}
+
+/// Requests a pooled connection has served, carried in the connection's metadata.
+#[derive(Debug, Clone)]
+struct Served(Arc<AtomicU32>);
+
 /// A request body towards an upstream: streamed from the client, or buffered (replayable, so the
 /// request can be retried or mirrored).
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
@@ -52,6 +91,7 @@ pub struct Endpoint {
     h2: Client<Connector, UpstreamBody>,
     /// The cluster breaker whose `maxConnections` every new connection counts against.
     breaker: Arc<ArcSwapOption<Breaker>>,
+    settings: PoolSettings,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -88,25 +128,26 @@ impl SendError {
 }
 
 impl Endpoint {
-    /// An endpoint at `addr`; connections time out after `connect_timeout`.
-    pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+    /// An endpoint at `addr` whose connections follow `settings`.
+    pub fn new(addr: SocketAddr, settings: PoolSettings) -> Self {
         let breaker = Arc::new(ArcSwapOption::empty());
         let connector = Connector {
             addr,
-            connect_timeout,
+            connect_timeout: settings.connect_timeout,
+            keepalive: settings.keepalive.clone(),
             breaker: Arc::clone(&breaker),
         };
         let mut h1 = Client::builder(TokioExecutor::new());
         h1.pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_idle_timeout(settings.idle_timeout)
             .pool_max_idle_per_host(POOL_MAX_IDLE_PER_ENDPOINT)
             // An HTTP/2 downstream request has no Host header; hyper adds it from the authority.
             .retry_canceled_requests(true);
         let mut h2 = Client::builder(TokioExecutor::new());
         h2.pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_idle_timeout(settings.idle_timeout)
             .http2_only(true)
             .http2_max_header_list_size(MAX_H2_HEADER_LIST_BYTES)
             .http2_initial_max_send_streams(MAX_CONCURRENT_STREAMS as usize)
@@ -118,7 +159,13 @@ impl Endpoint {
             h1: h1.build(connector.clone()),
             h2: h2.build(connector),
             breaker,
+            settings,
         }
+    }
+
+    /// The pool settings this endpoint was built with.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
     }
 
     /// Counts this endpoint's new connections against `breaker`'s `maxConnections` (`None`:
@@ -140,6 +187,8 @@ impl Endpoint {
         wire: Wire,
     ) -> impl Future<Output = Result<Response<Incoming>, SendError>> + Send + 'static {
         let addr = self.addr;
+        let max_per_conn = self.settings.max_requests_per_connection;
+        let capture = (max_per_conn != 0).then(|| capture_connection(&mut req));
         let fut = match wire {
             Wire::Http1 => {
                 *req.version_mut() = Version::HTTP_11;
@@ -151,11 +200,19 @@ impl Endpoint {
             }
         };
         async move {
-            fut.await.map_err(|source| SendError {
+            let rsp = fut.await.map_err(|source| SendError {
                 addr,
                 connect: source.is_connect(),
                 source,
-            })
+            })?;
+            // maxRequestsPerConnection: a connection that served its share is not reused.
+            if let (Some(capture), Some(Served(n))) = (capture, rsp.extensions().get::<Served>())
+                && n.fetch_add(1, Ordering::AcqRel) + 1 >= max_per_conn
+                && let Some(conn) = capture.connection_metadata().as_ref()
+            {
+                conn.poison();
+            }
+            Ok(rsp)
         }
     }
 }
@@ -165,6 +222,7 @@ impl Endpoint {
 struct Connector {
     addr: SocketAddr,
     connect_timeout: Duration,
+    keepalive: Option<TcpKeepalive>,
     breaker: Arc<ArcSwapOption<Breaker>>,
 }
 
@@ -173,11 +231,12 @@ struct Connector {
 pub struct LimitedStream {
     stream: TcpStream,
     _slot: Option<Permit>,
+    served: Arc<AtomicU32>,
 }
 
 impl Connection for LimitedStream {
     fn connected(&self) -> Connected {
-        self.stream.connected()
+        self.stream.connected().extra(Served(self.served.clone()))
     }
 }
 
@@ -238,11 +297,16 @@ impl tower::Service<Uri> for Connector {
             Some(Ok(p)) => Some(p),
             Some(Err(o)) => return Box::pin(async move { Err(io::Error::other(o)) }),
         };
+        let keepalive = self.keepalive.clone();
         Box::pin(async move {
             let stream = connect(addr, timeout).await?;
+            if let Some(k) = &keepalive {
+                set_keepalive(&stream, k)?;
+            }
             Ok(TokioIo::new(LimitedStream {
                 stream,
                 _slot: slot,
+                served: Arc::new(AtomicU32::new(0)),
             }))
         })
     }
@@ -263,4 +327,19 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
         })??;
     stream.set_nodelay(true)?;
     Ok(stream)
+}
+
+/// Turns on TCP keepalive with the given time, interval and probe count (unset: OS defaults).
+fn set_keepalive(stream: &TcpStream, k: &TcpKeepalive) -> io::Result<()> {
+    let mut ka = socket2::TcpKeepalive::new();
+    if let Some(t) = k.time_ms {
+        ka = ka.with_time(Duration::from_millis(t));
+    }
+    if let Some(i) = k.interval_ms {
+        ka = ka.with_interval(Duration::from_millis(i));
+    }
+    if let Some(p) = k.probes {
+        ka = ka.with_retries(p);
+    }
+    socket2::SockRef::from(stream).set_tcp_keepalive(&ka)
 }

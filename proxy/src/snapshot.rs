@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use jalin_xds::model::cluster::{Cluster, UpstreamProtocol};
 use jalin_xds::model::route::PriorityClass;
-use jalin_xds::model::traffic::{DEFAULT_CONNECT_TIMEOUT_MS, TrafficPolicy};
+use jalin_xds::model::traffic::TrafficPolicy;
 
 use crate::balance::PickContext;
 use crate::cluster::ClusterState;
 use crate::config::{ConfigOrigin, ProxyConfig};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PoolSettings};
 use crate::retry::TriedHosts;
 use crate::route::CompiledRouteTable;
 use crate::telemetry::ServiceMetrics;
@@ -113,15 +113,17 @@ impl Service {
         previous: Option<&Service>,
         routes: Option<Arc<CompiledRouteTable>>,
     ) -> Self {
-        let connect_timeout =
-            Duration::from_millis(cluster.policy.connection_pool.connect_timeout_ms);
+        let settings = PoolSettings::from_pool(&cluster.policy.connection_pool);
+        let connect_timeout = settings.connect_timeout;
+        // An endpoint keeps its warm pools across reloads while its pool settings stay the same.
         let endpoints: Vec<Arc<Endpoint>> = cluster
             .endpoints
             .iter()
             .map(|e| {
                 old.get(&e.address)
+                    .filter(|ep| ep.settings() == &settings)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(e.address, connect_timeout)))
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(e.address, settings.clone())))
             })
             .collect();
         let name: Arc<str> = Arc::from(cluster.name.as_str());
@@ -171,8 +173,9 @@ impl Service {
     /// A service with the single endpoint `dst`, for an original destination that no configured
     /// service claims (Istio's `PassthroughCluster`).
     pub fn passthrough(name: &'static str, dst: SocketAddr) -> Self {
-        let connect_timeout = Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS);
-        let ep = Arc::new(Endpoint::new(dst, connect_timeout));
+        let settings = PoolSettings::default();
+        let connect_timeout = settings.connect_timeout;
+        let ep = Arc::new(Endpoint::new(dst, settings));
         Self {
             name: Arc::from(name),
             metrics: Arc::new(ServiceMetrics::new(SharedString::const_str(name))),

@@ -158,7 +158,7 @@ async fn emergency_takes_the_reserved_slot_standard_may_not() {
     let standard = curl(&format!("http://{addr}/"), &[]).await.unwrap();
     assert_eq!(standard.status, 503);
     // Emergency traffic may.
-    let emergency = {
+    let mut emergency = {
         let url = format!("http://{addr}/");
         tokio::spawn(async move {
             curl(&url, &["-H", "x-child-access-reason: emergency"])
@@ -166,9 +166,11 @@ async fn emergency_takes_the_reserved_slot_standard_may_not() {
                 .unwrap()
         })
     };
-    tokio::time::timeout(HANG_GUARD, up.wait_requests(2))
-        .await
-        .unwrap();
+    tokio::select! {
+        () = up.wait_requests(2) => {}
+        r = &mut emergency => panic!("emergency answered before reaching the upstream: {r:?}"),
+        () = tokio::time::sleep(HANG_GUARD) => panic!("emergency request never arrived"),
+    }
     up.release();
     let e = tokio::time::timeout(HANG_GUARD, emergency)
         .await
@@ -180,4 +182,38 @@ async fn emergency_takes_the_reserved_slot_standard_may_not() {
         .unwrap()
         .unwrap();
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_retires_connections() {
+    let up = ControlledUpstream::start("up").await.unwrap();
+    let proxy = TestProxy::start(&yaml(
+        "per-conn",
+        up.addr,
+        "{ max_requests_per_connection: 2 }",
+        "{}",
+    ))
+    .await
+    .unwrap();
+    let http = client::http1_client();
+    for _ in 0..6 {
+        let (status, _, _) = client::get(&http, proxy.addr("out"), "/").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(up.requests(), 6);
+    assert_eq!(up.connections(), 3, "two requests per upstream connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_max_requests_per_connection_one_connection_serves_all() {
+    let up = ControlledUpstream::start("up").await.unwrap();
+    let proxy = TestProxy::start(&yaml("per-conn-off", up.addr, "{}", "{}"))
+        .await
+        .unwrap();
+    let http = client::http1_client();
+    for _ in 0..6 {
+        let (status, _, _) = client::get(&http, proxy.addr("out"), "/").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(up.connections(), 1);
 }

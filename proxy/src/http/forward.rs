@@ -21,7 +21,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::Either;
 use jalin_xds::model::route::{PriorityClass, RetryPolicy};
-use jalin_xds::model::traffic::{HashKey, LoadBalancer};
+use jalin_xds::model::traffic::{H2UpgradePolicy, HashKey, LoadBalancer};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
@@ -187,7 +187,13 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     pick.original_dst = conn.orig_dst;
 
     // 4-5. Admission, balance, send with outcome feedback, retries (http/attempt.rs).
-    let wire = match (target_service.protocol, downstream_h2, wants_upgrade) {
+    // h2UpgradePolicy UPGRADE: HTTP/1.1 requests go upstream as HTTP/2 (not protocol upgrades).
+    let upgrade_h2 = cluster.policy.connection_pool.h2_upgrade_policy == H2UpgradePolicy::Upgrade;
+    let wire = match (
+        target_service.protocol,
+        downstream_h2 || upgrade_h2,
+        wants_upgrade,
+    ) {
         (_, _, true) | (UpstreamProtocol::Http1, _, _) | (UpstreamProtocol::Auto, false, _) => {
             Wire::Http1
         }

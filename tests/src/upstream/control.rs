@@ -49,6 +49,7 @@ pub struct ControlledUpstream {
     pub name: &'static str,
     mode: Arc<AtomicU16>,
     requests: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
     arrived: Arc<Notify>,
     release: watch::Sender<u64>,
     _task: AbortOnDrop,
@@ -61,6 +62,8 @@ impl ControlledUpstream {
         let addr = listener.local_addr()?;
         let mode = Arc::new(AtomicU16::new(200));
         let requests = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let conns = connections.clone();
         let arrived = Arc::new(Notify::new());
         let (release, release_rx) = watch::channel(0u64);
         let (m, r, a) = (mode.clone(), requests.clone(), arrived.clone());
@@ -69,18 +72,21 @@ impl ControlledUpstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                conns.fetch_add(1, Ordering::SeqCst);
                 let (m, r, a, rel) = (m.clone(), r.clone(), a.clone(), release_rx.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |_req| {
                         let (m, r, a, mut rel) = (m.clone(), r.clone(), a.clone(), rel.clone());
                         async move {
+                            // Read the release generation before announcing the arrival, so a
+                            // release that follows the announcement is never missed.
+                            let seen = *rel.borrow_and_update();
                             r.fetch_add(1, Ordering::SeqCst);
                             a.notify_waiters();
                             let mode = m.load(Ordering::SeqCst);
                             match mode {
                                 RESET => return Err(std::io::Error::other("reset by test")),
                                 HOLD => {
-                                    let seen = *rel.borrow_and_update();
                                     let _ = rel.wait_for(|v| *v > seen).await;
                                 }
                                 _ => {}
@@ -105,6 +111,7 @@ impl ControlledUpstream {
             name,
             mode,
             requests,
+            connections,
             arrived,
             release,
             _task: AbortOnDrop(task),
@@ -119,6 +126,11 @@ impl ControlledUpstream {
     /// Requests received so far (every try counts).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Waits until at least `n` requests have arrived (bounded by the caller's timeout).
