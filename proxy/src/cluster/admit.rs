@@ -145,6 +145,11 @@ impl Admitter {
         }
     }
 
+    /// Requests waiting in the priority queue.
+    pub(super) fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| lock(q).queue.queued())
+    }
+
     pub(super) async fn admit(
         &self,
         cluster: &ClusterState,
@@ -285,5 +290,83 @@ async fn wait(
                 Err(Shed::Timeout)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jalin_xds::model::route::PriorityClass;
+    use jalin_xds::model::traffic::{ConnectionPool, PriorityPolicy, TrafficPolicy};
+
+    use crate::cluster::ClusterState;
+
+    fn cluster(capacity: u32, queue: u32) -> Arc<ClusterState> {
+        let policy = TrafficPolicy {
+            connection_pool: ConnectionPool {
+                http2_max_requests: capacity,
+                ..ConnectionPool::default()
+            },
+            priority: PriorityPolicy {
+                reserved_percent: 0,
+                max_queue_len: queue,
+                max_queue_wait_ms: 60_000,
+                bypass: None,
+            },
+            ..TrafficPolicy::default()
+        };
+        ClusterState::build("t", &policy, Vec::new(), None)
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_emergency_waiter_before_the_standard_one() {
+        let c = cluster(1, 8);
+        let held = c.admit(PriorityClass::Standard, false).await.unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for class in [PriorityClass::Standard, PriorityClass::Emergency] {
+            let (c2, tx) = (c.clone(), tx.clone());
+            tasks.push(tokio::spawn(async move {
+                let a = c2.admit(class, false).await.unwrap();
+                tx.send(class).unwrap();
+                drop(a);
+            }));
+            // Both are queued before the slot frees: wait until the queue holds this one.
+            while c.queued() < tasks.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        assert_eq!(rx.recv().await, Some(PriorityClass::Emergency));
+        assert_eq!(rx.recv().await, Some(PriorityClass::Standard));
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_with_its_label() {
+        let c = cluster(1, 0);
+        let _held = c.admit(PriorityClass::Standard, false).await.unwrap();
+        let r = c.admit(PriorityClass::Standard, false).await.unwrap_err();
+        assert_eq!(r.label, "http2MaxRequests");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_waiter_leaves_the_queue_and_loses_no_slot() {
+        let c = cluster(1, 8);
+        let held = c.admit(PriorityClass::Standard, false).await.unwrap();
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move { c2.admit(PriorityClass::Standard, false).await });
+        while c.queued() < 1 {
+            tokio::task::yield_now().await;
+        }
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(c.queued(), 0);
+        drop(held);
+        // The slot came back: a new request is granted at once.
+        let _again = c.admit(PriorityClass::Standard, false).await.unwrap();
     }
 }

@@ -309,6 +309,11 @@ impl ClusterState {
         publish(&self.name, events);
     }
 
+    /// Requests waiting in the priority queue for a request slot.
+    pub fn queued(&self) -> usize {
+        self.admit.queued()
+    }
+
     /// Admission for one request of `class`; see [`admit`].
     pub async fn admit(&self, class: PriorityClass, http1: bool) -> Result<Admission, Refusal> {
         self.admit.admit(self, class, http1).await

@@ -471,4 +471,75 @@ services:
         let (cfg, _) = parse("f.yaml", &text).unwrap();
         assert_eq!(cfg.services[0].policy.connection_pool.max_connections, 10);
     }
+
+    fn with_routes(routes: &str) -> String {
+        format!(
+            "{GOOD}    subsets:\n      - name: v1\n        labels: {{ version: v1 }}\nroutes:\n{routes}"
+        )
+    }
+
+    #[test]
+    fn routes_and_subsets_parse() {
+        let text = with_routes(
+            "  - meta: { name: echo, namespace: default }
+    hosts: [echo]
+    http:
+      - destinations:
+          - destination: { host: echo, subset: v1 }
+            weight: 100
+",
+        );
+        let (cfg, _) = parse("f.yaml", &text).unwrap();
+        assert_eq!(cfg.routes.len(), 1);
+        assert_eq!(cfg.services[0].subsets[0].name, "v1");
+    }
+
+    #[test]
+    fn route_to_an_unknown_subset_names_the_field() {
+        let text = with_routes(
+            "  - meta: { name: echo, namespace: default }
+    hosts: [echo]
+    http:
+      - destinations:
+          - destination: { host: echo, subset: v9 }
+            weight: 100
+",
+        );
+        let e = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(e.path, "routes[0].http[0].destinations[0].subset");
+        assert!(e.message.contains("no subset `v9`"), "{e}");
+        assert!(e.line > 0);
+    }
+
+    #[test]
+    fn route_to_an_unknown_service_names_the_field() {
+        let text = with_routes(
+            "  - meta: { name: echo, namespace: default }
+    hosts: [echo]
+    http:
+      - destinations:
+          - destination: { host: nope }
+            weight: 100
+",
+        );
+        let e = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(e.path, "routes[0].http[0].destinations[0].host");
+        assert!(e.message.contains("unknown service `nope`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_route_regex_is_rejected_with_its_path() {
+        let text = with_routes(
+            "  - meta: { name: echo, namespace: default }
+    hosts: [echo]
+    http:
+      - matches: [{ uri: { regex: \"(\" } }]
+        destinations:
+          - destination: { host: echo }
+            weight: 100
+",
+        );
+        let e = parse("f.yaml", &text).unwrap_err();
+        assert!(e.path.starts_with("routes[0].http[0].match[0]"), "{e}");
+    }
 }

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use jalin_xds::model::route::PriorityClass;
 
 use crate::balance::PickContext;
-use crate::cluster::ClusterState;
+use crate::cluster::{Admission, ClusterState};
 use crate::endpoint::{SendError, UpstreamBody, Wire};
 use crate::http::respond::ProxyError;
 use crate::outlier::{HostResult, LocalOrigin};
@@ -85,8 +85,12 @@ pub struct Plan<'a> {
     pub pick: PickContext,
 }
 
-/// Sends `out` under `plan`, retrying as the policy allows.
-pub async fn send(plan: Plan<'_>, mut out: Outgoing) -> Result<Response<Incoming>, ProxyError> {
+/// Sends `out` under `plan`, retrying as the policy allows. The [`Admission`] returned with the
+/// response holds the request's slots until the response body is done (drop it then).
+pub async fn send(
+    plan: Plan<'_>,
+    mut out: Outgoing,
+) -> Result<(Response<Incoming>, Admission), ProxyError> {
     let start = Instant::now();
     let deadline = plan.timeout.map(|t| start + t);
     let cluster = plan.cluster;
@@ -99,7 +103,7 @@ pub async fn send(plan: Plan<'_>, mut out: Outgoing) -> Result<Response<Incoming
     };
     let backoff = Backoff::default();
     let mut tried = TriedHosts::default();
-    let mut last: Option<Result<Response<Incoming>, ProxyError>> = None;
+    let mut last: Option<Result<(Response<Incoming>, Admission), ProxyError>> = None;
     for n in 0..max_tries {
         let _retry_slot = if n == 0 {
             None
@@ -149,7 +153,6 @@ pub async fn send(plan: Plan<'_>, mut out: Outgoing) -> Result<Response<Incoming
             Some(at) => tokio::time::timeout_at(at.into(), fut).await.ok(),
             None => Some(fut.await),
         };
-        drop(admission);
         let (outcome, host, answer) = classify(result, start, &cluster.name);
         match host {
             Some(h) => flight.finish(h),
@@ -158,10 +161,12 @@ pub async fn send(plan: Plan<'_>, mut out: Outgoing) -> Result<Response<Incoming
         let retry = !last_try
             && should_retry(plan.retry, &outcome)
             && deadline.is_none_or(|d| Instant::now() < d);
-        last = Some(answer);
         if !retry {
+            last = Some(answer.map(|rsp| (rsp, admission)));
             break;
         }
+        drop(admission);
+        last = Some(answer.map(|rsp| (rsp, Admission::default())));
         metrics::counter!("jalin_upstream_retries_total", "cluster" => cluster.name.to_string())
             .increment(1);
     }

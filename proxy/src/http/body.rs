@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::cluster::Admission;
 use crate::telemetry::{RequestMeter, parse_grpc_status};
 
 /// A proxied or locally generated response body.
@@ -16,6 +17,8 @@ use crate::telemetry::{RequestMeter, parse_grpc_status};
 pub struct ProxyBody {
     inner: Inner,
     meter: Option<RequestMeter>,
+    /// Admission slots released when the body is dropped (after it ended or was abandoned).
+    hold: Option<Admission>,
 }
 
 #[derive(Debug)]
@@ -30,7 +33,14 @@ impl ProxyBody {
         Self {
             inner: Inner::Upstream(body),
             meter,
+            hold: None,
         }
+    }
+
+    /// Keeps `admission` until this body is dropped.
+    pub fn holding(mut self, admission: Admission) -> Self {
+        self.hold = Some(admission);
+        self
     }
 
     /// A body the proxy wrote itself.
@@ -39,6 +49,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
             meter,
+            hold: None,
         }
     }
 
@@ -47,6 +58,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Local(None),
             meter: None,
+            hold: None,
         }
     }
 

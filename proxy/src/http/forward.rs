@@ -257,8 +257,8 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         wire,
         pick,
     };
-    let mut rsp = match attempt::send(plan, out).await {
-        Ok(rsp) => rsp,
+    let (mut rsp, admission) = match attempt::send(plan, out).await {
+        Ok(r) => r,
         Err(e) => return error_response(&e, grpc, Some(meter)),
     };
 
@@ -281,7 +281,8 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         parse_grpc_status(rsp.headers().get("grpc-status")),
         ResponseFlag::None,
     );
-    rsp.map(|body| ProxyBody::upstream(body, Some(meter)))
+    // The request's slots (http2MaxRequests, HTTP/1.1 connection) are held until the body ends.
+    rsp.map(|body| ProxyBody::upstream(body, Some(meter)).holding(admission))
 }
 
 /// Istio's default retry policy, for services without a route table: 2 retries on
