@@ -8,9 +8,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use jalin_tests::client::{self, curl};
 use jalin_tests::proxy::TestProxy;
-use jalin_tests::upstream::{ControlledUpstream, Mode};
+use jalin_tests::upstream::{ControlledUpstream, Mode, StreamingUpstream};
 
 /// Guards a step that must finish; never used to wait for something to happen.
 const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -216,4 +217,67 @@ async fn without_max_requests_per_connection_one_connection_serves_all() {
         assert_eq!(status, 200);
     }
     assert_eq!(up.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_holds_its_slot_until_the_response_body_ends() {
+    let up = StreamingUpstream::start().await.unwrap();
+    let proxy = TestProxy::start(&yaml(
+        "slot-body",
+        up.addr,
+        "{ http2_max_requests: 1 }",
+        "{ reserved_percent: 0, max_queue_len: 0 }",
+    ))
+    .await
+    .unwrap();
+    let addr = proxy.addr("out");
+    let http = client::http1_client();
+    // Headers and the first chunk arrive; the rest of the body is still held upstream.
+    let rsp = tokio::time::timeout(
+        HANG_GUARD,
+        http.get(format!("http://{addr}/").parse().unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let mut body = rsp.into_body();
+    let first = tokio::time::timeout(HANG_GUARD, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.data_ref().unwrap().as_ref(), StreamingUpstream::FIRST);
+
+    // The streaming response still counts against http2MaxRequests.
+    let refused = curl(&format!("http://{addr}/"), &["-D", "-", "-o", "/dev/null"])
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 503);
+    assert!(
+        refused
+            .body
+            .to_ascii_lowercase()
+            .contains("x-jalin-overflow: http2maxrequests"),
+        "{}",
+        refused.body
+    );
+
+    // Once the body ends the slot is free again.
+    up.release().await;
+    let rest = tokio::time::timeout(HANG_GUARD, body.collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
+    assert_eq!(rest.as_ref(), StreamingUpstream::REST);
+    let next = tokio::time::timeout(
+        HANG_GUARD,
+        http.get(format!("http://{addr}/").parse().unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(next.status(), 200);
+    up.release().await;
 }

@@ -127,6 +127,8 @@ pub async fn send(
         };
         let admission = match cluster.admit(plan.class, plan.wire == Wire::Http1).await {
             Ok(a) => a,
+            // A retry that finds the pool full is not sent: the last try's answer stands.
+            Err(_) if last.is_some() => break,
             Err(refusal) => {
                 // Overflow is never retried: a retry would only add load to the full limit.
                 return Err(ProxyError::Overflow {
@@ -138,6 +140,9 @@ pub async fn send(
         let mut ctx = plan.pick;
         ctx.now = Instant::now();
         let Some(flight) = cluster.pick(&ctx, &tried, plan.class) else {
+            if last.is_some() {
+                break;
+            }
             return Err(ProxyError::NoEndpoints(cluster.name.to_string()));
         };
         tried.insert(flight.endpoint.addr());

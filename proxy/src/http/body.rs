@@ -63,9 +63,18 @@ impl ProxyBody {
     }
 
     fn finish(&mut self) {
+        // The request is over for admission as soon as its last frame is handed on.
+        self.hold = None;
         if let Some(m) = self.meter.as_mut() {
             m.complete();
         }
+    }
+}
+
+fn body_done(inner: &Inner) -> bool {
+    match inner {
+        Inner::Upstream(b) => b.is_end_stream(),
+        Inner::Local(b) => b.is_none(),
     }
 }
 
@@ -92,6 +101,9 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let (Some(trailers), Some(m)) = (frame.trailers_ref(), &mut this.meter) {
                             m.trailers(parse_grpc_status(trailers.get("grpc-status")));
+                        }
+                        if body_done(&this.inner) {
+                            this.hold = None;
                         }
                     }
                     Poll::Ready(None) => this.finish(),
