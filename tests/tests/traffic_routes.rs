@@ -246,3 +246,73 @@ routes:
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_cookie_is_generated_then_sticky() {
+    let ups = [
+        ControlledUpstream::start("h1").await.unwrap(),
+        ControlledUpstream::start("h2").await.unwrap(),
+        ControlledUpstream::start("h3").await.unwrap(),
+    ];
+    let yaml = format!(
+        r#"admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: out
+    address: 127.0.0.1:0
+    direction: outbound
+    service: sticky
+services:
+  - name: sticky
+    protocol: http1
+    endpoints:
+      - address: {}
+      - address: {}
+      - address: {}
+    policy:
+      load_balancer:
+        consistent_hash:
+          cookie: {{ name: jalin-affinity, path: /, ttl_ms: 60000 }}
+"#,
+        ups[0].addr, ups[1].addr, ups[2].addr
+    );
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let url = format!("http://{}/", proxy.addr("out"));
+    for _ in 0..5 {
+        // No cookie: the proxy generates one and says so.
+        let first = curl(&url, &["-D", "-"]).await.unwrap();
+        let head = first.body.to_ascii_lowercase();
+        let line = head
+            .lines()
+            .find(|l| l.starts_with("set-cookie: jalin-affinity="))
+            .unwrap_or_else(|| panic!("no affinity cookie in {head}"));
+        assert!(
+            line.contains("max-age=60") && line.contains("path=/"),
+            "{line}"
+        );
+        let value = line
+            .trim_start_matches("set-cookie: ")
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned();
+        let upstream_of = |h: &str| {
+            h.lines()
+                .find_map(|l| l.strip_prefix("x-upstream: "))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        let chosen = upstream_of(&head);
+        // With the cookie: always the same endpoint, and no new cookie.
+        for _ in 0..10 {
+            let again = curl(&url, &["-D", "-", "-H", &format!("cookie: {value}")])
+                .await
+                .unwrap();
+            let h = again.body.to_ascii_lowercase();
+            assert_eq!(upstream_of(&h), chosen);
+            assert!(!h.contains("set-cookie"), "{h}");
+        }
+    }
+}
