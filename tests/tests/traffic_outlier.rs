@@ -149,3 +149,58 @@ fn readmitted(
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_are_retried_and_eject_as_local_origin_errors() {
+    let good = ControlledUpstream::start("good").await.unwrap();
+    // A port nothing listens on: bind, note, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let yaml = format!(
+        r#"admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: out
+    address: 127.0.0.1:0
+    direction: outbound
+    service: local-origin
+services:
+  - name: local-origin
+    protocol: http1
+    endpoints:
+      - address: {dead}
+      - address: {}
+    policy:
+      load_balancer: round_robin
+      outlier_detection:
+        consecutive_5xx_errors: null
+        split_external_local_origin_errors: true
+        consecutive_local_origin_failures: 2
+        max_ejection_percent: 50
+"#,
+        good.addr
+    );
+    let mut ev = events();
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let http = client::http1_client();
+    // No route table: Istio's default policy retries connect failures on the other endpoint.
+    let mut ejected = false;
+    for _ in 0..20 {
+        let (status, upstream, _) = client::get(&http, proxy.addr("out"), "/").await.unwrap();
+        assert_eq!((status, upstream.as_str()), (200, "good"));
+        while let Ok(e) = ev.try_recv() {
+            if let OutlierEvent::Ejected { host, reason, .. } = e.event
+                && host == dead
+            {
+                assert_eq!(reason, EjectReason::ConsecutiveLocalOriginFailures);
+                ejected = true;
+            }
+        }
+        if ejected {
+            break;
+        }
+    }
+    assert!(ejected, "the unreachable endpoint is ejected");
+}

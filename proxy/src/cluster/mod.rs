@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 use crate::admission::{Breaker, BypassKind, BypassLimiter, Limits};
 use crate::balance::{Balancer, PickContext};
 use crate::endpoint::Endpoint;
-use crate::outlier::{HostResult, OutlierDetector, OutlierEvent};
+use crate::outlier::{HostResult, LocalOrigin, OutlierDetector, OutlierEvent};
 use crate::retry::{RetryBudget, TriedHosts};
 
 pub use admit::{Admission, Refusal};
@@ -251,7 +251,14 @@ impl ClusterState {
             let mut core = self.lock();
             core.balancer.on_end(addr, rtt, now);
             match (core.outlier.as_mut(), result) {
-                (Some(o), Some(r)) => o.record(addr, r, now),
+                (Some(o), Some(r)) => {
+                    if matches!(r, HostResult::Http(_)) {
+                        // The connection worked: with split local-origin errors this resets
+                        // the host's consecutive local failures (no-op without the split).
+                        o.record(addr, HostResult::Local(LocalOrigin::Success), now);
+                    }
+                    o.record(addr, r, now)
+                }
                 _ => None,
             }
         };
