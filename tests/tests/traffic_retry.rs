@@ -172,3 +172,35 @@ async fn without_a_budget_the_same_outage_retries_every_request() {
     }
     assert_eq!(down.requests(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_bounds_every_try_together() {
+    let slow = ControlledUpstream::start("slow").await.unwrap();
+    slow.set(Mode::Hold);
+    // Up to 5 retries of 10 s each, but the route allows 150 ms in all: one try, then 504.
+    let yaml = yaml(
+        "route-timeout",
+        &[slow.addr],
+        "{}",
+        "{ attempts: 5, per_try_timeout_ms: 10000, retry_on: \"5xx\" }",
+    )
+    .replace(
+        "        retries:",
+        "        timeout_ms: 150\n        retries:",
+    );
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let out = tokio::time::timeout(
+        HANG_GUARD,
+        curl(&format!("http://{}/", proxy.addr("out")), &[]),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.status, 504, "{}", out.body);
+    assert_eq!(
+        slow.requests(),
+        1,
+        "the route timeout leaves no time for a retry"
+    );
+    slow.release();
+}
