@@ -11,6 +11,7 @@ pub mod admin;
 pub mod admission;
 pub mod authz;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod detect;
 pub mod endpoint;

@@ -3,24 +3,26 @@
 //!
 //! Invariant: an endpoint whose address survives a reload keeps its `Arc<Endpoint>`, so warm
 //! pooled connections survive reloads, and requests in flight finish on the snapshot they
-//! started with.
+//! started with. A cluster (or subset) whose policy is unchanged keeps its [`ClusterState`]
+//! (balancer, outlier detector, breaker), its endpoints updated by address.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jalin_xds::model::cluster::{Cluster, UpstreamProtocol};
-use jalin_xds::model::traffic::DEFAULT_CONNECT_TIMEOUT_MS;
+use jalin_xds::model::route::PriorityClass;
+use jalin_xds::model::traffic::TrafficPolicy;
 
+use crate::balance::PickContext;
+use crate::cluster::ClusterState;
 use crate::config::{ConfigOrigin, ProxyConfig};
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, PoolSettings};
+use crate::retry::TriedHosts;
+use crate::route::CompiledRouteTable;
 use crate::telemetry::ServiceMetrics;
 use metrics::SharedString;
-
-/// Most slots in a weighted round-robin schedule; larger weight sums are scaled down to it.
-const MAX_SCHEDULE_SLOTS: u64 = 4096;
 
 /// One configuration generation, ready to serve.
 #[derive(Debug)]
@@ -42,14 +44,17 @@ pub struct Service {
     pub connect_timeout: Duration,
     /// Request metrics labelled with this service.
     pub metrics: Arc<ServiceMetrics>,
+    /// The route table whose hosts name this service, if any.
+    pub routes: Option<Arc<CompiledRouteTable>>,
+    /// The whole cluster, under the cluster policy.
+    pub cluster: Arc<ClusterState>,
+    subsets: HashMap<String, Arc<ClusterState>>,
     endpoints: Vec<Arc<Endpoint>>,
-    /// Weighted round-robin order: indexes into `endpoints`, each repeated by its weight.
-    schedule: Vec<u32>,
-    next: AtomicUsize,
 }
 
 impl Snapshot {
-    /// Compiles `config`, reusing the endpoints (and their warm pools) of `previous`.
+    /// Compiles `config`, reusing the endpoints (and their warm pools) and the cluster states
+    /// of `previous`.
     pub fn build(
         version: u64,
         config: ProxyConfig,
@@ -75,10 +80,24 @@ impl Snapshot {
                 }
             }
         }
+        // Validated on load; a table that does not compile here is skipped.
+        let tables: Vec<Arc<CompiledRouteTable>> = config
+            .routes
+            .iter()
+            .filter_map(|t| CompiledRouteTable::compile(t).ok().map(Arc::new))
+            .collect();
         let mut services = HashMap::new();
         let mut by_address = HashMap::new();
         for cluster in &config.services {
-            let svc = Arc::new(Service::build(cluster, &old, outbound_tls));
+            let prev = previous.and_then(|p| p.service(&cluster.name));
+            let routes = tables.iter().find(|t| t.serves(&cluster.name)).cloned();
+            let svc = Arc::new(Service::build(
+                cluster,
+                &old,
+                outbound_tls,
+                prev.map(|s| &**s),
+                routes,
+            ));
             for vip in &cluster.addresses {
                 by_address.insert(*vip, svc.clone());
             }
@@ -109,10 +128,14 @@ impl Service {
         cluster: &Cluster,
         old: &HashMap<SocketAddr, Arc<Endpoint>>,
         outbound_tls: Option<&jalin_ca::tls::OutboundTls>,
+        previous: Option<&Service>,
+        routes: Option<Arc<CompiledRouteTable>>,
     ) -> Self {
-        let connect_timeout =
-            Duration::from_millis(cluster.policy.connection_pool.connect_timeout_ms);
+        let settings = PoolSettings::from_pool(&cluster.policy.connection_pool);
+        let connect_timeout = settings.connect_timeout;
         let tls = crate::tls::cluster_tls(cluster, outbound_tls);
+        // An endpoint keeps its warm pools across reloads while both its pool settings and the
+        // server identity it verifies stay the same.
         let endpoints: Vec<Arc<Endpoint>> = cluster
             .endpoints
             .iter()
@@ -124,49 +147,99 @@ impl Service {
                 };
                 let wanted_id = tls.as_ref().map(|t| &t.identity);
                 old.get(&e.address)
-                    .filter(|ep| ep.tls_identity() == wanted_id)
+                    .filter(|ep| ep.settings() == &settings && ep.tls_identity() == wanted_id)
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(Endpoint::with_tls(e.address, connect_timeout, tls))
+                        Arc::new(Endpoint::with_tls(e.address, settings.clone(), tls))
                     })
             })
             .collect();
-        let weights: Vec<u32> = cluster.endpoints.iter().map(|e| e.weight).collect();
         let name: Arc<str> = Arc::from(cluster.name.as_str());
+        let all = endpoints
+            .iter()
+            .zip(&cluster.endpoints)
+            .map(|(e, c)| (e.clone(), c.weight))
+            .collect();
+        let state = ClusterState::build(
+            &cluster.name,
+            &cluster.policy,
+            all,
+            previous.map(|p| &p.cluster),
+        );
+        let subsets = cluster
+            .subsets
+            .iter()
+            .map(|sub| {
+                let members = endpoints
+                    .iter()
+                    .zip(&cluster.endpoints)
+                    .filter(|(_, c)| sub.selects(c))
+                    .map(|(e, c)| (e.clone(), c.weight))
+                    .collect();
+                let policy = sub.policy.merged(&cluster.policy);
+                let state = ClusterState::build(
+                    &format!("{}|{}", cluster.name, sub.name),
+                    &policy,
+                    members,
+                    previous.and_then(|p| p.subsets.get(&sub.name)),
+                );
+                (sub.name.clone(), state)
+            })
+            .collect();
         Self {
             metrics: Arc::new(ServiceMetrics::new(SharedString::from(name.clone()))),
             name,
             protocol: cluster.protocol,
             connect_timeout,
+            routes,
+            cluster: state,
+            subsets,
             endpoints,
-            schedule: schedule(&weights),
-            next: AtomicUsize::new(0),
         }
     }
 
     /// A service with the single endpoint `dst`, for an original destination that no configured
     /// service claims (Istio's `PassthroughCluster`).
     pub fn passthrough(name: &'static str, dst: SocketAddr) -> Self {
-        let connect_timeout = Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS);
+        let settings = PoolSettings::default();
+        let connect_timeout = settings.connect_timeout;
+        let ep = Arc::new(Endpoint::new(dst, settings));
         Self {
             name: Arc::from(name),
             metrics: Arc::new(ServiceMetrics::new(SharedString::const_str(name))),
             protocol: UpstreamProtocol::Auto,
             connect_timeout,
-            endpoints: vec![Arc::new(Endpoint::new(dst, connect_timeout))],
-            schedule: vec![0],
-            next: AtomicUsize::new(0),
+            routes: None,
+            cluster: ClusterState::build(
+                name,
+                &TrafficPolicy::default(),
+                vec![(ep.clone(), 1)],
+                None,
+            ),
+            subsets: HashMap::new(),
+            endpoints: vec![ep],
         }
     }
 
-    /// Picks the endpoint for the next request: weighted round robin. This is the step the
-    /// balancer replaces; sending is [`Endpoint::send`], a separate step.
-    pub fn pick(&self) -> Option<&Arc<Endpoint>> {
-        if self.schedule.is_empty() {
-            return None;
+    /// The cluster state of `subset`, or of the whole service for `None`. `None` when the
+    /// subset is unknown.
+    pub fn cluster(&self, subset: Option<&str>) -> Option<&Arc<ClusterState>> {
+        match subset {
+            None => Some(&self.cluster),
+            Some(s) => self.subsets.get(s),
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
-        self.endpoints.get(self.schedule[n] as usize)
+    }
+
+    /// Picks an endpoint of the whole service with its balancer (opaque TCP). HTTP requests
+    /// pick through [`ClusterState::pick`] to report their outcome.
+    pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        self.cluster
+            .pick(
+                &PickContext::at(Instant::now()),
+                &TriedHosts::default(),
+                PriorityClass::Standard,
+            )
+            .map(|f| f.endpoint.clone())
     }
 
     /// The endpoints, in configuration order.
@@ -175,60 +248,74 @@ impl Service {
     }
 }
 
-/// Spreads each index `i` over the schedule `weights[i]` times (scaled so the schedule has at
-/// most [`MAX_SCHEDULE_SLOTS`] slots, every endpoint keeping at least one), interleaved so that
-/// heavy endpoints do not receive bursts.
-fn schedule(weights: &[u32]) -> Vec<u32> {
-    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
-    if total == 0 {
-        return Vec::new();
-    }
-    let scaled: Vec<u64> = weights
-        .iter()
-        .map(|w| {
-            let w = u64::from(*w);
-            if total <= MAX_SCHEDULE_SLOTS {
-                w
-            } else {
-                (w * MAX_SCHEDULE_SLOTS / total).max(1)
-            }
-        })
-        .collect();
-    // Smooth weighted round robin (as nginx does): deterministic and evenly interleaved.
-    let sum: i64 = scaled.iter().map(|w| *w as i64).sum();
-    let mut current = vec![0i64; scaled.len()];
-    let mut out = Vec::with_capacity(sum as usize);
-    for _ in 0..sum {
-        let mut best = 0;
-        for (i, w) in scaled.iter().enumerate() {
-            current[i] += *w as i64;
-            if current[i] > current[best] {
-                best = i;
-            }
-        }
-        current[best] -= sum;
-        out.push(best as u32);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::schedule;
+    use jalin_xds::model::cluster::{ClusterTls, ClusterTlsMode};
 
-    #[test]
-    fn schedule_honours_weights_and_interleaves() {
-        let s = schedule(&[1, 3]);
-        assert_eq!(s.len(), 4);
-        assert_eq!(s.iter().filter(|i| **i == 1).count(), 3);
-        assert_eq!(schedule(&[2, 2]), vec![0, 1, 0, 1]);
-        assert!(schedule(&[]).is_empty());
+    use super::*;
+
+    const FILE: &str = "\
+admin:
+  address: 127.0.0.1:0
+services:
+  - name: echo
+    endpoints:
+      - address: 127.0.0.1:8080
+      - address: 127.0.0.1:8081
+";
+
+    fn endpoints(s: &Snapshot) -> Vec<Arc<Endpoint>> {
+        s.service("echo").unwrap().endpoints().to_vec()
     }
 
-    #[test]
-    fn huge_weights_are_scaled_but_keep_every_endpoint() {
-        let s = schedule(&[u32::MAX, 1]);
-        assert!(s.len() <= 4097);
-        assert!(s.contains(&1));
+    fn same(a: &Snapshot, b: &Snapshot) -> bool {
+        endpoints(a)
+            .iter()
+            .zip(endpoints(b).iter())
+            .all(|(x, y)| Arc::ptr_eq(x, y))
+    }
+
+    fn mutual(id: &str) -> Option<ClusterTls> {
+        Some(ClusterTls {
+            mode: ClusterTlsMode::IstioMutual,
+            identity: Some(id.into()),
+        })
+    }
+
+    #[tokio::test]
+    async fn endpoints_are_reused_only_with_the_same_pool_settings_and_tls_identity() {
+        let (config, origin) = crate::config::parse("f.yaml", FILE).unwrap();
+        let v1 = Snapshot::build(1, config.clone(), origin.clone(), None);
+
+        let v2 = Snapshot::build(2, config.clone(), origin.clone(), Some(&v1));
+        assert!(same(&v1, &v2), "an unchanged cluster keeps its endpoints");
+
+        let mut slower = config;
+        slower.services[0].policy.connection_pool.connect_timeout_ms += 1;
+        let v3 = Snapshot::build(3, slower.clone(), origin.clone(), Some(&v2));
+        assert!(
+            endpoints(&v3)
+                .iter()
+                .all(|e| endpoints(&v2).iter().all(|o| !Arc::ptr_eq(e, o)))
+        );
+
+        let mut tls = slower.clone();
+        tls.services[0].tls = mutual("spiffe://cluster.local/ns/a/sa/one");
+        let v4 = Snapshot::build(4, tls.clone(), origin.clone(), Some(&v3));
+        assert!(!same(&v3, &v4), "originating mTLS needs new endpoints");
+        assert!(endpoints(&v4).iter().all(|e| e.tls_identity().is_some()));
+        let v5 = Snapshot::build(5, tls.clone(), origin.clone(), Some(&v4));
+        assert!(
+            same(&v4, &v5),
+            "the same identity and settings keep the endpoints"
+        );
+
+        let mut other = tls.clone();
+        other.services[0].tls = mutual("spiffe://cluster.local/ns/a/sa/two");
+        let v6 = Snapshot::build(6, other, origin, Some(&v5));
+        assert!(
+            !same(&v5, &v6),
+            "a changed server identity needs new endpoints"
+        );
     }
 }

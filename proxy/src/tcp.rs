@@ -37,7 +37,7 @@ where
         }
     };
     drop(snapshot);
-    let Some(ep) = service.pick().cloned() else {
+    let Some(ep) = service.pick() else {
         tracing::warn!(service = %service.name, "opaque connection refused: no endpoints");
         return;
     };

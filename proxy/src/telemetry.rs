@@ -88,6 +88,14 @@ pub enum ResponseFlag {
     UpstreamTerminated,
     /// `DC`: downstream connection terminated before the response completed.
     DownstreamTerminated,
+    /// `UO`: upstream overflow (circuit breaking).
+    UpstreamOverflow,
+    /// `UT`: upstream request timeout (route timeout or perTryTimeout).
+    UpstreamRequestTimeout,
+    /// `FI`: the request was aborted by fault injection.
+    FaultInjected,
+    /// `DR`: answered by a route's direct response or redirect.
+    DirectResponse,
 }
 
 impl ResponseFlag {
@@ -99,6 +107,10 @@ impl ResponseFlag {
             ResponseFlag::UpstreamConnectFailure => "UF",
             ResponseFlag::UpstreamTerminated => "UC",
             ResponseFlag::DownstreamTerminated => "DC",
+            ResponseFlag::UpstreamOverflow => "UO",
+            ResponseFlag::UpstreamRequestTimeout => "UT",
+            ResponseFlag::FaultInjected => "FI",
+            ResponseFlag::DirectResponse => "DR",
         }
     }
 }

@@ -106,6 +106,7 @@ fn resources(upstreams: &[SocketAddr]) -> Vec<EncodedResource> {
         endpoints: Vec::new(),
         policy: Default::default(),
         tls: None,
+        subsets: Vec::new(),
     };
     let endpoints: Vec<Endpoint> = upstreams.iter().map(|a| Endpoint::new(*a)).collect();
     vec![

@@ -77,6 +77,7 @@ fn snapshot(upstream: SocketAddr) -> Snapshot {
         endpoints: Vec::new(),
         policy: Default::default(),
         tls: None,
+        subsets: Vec::new(),
     };
     let listener = Listener {
         name: "out".into(),

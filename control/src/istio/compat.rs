@@ -1,5 +1,5 @@
 //! Non-standard fields users really write, rewritten on the located tree into Istio's own
-//! spelling before typed parsing, each with a warning naming the mapping (see `POLICY.md`).
+//! spelling before typed parsing, each with a warning naming the mapping (see the README's "Policy import" section).
 //!
 //! Invariant: a rewrite never loses a value. A field is moved or renamed (keeping its line and
 //! the path the user wrote), or, when it collides with a field already set, reported.

@@ -1,7 +1,7 @@
 //! VirtualService → native routes (`jalin_xds::model::route`): every field honoured, mapped with a
 //! warning, or reported unsupported with the reason; and the priority class of each route.
 //!
-//! Priority rule (POLICY.md, *Routes and priority*): a route's class comes from the subsets its
+//! Priority rule (README, "Policy import", *Routes and priority*): a route's class comes from the subsets its
 //! destinations name — `critical` → critical, `emergency` → emergency, otherwise standard (the
 //! most urgent named subset wins). The `jalin.io/priority` annotation on the VirtualService
 //! overrides it per route: `"<route>=<class>,..."` where `<route>` is the route's `name` or

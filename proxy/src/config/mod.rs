@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use jalin_xds::model::cluster::{Cluster, ClusterTlsMode};
 use jalin_xds::model::listener::Listener;
 use jalin_xds::model::peer_auth::MtlsMode;
+use jalin_xds::model::route::RouteTable;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
@@ -61,6 +62,10 @@ struct FileConfig {
     identity: Option<crate::identity::IdentitySection>,
     #[serde(default)]
     authorization: crate::authz::AuthorizationSection,
+    /// Route tables (VirtualServices in the native model); a table applies to the services its
+    /// `hosts` name.
+    #[serde(default)]
+    routes: Vec<Spanned<RouteTable>>,
 }
 
 /// A validated configuration: what the proxy runs and what `/config_dump` shows.
@@ -77,6 +82,8 @@ pub struct ProxyConfig {
     pub identity: Option<crate::identity::IdentitySection>,
     /// Authorization, request authentication and peer authentication policies.
     pub authorization: crate::authz::AuthorizationSection,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteTable>,
 }
 
 /// Where the text of a configuration came from.
@@ -386,9 +393,59 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
             }
         }
     }
+    for (i, table) in raw.routes.iter().enumerate() {
+        let loc = table.referenced;
+        if let Err(e) = crate::route::CompiledRouteTable::compile(&table.value) {
+            return Err(at(
+                loc,
+                format!("routes[{i}].{}", e.path),
+                e.message,
+                "fix the route; see xds/src/model/route.rs for the fields",
+            ));
+        }
+        for (r, route) in table.value.http.iter().enumerate() {
+            let mirrors = route
+                .mirror
+                .iter()
+                .map(|m| (&m.destination, "mirror".to_owned()));
+            let dests = route
+                .destinations
+                .iter()
+                .enumerate()
+                .map(|(d, rd)| (&rd.destination, format!("destinations[{d}]")));
+            for (dest, field) in dests.chain(mirrors) {
+                let path = format!("routes[{i}].http[{r}].{field}");
+                let Some(svc) = raw.services.iter().find(|s| s.value.name == dest.host) else {
+                    let mut known: Vec<&str> = service_names.keys().copied().collect();
+                    known.sort_unstable();
+                    return Err(at(
+                        loc,
+                        format!("{path}.host"),
+                        format!(
+                            "unknown service `{}`; defined services: [{}]",
+                            dest.host,
+                            known.join(", ")
+                        ),
+                        "a destination host names a service under `services:`",
+                    ));
+                };
+                if let Some(subset) = &dest.subset
+                    && !svc.value.subsets.iter().any(|s| &s.name == subset)
+                {
+                    return Err(at(
+                        loc,
+                        format!("{path}.subset"),
+                        format!("service `{}` has no subset `{subset}`", dest.host),
+                        "define it under the service's `subsets:` or fix the name",
+                    ));
+                }
+            }
+        }
+    }
 
     Ok(ProxyConfig {
         admin: raw.admin,
+        routes: raw.routes.into_iter().map(|r| r.value).collect(),
         listeners: raw.listeners.into_iter().map(|l| l.value).collect(),
         services: raw.services.into_iter().map(|s| s.value).collect(),
         control_plane: raw.control_plane.map(|c| c.value),
@@ -410,6 +467,7 @@ pub fn validate_config(source: &str, config: ProxyConfig) -> Result<ProxyConfig,
         control_plane: config.control_plane.map(span),
         identity: config.identity,
         authorization: config.authorization,
+        routes: config.routes.into_iter().map(span).collect(),
     };
     validate(source, raw)
 }
@@ -519,5 +577,76 @@ services:
         );
         let (cfg, _) = parse("f.yaml", &text).unwrap();
         assert_eq!(cfg.services[0].policy.connection_pool.max_connections, 10);
+    }
+
+    fn with_routes(routes: &str) -> String {
+        format!(
+            "{GOOD}    subsets:\n      - name: v1\n        labels: {{ version: v1 }}\nroutes:\n{routes}"
+        )
+    }
+
+    #[test]
+    fn routes_and_subsets_parse() {
+        let text = with_routes(
+            "  - meta: { name: echo, namespace: default }
+    hosts: [echo]
+    http:
+      - destinations:
+          - destination: { host: echo, subset: v1 }
+            weight: 100
+",
+        );
+        let (cfg, _) = parse("f.yaml", &text).unwrap();
+        assert_eq!(cfg.routes.len(), 1);
+        assert_eq!(cfg.services[0].subsets[0].name, "v1");
+    }
+
+    #[test]
+    fn route_to_an_unknown_subset_names_the_field() {
+        let text = with_routes(
+            "  - meta: { name: echo, namespace: default }
+    hosts: [echo]
+    http:
+      - destinations:
+          - destination: { host: echo, subset: v9 }
+            weight: 100
+",
+        );
+        let e = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(e.path, "routes[0].http[0].destinations[0].subset");
+        assert!(e.message.contains("no subset `v9`"), "{e}");
+        assert!(e.line > 0);
+    }
+
+    #[test]
+    fn route_to_an_unknown_service_names_the_field() {
+        let text = with_routes(
+            "  - meta: { name: echo, namespace: default }
+    hosts: [echo]
+    http:
+      - destinations:
+          - destination: { host: nope }
+            weight: 100
+",
+        );
+        let e = parse("f.yaml", &text).unwrap_err();
+        assert_eq!(e.path, "routes[0].http[0].destinations[0].host");
+        assert!(e.message.contains("unknown service `nope`"), "{e}");
+    }
+
+    #[test]
+    fn invalid_route_regex_is_rejected_with_its_path() {
+        let text = with_routes(
+            "  - meta: { name: echo, namespace: default }
+    hosts: [echo]
+    http:
+      - matches: [{ uri: { regex: \"(\" } }]
+        destinations:
+          - destination: { host: echo }
+            weight: 100
+",
+        );
+        let e = parse("f.yaml", &text).unwrap_err();
+        assert!(e.path.starts_with("routes[0].http[0].match[0]"), "{e}");
     }
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::cluster::Admission;
 use crate::telemetry::{RequestMeter, parse_grpc_status};
 
 /// A proxied or locally generated response body.
@@ -16,6 +17,8 @@ use crate::telemetry::{RequestMeter, parse_grpc_status};
 pub struct ProxyBody {
     inner: Inner,
     meter: Option<RequestMeter>,
+    /// Admission slots released when the body is dropped (after it ended or was abandoned).
+    hold: Option<Admission>,
 }
 
 #[derive(Debug)]
@@ -30,7 +33,14 @@ impl ProxyBody {
         Self {
             inner: Inner::Upstream(body),
             meter,
+            hold: None,
         }
+    }
+
+    /// Keeps `admission` until this body is dropped.
+    pub fn holding(mut self, admission: Admission) -> Self {
+        self.hold = Some(admission);
+        self
     }
 
     /// A body the proxy wrote itself.
@@ -39,6 +49,7 @@ impl ProxyBody {
         Self {
             inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
             meter,
+            hold: None,
         }
     }
 
@@ -47,13 +58,23 @@ impl ProxyBody {
         Self {
             inner: Inner::Local(None),
             meter: None,
+            hold: None,
         }
     }
 
     fn finish(&mut self) {
+        // The request is over for admission as soon as its last frame is handed on.
+        self.hold = None;
         if let Some(m) = self.meter.as_mut() {
             m.complete();
         }
+    }
+}
+
+fn body_done(inner: &Inner) -> bool {
+    match inner {
+        Inner::Upstream(b) => b.is_end_stream(),
+        Inner::Local(b) => b.is_none(),
     }
 }
 
@@ -80,6 +101,9 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let (Some(trailers), Some(m)) = (frame.trailers_ref(), &mut this.meter) {
                             m.trailers(parse_grpc_status(trailers.get("grpc-status")));
+                        }
+                        if body_done(&this.inner) {
+                            this.hold = None;
                         }
                     }
                     Poll::Ready(None) => this.finish(),

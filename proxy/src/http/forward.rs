@@ -1,9 +1,27 @@
-//! The HTTP request's way through the proxy, in request order: destination, header rules,
-//! endpoint choice, send on the endpoint's pool, upgrade bridging, response header rules, and
-//! metering on the way back. Inbound and outbound differ only in the header trust step.
+//! The HTTP request's way through the proxy, in request order (the one place the stack is
+//! written down):
+//!
+//! 1. destination: the listener's service or the original destination's;
+//! 2. header rules: trust by direction, hop-by-hop, request id, forwarded-*;
+//! 3. route: first matching route of the service's table; direct response, redirect, fault
+//!    delay/abort, weighted destination (service and subset), rewrites, request header
+//!    operations, consistent-hash key, replayable body (at most 64 KiB), mirror;
+//! 4. admission ([`crate::cluster`]): priority queue slot, breaker, HTTP/1.1 connection slot;
+//!    overflow answers 503 with `x-jalin-overflow` at once (or after a bounded queue wait);
+//! 5. balance and send ([`attempt`]): pick among non-ejected endpoints, send under perTryTimeout
+//!    and the route timeout, outcome to the balancer and the outlier detector, retries with
+//!    back-off, tried hosts skipped, retry budgets;
+//! 6. upgrade bridging; 7. response header operations, affinity cookie, metering.
+//!
+//! Inbound and outbound differ only in the header trust step.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Either;
+use jalin_xds::model::route::{PriorityClass, RetryPolicy};
+use jalin_xds::model::traffic::{H2UpgradePolicy, HashKey, LoadBalancer};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
@@ -12,12 +30,16 @@ use jalin_xds::model::cluster::UpstreamProtocol;
 use jalin_xds::model::listener::Direction;
 use metrics::SharedString;
 
+use crate::balance::{PickContext, affinity_cookie, request_hash};
 use crate::endpoint::Wire;
+use crate::http::attempt::{self, Outgoing, Plan};
 use crate::http::body::ProxyBody;
 use crate::http::headers;
 use crate::http::respond::{ProxyError, error_response};
+use crate::http::routing;
 use crate::http::upgrade;
 use crate::listener::ConnCtx;
+use crate::route::{CompiledRetryPolicy, RequestView};
 use crate::telemetry::{RequestMeter, ResponseFlag, ServiceMetrics, parse_grpc_status};
 use crate::{inbound, outbound};
 
@@ -71,54 +93,224 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let host = forwarded_host(&req);
     headers::set_forwarded(req.headers_mut(), conn.peer.ip(), "http", host);
 
-    // 3. Endpoint: choosing it is its own step; sending is the endpoint's.
-    let Some(endpoint) = service.pick() else {
-        return error_response(
-            &ProxyError::NoEndpoints(service.name.to_string()),
-            grpc,
-            Some(meter),
-        );
+    // 3. Route: first matching route of the service's table (none: the service itself, Istio's
+    //    default retry policy, no timeout).
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .unwrap_or_default();
+    let (route, block) = match service.routes.as_deref() {
+        None => (None, None),
+        Some(table) => {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let mut view = RequestView::new(
+                req.method().as_str(),
+                &pq,
+                &authority,
+                req.headers(),
+                conn.local.port(),
+            );
+            view.source_namespace = None;
+            match table.match_route_hit(&view) {
+                Some(hit) => (Some(hit.route), hit.block),
+                None => {
+                    let what = format!("{} {}", req.method(), pq);
+                    return error_response(&ProxyError::NoRoute(what), grpc, Some(meter));
+                }
+            }
+        }
     };
-    let wire = match (service.protocol, downstream_h2, wants_upgrade) {
+    if let Some(dr) = route.and_then(|r| r.direct_response.as_ref()) {
+        let body = Bytes::from(dr.body.clone().unwrap_or_default());
+        return routing::local_answer(
+            dr.status,
+            body,
+            None,
+            None,
+            ResponseFlag::DirectResponse,
+            meter,
+        );
+    }
+    if let Some(route) = route.filter(|r| r.redirect.is_some()) {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let view = RequestView::new(req.method().as_str(), &pq, &authority, req.headers(), 0);
+        if let Some((code, location)) = route.redirect_location(&view, "http") {
+            return routing::local_answer(
+                code,
+                Bytes::new(),
+                Some(&location),
+                None,
+                ResponseFlag::DirectResponse,
+                meter,
+            );
+        }
+    }
+    let fault = route
+        .map(|r| r.fault(rand::random(), rand::random()))
+        .unwrap_or_default();
+    if let Some(delay) = fault.delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(abort) = &fault.abort {
+        return routing::abort_answer(abort, meter);
+    }
+    let (target_service, subset) = match route.and_then(|r| r.choose_destination(rand::random())) {
+        None => (service.clone(), None),
+        Some(d) => match snapshot.service(&d.host) {
+            Some(s) => (s.clone(), d.subset.clone()),
+            None => {
+                return error_response(&ProxyError::NoService(d.host.clone()), grpc, Some(meter));
+            }
+        },
+    };
+    let Some(cluster) = target_service.cluster(subset.as_deref()).cloned() else {
+        let err = ProxyError::NoSubset(target_service.name.to_string(), subset.unwrap_or_default());
+        return error_response(&err, grpc, Some(meter));
+    };
+    if let Some(route) = route {
+        routing::rewrite(&mut req, route, block);
+        route.apply_request_headers(req.headers_mut());
+    }
+    // Consistent hashing: the request's hash, and the affinity cookie to set when generated.
+    let mut pick = PickContext::at(Instant::now());
+    let mut set_cookie = None;
+    if let LoadBalancer::ConsistentHash(key) = &cluster.policy.load_balancer {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let view = RequestView::new(req.method().as_str(), &pq, &authority, req.headers(), 0);
+        let h = request_hash(key, &view, Some(conn.peer.ip()), rand::random());
+        pick.hash = h.hash;
+        if let (Some(value), HashKey::Cookie { name, path, ttl_ms }) = (h.set_cookie, key) {
+            set_cookie = Some(affinity_cookie(name, &value, path.as_deref(), *ttl_ms));
+        }
+    }
+    pick.original_dst = conn.orig_dst;
+
+    // 4-5. Admission, balance, send with outcome feedback, retries (http/attempt.rs).
+    // h2UpgradePolicy UPGRADE: HTTP/1.1 requests go upstream as HTTP/2 (not protocol upgrades).
+    let upgrade_h2 = cluster.policy.connection_pool.h2_upgrade_policy == H2UpgradePolicy::Upgrade;
+    let wire = match (
+        target_service.protocol,
+        downstream_h2 || upgrade_h2,
+        wants_upgrade,
+    ) {
         (_, _, true) | (UpstreamProtocol::Http1, _, _) | (UpstreamProtocol::Auto, false, _) => {
             Wire::Http1
         }
         (UpstreamProtocol::Http2, _, _) | (UpstreamProtocol::Auto, true, _) => Wire::Http2,
     };
-    make_absolute(&mut req, endpoint.addr());
+    // The pool key's authority falls back to the first endpoint's address.
+    let fallback = target_service
+        .endpoints()
+        .first()
+        .map_or(conn.local, |e| e.addr());
+    make_absolute(&mut req, fallback);
     if wire == Wire::Http2 {
         // `:authority` carries it (RFC 9113 §8.3.1).
         req.headers_mut().remove(header::HOST);
     }
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
-
-    // 4. Send on the endpoint's pool.
-    let mut rsp = match endpoint.send(req, wire).await {
-        Ok(rsp) => rsp,
+    let (parts, body) = req.into_parts();
+    let body = match routing::prepare_body(body, &parts.headers).await {
+        Ok(b) => b,
         Err(e) => {
-            let err = if e.connect {
-                ProxyError::Connect(e)
-            } else {
-                ProxyError::Upstream(e)
-            };
-            return error_response(&err, grpc, Some(meter));
+            tracing::debug!(error = %e, "client body failed before forwarding");
+            return routing::local_answer(
+                400,
+                Bytes::from(format!("{e}\n")),
+                None,
+                None,
+                ResponseFlag::DownstreamTerminated,
+                meter,
+            );
         }
     };
+    let out = Outgoing {
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: parts.headers,
+        extensions: parts.extensions,
+        body: Some(body),
+    };
+    if let (Some(dest), Some(full)) = (
+        route.and_then(|r| r.mirror(rand::random())),
+        out.replayable(),
+    ) && let Some(mirror_cluster) = snapshot
+        .service(&dest.host)
+        .and_then(|s| s.cluster(dest.subset.as_deref()))
+    {
+        let mut copy = Request::new(Either::Right(full));
+        *copy.method_mut() = out.method.clone();
+        *copy.uri_mut() = out.uri.clone();
+        *copy.headers_mut() = out.headers.clone();
+        routing::mirror(mirror_cluster.clone(), copy, wire);
+    }
+    let plan = Plan {
+        cluster: &cluster,
+        retry: match route {
+            Some(r) => &r.retry,
+            None => default_retry(),
+        },
+        timeout: route.and_then(|r| r.timeout),
+        class: route.map_or(PriorityClass::Standard, |r| r.priority),
+        wire,
+        pick,
+    };
+    let (mut rsp, admission) = match attempt::send(plan, out).await {
+        Ok(r) => r,
+        Err(e) => return error_response(&e, grpc, Some(meter)),
+    };
 
-    // 5. Upgrade: join both connections once the upstream switched protocols.
+    // 6. Upgrade: join both connections once the upstream switched protocols.
     let switched = rsp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if let (true, Some(client)) = (switched, client_upgrade) {
         upgrade::bridge(client, hyper::upgrade::on(&mut rsp));
     }
 
-    // 6. Response headers and metering on the way back.
+    // 7. Response headers and metering on the way back.
     headers::strip_hop_by_hop(rsp.headers_mut(), switched);
+    if let Some(route) = route {
+        route.apply_response_headers(rsp.headers_mut());
+    }
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        rsp.headers_mut().append(header::SET_COOKIE, c);
+    }
     meter.response(
         rsp.status().as_u16(),
         parse_grpc_status(rsp.headers().get("grpc-status")),
         ResponseFlag::None,
     );
-    rsp.map(|body| ProxyBody::upstream(body, Some(meter)))
+    // The request's slots (http2MaxRequests, HTTP/1.1 connection) are held until the body ends.
+    rsp.map(|body| ProxyBody::upstream(body, Some(meter)).holding(admission))
+}
+
+/// Istio's default retry policy, for services without a route table: 2 retries on
+/// connect-failure, refused-stream, unavailable, cancelled and 503.
+fn default_retry() -> &'static CompiledRetryPolicy {
+    static POLICY: OnceLock<CompiledRetryPolicy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        CompiledRetryPolicy::compile(&RetryPolicy::default()).unwrap_or(CompiledRetryPolicy {
+            attempts: 0,
+            per_try_timeout: None,
+            on: Default::default(),
+            status_codes: Vec::new(),
+        })
+    })
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

@@ -35,6 +35,23 @@ pub enum ProxyError {
     /// Upstream: the exchange failed after it started.
     #[error("{0}")]
     Upstream(SendError),
+    /// Policy: a connection-pool limit of the cluster refused the request (circuit breaking).
+    #[error(
+        "cluster `{cluster}` overflow: {limit} reached; raise the DestinationRule connectionPool limit or add capacity"
+    )]
+    Overflow {
+        cluster: String,
+        limit: &'static str,
+    },
+    /// Upstream: no response headers within the route timeout or perTryTimeout.
+    #[error("upstream request timeout after {0} ms (route timeout / perTryTimeout)")]
+    Timeout(u128),
+    /// Policy: the service's route table has no route for the request.
+    #[error("no route for {0} in the service's route table")]
+    NoRoute(String),
+    /// Policy: the route names a subset the service does not define.
+    #[error("service `{0}` has no subset `{1}`")]
+    NoSubset(String, String),
 }
 
 impl ProxyError {
@@ -43,17 +60,27 @@ impl ProxyError {
         match self {
             ProxyError::NoService(_)
             | ProxyError::NoOriginalDst(_)
-            | ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::NoEndpoints(_)
+            | ProxyError::NoSubset(..)
+            | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
         }
     }
 
     /// The metric's response flag.
     pub fn flag(&self) -> ResponseFlag {
         match self {
-            ProxyError::NoService(_) | ProxyError::NoOriginalDst(_) => ResponseFlag::NoRoute,
-            ProxyError::NoEndpoints(_) => ResponseFlag::NoHealthyUpstream,
+            ProxyError::NoService(_) | ProxyError::NoOriginalDst(_) | ProxyError::NoRoute(_) => {
+                ResponseFlag::NoRoute
+            }
+            ProxyError::NoEndpoints(_) | ProxyError::NoSubset(..) => {
+                ResponseFlag::NoHealthyUpstream
+            }
+            ProxyError::Overflow { .. } => ResponseFlag::UpstreamOverflow,
+            ProxyError::Timeout(_) => ResponseFlag::UpstreamRequestTimeout,
             ProxyError::Connect(_) => ResponseFlag::UpstreamConnectFailure,
             ProxyError::Upstream(_) => ResponseFlag::UpstreamTerminated,
         }
@@ -61,7 +88,7 @@ impl ProxyError {
 
     /// True when the request is known not to have reached any upstream.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, ProxyError::Upstream(_))
+        !matches!(self, ProxyError::Upstream(_) | ProxyError::Timeout(_))
     }
 
     fn grpc_status(&self) -> u8 {
@@ -93,6 +120,12 @@ pub fn error_response(
             HeaderValue::from_static("application/grpc"),
         );
         h.insert("grpc-status", HeaderValue::from(u16::from(status)));
+        if let ProxyError::Overflow { limit, .. } = err {
+            h.insert(
+                crate::admission::OVERFLOW_HEADER,
+                HeaderValue::from_static(limit),
+            );
+        }
         if let Ok(msg) = HeaderValue::from_str(&percent_encode_grpc(&text)) {
             h.insert("grpc-message", msg);
         }
@@ -104,6 +137,12 @@ pub fn error_response(
     }
     let mut rsp = Response::new(ProxyBody::local(format!("{text}\n"), meter));
     *rsp.status_mut() = status;
+    if let ProxyError::Overflow { limit, .. } = err {
+        rsp.headers_mut().insert(
+            crate::admission::OVERFLOW_HEADER,
+            HeaderValue::from_static(limit),
+        );
+    }
     rsp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -55,6 +55,21 @@ impl EndpointTls {
         })
     }
 
+    /// Fails when no connection can be made with these settings, so the caller opens no TCP
+    /// connection that could only end in a refusal.
+    pub fn usable(&self, addr: SocketAddr) -> io::Result<()> {
+        self.configs(addr).map(|_| ())
+    }
+
+    fn configs(&self, addr: SocketAddr) -> io::Result<&[Arc<ClientConfig>; 3]> {
+        self.configs.as_ref().map_err(|reason| {
+            io::Error::other(format!(
+                "mTLS to {addr} (expecting {}) is not possible: {reason}",
+                self.identity
+            ))
+        })
+    }
+
     /// Settings whose connections all fail with `reason` (fail closed).
     pub fn unusable(identity: SpiffeId, reason: String) -> Self {
         Self {
@@ -78,23 +93,30 @@ pub async fn connect(
     timeout: Duration,
     tls: Option<(&EndpointTls, Option<bool>)>,
 ) -> io::Result<UpstreamIo> {
+    if let Some((t, _)) = tls {
+        t.usable(addr)?;
+    }
+    let stream = crate::endpoint::connect(addr, timeout).await?;
+    handshake(stream, addr, timeout, tls).await
+}
+
+/// Wraps the TCP connection `stream` to `addr`: plaintext without `tls`; with `tls`, the mTLS
+/// handshake (ALPN as for [`connect`]) bounded by `timeout`.
+pub async fn handshake(
+    stream: TcpStream,
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<(&EndpointTls, Option<bool>)>,
+) -> io::Result<UpstreamIo> {
     let Some((tls, h2)) = tls else {
-        return Ok(UpstreamIo::Plain(
-            crate::endpoint::connect(addr, timeout).await?,
-        ));
+        return Ok(UpstreamIo::Plain(stream));
     };
-    let configs = tls.configs.as_ref().map_err(|reason| {
-        io::Error::other(format!(
-            "mTLS to {addr} (expecting {}) is not possible: {reason}",
-            tls.identity
-        ))
-    })?;
+    let configs = tls.configs(addr)?;
     let config = match h2 {
         Some(true) => configs[1].clone(),
         Some(false) => configs[0].clone(),
         None => configs[2].clone(),
     };
-    let stream = crate::endpoint::connect(addr, timeout).await?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::IpAddress(addr.ip().into());
     match tokio::time::timeout(timeout, connector.connect(name, stream)).await {

@@ -71,6 +71,7 @@ fn cluster(name: &str) -> Cluster {
         endpoints: Vec::new(),
         policy: Default::default(),
         tls: None,
+        subsets: Vec::new(),
     }
 }
 

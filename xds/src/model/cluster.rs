@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::traffic::TrafficPolicy;
+use super::traffic::{
+    ConcurrencyRetryBudget, ConnectionPool, LoadBalancer, OutlierDetection, PriorityPolicy,
+    RetryBudget, TrafficPolicy,
+};
 
 /// An endpoint's weight when none is given; weights are relative within a cluster.
 pub const DEFAULT_ENDPOINT_WEIGHT: u32 = 1;
@@ -44,6 +47,77 @@ pub struct Cluster {
     /// TLS the proxy originates to the endpoints (Istio DestinationRule `trafficPolicy.tls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClusterTls>,
+    /// DestinationRule subsets: named groups of endpoints selected by labels, each with its own
+    /// policy merged over `policy` and its own connection-pool and outlier state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subsets: Vec<Subset>,
+}
+
+/// A DestinationRule subset: the endpoints whose labels include all of `labels`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subset {
+    pub name: String,
+    /// Every label here must be on an endpoint for it to belong to the subset.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Overrides of the cluster policy; `None` fields inherit the cluster's.
+    #[serde(default)]
+    pub policy: SubsetPolicy,
+}
+
+/// A subset's traffic policy. As in Istio, each field that is set replaces the cluster's field
+/// whole (a subset's `connectionPool` replaces the parent's `connectionPool`, not single limits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubsetPolicy {
+    pub load_balancer: Option<LoadBalancer>,
+    pub connection_pool: Option<ConnectionPool>,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub retry_budget: Option<RetryBudget>,
+    pub retry_concurrency_budget: Option<ConcurrencyRetryBudget>,
+    pub priority: Option<PriorityPolicy>,
+}
+
+impl SubsetPolicy {
+    /// The effective policy of a subset of a cluster with `parent`.
+    pub fn merged(&self, parent: &TrafficPolicy) -> TrafficPolicy {
+        TrafficPolicy {
+            load_balancer: self
+                .load_balancer
+                .clone()
+                .unwrap_or_else(|| parent.load_balancer.clone()),
+            connection_pool: self
+                .connection_pool
+                .clone()
+                .unwrap_or_else(|| parent.connection_pool.clone()),
+            outlier_detection: self
+                .outlier_detection
+                .clone()
+                .or_else(|| parent.outlier_detection.clone()),
+            retry_budget: self
+                .retry_budget
+                .clone()
+                .or_else(|| parent.retry_budget.clone()),
+            retry_concurrency_budget: self
+                .retry_concurrency_budget
+                .clone()
+                .or_else(|| parent.retry_concurrency_budget.clone()),
+            priority: self
+                .priority
+                .clone()
+                .unwrap_or_else(|| parent.priority.clone()),
+        }
+    }
+}
+
+impl Subset {
+    /// True when `endpoint` carries every label of this subset.
+    pub fn selects(&self, endpoint: &Endpoint) -> bool {
+        self.labels
+            .iter()
+            .all(|(k, v)| endpoint.labels.get(k) == Some(v))
+    }
 }
 
 /// How connections to a cluster's endpoints are secured (Istio `ClientTLSSettings`).
@@ -96,5 +170,45 @@ impl Endpoint {
             labels: BTreeMap::new(),
             tls: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subset_fields_replace_the_parent_whole_and_others_inherit() {
+        let parent = TrafficPolicy {
+            load_balancer: LoadBalancer::RoundRobin,
+            outlier_detection: Some(OutlierDetection::default()),
+            ..TrafficPolicy::default()
+        };
+        let pool = ConnectionPool {
+            max_connections: 7,
+            ..ConnectionPool::default()
+        };
+        let sub = SubsetPolicy {
+            connection_pool: Some(pool.clone()),
+            ..SubsetPolicy::default()
+        };
+        let m = sub.merged(&parent);
+        assert_eq!(m.connection_pool, pool);
+        assert_eq!(m.load_balancer, LoadBalancer::RoundRobin);
+        assert!(m.outlier_detection.is_some());
+    }
+
+    #[test]
+    fn subset_selects_by_all_labels() {
+        let mut e = Endpoint::new(([127, 0, 0, 1], 1).into());
+        e.labels.insert("priority".into(), "emergency".into());
+        let s = Subset {
+            name: "emergency".into(),
+            labels: [("priority".to_owned(), "emergency".to_owned())].into(),
+            policy: SubsetPolicy::default(),
+        };
+        assert!(s.selects(&e));
+        e.labels.insert("priority".into(), "standard".into());
+        assert!(!s.selects(&e));
     }
 }

@@ -6,13 +6,15 @@
 //!   JSON body codec;
 //! - [`snapshot`]: a set of resources encoded once and shared by every stream;
 //! - [`server_sotw`] and [`server_delta`]: the per-stream server state machines (no I/O);
-//! - [`wire`] and [`server`]: the tonic ADS service and [`XdsServer`];
+//! - [`frames`], [`wire`] and [`server`]: response framing without per-stream buffers, the ADS
+//!   service and [`XdsServer`];
 //! - [`client_state`]: the client state machine with warm-up and ACK/NACK (no I/O);
 //! - [`backoff`] and [`client`]: [`XdsClient`], which keeps a stream up and the last good config.
 
 pub mod backoff;
 pub mod client;
 pub mod client_state;
+pub mod frames;
 pub mod resource;
 pub mod server;
 pub mod server_delta;

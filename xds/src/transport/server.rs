@@ -15,7 +15,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::ServerTlsConfig;
 
 use super::server_delta::{DeltaPush, DeltaStream};
@@ -169,15 +169,20 @@ impl XdsServer {
     }
 
     /// Replaces the snapshot every proxy without its own snapshot sees, and notifies their streams.
-    pub fn push(&self, snapshot: Snapshot) {
+    pub fn push(&self, mut snapshot: Snapshot) {
+        // Linked to the snapshot it replaces, the change is computed here once, and each
+        // stream in sync sends it without walking the whole set.
+        snapshot.link_from(&self.inner.global.borrow());
         self.inner.global.send_replace(Arc::new(snapshot));
     }
 
     /// Replaces the snapshot of one proxy (by node id), and notifies its streams.
-    pub fn push_node(&self, node_id: &str, snapshot: Snapshot) {
-        self.inner
-            .node_channel(node_id)
-            .send_replace(Some(Arc::new(snapshot)));
+    pub fn push_node(&self, node_id: &str, mut snapshot: Snapshot) {
+        let tx = self.inner.node_channel(node_id);
+        if let Some(prev) = &*tx.borrow() {
+            snapshot.link_from(prev);
+        }
+        tx.send_replace(Some(Arc::new(snapshot)));
     }
 
     /// Makes a proxy see the shared snapshot again.
@@ -263,25 +268,37 @@ impl Inner {
             .clone()
     }
 
+    /// Records an ACK or NACK. Runs once per proxy per push, so it allocates only the first time
+    /// a node reports a type, and builds an event only when someone is listening.
     fn record(&self, node_id: &str, event: StreamEvent) {
         {
             let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-            let node = status.entry(node_id.to_owned()).or_default();
+            let node = match status.get_mut(node_id) {
+                Some(node) => node,
+                None => status.entry(node_id.to_owned()).or_default(),
+            };
+            let type_url = match &event {
+                StreamEvent::Ack { type_url, .. } | StreamEvent::Nack { type_url, .. } => type_url,
+            };
+            let t = match node.types.get_mut(&**type_url) {
+                Some(t) => t,
+                None => node.types.entry(type_url.to_string()).or_default(),
+            };
             match &event {
-                StreamEvent::Ack { type_url, version } => {
-                    node.types
-                        .entry(type_url.to_string())
-                        .or_default()
-                        .acked_version = Some(version.clone());
-                }
+                StreamEvent::Ack { version, .. } => match &mut t.acked_version {
+                    Some(v) => {
+                        v.clear();
+                        v.push_str(version);
+                    }
+                    None => t.acked_version = Some(version.clone()),
+                },
                 StreamEvent::Nack {
-                    type_url,
                     rejected_version,
                     kept_version,
                     error,
+                    ..
                 } => {
                     tracing::warn!(node = node_id, type_url = %type_url, rejected_version, error, "proxy rejected an update");
-                    let t = node.types.entry(type_url.to_string()).or_default();
                     t.last_nack = Some((rejected_version.clone(), error.clone()));
                     if !kept_version.is_empty() && t.acked_version.is_none() {
                         t.acked_version = Some(kept_version.clone());
@@ -289,10 +306,12 @@ impl Inner {
                 }
             }
         }
-        let _ = self.events.send(ServerEvent::Stream {
-            node_id: node_id.to_owned(),
-            event,
-        });
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(ServerEvent::Stream {
+                node_id: node_id.to_owned(),
+                event,
+            });
+        }
     }
 
     /// Counts a node's streams; when its last stream ends, forgets its status and, unless it has
@@ -397,25 +416,25 @@ impl Machine for DeltaStream {
 
 pub(crate) fn start_sotw(
     inner: Arc<Inner>,
-    request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-) -> ReceiverStream<Result<WireSotwResponse, tonic::Status>> {
-    start::<SotwStream>(inner, request.into_inner())
+    requests: tonic::Streaming<DiscoveryRequest>,
+) -> mpsc::Receiver<Result<WireSotwResponse, tonic::Status>> {
+    start::<SotwStream>(inner, requests)
 }
 
 pub(crate) fn start_delta(
     inner: Arc<Inner>,
-    request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-) -> ReceiverStream<Result<WireDeltaResponse, tonic::Status>> {
-    start::<DeltaStream>(inner, request.into_inner())
+    requests: tonic::Streaming<DeltaDiscoveryRequest>,
+) -> mpsc::Receiver<Result<WireDeltaResponse, tonic::Status>> {
+    start::<DeltaStream>(inner, requests)
 }
 
 fn start<M: Machine>(
     inner: Arc<Inner>,
     requests: tonic::Streaming<M::Request>,
-) -> ReceiverStream<Result<M::Wire, tonic::Status>> {
+) -> mpsc::Receiver<Result<M::Wire, tonic::Status>> {
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
     tokio::spawn(run::<M>(inner, requests, tx));
-    ReceiverStream::new(rx)
+    rx
 }
 
 async fn run<M: Machine>(

@@ -4,6 +4,10 @@
 //! - per type URL, `known` holds the version of every resource the client has been sent (or told
 //!   us it has, through `initial_resource_versions` on reconnect); a push carries only resources
 //!   whose version differs from `known`, and removals for names in `known` that left the view;
+//! - after a diff of a wildcard subscription the client has exactly the view's set, so `known` is
+//!   that shared set ([`Known::Mirror`]), not a per-stream copy: a stream's memory does not grow
+//!   with the snapshot, and the next diff is the set-to-set change the server computed once per
+//!   push ([`TypeSet::changes_since`]), not a lookup per resource;
 //! - subscribe and unsubscribe apply whatever the nonce; ACK and NACK only match an outstanding
 //!   nonce (a bounded window), others are stale;
 //! - after a NACK the rejected resources stay in `known`, so they are resent only when they change.
@@ -13,7 +17,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
-use super::snapshot::{Entry, Snapshot};
+use super::snapshot::{Entry, Snapshot, TypeSet};
 use super::{
     MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription,
     WILDCARD,
@@ -46,10 +50,54 @@ pub struct DeltaOutcome {
     pub push: Option<DeltaPush>,
 }
 
+/// What the client has of one type: exactly the resources of a shared set (`mirror`), or, when
+/// its resources are not one set of the view, a name-to-version map.
+#[derive(Debug, Default)]
+struct Known {
+    mirror: Option<Arc<TypeSet>>,
+    /// Used only while `mirror` is `None`.
+    map: HashMap<Arc<str>, Arc<str>>,
+}
+
+impl Known {
+    fn mirror(set: Arc<TypeSet>) -> Self {
+        Known {
+            mirror: Some(set),
+            map: HashMap::new(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<str>> {
+        match &self.mirror {
+            Some(set) => set.resources.get(name).map(|e| &e.version),
+            None => self.map.get(name),
+        }
+    }
+
+    /// The map form, materialised from the mirror when needed.
+    fn map_mut(&mut self) -> &mut HashMap<Arc<str>, Arc<str>> {
+        if let Some(set) = self.mirror.take() {
+            self.map = set
+                .resources
+                .iter()
+                .map(|(n, e)| (n.clone(), e.version.clone()))
+                .collect();
+        }
+        &mut self.map
+    }
+
+    fn names(&self) -> Box<dyn Iterator<Item = &Arc<str>> + '_> {
+        match &self.mirror {
+            Some(set) => Box::new(set.resources.keys()),
+            None => Box::new(self.map.keys()),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct TypeState {
     subscription: Subscription,
-    known: HashMap<Arc<str>, Arc<str>>,
+    known: Known,
     outstanding: VecDeque<(String, Arc<str>)>,
     acked_version: Option<String>,
     /// Set version of the view last diffed; an unchanged view is skipped without a diff.
@@ -142,10 +190,9 @@ impl DeltaStream {
 
         if first {
             state.subscription.wildcard = req.resource_names_subscribe.is_empty();
+            let known = state.known.map_mut();
             for (name, version) in &req.initial_resource_versions {
-                state
-                    .known
-                    .insert(Arc::from(name.as_str()), Arc::from(version.as_str()));
+                known.insert(Arc::from(name.as_str()), Arc::from(version.as_str()));
             }
         }
         let before = state.subscription.clone();
@@ -172,8 +219,10 @@ impl DeltaStream {
             return Ok(outcome);
         }
         // The client forgets what it unsubscribed from; so do we.
-        let sub = &state.subscription;
-        state.known.retain(|name, _| sub.covers(name));
+        if !state.subscription.wildcard {
+            let sub = &state.subscription;
+            state.known.map_mut().retain(|name, _| sub.covers(name));
+        }
         if let Some(view) = self.view.clone() {
             outcome.push = self.diff(&type_url, &view);
         }
@@ -195,45 +244,61 @@ impl DeltaStream {
 
     fn diff(&mut self, type_url: &Arc<str>, view: &Snapshot) -> Option<DeltaPush> {
         let state = self.types.get_mut(type_url)?;
-        let set = view.type_set(type_url);
+        let set = view.shared_type_set(type_url);
         let set_version: Arc<str> = set
             .map(|s| s.version.clone())
             .unwrap_or_else(|| Arc::from(""));
-        let mut resources = Vec::new();
-        let mut removed = Vec::new();
-        if let Some(set) = set {
-            if state.subscription.wildcard {
-                for entry in set.resources.values() {
-                    if !known_at(&state.known, entry) {
-                        resources.push(entry.clone());
+        let wildcard = state.subscription.wildcard;
+        let (resources, mut removed) = match (&state.known.mirror, set) {
+            // In sync with a set: the set-to-set change, shared by every such stream.
+            (Some(old), Some(set)) if wildcard => set.changes_since(old),
+            (Some(old), None) if wildcard => (Vec::new(), old.resources.keys().cloned().collect()),
+            _ => {
+                let known = &state.known;
+                let mut resources = Vec::new();
+                if let Some(set) = set {
+                    if wildcard {
+                        for entry in set.resources.values() {
+                            if !known_at(known, entry) {
+                                resources.push(entry.clone());
+                            }
+                        }
+                    } else {
+                        for name in &state.subscription.names {
+                            if let Some(entry) = set.resources.get(name.as_str())
+                                && !known_at(known, entry)
+                            {
+                                resources.push(entry.clone());
+                            }
+                        }
                     }
                 }
+                let removed = known
+                    .names()
+                    .filter(|name| set.is_none_or(|s| !s.resources.contains_key(*name)))
+                    .cloned()
+                    .collect();
+                (resources, removed)
             }
-            for name in &state.subscription.names {
-                if let Some(entry) = set.resources.get(name.as_str())
-                    && !(state.subscription.wildcard)
-                    && !known_at(&state.known, entry)
-                {
-                    resources.push(entry.clone());
-                }
-            }
-        }
-        for name in state.known.keys() {
-            if set.is_none_or(|s| !s.resources.contains_key(name)) {
-                removed.push(name.clone());
-            }
-        }
+        };
         state.diffed_version = Some(set_version.clone());
+        if wildcard {
+            // The client now has exactly the view's set.
+            state.known = match set {
+                Some(set) => Known::mirror(set.clone()),
+                None => Known::default(),
+            };
+        } else if !(resources.is_empty() && removed.is_empty()) {
+            let known = state.known.map_mut();
+            for entry in &resources {
+                known.insert(entry.name.clone(), entry.version.clone());
+            }
+            for name in &removed {
+                known.remove(name);
+            }
+        }
         if resources.is_empty() && removed.is_empty() {
             return None;
-        }
-        for entry in &resources {
-            state
-                .known
-                .insert(entry.name.clone(), entry.version.clone());
-        }
-        for name in &removed {
-            state.known.remove(name);
         }
         removed.sort();
         self.next_nonce += 1;
@@ -273,9 +338,9 @@ impl DeltaStream {
 
 /// True when the client already has `entry` at its version. Versions the client was sent are the
 /// entries' own `Arc`s, so an unchanged entry compares by pointer without reading the string.
-fn known_at(known: &HashMap<Arc<str>, Arc<str>>, entry: &Entry) -> bool {
+fn known_at(known: &Known, entry: &Entry) -> bool {
     known
-        .get(&*entry.name)
+        .get(&entry.name)
         .is_some_and(|v| Arc::ptr_eq(v, &entry.version) || **v == *entry.version)
 }
 
@@ -329,6 +394,52 @@ mod tests {
         assert_eq!(names(&p2), ["b"]);
         assert_eq!(p2.removed, vec![Arc::<str>::from("c")]);
         assert!(s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).is_empty());
+    }
+
+    #[test]
+    fn linked_pushes_send_the_change_and_a_missed_one_is_diffed_whole() {
+        let mut s = DeltaStream::new();
+        let v1 = snap(&[("a", 1), ("b", 1), ("c", 1)]);
+        s.on_snapshot(&v1);
+        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
+        s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
+
+        // v2 is linked to v1 (as `XdsServer::push` does): the stream sends the change only.
+        let mut v2 = v1.with([encode(Kind::Cluster, "b", &2).unwrap()]);
+        v2.link_from(&v1);
+        assert!(v2.type_set(CLUSTER).unwrap().changes().is_some());
+        let p2 = s.on_snapshot(&Arc::new(v2.clone())).remove(0);
+        assert_eq!(names(&p2), ["b"]);
+        assert!(p2.removed.is_empty());
+        assert_eq!(
+            s.known_version(CLUSTER, "b"),
+            Some(&*p2.resources[0].version)
+        );
+
+        // v3 is linked to v2, but the stream never saw v2: it diffs v3 against v1 whole.
+        let mut other = DeltaStream::new();
+        other.on_snapshot(&v1);
+        other.on_request(&req(&[], &[], "")).unwrap();
+        let mut v3 = v2.without([(CLUSTER, "c")]);
+        v3.link_from(&v2);
+        let p3 = other.on_snapshot(&Arc::new(v3)).remove(0);
+        assert_eq!(names(&p3), ["b"], "b changed in the missed v2");
+        assert_eq!(p3.removed, vec![Arc::<str>::from("c")]);
+    }
+
+    #[test]
+    fn leaving_the_wildcard_keeps_only_explicit_names() {
+        let mut s = DeltaStream::new();
+        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
+        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
+        let out = s.on_request(&req(&["a"], &["*"], &p1.nonce)).unwrap();
+        assert!(out.push.is_none(), "a is already there");
+        assert_eq!(s.known_version(CLUSTER, "b"), None, "b is forgotten");
+        assert!(s.known_version(CLUSTER, "a").is_some());
+        // A change to b is no longer sent; a change to a is.
+        assert!(s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).is_empty());
+        let p2 = s.on_snapshot(&snap(&[("a", 2), ("b", 2)])).remove(0);
+        assert_eq!(names(&p2), ["a"]);
     }
 
     #[test]

@@ -77,6 +77,20 @@ pub struct TypeSet {
     pub version: Arc<str>,
     /// Resources by name.
     pub resources: BTreeMap<Arc<str>, Arc<Entry>>,
+    /// What changed since the set this one replaced, when the server linked them on push.
+    changes: Option<Arc<TypeChanges>>,
+}
+
+/// The difference between two sets of one type, computed once per push and shared by every
+/// stream, so a stream in sync with `from` sends the change without walking the whole set.
+#[derive(Debug, Default)]
+pub struct TypeChanges {
+    /// Version of the set these changes apply to.
+    pub from: Arc<str>,
+    /// Resources added or changed since `from`.
+    pub changed: Vec<Arc<Entry>>,
+    /// Names of resources gone since `from`, sorted.
+    pub removed: Vec<Arc<str>>,
 }
 
 impl TypeSet {
@@ -84,8 +98,67 @@ impl TypeSet {
         TypeSet {
             version: Arc::from(set_version(resources.values())),
             resources,
+            changes: None,
         }
     }
+
+    /// The changes from the set this one replaced, if the server linked them.
+    pub fn changes(&self) -> Option<&TypeChanges> {
+        self.changes.as_deref()
+    }
+
+    /// The changes from `old` to this set: from the link when it starts at `old`'s version,
+    /// otherwise by one ordered walk of both sets (entries compare by pointer, then version).
+    pub fn changes_since(&self, old: &TypeSet) -> (Vec<Arc<Entry>>, Vec<Arc<str>>) {
+        if let Some(c) = &self.changes
+            && c.from == old.version
+        {
+            return (c.changed.clone(), c.removed.clone());
+        }
+        diff_sets(&old.resources, &self.resources)
+    }
+}
+
+/// Resources of `new` not in `old` at the same version, and names of `old` not in `new` (sorted).
+fn diff_sets(
+    old: &BTreeMap<Arc<str>, Arc<Entry>>,
+    new: &BTreeMap<Arc<str>, Arc<Entry>>,
+) -> (Vec<Arc<Entry>>, Vec<Arc<str>>) {
+    use std::cmp::Ordering;
+    let (mut changed, mut removed) = (Vec::new(), Vec::new());
+    let mut a = old.iter().peekable();
+    let mut b = new.iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((n, _)), None) => {
+                removed.push((*n).clone());
+                a.next();
+            }
+            (None, Some((_, e))) => {
+                changed.push((*e).clone());
+                b.next();
+            }
+            (Some((na, ea)), Some((nb, eb))) => match na.cmp(nb) {
+                Ordering::Less => {
+                    removed.push((*na).clone());
+                    a.next();
+                }
+                Ordering::Greater => {
+                    changed.push((*eb).clone());
+                    b.next();
+                }
+                Ordering::Equal => {
+                    if !Arc::ptr_eq(ea, eb) && ea.version != eb.version {
+                        changed.push((*eb).clone());
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    (changed, removed)
 }
 
 /// The version of a set of resources: a content hash over their names and versions.
@@ -101,7 +174,7 @@ pub fn set_version<'a>(entries: impl Iterator<Item = &'a Arc<Entry>>) -> String 
 /// An immutable set of resources of every type, as served to one proxy or to all.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    types: BTreeMap<Arc<str>, TypeSet>,
+    types: BTreeMap<Arc<str>, Arc<TypeSet>>,
 }
 
 impl Snapshot {
@@ -130,7 +203,7 @@ impl Snapshot {
         Snapshot {
             types: by_type
                 .into_iter()
-                .map(|(url, set)| (url, TypeSet::from_resources(set)))
+                .map(|(url, set)| (url, Arc::new(TypeSet::from_resources(set))))
                 .collect(),
         }
     }
@@ -186,7 +259,31 @@ impl Snapshot {
 
     /// The resources of `type_url`, if any.
     pub fn type_set(&self, type_url: &str) -> Option<&TypeSet> {
+        self.types.get(type_url).map(|s| &**s)
+    }
+
+    /// The resources of `type_url`, shared (a stream in sync keeps this instead of a copy).
+    pub fn shared_type_set(&self, type_url: &str) -> Option<&Arc<TypeSet>> {
         self.types.get(type_url)
+    }
+
+    /// Records, per type, what changed since `prev` (the snapshot this one replaces), so every
+    /// stream in sync with `prev` sends the change in time proportional to its size.
+    pub fn link_from(&mut self, prev: &Snapshot) {
+        for (url, set) in &mut self.types {
+            let Some(old) = prev.types.get(url) else {
+                continue;
+            };
+            if old.version == set.version {
+                continue;
+            }
+            let (changed, removed) = diff_sets(&old.resources, &set.resources);
+            Arc::make_mut(set).changes = Some(Arc::new(TypeChanges {
+                from: old.version.clone(),
+                changed,
+                removed,
+            }));
+        }
     }
 
     /// One resource.
@@ -247,6 +344,16 @@ mod tests {
             a.type_set(url).unwrap().version,
             c.type_set(url).unwrap().version
         );
+        let mut d = c.with([encode(Kind::Cluster, "b", &1).unwrap()]);
+        d.link_from(&c);
+        let (set_c, set_d) = (c.type_set(url).unwrap(), d.type_set(url).unwrap());
+        let changes = set_d.changes().unwrap();
+        assert_eq!(changes.from, set_c.version);
+        assert_eq!(changes.changed.len(), 1);
+        assert_eq!(&*changes.changed[0].name, "b");
+        let (changed, removed) = set_c.changes_since(set_d);
+        assert!(changed.is_empty());
+        assert_eq!(removed, vec![Arc::<str>::from("b")]);
         assert!(
             c.without([(url, "a")])
                 .type_set(url)

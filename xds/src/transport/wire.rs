@@ -14,8 +14,11 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BufMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use prost::encoding::{DecodeContext, WireType, skip_field};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::mpsc;
 
+use super::frames::{
+    Outgoing, RequestDecoder, ResponseBody, Variant, delimited_len, put_delimited,
+};
 use super::server::Inner;
 use super::server_delta::DeltaPush;
 use super::server_sotw::SotwPush;
@@ -105,9 +108,7 @@ impl prost::Message for WireDeltaResponse {
         put_str(5, &p.nonce, buf);
         for name in &p.removed {
             // Repeated strings are written even when empty.
-            prost::encoding::encode_key(6, WireType::LengthDelimited, buf);
-            prost::encoding::encode_varint(name.len() as u64, buf);
-            buf.put_slice(name.as_bytes());
+            put_delimited(6, name.as_bytes(), buf);
         }
     }
 
@@ -132,11 +133,7 @@ impl prost::Message for WireDeltaResponse {
             + str_len(5, &p.nonce)
             + p.removed
                 .iter()
-                .map(|n| {
-                    prost::encoding::key_len(6)
-                        + prost::encoding::encoded_len_varint(n.len() as u64)
-                        + n.len()
-                })
+                .map(|n| delimited_len(6, n.len()))
                 .sum::<usize>()
     }
 
@@ -145,10 +142,43 @@ impl prost::Message for WireDeltaResponse {
     }
 }
 
-/// Stream of SotW responses handed to tonic.
-pub type SotwStream = ReceiverStream<Result<WireSotwResponse, tonic::Status>>;
-/// Stream of delta responses handed to tonic.
-pub type DeltaStream = ReceiverStream<Result<WireDeltaResponse, tonic::Status>>;
+impl From<WireSotwResponse> for Outgoing {
+    fn from(w: WireSotwResponse) -> Self {
+        let Some(p) = w.0 else {
+            return Outgoing::new(Variant::Sotw, Vec::new(), 0, |_| {});
+        };
+        let len = str_len(1, &p.version) + str_len(4, &p.type_url) + str_len(5, &p.nonce);
+        Outgoing::new(Variant::Sotw, p.resources, len, |buf| {
+            put_str(1, &p.version, buf);
+            put_str(4, &p.type_url, buf);
+            put_str(5, &p.nonce, buf);
+        })
+    }
+}
+
+impl From<WireDeltaResponse> for Outgoing {
+    fn from(w: WireDeltaResponse) -> Self {
+        let Some(p) = w.0 else {
+            return Outgoing::new(Variant::Delta, Vec::new(), 0, |_| {});
+        };
+        let len = str_len(1, &p.system_version)
+            + str_len(4, &p.type_url)
+            + str_len(5, &p.nonce)
+            + p.removed
+                .iter()
+                .map(|n| delimited_len(6, n.len()))
+                .sum::<usize>();
+        Outgoing::new(Variant::Delta, p.resources, len, |buf| {
+            put_str(1, &p.system_version, buf);
+            put_str(4, &p.type_url, buf);
+            put_str(5, &p.nonce, buf);
+            for name in &p.removed {
+                // Repeated strings are written even when empty.
+                put_delimited(6, name.as_bytes(), buf);
+            }
+        })
+    }
+}
 
 /// The tonic service for ADS, backed by an [`super::XdsServer`].
 #[derive(Clone)]
@@ -174,44 +204,40 @@ impl tonic::server::NamedService for AdsService {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-struct SotwMethod(Arc<Inner>);
-
-impl tonic::server::StreamingService<DiscoveryRequest> for SotwMethod {
-    type Response = WireSotwResponse;
-    type ResponseStream = SotwStream;
-    type Future = BoxFuture<Result<tonic::Response<SotwStream>, tonic::Status>>;
-
-    fn call(
-        &mut self,
-        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-    ) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move {
-            Ok(tonic::Response::new(super::server::start_sotw(
-                inner, request,
-            )))
-        })
+/// Starts one ADS stream: requests decoded by tonic from a small buffer, responses framed by
+/// [`ResponseBody`] with no per-stream encode buffer.
+fn respond<B, Req, P>(
+    req: http::Request<B>,
+    max_request_bytes: usize,
+    start: impl FnOnce(tonic::Streaming<Req>) -> mpsc::Receiver<Result<P, tonic::Status>>,
+) -> http::Response<tonic::body::Body>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    Req: prost::Message + Default + Send + 'static,
+    P: Into<Outgoing> + Unpin + Send + 'static,
+{
+    if let Some(enc) = req.headers().get("grpc-encoding")
+        && enc.as_bytes() != b"identity"
+    {
+        return tonic::Status::unimplemented(format!(
+            "xDS requests compressed with {enc:?} are not accepted; send them uncompressed"
+        ))
+        .into_http();
     }
-}
-
-struct DeltaMethod(Arc<Inner>);
-
-impl tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod {
-    type Response = WireDeltaResponse;
-    type ResponseStream = DeltaStream;
-    type Future = BoxFuture<Result<tonic::Response<DeltaStream>, tonic::Status>>;
-
-    fn call(
-        &mut self,
-        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Self::Future {
-        let inner = self.0.clone();
-        Box::pin(async move {
-            Ok(tonic::Response::new(super::server::start_delta(
-                inner, request,
-            )))
-        })
-    }
+    let requests = tonic::Streaming::new_request(
+        RequestDecoder::<Req>::default(),
+        req.into_body(),
+        None,
+        Some(max_request_bytes),
+    );
+    let body = ResponseBody::new(start(requests));
+    let mut resp = http::Response::new(tonic::body::Body::new(body));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    resp
 }
 
 impl<B> tower::Service<http::Request<B>> for AdsService
@@ -231,75 +257,16 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         let max = inner.max_request_bytes;
-        match req.uri().path() {
-            SOTW_PATH => Box::pin(async move {
-                let codec = ExactCodec::<WireSotwResponse, DiscoveryRequest>::default();
-                let mut grpc =
-                    tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
-                Ok(grpc.streaming(SotwMethod(inner), req).await)
+        let resp = match req.uri().path() {
+            SOTW_PATH => respond(req, max, |r: tonic::Streaming<DiscoveryRequest>| {
+                super::server::start_sotw(inner, r)
             }),
-            DELTA_PATH => Box::pin(async move {
-                let codec = ExactCodec::<WireDeltaResponse, DeltaDiscoveryRequest>::default();
-                let mut grpc =
-                    tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
-                Ok(grpc.streaming(DeltaMethod(inner), req).await)
+            DELTA_PATH => respond(req, max, |r: tonic::Streaming<DeltaDiscoveryRequest>| {
+                super::server::start_delta(inner, r)
             }),
-            _ => Box::pin(async move {
-                Ok(tonic::Status::unimplemented("unknown ADS method")
-                    .into_http::<tonic::body::Body>())
-            }),
-        }
-    }
-}
-
-/// The prost codec, except that a response reserves its exact encoded length before it is
-/// written. tonic keeps one encode buffer per stream for the stream's life, sized by the largest
-/// response it ever held; growing it by doubling while a large first response is copied in left
-/// up to twice that response's size resident per stream (measured with `jalin-bench xds-scale`
-/// and heaptrack: most of the control plane's memory at 1,000 proxies), and copied it on each
-/// doubling.
-struct ExactCodec<T, U>(std::marker::PhantomData<(T, U)>);
-
-impl<T, U> Default for ExactCodec<T, U> {
-    fn default() -> Self {
-        ExactCodec(std::marker::PhantomData)
-    }
-}
-
-/// The encoder half of [`ExactCodec`].
-struct ExactEncoder<T>(std::marker::PhantomData<T>);
-
-impl<T: prost::Message> tonic::codec::Encoder for ExactEncoder<T> {
-    type Item = T;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: T,
-        buf: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        buf.reserve(item.encoded_len());
-        item.encode(buf)
-            .map_err(|e| tonic::Status::internal(format!("encode an xDS response: {e}")))
-    }
-}
-
-impl<T, U> tonic::codec::Codec for ExactCodec<T, U>
-where
-    T: prost::Message + Send + 'static,
-    U: prost::Message + Default + Send + 'static,
-{
-    type Encode = T;
-    type Decode = U;
-    type Encoder = ExactEncoder<T>;
-    type Decoder = <tonic_prost::ProstCodec<T, U> as tonic::codec::Codec>::Decoder;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ExactEncoder(std::marker::PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstCodec::<T, U>::default().decoder()
+            _ => tonic::Status::unimplemented("unknown ADS method").into_http(),
+        };
+        Box::pin(std::future::ready(Ok(resp)))
     }
 }
 
@@ -356,5 +323,48 @@ mod tests {
             back.removed_resources,
             vec!["gone".to_string(), String::new()]
         );
+    }
+
+    fn framed(o: impl Into<Outgoing>) -> Vec<u8> {
+        let mut o = o.into();
+        let mut all = Vec::new();
+        while let Some(chunk) = o.next_chunk() {
+            all.extend_from_slice(&chunk);
+        }
+        assert_eq!(all[0], 0, "uncompressed");
+        let len = u32::from_be_bytes(all[1..5].try_into().unwrap()) as usize;
+        assert_eq!(all.len(), 5 + len, "the header states the message length");
+        all.split_off(5)
+    }
+
+    #[test]
+    fn framed_responses_decode_as_envoy_messages() {
+        let sotw = framed(WireSotwResponse(Some(SotwPush {
+            type_url: Kind::Route.type_url().into(),
+            version: "v1".into(),
+            nonce: "7".into(),
+            resources: entries(),
+        })));
+        let back = DiscoveryResponse::decode(sotw.as_slice()).unwrap();
+        assert_eq!(
+            (back.version_info.as_str(), back.nonce.as_str()),
+            ("v1", "7")
+        );
+        assert_eq!(back.type_url, Kind::Route.type_url());
+        assert_eq!(back.resources.len(), 2);
+
+        let delta = framed(WireDeltaResponse(Some(DeltaPush {
+            type_url: Kind::Route.type_url().into(),
+            system_version: "v2".into(),
+            nonce: "8".into(),
+            resources: entries(),
+            removed: vec!["gone".into()],
+        })));
+        let back = DeltaDiscoveryResponse::decode(delta.as_slice()).unwrap();
+        assert_eq!(back.system_version_info, "v2");
+        assert_eq!(back.nonce, "8");
+        let names: Vec<_> = back.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(back.removed_resources, vec!["gone".to_string()]);
     }
 }

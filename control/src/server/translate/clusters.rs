@@ -159,6 +159,7 @@ fn push(
         endpoints: Vec::new(),
         policy,
         tls: None,
+        subsets: Vec::new(),
     };
     out.push(encode_with_deps(
         Kind::Cluster,

@@ -1,0 +1,206 @@
+//! Outlier detection end to end: three real upstreams behind the in-process proxy, one starts
+//! answering 503; it is ejected after exactly `consecutive_5xx_errors` errors, traffic moves to
+//! the other two, and the sweep task re-admits it after `base_ejection_time_ms`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::Duration;
+
+use jalin_proxy::cluster::{ClusterEvent, events};
+use jalin_proxy::outlier::{EjectReason, OutlierEvent};
+use jalin_tests::client;
+use jalin_tests::proxy::TestProxy;
+use jalin_tests::upstream::{ControlledUpstream, Mode};
+
+/// Guards a step that must finish; never used to wait for something to happen.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_endpoint_is_ejected_after_exactly_n_errors_and_readmitted() {
+    let a = ControlledUpstream::start("a").await.unwrap();
+    let b = ControlledUpstream::start("b").await.unwrap();
+    let c = ControlledUpstream::start("c").await.unwrap();
+    let yaml = format!(
+        r#"admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: out
+    address: 127.0.0.1:0
+    direction: outbound
+    service: outlier-svc
+services:
+  - name: outlier-svc
+    protocol: http1
+    endpoints:
+      - address: {}
+      - address: {}
+      - address: {}
+    policy:
+      load_balancer: round_robin
+      outlier_detection:
+        consecutive_5xx_errors: 3
+        interval_ms: 20
+        base_ejection_time_ms: 200
+        max_ejection_percent: 34
+routes:
+  - meta: {{ name: outlier-svc, namespace: default }}
+    hosts: [outlier-svc]
+    http:
+      - destinations:
+          - destination: {{ host: outlier-svc }}
+            weight: 100
+        retries: {{ attempts: 0 }}
+"#,
+        a.addr, b.addr, c.addr
+    );
+    let mut ev = events();
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let http = client::http1_client();
+    let addr = proxy.addr("out");
+
+    // Healthy: round robin reaches all three.
+    for _ in 0..6 {
+        let (status, _, _) = client::get(&http, addr, "/").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    assert_eq!((a.requests(), b.requests(), c.requests()), (2, 2, 2));
+
+    // b fails: count the errors it answers until the detector ejects it.
+    b.set(Mode::Status(503));
+    let ejected_at = tokio::time::timeout(HANG_GUARD, async {
+        for _ in 0..100 {
+            client::get(&http, addr, "/").await.unwrap();
+            while let Ok(ClusterEvent { cluster, event }) = ev.try_recv() {
+                if let OutlierEvent::Ejected { host, reason, .. } = event
+                    && host == b.addr
+                {
+                    assert_eq!(&*cluster, "outlier-svc");
+                    assert_eq!(reason, EjectReason::Consecutive5xx);
+                    return b.requests() - 2;
+                }
+            }
+        }
+        panic!("b was never ejected");
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ejected_at, 3,
+        "ejected after exactly consecutive_5xx_errors errors"
+    );
+
+    // Traffic moves away: none reaches b while it is ejected (bounded by the ejection: the
+    // requests stop as soon as the re-admission event arrives).
+    let before = b.requests();
+    let mut served = 0;
+    let mut readmit_seen = false;
+    for _ in 0..20 {
+        let (status, upstream, _) = client::get(&http, addr, "/").await.unwrap();
+        if readmitted(&mut ev, b.addr) {
+            readmit_seen = true;
+            break;
+        }
+        assert_eq!(status, 200);
+        assert_ne!(upstream, "b");
+        assert_eq!(
+            b.requests(),
+            before,
+            "no request reached the ejected endpoint"
+        );
+        served += 1;
+    }
+    assert!(served > 0);
+
+    // Re-admitted after the ejection time by the sweep task: wait on the event, not a clock.
+    b.set(Mode::Ok);
+    if !readmit_seen {
+        tokio::time::timeout(HANG_GUARD, async {
+            loop {
+                if let OutlierEvent::Readmitted { host } = ev.recv().await.unwrap().event
+                    && host == b.addr
+                {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("b is re-admitted after base_ejection_time_ms");
+    }
+    let before = b.requests();
+    for _ in 0..6 {
+        let (status, _, _) = client::get(&http, addr, "/").await.unwrap();
+        assert_eq!(status, 200);
+    }
+    assert!(
+        b.requests() > before,
+        "b takes traffic again after re-admission"
+    );
+}
+
+/// True when a re-admission of `host` is among the pending events.
+fn readmitted(
+    ev: &mut tokio::sync::broadcast::Receiver<ClusterEvent>,
+    host: std::net::SocketAddr,
+) -> bool {
+    while let Ok(e) = ev.try_recv() {
+        if matches!(e.event, OutlierEvent::Readmitted { host: h } if h == host) {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_are_retried_and_eject_as_local_origin_errors() {
+    let good = ControlledUpstream::start("good").await.unwrap();
+    // A port nothing listens on: bind, note, close.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let yaml = format!(
+        r#"admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: out
+    address: 127.0.0.1:0
+    direction: outbound
+    service: local-origin
+services:
+  - name: local-origin
+    protocol: http1
+    endpoints:
+      - address: {dead}
+      - address: {}
+    policy:
+      load_balancer: round_robin
+      outlier_detection:
+        consecutive_5xx_errors: null
+        split_external_local_origin_errors: true
+        consecutive_local_origin_failures: 2
+        max_ejection_percent: 50
+"#,
+        good.addr
+    );
+    let mut ev = events();
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let http = client::http1_client();
+    // No route table: Istio's default policy retries connect failures on the other endpoint.
+    let mut ejected = false;
+    for _ in 0..20 {
+        let (status, upstream, _) = client::get(&http, proxy.addr("out"), "/").await.unwrap();
+        assert_eq!((status, upstream.as_str()), (200, "good"));
+        while let Ok(e) = ev.try_recv() {
+            if let OutlierEvent::Ejected { host, reason, .. } = e.event
+                && host == dead
+            {
+                assert_eq!(reason, EjectReason::ConsecutiveLocalOriginFailures);
+                ejected = true;
+            }
+        }
+        if ejected {
+            break;
+        }
+    }
+    assert!(ejected, "the unreachable endpoint is ejected");
+}
