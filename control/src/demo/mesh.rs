@@ -13,15 +13,19 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use jalin_xds::model::authz::AuthorizationPolicy;
-use jalin_xds::model::cluster::{Cluster, ClusterTls, ClusterTlsMode, Endpoint, UpstreamProtocol};
+use jalin_xds::model::cluster::{
+    Cluster, ClusterTls, ClusterTlsMode, Endpoint, Subset, SubsetPolicy, UpstreamProtocol,
+};
 use jalin_xds::model::listener::{Direction, Listener, ListenerProtocol};
 use jalin_xds::model::peer_auth::PeerAuthentication;
+use jalin_xds::model::route::RouteTable;
 use jalin_xds::model::traffic::TrafficPolicy;
 use serde::Serialize;
 
 use super::DemoError;
 use super::example::{Client, Instance};
-use crate::istio::convert::{NativeConfig, convert};
+use super::routing::qualify;
+use crate::istio::convert::{DestinationPolicy, NativeConfig, convert};
 use crate::istio::{Severity, load_paths};
 
 /// What the demo could hand to the proxies in this build; the summary only expects traffic
@@ -45,8 +49,8 @@ impl Capabilities {
     /// `Some(reason)` names what is missing for a stage.
     pub const STATIC: Self = Self {
         authz: None,
-        routes: Some("the proxy's static configuration has no route tables in this build"),
-        outlier: Some("the proxy's outbound path does not run the outlier detector in this build"),
+        routes: None,
+        outlier: None,
         mtls: None,
     };
 }
@@ -114,6 +118,7 @@ struct ProxyFile<'a> {
     admin: AdminSection,
     listeners: Vec<Listener>,
     services: &'a [Cluster],
+    routes: &'a [RouteTable],
     identity: IdentitySection,
     authorization: AuthorizationSection<'a>,
 }
@@ -201,6 +206,7 @@ pub fn server_config(
         endpoints: vec![Endpoint::new(app)],
         policy: TrafficPolicy::default(),
         tls: None,
+        subsets: Vec::new(),
     }];
     let listeners = vec![Listener {
         name: "inbound".to_owned(),
@@ -210,7 +216,7 @@ pub fn server_config(
         protocol: ListenerProtocol::Http1,
         mtls: None,
     }];
-    render(addrs.admin, listeners, &services, id, native)
+    render(addrs.admin, listeners, &services, &[], id, native)
 }
 
 /// A client sidecar's configuration: one outbound listener and cluster (mTLS to the service's
@@ -223,6 +229,10 @@ pub fn client_config(
 ) -> Result<String, DemoError> {
     let mut services = Vec::new();
     let mut listeners = Vec::new();
+    let (routes, extra) = super::routing::route_tables_for(client.calls, native);
+    for host in &extra {
+        services.push(cluster_without_entry(host, native));
+    }
     for host in client.calls {
         let listen = addrs.outbound.get(*host).ok_or_else(|| {
             DemoError::Plan(format!("{}: no outbound address for {host}", client.name))
@@ -242,7 +252,7 @@ pub fn client_config(
             mtls: None,
         });
     }
-    render(addrs.admin, listeners, &services, id, native)
+    render(addrs.admin, listeners, &services, &routes, id, native)
 }
 
 /// The SPIFFE ID the endpoints of `host` present: their WorkloadEntries' service account in the
@@ -275,6 +285,7 @@ fn render(
     admin: SocketAddr,
     listeners: Vec<Listener>,
     services: &[Cluster],
+    routes: &[RouteTable],
     id: &Identity,
     native: &NativeConfig,
 ) -> Result<String, DemoError> {
@@ -282,6 +293,7 @@ fn render(
         admin: AdminSection { address: admin },
         listeners,
         services,
+        routes,
         identity: identity_section(id),
         authorization: AuthorizationSection {
             policies: &native.authorization_policies,
@@ -332,42 +344,81 @@ pub fn cluster_for(host: &str, native: &NativeConfig) -> Result<Cluster, DemoErr
         }
         endpoints.push(endpoint);
     }
+    let rule = destination_rule(host, native);
     Ok(Cluster {
         name: host.to_owned(),
         addresses: Vec::new(),
         protocol: UpstreamProtocol::Http1,
         endpoints,
-        policy: traffic_policy(host, native),
+        policy: rule.map(|r| r.traffic_policy.clone()).unwrap_or_default(),
         tls: None,
+        subsets: rule.map(subsets).unwrap_or_default(),
     })
 }
 
-/// The DestinationRule policy for `host`: an exact host (short names qualified with the rule's
-/// namespace) beats a wildcard; among equals the first in file order wins, as Istio's oldest.
+/// The cluster of a host that routes name but no ServiceEntry declares: no endpoints (so a
+/// request routed there answers 503, no healthy upstream, as in Istio), the DestinationRule's
+/// policy and subsets.
+pub fn cluster_without_entry(host: &str, native: &NativeConfig) -> Cluster {
+    let rule = destination_rule(host, native);
+    Cluster {
+        name: host.to_owned(),
+        addresses: Vec::new(),
+        protocol: UpstreamProtocol::Http1,
+        endpoints: Vec::new(),
+        policy: rule.map(|r| r.traffic_policy.clone()).unwrap_or_default(),
+        tls: None,
+        subsets: rule.map(subsets).unwrap_or_default(),
+    }
+}
+
+/// A DestinationRule's subsets; each carries its policy already merged with the host's, so
+/// every field is set.
+fn subsets(rule: &DestinationPolicy) -> Vec<Subset> {
+    rule.subsets
+        .iter()
+        .map(|s| {
+            let p = &s.traffic_policy;
+            Subset {
+                name: s.name.clone(),
+                labels: s.labels.clone(),
+                policy: SubsetPolicy {
+                    load_balancer: Some(p.load_balancer.clone()),
+                    connection_pool: Some(p.connection_pool.clone()),
+                    outlier_detection: p.outlier_detection.clone(),
+                    retry_budget: p.retry_budget.clone(),
+                    retry_concurrency_budget: p.retry_concurrency_budget.clone(),
+                    priority: Some(p.priority.clone()),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The DestinationRule policy for `host` (none: Istio's defaults).
 pub fn traffic_policy(host: &str, native: &NativeConfig) -> TrafficPolicy {
+    destination_rule(host, native)
+        .map(|r| r.traffic_policy.clone())
+        .unwrap_or_default()
+}
+
+/// The DestinationRule for `host`: an exact host (short names qualified with the rule's
+/// namespace) beats a wildcard; among equals the first in file order wins, as Istio's oldest.
+pub fn destination_rule<'a>(host: &str, native: &'a NativeConfig) -> Option<&'a DestinationPolicy> {
     let mut wildcard = None;
     for dr in &native.destination_policies {
         let rule_host = qualify(&dr.host, &dr.meta.namespace);
         if rule_host == host {
-            return dr.traffic_policy.clone();
+            return Some(dr);
         }
         if let Some(suffix) = rule_host.strip_prefix('*')
             && host.ends_with(suffix)
             && wildcard.is_none()
         {
-            wildcard = Some(dr.traffic_policy.clone());
+            wildcard = Some(dr);
         }
     }
-    wildcard.unwrap_or_default()
-}
-
-/// Istio's short-name rule: a host without a dot is `<name>.<rule namespace>.svc.cluster.local`.
-fn qualify(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host == "*" {
-        host.to_owned()
-    } else {
-        format!("{host}.{namespace}.svc.cluster.local")
-    }
+    wildcard
 }
 
 #[cfg(test)]
@@ -396,6 +447,9 @@ mod tests {
         let od = c.policy.outlier_detection.unwrap();
         // policies-18 (exact host) wins over policies-22 (wildcard, consecutiveErrors: 2).
         assert_eq!(od.consecutive_5xx_errors, Some(3));
+        let names: Vec<&str> = c.subsets.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["emergency", "standard"]);
+        assert_eq!(c.subsets[0].labels["priority"], "emergency");
     }
 
     #[test]

@@ -98,6 +98,10 @@ mod tests {
             extra,
             vec!["emergency-coordination-service.government.svc.cluster.local".to_owned()]
         );
+        let native = native();
+        let c = crate::demo::mesh::cluster_without_entry(&extra[0], &native);
+        assert!(c.endpoints.is_empty(), "declared without instances");
+        assert_eq!(c.subsets[0].name, "emergency");
     }
 
     #[test]
