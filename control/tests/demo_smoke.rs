@@ -27,11 +27,13 @@ fn works(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The proxy next to the jalin binary, built with cargo into the same target directory when it
-/// is missing (the demo looks for it there).
+/// The proxy next to the jalin binary, built with cargo into the same target directory (the demo
+/// looks for it there). Always built, never trusted as found: a binary left over from an older
+/// build would not understand the configuration the demo writes, and an up-to-date build is a
+/// no-op.
 fn proxy_next_to_jalin() -> PathBuf {
     let path = jalin().parent().unwrap().join("jalin-proxy");
-    if !works(&path) {
+    {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
         let status = std::process::Command::new(env!("CARGO"))
             .args([

@@ -8,11 +8,8 @@
 //! workload's hot-swapped certificate -> [`PeerInfo`] (SPIFFE ID, fingerprint) in the
 //! connection's context -> ALPN picks HTTP/2 or HTTP/1.1, else protocol detection.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderValue};
@@ -21,7 +18,7 @@ use jalin_ca::tls::{
     record_handshake_error, record_refusal,
 };
 use jalin_xds::model::peer_auth::MtlsMode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -200,60 +197,4 @@ fn plaintext_action(mode: PortMtlsMode, buf: &[u8]) -> InboundAction {
     }
 }
 
-impl AsyncRead for ServerIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            ServerIo::Plain(s) => s.is_write_vectored(),
-            ServerIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ServerIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ServerIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+crate::tls::plain_or_tls_io!(ServerIo);

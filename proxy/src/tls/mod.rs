@@ -9,9 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -19,7 +17,6 @@ use jalin_ca::spiffe::SpiffeId;
 use jalin_ca::tls::{ALPN_H2, ALPN_HTTP11, OutboundTls};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
@@ -78,6 +75,104 @@ impl EndpointTls {
         }
     }
 }
+
+/// Implements `AsyncRead` and `AsyncWrite` for an enum with a `Plain(stream)` and a
+/// `Tls(Box<tls stream>)` variant by delegating to the variant: the one definition behind the
+/// proxy's inbound ([`crate::inbound::ServerIo`]) and outbound ([`UpstreamIo`]) connections.
+macro_rules! plain_or_tls_io {
+    ($ty:ident) => {
+        impl ::tokio::io::AsyncRead for $ty {
+            fn poll_read(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &mut ::tokio::io::ReadBuf<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Plain(s) => {
+                        ::tokio::io::AsyncRead::poll_read(::std::pin::Pin::new(s), cx, buf)
+                    }
+                    $ty::Tls(s) => {
+                        ::tokio::io::AsyncRead::poll_read(::std::pin::Pin::new(s.as_mut()), cx, buf)
+                    }
+                }
+            }
+        }
+
+        impl ::tokio::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                buf: &[u8],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                match self.get_mut() {
+                    $ty::Plain(s) => {
+                        ::tokio::io::AsyncWrite::poll_write(::std::pin::Pin::new(s), cx, buf)
+                    }
+                    $ty::Tls(s) => ::tokio::io::AsyncWrite::poll_write(
+                        ::std::pin::Pin::new(s.as_mut()),
+                        cx,
+                        buf,
+                    ),
+                }
+            }
+
+            fn poll_write_vectored(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+                bufs: &[::std::io::IoSlice<'_>],
+            ) -> ::std::task::Poll<::std::io::Result<usize>> {
+                match self.get_mut() {
+                    $ty::Plain(s) => ::tokio::io::AsyncWrite::poll_write_vectored(
+                        ::std::pin::Pin::new(s),
+                        cx,
+                        bufs,
+                    ),
+                    $ty::Tls(s) => ::tokio::io::AsyncWrite::poll_write_vectored(
+                        ::std::pin::Pin::new(s.as_mut()),
+                        cx,
+                        bufs,
+                    ),
+                }
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                match self {
+                    $ty::Plain(s) => ::tokio::io::AsyncWrite::is_write_vectored(s),
+                    $ty::Tls(s) => ::tokio::io::AsyncWrite::is_write_vectored(s),
+                }
+            }
+
+            fn poll_flush(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Plain(s) => {
+                        ::tokio::io::AsyncWrite::poll_flush(::std::pin::Pin::new(s), cx)
+                    }
+                    $ty::Tls(s) => {
+                        ::tokio::io::AsyncWrite::poll_flush(::std::pin::Pin::new(s.as_mut()), cx)
+                    }
+                }
+            }
+
+            fn poll_shutdown(
+                self: ::std::pin::Pin<&mut Self>,
+                cx: &mut ::std::task::Context<'_>,
+            ) -> ::std::task::Poll<::std::io::Result<()>> {
+                match self.get_mut() {
+                    $ty::Plain(s) => {
+                        ::tokio::io::AsyncWrite::poll_shutdown(::std::pin::Pin::new(s), cx)
+                    }
+                    $ty::Tls(s) => {
+                        ::tokio::io::AsyncWrite::poll_shutdown(::std::pin::Pin::new(s.as_mut()), cx)
+                    }
+                }
+            }
+        }
+    };
+}
+pub(crate) use plain_or_tls_io;
 
 /// An upstream connection, plaintext or mTLS.
 #[derive(Debug)]
@@ -158,63 +253,7 @@ impl Connection for UpstreamIo {
     }
 }
 
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+plain_or_tls_io!(UpstreamIo);
 
 /// The mTLS settings of `cluster`'s endpoints, when it says `istio_mutual` (validated with the
 /// configuration: an identity section exists and `identity` parses).
