@@ -12,6 +12,10 @@ use tokio::process::Command;
 
 /// Generous bound for a 10 s demo on a loaded 2-core machine (start-up of 11 debug proxies
 /// included); only reached when the demo hangs.
+/// The demos of this file run one at a time: each starts 12 sidecars, and three at once on a
+/// 2-core machine slow start-up for no benefit to what is tested.
+static ONE_DEMO_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const DEMO_BOUND: Duration = Duration::from_secs(180);
 
 fn jalin() -> PathBuf {
@@ -104,6 +108,7 @@ fn is_running_proxy(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_for_its_duration_shows_every_kind_and_leaves_no_sidecar() {
+    let _one_at_a_time = ONE_DEMO_AT_A_TIME.lock().await;
     proxy_next_to_jalin();
     let run = demo(&["--duration", "10s", "--no-tui"], &[]).await;
     let all = format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
@@ -143,13 +148,17 @@ async fn demo_runs_for_its_duration_shows_every_kind_and_leaves_no_sidecar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_stops_the_demo_cleanly_with_a_final_summary() {
+    let _one_at_a_time = ONE_DEMO_AT_A_TIME.lock().await;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     proxy_next_to_jalin();
+    // stderr goes to a file so a failure below can say why the demo stopped.
+    let stderr_dir = tempfile::tempdir().unwrap();
+    let stderr_path = stderr_dir.path().join("demo.stderr");
     let mut child = Command::new(jalin())
         .args(["demo", "--no-tui"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -172,7 +181,8 @@ async fn sigint_stops_the_demo_cleanly_with_a_final_summary() {
     let started = tokio::time::timeout(DEMO_BOUND, first_line).await.unwrap();
     assert!(
         started,
-        "the demo ended before its first summary line:\n{seen}"
+        "the demo ended before its first summary line:\n{seen}\nstderr:\n{}",
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
     );
     let status = std::process::Command::new("kill")
         .args(["-INT", &pid.to_string()])
