@@ -55,8 +55,9 @@ async fn services_slices_and_policies_from_kubernetes_reach_a_proxy() {
     ))
     .unwrap();
     let s = p
-        .until("the service's endpoint and the policy", |s| {
-            body::<Vec<Endpoint>>(s, Kind::Endpoints, CLUSTER).is_some_and(|e| e.len() == 1)
+        .until("the service's cluster, its endpoint and the policy", |s| {
+            body::<Cluster>(s, Kind::Cluster, CLUSTER).is_some()
+                && body::<Vec<Endpoint>>(s, Kind::Endpoints, CLUSTER).is_some_and(|e| e.len() == 1)
                 && version(s, Kind::AuthorizationPolicy, "ns/allow").is_some()
         })
         .await;
