@@ -148,12 +148,9 @@ impl Running {
 /// The seed Istio files, imported to native AuthorizationPolicies and rendered as the YAML
 /// (JSON flow style) of `authorization.policies`.
 pub fn seed_policies(files: &[&str]) -> String {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/seed-policies");
-    let dir = if dir.exists() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/fixtures/seed-policies")
-    };
+    // The repository's copy of the user's seed files (control/tests/fixtures/seed-policies).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../control/tests/fixtures/seed-policies");
+    assert!(dir.is_dir(), "seed policies not found at {}", dir.display());
     let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
     let loaded = jalin_control::istio::load_paths(&paths);
     assert!(loaded.errors().next().is_none(), "{:?}", loaded.findings);
