@@ -65,11 +65,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
             &[],
         ) {
             Ok(_) => Ok(ClientCertVerified::assertion()),
-            Err(refusal) => {
-                let peer = spiffe_id_from_cert_der_lossy(end_entity);
-                record_refusal(Direction::Inbound, &refusal, peer.as_deref());
-                Err(refusal.to_tls_error())
-            }
+            Err(refusal) => Err(refuse(Direction::Inbound, &refusal, end_entity)),
         }
     }
 
@@ -94,6 +90,18 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// A certificate refused by either verifier: logged and counted once, with the identity the
+/// peer claims (unverified), and turned into the TLS error the handshake fails with.
+pub(crate) fn refuse(
+    direction: Direction,
+    refusal: &super::reason::Refusal,
+    end_entity: &CertificateDer<'_>,
+) -> TlsError {
+    let peer = spiffe_id_from_cert_der_lossy(end_entity);
+    record_refusal(direction, refusal, peer.as_deref());
+    refusal.to_tls_error()
 }
 
 /// The peer's claimed identity for a log line, if the certificate has one (unverified).

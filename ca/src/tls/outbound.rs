@@ -9,9 +9,9 @@ use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_t
 use rustls::{ClientConfig, DigitallySignedStruct, Error as TlsError, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::inbound::spiffe_id_from_cert_der_lossy;
+use super::inbound::refuse;
 use super::policy::TlsPolicy;
-use super::reason::{Direction, record_refusal};
+use super::reason::Direction;
 use super::trust::TrustStore;
 use super::verify::{PeerRole, verify_peer};
 use super::{ALPN_H2, ALPN_HTTP11};
@@ -64,11 +64,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             &self.expected,
         ) {
             Ok(_) => Ok(ServerCertVerified::assertion()),
-            Err(refusal) => {
-                let peer = spiffe_id_from_cert_der_lossy(end_entity);
-                record_refusal(Direction::Outbound, &refusal, peer.as_deref());
-                Err(refusal.to_tls_error())
-            }
+            Err(refusal) => Err(refuse(Direction::Outbound, &refusal, end_entity)),
         }
     }
 

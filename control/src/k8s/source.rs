@@ -358,46 +358,10 @@ fn spawn_watch(
 ) -> JoinHandle<()> {
     let kind = watched.kind;
     match kind {
-        ResourceKind::Service => tokio::spawn(watch_kind(
-            Api::<Service>::all(client.clone()),
-            wc,
-            kind,
-            |mut o: Service| {
-                strip(&mut o.metadata);
-                Ok(KubeObject::Service(Box::new(o)))
-            },
-            tx,
-        )),
-        ResourceKind::EndpointSlice => tokio::spawn(watch_kind(
-            Api::<EndpointSlice>::all(client.clone()),
-            wc,
-            kind,
-            |mut o: EndpointSlice| {
-                strip(&mut o.metadata);
-                Ok(KubeObject::EndpointSlice(Box::new(o)))
-            },
-            tx,
-        )),
-        ResourceKind::Pod => tokio::spawn(watch_kind(
-            Api::<Pod>::all(client.clone()),
-            wc,
-            kind,
-            |mut o: Pod| {
-                strip(&mut o.metadata);
-                Ok(KubeObject::Pod(Box::new(o)))
-            },
-            tx,
-        )),
-        ResourceKind::Namespace => tokio::spawn(watch_kind(
-            Api::<Namespace>::all(client.clone()),
-            wc,
-            kind,
-            |mut o: Namespace| {
-                strip(&mut o.metadata);
-                Ok(KubeObject::Namespace(Box::new(o)))
-            },
-            tx,
-        )),
+        ResourceKind::Service => spawn_typed(client, wc, kind, tx, KubeObject::Service),
+        ResourceKind::EndpointSlice => spawn_typed(client, wc, kind, tx, KubeObject::EndpointSlice),
+        ResourceKind::Pod => spawn_typed(client, wc, kind, tx, KubeObject::Pod),
+        ResourceKind::Namespace => spawn_typed(client, wc, kind, tx, KubeObject::Namespace),
         _ => {
             let resource = watched.resource.clone();
             let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
@@ -413,6 +377,31 @@ fn spawn_watch(
 }
 
 /// Drops fields no consumer reads and that can be large.
+/// Watches one typed Kubernetes kind cluster-wide; objects are stripped of server bookkeeping
+/// (see [`strip`]) and wrapped with `wrap`.
+fn spawn_typed<K>(
+    client: &Client,
+    wc: watcher::Config,
+    kind: ResourceKind,
+    tx: mpsc::Sender<Internal>,
+    wrap: fn(Box<K>) -> KubeObject,
+) -> JoinHandle<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(watch_kind(
+        Api::<K>::all(client.clone()),
+        wc,
+        kind,
+        move |mut o: K| {
+            strip(o.meta_mut());
+            Ok(wrap(Box::new(o)))
+        },
+        tx,
+    ))
+}
+
 fn strip(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
