@@ -8,13 +8,14 @@
 //!   inline or (usually) in the `Endpoints` resource of the same name;
 //! - `Endpoints` `<cluster name>`: a JSON array of [`Endpoint`];
 //! - `Route` `<ns/name>`: [`RouteTable`];
-//! - `AuthorizationPolicy` / `PeerAuthentication` `<ns/name>`: the authz model types;
+//! - `AuthorizationPolicy` / `PeerAuthentication` / `RequestAuthentication` `<ns/name>`: the
+//!   authz model types;
 //! - `TrustBundle` `<trust domain>`: [`TrustBundle`];
 //! - `Telemetry` `<ns/name>`: kept as JSON (shown in `/config_dump`; no consumer yet).
 
 use std::collections::{BTreeMap, HashSet};
 
-use jalin_xds::model::authz::AuthorizationPolicy;
+use jalin_xds::model::authz::{AuthorizationPolicy, RequestAuthentication};
 use jalin_xds::model::cluster::{Cluster, Endpoint};
 use jalin_xds::model::listener::Listener;
 use jalin_xds::model::peer_auth::PeerAuthentication;
@@ -50,6 +51,8 @@ pub struct DynamicConfig {
     pub authorization_policies: Vec<AuthorizationPolicy>,
     /// Peer authentication policies, in `ns/name` order.
     pub peer_authentications: Vec<PeerAuthentication>,
+    /// Request authentication (JWT) policies, in `ns/name` order.
+    pub request_authentications: Vec<RequestAuthentication>,
     /// Trust bundles, by trust domain.
     pub trust_bundles: Vec<TrustBundle>,
     /// Telemetry resources as sent.
@@ -131,6 +134,11 @@ impl DynamicConfig {
                 .into_iter()
                 .map(|d| d.body)
                 .collect();
+        let request_authentications =
+            decode_all::<RequestAuthentication>(applied, Kind::RequestAuthentication)?
+                .into_iter()
+                .map(|d| d.body)
+                .collect();
         let trust_bundles = decode_all::<TrustBundle>(applied, Kind::TrustBundle)?
             .into_iter()
             .map(|d| d.body)
@@ -154,6 +162,7 @@ impl DynamicConfig {
             routes,
             authorization_policies,
             peer_authentications,
+            request_authentications,
             trust_bundles,
             telemetry,
             versions,
@@ -238,27 +247,50 @@ pub fn merge(
     let source = format!("{} + xDS", origin.file);
     let static_listeners = bootstrap.listeners.len();
     let static_services = bootstrap.services.len();
-    let clash = |what: &str, i: usize, name: &str| ConfigError {
-        file: source.clone(),
-        line: 0,
-        column: 0,
-        path: format!("{what}[{i}].name"),
-        message: format!("`{name}` comes from the bootstrap file and from the control plane"),
-        hint: "remove it from the bootstrap file or rename it in the control plane".into(),
-    };
     let mut config = bootstrap;
-    for l in &dynamic.listeners {
-        if let Some(i) = config.listeners.iter().position(|s| s.name == l.name) {
-            return Err(clash("listeners", i, &l.name));
-        }
-        config.listeners.push(l.clone());
-    }
-    for c in &dynamic.services {
-        if let Some(i) = config.services.iter().position(|s| s.name == c.name) {
-            return Err(clash("services", i, &c.name));
-        }
-        config.services.push(c.clone());
-    }
+    append(
+        &source,
+        "listeners",
+        &mut config.listeners,
+        &dynamic.listeners,
+        |l| l.name.clone(),
+    )?;
+    append(
+        &source,
+        "services",
+        &mut config.services,
+        &dynamic.services,
+        |c| c.name.clone(),
+    )?;
+    append(
+        &source,
+        "routes",
+        &mut config.routes,
+        &dynamic.routes,
+        |r| r.meta.key(),
+    )?;
+    let a = &mut config.authorization;
+    append(
+        &source,
+        "authorization.policies",
+        &mut a.policies,
+        &dynamic.authorization_policies,
+        |p| p.meta.key(),
+    )?;
+    append(
+        &source,
+        "authorization.peer_authentications",
+        &mut a.peer_authentications,
+        &dynamic.peer_authentications,
+        |p| p.meta.key(),
+    )?;
+    append(
+        &source,
+        "authorization.request_authentications",
+        &mut a.request_authentications,
+        &dynamic.request_authentications,
+        |p| p.meta.key(),
+    )?;
     let config = crate::config::validate_config(&source, config).map_err(|mut e| {
         let path = name_dynamic(
             &e.path,
@@ -283,6 +315,34 @@ pub fn merge(
         sha256: format!("{}+{}", origin.sha256, dynamic.digest),
     };
     Ok((config, merged))
+}
+
+/// Appends the control plane's `dynamic` items to the bootstrap's `statics`; an item whose name
+/// (or `ns/name`) the bootstrap already has is refused: the bootstrap is not overridden silently.
+fn append<T: Clone>(
+    source: &str,
+    what: &str,
+    statics: &mut Vec<T>,
+    dynamic: &[T],
+    name_of: impl Fn(&T) -> String,
+) -> Result<(), ConfigError> {
+    for item in dynamic {
+        let name = name_of(item);
+        if let Some(i) = statics.iter().position(|s| name_of(s) == name) {
+            return Err(ConfigError {
+                file: source.to_owned(),
+                line: 0,
+                column: 0,
+                path: format!("{what}[{i}]"),
+                message: format!(
+                    "`{name}` comes from the bootstrap file and from the control plane"
+                ),
+                hint: "remove it from the bootstrap file or rename it in the control plane".into(),
+            });
+        }
+        statics.push(item.clone());
+    }
+    Ok(())
 }
 
 /// Rewrites `listeners[7].service` into `listeners[7] (xDS Listener "out").service` when item 7

@@ -202,6 +202,7 @@ impl XdsState {
                 "routes": d.routes,
                 "authorization_policies": d.authorization_policies,
                 "peer_authentications": d.peer_authentications,
+                "request_authentications": d.request_authentications,
                 "trust_domains": d.trust_bundles.iter().map(|t| &t.trust_domain).collect::<Vec<_>>(),
                 "telemetry": d.telemetry,
             })),

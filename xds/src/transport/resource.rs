@@ -39,7 +39,7 @@ pub enum ResourceError {
     /// The type URL is not one of jalin's.
     #[error(
         "type URL {0:?} is not a jalin resource type; expected type.googleapis.com/jalin.v1.<Kind> \
-         (Listener, Route, Cluster, Endpoints, AuthorizationPolicy, PeerAuthentication, Telemetry, TrustBundle)"
+         (Listener, Route, Cluster, Endpoints, AuthorizationPolicy, PeerAuthentication, RequestAuthentication, Telemetry, TrustBundle)"
     )]
     UnknownTypeUrl(String),
     /// The protobuf envelope did not decode.
@@ -78,7 +78,7 @@ pub enum ResourceError {
 
 impl Kind {
     /// Every kind, in the order a proxy applies them (dependencies first).
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::TrustBundle,
         Kind::Endpoints,
         Kind::Cluster,
@@ -86,6 +86,7 @@ impl Kind {
         Kind::Listener,
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
+        Kind::RequestAuthentication,
         Kind::Telemetry,
     ];
 
@@ -99,6 +100,7 @@ impl Kind {
             Kind::Endpoints => "type.googleapis.com/jalin.v1.Endpoints",
             Kind::AuthorizationPolicy => "type.googleapis.com/jalin.v1.AuthorizationPolicy",
             Kind::PeerAuthentication => "type.googleapis.com/jalin.v1.PeerAuthentication",
+            Kind::RequestAuthentication => "type.googleapis.com/jalin.v1.RequestAuthentication",
             Kind::Telemetry => "type.googleapis.com/jalin.v1.Telemetry",
             Kind::TrustBundle => "type.googleapis.com/jalin.v1.TrustBundle",
         }

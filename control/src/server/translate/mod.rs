@@ -4,6 +4,7 @@
 //! Resources (jalin's `type.googleapis.com/jalin.v1.<Kind>` envelope, JSON bodies):
 //! - `AuthorizationPolicy` `ns/name`: [`jalin_xds::model::authz::AuthorizationPolicy`];
 //! - `PeerAuthentication` `ns/name`: [`jalin_xds::model::peer_auth::PeerAuthentication`];
+//! - `RequestAuthentication` `ns/name`: [`jalin_xds::model::authz::RequestAuthentication`];
 //! - `Cluster` `outbound|port|subset|host`: [`jalin_xds::model::cluster::Cluster`] with empty
 //!   `endpoints`, depending on the `Endpoints` resource of the same name;
 //! - `Endpoints` `outbound|port|subset|host`: a JSON array of
@@ -96,10 +97,12 @@ pub fn translate(
         resources.push(encode(Kind::TrustBundle, &t.trust_domain, t)?);
     }
     for ra in &native.request_authentications {
-        out.warnings.push(format!(
-            "RequestAuthentication {}: the xDS contract has no RequestAuthentication resource yet; it is not sent to proxies",
-            ra.meta.key()
-        ));
+        let r = encode(Kind::RequestAuthentication, &ra.meta.key(), ra)?;
+        visibility.insert(
+            key_of(&r),
+            workload(&ra.meta.namespace, ra.selector.as_ref()),
+        );
+        resources.push(r);
     }
 
     let rules = &native.destination_policies;
