@@ -90,7 +90,7 @@ impl Snapshot {
         let mut by_address = HashMap::new();
         for cluster in &config.services {
             let prev = previous.and_then(|p| p.service(&cluster.name));
-            let routes = tables.iter().find(|t| t.serves(&cluster.name)).cloned();
+            let routes = tables.iter().find(|t| serves(t, &cluster.name)).cloned();
             let svc = Arc::new(Service::build(
                 cluster,
                 &old,
@@ -120,6 +120,16 @@ impl Snapshot {
     /// The service a transparent connection to `dst` is for, if `dst` is one of its addresses.
     pub fn service_for_address(&self, dst: &SocketAddr) -> Option<&Arc<Service>> {
         self.by_address.get(dst)
+    }
+}
+
+/// Whether `table` applies to the cluster `name`: its hosts name the cluster, or, for a
+/// control plane's `outbound|<port>||<host>` cluster (the whole service, not a subset), its
+/// service host. A subset cluster is only reached through a route, so it carries no table.
+fn serves(table: &CompiledRouteTable, name: &str) -> bool {
+    match crate::xds::resolve::IstioCluster::parse(name) {
+        Some(c) => c.subset.is_empty() && table.serves(c.host),
+        None => table.serves(name),
     }
 }
 
@@ -317,5 +327,32 @@ services:
             !same(&v5, &v6),
             "a changed server identity needs new endpoints"
         );
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_table_attaches_to_the_whole_service_clusters_of_its_host() {
+        let echo = "echo.prod.svc.cluster.local";
+        let file = format!(
+            "admin:\n  address: 127.0.0.1:0\nservices:\n  - name: outbound|80||{echo}\n  \
+             - name: outbound|8080||{echo}\n  - name: outbound|80|v1|{echo}\n  \
+             - name: outbound|80||db.prod.svc.cluster.local\n  - name: {echo}\n  \
+             - name: other\nroutes:\n  - meta: {{ name: echo, namespace: prod }}\n    \
+             hosts: [{echo}]\n    http:\n      - destinations:\n          \
+             - destination: {{ host: 'outbound|80|v1|{echo}' }}\n            weight: 100\n"
+        );
+        let (config, origin) = crate::config::parse("f.yaml", &file).unwrap();
+        let s = Snapshot::build(1, config, origin, None);
+        let routed = |name: &str| s.service(name).unwrap().routes.is_some();
+        assert!(routed(&format!("outbound|80||{echo}")));
+        assert!(routed(&format!("outbound|8080||{echo}")));
+        assert!(routed(echo), "a service named by the host itself");
+        assert!(!routed(&format!("outbound|80|v1|{echo}")), "a subset");
+        assert!(!routed("outbound|80||db.prod.svc.cluster.local"));
+        assert!(!routed("other"));
     }
 }

@@ -7,7 +7,8 @@
 //! - `Cluster` `<name>` (Istio's `outbound|port|subset|host`): [`Cluster`], with its endpoints
 //!   inline or (usually) in the `Endpoints` resource of the same name;
 //! - `Endpoints` `<cluster name>`: a JSON array of [`Endpoint`];
-//! - `Route` `<ns/name>`: [`RouteTable`];
+//! - `Route` `<ns/name>`: [`RouteTable`], destinations as fully qualified hosts (optional port
+//!   and subset), rewritten here to the names of the clusters received (`super::resolve`);
 //! - `AuthorizationPolicy` / `PeerAuthentication` / `RequestAuthentication` `<ns/name>`: the
 //!   authz model types;
 //! - `TrustBundle` `<trust domain>`: [`TrustBundle`];
@@ -120,10 +121,11 @@ impl DynamicConfig {
             services.push(cluster);
         }
         // Endpoints left over belong to clusters this proxy was not sent (scoping); unused.
-        let routes = decode_all::<RouteTable>(applied, Kind::Route)?
+        let mut routes: Vec<RouteTable> = decode_all::<RouteTable>(applied, Kind::Route)?
             .into_iter()
             .map(|d| d.body)
             .collect();
+        super::resolve::resolve_destinations(&mut routes, &services)?;
         let authorization_policies =
             decode_all::<AuthorizationPolicy>(applied, Kind::AuthorizationPolicy)?
                 .into_iter()

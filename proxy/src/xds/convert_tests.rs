@@ -182,3 +182,50 @@ fn the_digest_follows_the_versions() {
         DynamicConfig::decode(&applied(&basic())).unwrap().digest
     );
 }
+
+fn route(dest_host: &str, port: Option<u16>) -> jalin_xds::model::route::RouteTable {
+    use jalin_xds::model::route::{Destination, HttpRoute, RouteDestination, RouteTable};
+    RouteTable {
+        meta: jalin_xds::model::ResourceMeta {
+            name: "echo".into(),
+            namespace: "prod".into(),
+            source: None,
+        },
+        hosts: vec!["echo.prod.svc.cluster.local".into()],
+        http: vec![HttpRoute {
+            destinations: vec![RouteDestination {
+                destination: Destination {
+                    host: dest_host.into(),
+                    subset: None,
+                    port,
+                },
+                weight: 100,
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+#[test]
+fn control_plane_routes_name_hosts_and_are_resolved_to_clusters() {
+    let mut res = basic();
+    let table = route("echo.prod.svc.cluster.local", None);
+    res.push(encode(Kind::Route, "prod/echo", &table).unwrap());
+    let dynamic = DynamicConfig::decode(&applied(&res)).unwrap();
+    let dest = &dynamic.routes[0].http[0].destinations[0].destination;
+    assert_eq!(dest.host, "outbound|80||echo.prod.svc.cluster.local");
+    let (boot, origin) = parse("boot.yaml", BOOT).unwrap();
+    let (config, _) = merge(boot, &origin, &dynamic).unwrap();
+    assert_eq!(config.routes.len(), 1);
+
+    let mut res = basic();
+    let table = route("echo.prod.svc.cluster.local", Some(8080));
+    res.push(encode(Kind::Route, "prod/echo", &table).unwrap());
+    let err = DynamicConfig::decode(&applied(&res)).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with(r#"Route "prod/echo": http[0].destinations[0].port: "#),
+        "{text}"
+    );
+    assert!(text.contains("no port 8080"), "{text}");
+}

@@ -25,6 +25,7 @@
 pub mod bootstrap;
 pub mod convert;
 pub mod dial;
+pub mod resolve;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
