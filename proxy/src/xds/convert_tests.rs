@@ -37,9 +37,7 @@ fn applied(resources: &[EncodedResource]) -> AppliedConfig {
                 ..Default::default()
             })
             .collect();
-        if of_kind.is_empty() {
-            continue;
-        }
+        // Every type answers, empty or not (the first configuration waits for all of them).
         let resp = DeltaDiscoveryResponse {
             type_url: kind.type_url().into(),
             nonce: "1".into(),

@@ -7,7 +7,15 @@
 //! - `candidate` is `applied` plus every response not yet answered; a response is answered (ACK or
 //!   NACK) only once the candidate is closed under references (warm-up) or the warm-up deadline
 //!   passes; a failed apply or a timed-out warm-up NACKs every waiting response and resets the
-//!   candidate to `applied`, so one bad update never leaves a half-applied configuration.
+//!   candidate to `applied`, so one bad update never leaves a half-applied configuration;
+//! - initial fetch (Envoy's): the FIRST configuration is applied only once every
+//!   wildcard-subscribed type has had a response on this stream (the server answers a first
+//!   subscription even when it has nothing to send), so a proxy never starts serving on half a
+//!   configuration, for example with its clusters but before its AuthorizationPolicies. Until
+//!   then nothing is answered; the warm-up deadline covers the wait and its NACK names the types
+//!   never received. Later updates are applied as they come;
+//! - before the first configuration a refused candidate is kept, not reset: the server does not
+//!   resend what was NACKed, so later responses complete it instead of leaving a partial one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -173,6 +181,8 @@ pub struct ClientState {
     acked: BTreeMap<String, String>,
     last_error: Option<String>,
     applies: u64,
+    /// Types with a response on the current stream (the initial fetch gate).
+    received: BTreeSet<String>,
 }
 
 impl ClientState {
@@ -197,6 +207,7 @@ impl ClientState {
             acked: BTreeMap::new(),
             last_error: None,
             applies: 0,
+            received: BTreeSet::new(),
         }
     }
 
@@ -248,6 +259,7 @@ impl ClientState {
         self.pending_since = None;
         self.candidate = self.applied.clone();
         self.dirty = false;
+        self.received.clear();
         // A type subscribed by name with no name yet is not announced: an empty first request
         // would mean "wildcard" to the server.
         self.subscriptions
@@ -294,6 +306,7 @@ impl ClientState {
         for name in &resp.removed_resources {
             self.dirty |= self.candidate.remove(&resp.type_url, name);
         }
+        self.received.insert(resp.type_url.clone());
         self.pending.push(Pending {
             type_url: resp.type_url.clone(),
             nonce: resp.nonce.clone(),
@@ -311,13 +324,24 @@ impl ClientState {
         if now < deadline {
             return Vec::new();
         }
-        let missing: Vec<String> = self
+        let mut missing: Vec<String> = self
             .candidate
             .missing_dependencies()
             .iter()
             .take(8)
             .map(|(from, to)| format!("{from} references {to}, which has not arrived"))
             .collect();
+        let never = self.awaiting_first_response();
+        if !never.is_empty() {
+            missing.insert(
+                0,
+                format!(
+                    "no response yet for {} (the first configuration waits for every \
+                     subscribed type)",
+                    never.join(", ")
+                ),
+            );
+        }
         let message = format!(
             "warm-up timed out after {}s: {}; check that the control plane serves these resources to node {:?}",
             self.warm_timeout.as_secs(),
@@ -429,8 +453,22 @@ impl ClientState {
         }
     }
 
+    /// Before the first configuration: the wildcard-subscribed types without a response yet on
+    /// this stream. Empty once a configuration was applied.
+    pub fn awaiting_first_response(&self) -> Vec<String> {
+        if self.applies > 0 {
+            return Vec::new();
+        }
+        self.subscriptions
+            .iter()
+            .filter(|(t, sub)| sub.wildcard && !self.received.contains(*t))
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     fn try_apply(&mut self, applier: &mut dyn Applier) -> Vec<DeltaDiscoveryRequest> {
-        if !self.dirty {
+        // Initial fetch: the first configuration is applied even when it is empty.
+        if self.applies > 0 && !self.dirty {
             return self.accept_pending();
         }
         let missing = self.candidate.missing_dependencies();
@@ -451,6 +489,10 @@ impl ClientState {
                 .into_iter()
                 .filter_map(|(t, names)| self.subscribe(&t, &names.into_iter().collect::<Vec<_>>()))
                 .collect();
+        }
+        if !self.awaiting_first_response().is_empty() {
+            // Initial fetch: nothing is applied (or answered) before every type has answered.
+            return Vec::new();
         }
         match applier.apply(&self.candidate) {
             Ok(()) => {
@@ -481,7 +523,9 @@ impl ClientState {
     }
 
     fn reject_pending(&mut self, message: &str) -> Vec<DeltaDiscoveryRequest> {
-        self.candidate = self.applied.clone();
+        if self.applies > 0 {
+            self.candidate = self.applied.clone();
+        }
         self.dirty = false;
         self.pending_since = None;
         self.last_error = Some(message.to_owned());

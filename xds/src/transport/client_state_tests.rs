@@ -59,6 +59,19 @@ impl Applier for Recorder {
     }
 }
 
+/// Connects and answers every type empty, as the server does on a first subscription: the
+/// first (empty) configuration is applied, so later responses apply as they come.
+fn started(s: &mut ClientState, rec: &mut Recorder) {
+    s.on_connect();
+    for kind in Kind::ALL {
+        let nonce = format!("init-{}", kind.type_url());
+        let out = s.on_response(&response(kind, &nonce, &[], &[]), Instant::now(), rec);
+        assert!(out.iter().all(|r| r.error_detail.is_none()));
+    }
+    assert_eq!(s.applies(), 1);
+    rec.seen.lock().unwrap().clear();
+}
+
 fn is_ack(r: &DeltaDiscoveryRequest, nonce: &str) -> bool {
     r.response_nonce == nonce && r.error_detail.is_none()
 }
@@ -79,7 +92,7 @@ fn connect_subscribes_wildcard_with_node() {
 fn valid_response_is_applied_and_acked() {
     let mut s = state();
     let mut rec = Recorder::default();
-    s.on_connect();
+    started(&mut s, &mut rec);
     let c = encode(Kind::Cluster, "payments", &1).unwrap();
     let out = s.on_response(
         &response(Kind::Cluster, "1", std::slice::from_ref(&c), &[]),
@@ -102,7 +115,7 @@ fn valid_response_is_applied_and_acked() {
 fn apply_error_becomes_nack_with_detail_and_keeps_last_good() {
     let mut s = state();
     let mut rec = Recorder::default();
-    s.on_connect();
+    started(&mut s, &mut rec);
     let good = encode(Kind::Cluster, "payments", &1).unwrap();
     s.on_response(
         &response(Kind::Cluster, "1", std::slice::from_ref(&good), &[]),
@@ -155,7 +168,7 @@ fn apply_error_becomes_nack_with_detail_and_keeps_last_good() {
 fn warm_up_waits_for_dependencies_then_applies_once() {
     let mut s = state();
     let mut rec = Recorder::default();
-    s.on_connect();
+    started(&mut s, &mut rec);
     let now = Instant::now();
     let listener = encode_with_deps(Kind::Listener, "inbound", &1, &[(Kind::Route, "r1")]).unwrap();
     let route = encode_with_deps(Kind::Route, "r1", &1, &[(Kind::Cluster, "payments")]).unwrap();
@@ -259,7 +272,7 @@ fn warm_up_timeout_nacks_naming_the_missing_resource() {
 fn delta_removal_leaves_the_config() {
     let mut s = state();
     let mut rec = Recorder::default();
-    s.on_connect();
+    started(&mut s, &mut rec);
     let a = encode(Kind::Cluster, "a", &1).unwrap();
     let b = encode(Kind::Cluster, "b", &1).unwrap();
     s.on_response(
@@ -302,7 +315,7 @@ fn invalid_envelope_is_nacked_without_touching_the_config() {
 fn reconnect_resumes_with_applied_versions_and_drops_pending() {
     let mut s = state();
     let mut rec = Recorder::default();
-    s.on_connect();
+    started(&mut s, &mut rec);
     let c = encode(Kind::Cluster, "payments", &1).unwrap();
     s.on_response(
         &response(Kind::Cluster, "1", std::slice::from_ref(&c), &[]),
@@ -359,4 +372,91 @@ fn unsubscribed_type_is_nacked() {
             .message
             .contains("did not subscribe")
     );
+}
+
+#[test]
+fn the_first_configuration_waits_for_every_subscribed_type() {
+    let mut s = state();
+    let mut rec = Recorder::default();
+    s.on_connect();
+    let t0 = Instant::now();
+    let c = encode(Kind::Cluster, "payments", &1).unwrap();
+    let out = s.on_response(&response(Kind::Cluster, "c", &[c], &[]), t0, &mut rec);
+    assert!(
+        out.is_empty(),
+        "nothing is answered before every type has answered"
+    );
+    let policy = Kind::AuthorizationPolicy.type_url();
+    for kind in Kind::ALL
+        .iter()
+        .filter(|k| k.type_url() != policy && **k != Kind::Cluster)
+    {
+        let out = s.on_response(&response(*kind, "e", &[], &[]), t0, &mut rec);
+        assert!(out.is_empty());
+    }
+    assert!(
+        rec.seen.lock().unwrap().is_empty(),
+        "no policies yet: not applied"
+    );
+    assert_eq!(s.awaiting_first_response(), [policy.to_owned()]);
+
+    // The warm-up deadline NACKs what waits, naming the type never received.
+    assert_eq!(s.next_deadline(), Some(t0 + Duration::from_secs(10)));
+    let out = s.poll(t0 + Duration::from_secs(10));
+    assert_eq!(out.len(), Kind::ALL.len() - 1);
+    let msg = &out[0].error_detail.as_ref().unwrap().message;
+    assert!(
+        msg.contains(&format!("no response yet for {policy}")),
+        "{msg}"
+    );
+    assert!(s.applied().is_empty());
+
+    // The policies arrive late: everything received before (kept, not resent by the server)
+    // is applied with them, at once.
+    let p = encode(Kind::AuthorizationPolicy, "a/deny", &1).unwrap();
+    let out = s.on_response(
+        &response(Kind::AuthorizationPolicy, "p", &[p], &[]),
+        t0,
+        &mut rec,
+    );
+    assert_eq!(out.len(), 1);
+    assert!(is_ack(&out[0], "p"));
+    let seen = rec.seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].get(Kind::Cluster.type_url(), "payments").is_some());
+    assert!(seen[0].get(policy, "a/deny").is_some());
+    assert!(s.awaiting_first_response().is_empty());
+}
+
+#[test]
+fn empty_first_responses_apply_an_empty_configuration_and_later_ones_apply_alone() {
+    let mut s = state();
+    let mut rec = Recorder::default();
+    s.on_connect();
+    let mut acks = 0;
+    for kind in Kind::ALL {
+        acks += s
+            .on_response(&response(kind, "0", &[], &[]), Instant::now(), &mut rec)
+            .iter()
+            .filter(|r| is_ack(r, "0"))
+            .count();
+    }
+    assert_eq!(
+        acks,
+        Kind::ALL.len(),
+        "every first response is ACKed with the apply"
+    );
+    assert_eq!(rec.seen.lock().unwrap().len(), 1);
+    assert!(s.applied().is_empty());
+
+    // After a reconnect the gate is not applied again: the proxy has a configuration.
+    s.on_connect();
+    let c = encode(Kind::Cluster, "a", &1).unwrap();
+    let out = s.on_response(
+        &response(Kind::Cluster, "1", &[c], &[]),
+        Instant::now(),
+        &mut rec,
+    );
+    assert!(is_ack(&out[0], "1"));
+    assert_eq!(rec.seen.lock().unwrap().len(), 2);
 }

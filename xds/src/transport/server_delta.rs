@@ -10,7 +10,11 @@
 //!   push ([`TypeSet::changes_since`]), not a lookup per resource;
 //! - subscribe and unsubscribe apply whatever the nonce; ACK and NACK only match an outstanding
 //!   nonce (a bounded window), others are stale;
-//! - after a NACK the rejected resources stay in `known`, so they are resent only when they change.
+//! - after a NACK the rejected resources stay in `known`, so they are resent only when they change;
+//! - the first subscription of a type is answered once the view exists, even when nothing is to
+//!   be sent (an empty response), as Envoy's initial fetch expects: a client waits for every type
+//!   it subscribed to before it applies its first configuration, so "no AuthorizationPolicy"
+//!   must be said, not left unsaid.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -102,6 +106,8 @@ struct TypeState {
     acked_version: Option<String>,
     /// Set version of the view last diffed; an unchanged view is skipped without a diff.
     diffed_version: Option<Arc<str>>,
+    /// A response of this type was sent on this stream (the first one is sent even empty).
+    answered: bool,
 }
 
 /// One delta stream.
@@ -297,9 +303,10 @@ impl DeltaStream {
                 known.remove(name);
             }
         }
-        if resources.is_empty() && removed.is_empty() {
+        if resources.is_empty() && removed.is_empty() && state.answered {
             return None;
         }
+        state.answered = true;
         removed.sort();
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
@@ -425,6 +432,37 @@ mod tests {
         let p3 = other.on_snapshot(&Arc::new(v3)).remove(0);
         assert_eq!(names(&p3), ["b"], "b changed in the missed v2");
         assert_eq!(p3.removed, vec![Arc::<str>::from("c")]);
+    }
+
+    #[test]
+    fn a_first_subscription_is_answered_once_even_empty() {
+        // Subscribed before the first view: the view's arrival answers it.
+        let mut s = DeltaStream::new();
+        assert!(s.on_request(&req(&[], &[], "")).unwrap().push.is_none());
+        let pushes = s.on_snapshot(&snap(&[]));
+        assert_eq!(pushes.len(), 1);
+        assert!(pushes[0].resources.is_empty() && pushes[0].removed.is_empty());
+        let out = s.on_request(&req(&[], &[], &pushes[0].nonce)).unwrap();
+        assert!(matches!(out.event, Some(StreamEvent::Ack { .. })));
+        assert!(
+            s.on_snapshot(&snap(&[])).is_empty(),
+            "answered once: an unchanged empty view sends nothing more"
+        );
+
+        // Subscribed after the first view, and on a reconnect that already has everything.
+        let mut s = DeltaStream::new();
+        s.on_snapshot(&snap(&[("a", 1)]));
+        let mut r = req(&[], &[], "");
+        let p = s.on_request(&r).unwrap().push.unwrap();
+        r.initial_resource_versions = p
+            .resources
+            .iter()
+            .map(|e| (e.name.to_string(), e.version.to_string()))
+            .collect();
+        let mut again = DeltaStream::new();
+        again.on_snapshot(&snap(&[("a", 1)]));
+        let p = again.on_request(&r).unwrap().push.unwrap();
+        assert!(p.resources.is_empty() && p.removed.is_empty());
     }
 
     #[test]

@@ -288,6 +288,20 @@ mod tests {
     }
 
     #[test]
+    fn a_first_request_for_a_type_with_nothing_is_answered_empty() {
+        // Before and after the first view: the client's initial fetch needs the answer.
+        let mut before = SotwStream::new();
+        assert!(before.on_request(&req(&[], "", "")).unwrap().push.is_none());
+        let pushes = before.on_snapshot(&snap(&[]));
+        assert_eq!(pushes.len(), 1);
+        assert!(pushes[0].resources.is_empty());
+        let mut after = SotwStream::new();
+        after.on_snapshot(&snap(&[]));
+        let push = after.on_request(&req(&[], "", "")).unwrap().push.unwrap();
+        assert!(push.resources.is_empty());
+    }
+
+    #[test]
     fn nack_keeps_last_acked_version_and_is_not_resent() {
         let mut s = SotwStream::new();
         s.on_snapshot(&snap(&[("a", 1)]));
