@@ -167,7 +167,14 @@ impl Proxy {
             })?;
         let metrics = telemetry::metrics_handle();
         let mut listeners = ListenerSet::default();
-        let prepared = listeners.prepare(&config.listeners, &origin.file).await?;
+        // xDS mode: no listener is bound before the first configuration from the control plane
+        // (its AuthorizationPolicies included) is in force: never serve fail-open at start.
+        let serving: &[_] = if config.control_plane.is_some() {
+            &[]
+        } else {
+            &config.listeners
+        };
+        let prepared = listeners.prepare(serving, &origin.file).await?;
         let xds_state = config
             .control_plane
             .clone()
@@ -322,7 +329,13 @@ impl Inner {
             });
         }
         let security = authz::Security::build(&config, &origin.file).await?;
-        let prepared = listeners.prepare(&config.listeners, &origin.file).await?;
+        // xDS mode before the first configuration: still nothing bound (see `start`).
+        let serving: &[_] = if self.shared.xds.is_some() && dynamic.is_none() {
+            &[]
+        } else {
+            &config.listeners
+        };
+        let prepared = listeners.prepare(serving, &origin.file).await?;
         let version = current.version + 1;
         let outbound = self.shared.identity.as_ref().map(|i| &*i.outbound);
         let next = Snapshot::build_with(version, config, origin, Some(&current), outbound);

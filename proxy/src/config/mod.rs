@@ -162,7 +162,7 @@ pub fn parse(file: &str, text: &str) -> Result<(ProxyConfig, ConfigOrigin), Conf
     options.with_snippet = false;
     let raw: FileConfig = serde_saphyr::from_str_with_options(text, options)
         .map_err(|e| syntax_error(file, text, &e))?;
-    let config = validate(file, raw)?;
+    let config = validate(file, raw, Stage::File)?;
     let origin = ConfigOrigin {
         file: file.to_owned(),
         sha256: sha256_hex(text.as_bytes()),
@@ -205,7 +205,19 @@ fn strip_location_suffix(msg: &str) -> String {
     }
 }
 
-fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
+/// What is being validated: a file as written, or the bootstrap merged with the control
+/// plane's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    File,
+    Merged,
+}
+
+fn validate(file: &str, raw: FileConfig, stage: Stage) -> Result<ProxyConfig, ConfigError> {
+    // A bootstrap with a control plane may name the control plane's clusters in its listeners
+    // (`outbound|80||echo.prod.svc.cluster.local`): they are checked once merged, and until the
+    // first configuration arrives the proxy is not ready.
+    let dynamic_clusters = stage == Stage::File && raw.control_plane.is_some();
     let at = |loc: serde_saphyr::Location, path: String, message: String, hint: &str| ConfigError {
         file: file.to_owned(),
         line: loc.line(),
@@ -308,6 +320,7 @@ fn validate(file: &str, raw: FileConfig) -> Result<ProxyConfig, ConfigError> {
         }
         if let Some(svc) = &l.service
             && !service_names.contains_key(svc.as_str())
+            && !(dynamic_clusters && crate::xds::resolve::IstioCluster::parse(svc).is_some())
         {
             {
                 let mut known: Vec<&str> = service_names.keys().copied().collect();
@@ -469,7 +482,7 @@ pub fn validate_config(source: &str, config: ProxyConfig) -> Result<ProxyConfig,
         authorization: config.authorization,
         routes: config.routes.into_iter().map(span).collect(),
     };
-    validate(source, raw)
+    validate(source, raw, Stage::Merged)
 }
 
 /// DNS-label-like names, so they are safe in metric labels and logs; `|` too, for Istio's
@@ -648,5 +661,33 @@ services:
         );
         let e = parse("f.yaml", &text).unwrap_err();
         assert!(e.path.starts_with("routes[0].http[0].match[0]"), "{e}");
+    }
+
+    #[test]
+    fn a_bootstrap_listener_may_name_a_control_plane_cluster() {
+        let listener = "listeners:\n  - name: out\n    address: 127.0.0.1:0\n    direction: outbound\n    service: outbound|80||echo.prod.svc.cluster.local\n";
+        let cp = "control_plane:\n  address: 127.0.0.1:15010\n  insecure_plaintext: true\n  node: { id: n, namespace: prod }\n";
+        let (cfg, _) = parse(
+            "f.yaml",
+            &format!("admin:\n  address: 127.0.0.1:0\n{cp}{listener}"),
+        )
+        .unwrap();
+        // Merged without that cluster, it is refused.
+        let e = validate_config("f.yaml + xDS", cfg).unwrap_err();
+        assert_eq!(e.path, "listeners[0].service");
+        // Without a control plane, or with a name that is not a control plane's, it is a typo.
+        let e = parse(
+            "f.yaml",
+            &format!("admin:\n  address: 127.0.0.1:0\n{listener}"),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "listeners[0].service");
+        let typo = listener.replace("outbound|80||echo.prod.svc.cluster.local", "ech0");
+        let e = parse(
+            "f.yaml",
+            &format!("admin:\n  address: 127.0.0.1:0\n{cp}{typo}"),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "listeners[0].service");
     }
 }

@@ -132,6 +132,9 @@ pub(crate) struct Inner {
     events: broadcast::Sender<ServerEvent>,
     closing: watch::Sender<bool>,
     pub(crate) max_request_bytes: usize,
+    /// A snapshot was pushed: before that, streams are answered nothing (not an empty set,
+    /// which a proxy would apply as its first configuration: no policies, fail-open).
+    pushed: std::sync::atomic::AtomicBool,
 }
 
 /// The xDS control-plane server. Cheap to clone; clones share the store.
@@ -164,6 +167,7 @@ impl XdsServer {
                 events: broadcast::Sender::new(EVENT_BUFFER),
                 closing: watch::Sender::new(false),
                 max_request_bytes: MAX_REQUEST_BYTES,
+                pushed: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -173,6 +177,9 @@ impl XdsServer {
         // Linked to the snapshot it replaces, the change is computed here once, and each
         // stream in sync sends it without walking the whole set.
         snapshot.link_from(&self.inner.global.borrow());
+        self.inner
+            .pushed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.inner.global.send_replace(Arc::new(snapshot));
     }
 
@@ -481,7 +488,14 @@ async fn run<M: Machine>(
     };
     global_rx.mark_unchanged();
     node_rx.mark_unchanged();
-    let mut pushes = sm.on_snapshot(&view(&global_rx, &node_rx));
+    // Nothing is served before the first push (the global one, or this node's own).
+    let pushed =
+        inner.pushed.load(std::sync::atomic::Ordering::Acquire) || node_rx.borrow().is_some();
+    let mut pushes = if pushed {
+        sm.on_snapshot(&view(&global_rx, &node_rx))
+    } else {
+        Vec::new()
+    };
     'stream: loop {
         for push in pushes.drain(..) {
             let (type_url, version, resources, removed) = M::summary(&push);

@@ -2,15 +2,20 @@
 //! per DestinationRule subset (`outbound|<port>|<subset>|<host>`), each with an Endpoints resource
 //! of the same name. The DestinationRule is chosen per client namespace: the client's namespace,
 //! then the service's, then the root namespace.
+//!
+//! Mesh mTLS: an endpoint whose workload's service account is known (the
+//! `jalin.io/service-account` label the registry puts on it) is reached with `istio_mutual`,
+//! its server identity `spiffe://<trust domain>/ns/<service namespace>/sa/<account>` taken from
+//! the registry, as Istio's auto mTLS does; endpoints without one are reached as they are.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use jalin_xds::model::cluster::{Cluster, Endpoint};
+use jalin_xds::model::cluster::{Cluster, ClusterTls, ClusterTlsMode, Endpoint};
 use jalin_xds::model::traffic::TrafficPolicy;
 use jalin_xds::transport::{EncodedResource, Kind, ResourceError, encode, encode_with_deps};
 
-use super::services::Service;
+use super::services::{SERVICE_ACCOUNT_LABEL, Service};
 use crate::istio::convert::DestinationPolicy;
 
 /// Istio's cluster name for a service port and subset.
@@ -80,18 +85,44 @@ pub fn variant_namespaces(
         .collect()
 }
 
-/// The Cluster and Endpoints resources of `svc` under `rule`.
+/// `endpoints` with mesh mTLS toward the workloads whose service account is known.
+fn with_mesh_tls(
+    endpoints: &[Endpoint],
+    namespace: &str,
+    trust_domain: Option<&str>,
+) -> Vec<Endpoint> {
+    endpoints
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if let (None, Some(td), Some(sa)) =
+                (&e.tls, trust_domain, e.labels.get(SERVICE_ACCOUNT_LABEL))
+            {
+                e.tls = Some(ClusterTls {
+                    mode: ClusterTlsMode::IstioMutual,
+                    identity: Some(format!("spiffe://{td}/ns/{namespace}/sa/{sa}")),
+                });
+            }
+            e
+        })
+        .collect()
+}
+
+/// The Cluster and Endpoints resources of `svc` under `rule`; with `trust_domain`, endpoints
+/// of known workloads get mesh mTLS.
 pub fn resources(
     svc: &Service,
     rule: Option<&DestinationPolicy>,
+    trust_domain: Option<&str>,
 ) -> Result<Vec<EncodedResource>, ResourceError> {
     let mut out = Vec::new();
     for port in &svc.ports {
-        let endpoints: &[Endpoint] = svc
+        let endpoints = svc
             .endpoints
             .get(&port.number)
-            .map(Vec::as_slice)
+            .map(|eps| with_mesh_tls(eps, &svc.namespace, trust_domain))
             .unwrap_or_default();
+        let endpoints: &[Endpoint] = &endpoints;
         let addresses: Vec<SocketAddr> = svc
             .addresses
             .iter()
@@ -200,6 +231,28 @@ mod tests {
             endpoints: Default::default(),
             export_to: vec![],
         }
+    }
+
+    #[test]
+    fn endpoints_of_known_workloads_get_mesh_mtls_with_their_identity() {
+        let mut known = Endpoint::new("10.0.0.1:80".parse().unwrap());
+        known
+            .labels
+            .insert(SERVICE_ACCOUNT_LABEL.into(), "reviews".into());
+        let unknown = Endpoint::new("10.0.0.2:80".parse().unwrap());
+        let eps = with_mesh_tls(
+            &[known.clone(), unknown.clone()],
+            "prod",
+            Some("gov.example"),
+        );
+        let tls = eps[0].tls.as_ref().unwrap();
+        assert_eq!(tls.mode, ClusterTlsMode::IstioMutual);
+        assert_eq!(
+            tls.identity.as_deref(),
+            Some("spiffe://gov.example/ns/prod/sa/reviews")
+        );
+        assert_eq!(eps[1].tls, None, "no service account: reached as it is");
+        assert_eq!(with_mesh_tls(&[known], "prod", None)[0].tls, None);
     }
 
     #[test]
