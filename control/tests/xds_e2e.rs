@@ -178,7 +178,6 @@ async fn policy_edits_reach_running_proxies_and_survive_restarts() {
     let dir = root.join("config");
     std::fs::create_dir_all(&dir).unwrap();
     write(&dir, "policy.yaml", &policy(CLIENT_PRINCIPAL));
-    write(&dir, "routes.yaml", VIRTUAL_SERVICE);
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let control = start_control(&dir, &ca, any).await;
 
@@ -201,8 +200,14 @@ async fn policy_edits_reach_running_proxies_and_survive_restarts() {
     let server = start_proxy(&bin, root, "echo-1", &server_yaml, "inbound").await;
     assert!(policy_version(server.admin).await.is_some());
 
-    // The service now points at the server proxy's inbound port.
-    write(&dir, "service.yaml", &service_entry(server.listener));
+    // The service, pointing at the server proxy's inbound port, and its route, in one write (a
+    // route to a service the proxy was not sent is refused whole by the proxy).
+    let service = service_entry(server.listener);
+    write(
+        &dir,
+        "service.yaml",
+        &format!("{service}---\n{VIRTUAL_SERVICE}"),
+    );
 
     // The client side: an outbound listener naming the control plane's cluster.
     let web = Workload {

@@ -240,11 +240,7 @@ mod tests {
             .labels
             .insert(SERVICE_ACCOUNT_LABEL.into(), "reviews".into());
         let unknown = Endpoint::new("10.0.0.2:80".parse().unwrap());
-        let eps = with_mesh_tls(
-            &[known.clone(), unknown.clone()],
-            "prod",
-            Some("gov.example"),
-        );
+        let eps = with_mesh_tls(&[known.clone(), unknown], "prod", Some("gov.example"));
         let tls = eps[0].tls.as_ref().unwrap();
         assert_eq!(tls.mode, ClusterTlsMode::IstioMutual);
         assert_eq!(
