@@ -19,7 +19,9 @@
 //!   proxy worker, so it cannot deadlock a single-threaded proxy.
 //!
 //! Readiness in xDS mode: the proxy is ready once the first configuration from the control
-//! plane is applied ([`XdsState::is_ready`]). The workload certificate is the second gate: when
+//! plane is applied ([`XdsState::is_ready`]); that first configuration waits for every
+//! subscribed type (the client's initial fetch), and no listener, not even a bootstrap one, is
+//! bound before it, so a proxy never serves without its AuthorizationPolicies. The workload certificate is the second gate: when
 //! the identity manager lands, `Shared::is_ready` also requires its first certificate.
 
 pub mod bootstrap;
