@@ -1,10 +1,8 @@
-//! The demo mesh's configuration: the example directory imported with the Istio importer into
-//! the native model, and from it each sidecar's static configuration file (listeners, and
-//! clusters with their endpoints and DestinationRule traffic policy).
-//!
-//! This is the static path: the proxies read files this module writes. When the control plane
-//! server (`jalin control`) is part of the build, the proxies get the same model over xDS
-//! instead, and only the bootstrap (admin and listener addresses) comes from here.
+//! The demo mesh's sidecar bootstraps: each proxy's file names its admin and listener addresses,
+//! its workload identity (certificate files from the demo CA) and the control plane; clusters,
+//! endpoints, routes, AuthorizationPolicies and PeerAuthentications come over xDS from
+//! `jalin control`, which reads the example directory. The example is also imported here once,
+//! to report its findings and to give each server sidecar its WorkloadEntry labels.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,20 +10,14 @@ use std::path::Path;
 
 use std::path::PathBuf;
 
-use jalin_xds::model::authz::AuthorizationPolicy;
-use jalin_xds::model::cluster::{
-    Cluster, ClusterTls, ClusterTlsMode, Endpoint, Subset, SubsetPolicy, UpstreamProtocol,
-};
+use jalin_xds::model::cluster::{Cluster, Endpoint, UpstreamProtocol};
 use jalin_xds::model::listener::{Direction, Listener, ListenerProtocol};
-use jalin_xds::model::peer_auth::PeerAuthentication;
-use jalin_xds::model::route::RouteTable;
 use jalin_xds::model::traffic::TrafficPolicy;
 use serde::Serialize;
 
 use super::DemoError;
 use super::example::{Client, Instance};
-use super::routing::qualify;
-use crate::istio::convert::{DestinationPolicy, NativeConfig, convert};
+use crate::istio::convert::{NativeConfig, convert};
 use crate::istio::{Severity, load_paths};
 
 /// What the demo could hand to the proxies in this build; the summary only expects traffic
@@ -44,10 +36,10 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// The static path: the proxy's configuration file carries listeners, clusters (with their
-    /// traffic policy), the workload identity (mTLS) and the authorization policies.
-    /// `Some(reason)` names what is missing for a stage.
-    pub const STATIC: Self = Self {
+    /// Every stage configured: the control plane sends clusters (with their traffic policy and
+    /// mesh mTLS), routes and policies; the bootstrap carries the workload identity.
+    /// `Some(reason)` would name what is missing for a stage.
+    pub const ALL: Self = Self {
         authz: None,
         routes: None,
         outlier: None,
@@ -112,15 +104,22 @@ impl Identity {
     }
 }
 
+/// The control plane the sidecars connect to: its xDS address, SPIFFE ID and TLS server name.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    pub address: SocketAddr,
+    pub identity: String,
+    pub server_name: String,
+}
+
 /// The file the proxy reads (`jalin-proxy --config`).
 #[derive(Debug, Serialize)]
-struct ProxyFile<'a> {
+struct ProxyFile {
     admin: AdminSection,
     listeners: Vec<Listener>,
-    services: &'a [Cluster],
-    routes: &'a [RouteTable],
+    services: Vec<Cluster>,
     identity: IdentitySection,
-    authorization: AuthorizationSection<'a>,
+    control_plane: ControlPlaneSection,
 }
 
 /// The proxy's `identity` section (certificate from files).
@@ -145,12 +144,30 @@ struct CertificateFiles {
     key: PathBuf,
 }
 
-/// The proxy's `authorization` section: the imported policies; the proxy applies those whose
-/// namespace and selector match its identity.
+/// The proxy's `control_plane` section: mTLS with the workload certificate, the control
+/// plane's SPIFFE ID, and the node it scopes resources by (it must match the certificate).
 #[derive(Debug, Serialize)]
-struct AuthorizationSection<'a> {
-    policies: &'a [AuthorizationPolicy],
-    peer_authentications: &'a [PeerAuthentication],
+struct ControlPlaneSection {
+    address: String,
+    identity: String,
+    tls: ControlPlaneTls,
+    node: NodeSection,
+}
+
+#[derive(Debug, Serialize)]
+struct ControlPlaneTls {
+    ca: PathBuf,
+    certificate: PathBuf,
+    key: PathBuf,
+    server_name: String,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeSection {
+    id: String,
+    namespace: String,
+    service_account: String,
+    labels: BTreeMap<String, String>,
 }
 
 fn identity_section(id: &Identity) -> IdentitySection {
@@ -165,6 +182,25 @@ fn identity_section(id: &Identity) -> IdentitySection {
                 cert: id.cert.clone(),
                 key: id.key.clone(),
             },
+        },
+    }
+}
+
+fn control_plane_section(name: &str, id: &Identity, cp: &ControlPlane) -> ControlPlaneSection {
+    ControlPlaneSection {
+        address: cp.address.to_string(),
+        identity: cp.identity.clone(),
+        tls: ControlPlaneTls {
+            ca: id.bundle.clone(),
+            certificate: id.cert.clone(),
+            key: id.key.clone(),
+            server_name: cp.server_name.clone(),
+        },
+        node: NodeSection {
+            id: name.to_owned(),
+            namespace: id.namespace.clone(),
+            service_account: id.service_account.clone(),
+            labels: id.labels.clone(),
         },
     }
 }
@@ -188,18 +224,18 @@ struct AdminSection {
 /// The name of a server sidecar's cluster for its local application.
 pub const INBOUND_CLUSTER: &str = "inbound-app";
 
-/// A server sidecar's configuration: one inbound listener to the local application, mTLS per
-/// the PeerAuthentication policies, and the AuthorizationPolicies.
+/// A server sidecar's bootstrap: one inbound listener to the local application; its mTLS mode
+/// and the AuthorizationPolicies arrive from the control plane.
 pub fn server_config(
     instance: &Instance,
     addrs: &ProxyAddrs,
     id: &Identity,
-    native: &NativeConfig,
+    cp: &ControlPlane,
 ) -> Result<String, DemoError> {
     let (listen, app) = addrs.inbound.ok_or_else(|| {
         DemoError::Plan(format!("{}: no inbound address was chosen", instance.name))
     })?;
-    let services = [Cluster {
+    let services = vec![Cluster {
         name: INBOUND_CLUSTER.to_owned(),
         addresses: Vec::new(),
         protocol: UpstreamProtocol::Http1,
@@ -216,89 +252,69 @@ pub fn server_config(
         protocol: ListenerProtocol::Http1,
         mtls: None,
     }];
-    render(addrs.admin, listeners, &services, &[], id, native)
+    render(instance.name, addrs.admin, listeners, services, id, cp)
 }
 
-/// A client sidecar's configuration: one outbound listener and cluster (mTLS to the service's
-/// identity) per service it calls.
+/// A client sidecar's bootstrap: one outbound listener per service it calls, each naming the
+/// control plane's cluster for the service (`outbound|<port>||<host>`); the cluster, its
+/// endpoints, mTLS identity, DestinationRule policy and the VirtualService routes come over xDS.
 pub fn client_config(
     client: &Client,
     addrs: &ProxyAddrs,
     id: &Identity,
+    cp: &ControlPlane,
     native: &NativeConfig,
 ) -> Result<String, DemoError> {
-    let mut services = Vec::new();
     let mut listeners = Vec::new();
-    let (routes, extra) = super::routing::route_tables_for(client.calls, native);
-    for host in &extra {
-        services.push(cluster_without_entry(host, native));
-    }
     for host in client.calls {
         let listen = addrs.outbound.get(*host).ok_or_else(|| {
             DemoError::Plan(format!("{}: no outbound address for {host}", client.name))
         })?;
-        let mut cluster = cluster_for(host, native)?;
-        cluster.tls = Some(ClusterTls {
-            mode: ClusterTlsMode::IstioMutual,
-            identity: Some(server_identity(host, &id.trust_domain, native)?),
-        });
-        services.push(cluster);
         listeners.push(Listener {
             name: format!("outbound-{}", short_name(host)),
             address: *listen,
             direction: Direction::Outbound,
-            service: Some((*host).to_owned()),
+            service: Some(outbound_cluster(host, native)?),
             protocol: ListenerProtocol::Http1,
             mtls: None,
         });
     }
-    render(addrs.admin, listeners, &services, &routes, id, native)
+    render(client.name, addrs.admin, listeners, Vec::new(), id, cp)
 }
 
-/// The SPIFFE ID the endpoints of `host` present: their WorkloadEntries' service account in the
-/// ServiceEntry's namespace (every endpoint of a demo service shares one).
-pub fn server_identity(
-    host: &str,
-    trust_domain: &str,
-    native: &NativeConfig,
-) -> Result<String, DemoError> {
+/// The control plane's cluster name for a ServiceEntry host with one port:
+/// `outbound|<port>||<host>`.
+pub fn outbound_cluster(host: &str, native: &NativeConfig) -> Result<String, DemoError> {
     let entry = native
         .service_entries
         .iter()
         .find(|se| se.spec.hosts.iter().any(|h| h == host))
         .ok_or_else(|| DemoError::Plan(format!("no ServiceEntry has the host {host}")))?;
-    let sa = entry
-        .spec
-        .endpoints
-        .iter()
-        .find_map(|we| we.service_account.as_deref())
-        .ok_or_else(|| {
-            DemoError::Plan(format!(
-                "ServiceEntry {}/{}: no endpoint names a serviceAccount",
-                entry.meta.namespace, entry.meta.name
-            ))
-        })?;
-    Ok(Identity::spiffe_id(trust_domain, &entry.meta.namespace, sa))
+    match entry.spec.ports.as_slice() {
+        [port] => Ok(format!("outbound|{}||{host}", port.number)),
+        ports => Err(DemoError::Plan(format!(
+            "ServiceEntry {}/{}: {} ports; a demo service has exactly one",
+            entry.meta.namespace,
+            entry.meta.name,
+            ports.len()
+        ))),
+    }
 }
 
 fn render(
+    name: &str,
     admin: SocketAddr,
     listeners: Vec<Listener>,
-    services: &[Cluster],
-    routes: &[RouteTable],
+    services: Vec<Cluster>,
     id: &Identity,
-    native: &NativeConfig,
+    cp: &ControlPlane,
 ) -> Result<String, DemoError> {
     let file = ProxyFile {
         admin: AdminSection { address: admin },
         listeners,
         services,
-        routes,
         identity: identity_section(id),
-        authorization: AuthorizationSection {
-            policies: &native.authorization_policies,
-            peer_authentications: &native.peer_authentications,
-        },
+        control_plane: control_plane_section(name, id, cp),
     };
     serde_saphyr::to_string(&file).map_err(|e| DemoError::Plan(format!("proxy config: {e}")))
 }
@@ -306,119 +322,6 @@ fn render(
 /// The first label of a host: `child-profile-service` for its FQDN.
 pub fn short_name(host: &str) -> &str {
     host.split('.').next().unwrap_or(host)
-}
-
-/// The cluster of a ServiceEntry host: its endpoints (inline WorkloadEntries) and the traffic
-/// policy of the DestinationRule that applies to it.
-pub fn cluster_for(host: &str, native: &NativeConfig) -> Result<Cluster, DemoError> {
-    let entry = native
-        .service_entries
-        .iter()
-        .find(|se| se.spec.hosts.iter().any(|h| h == host))
-        .ok_or_else(|| DemoError::Plan(format!("no ServiceEntry has the host {host}")))?;
-    let mut endpoints = Vec::new();
-    for (i, we) in entry.spec.endpoints.iter().enumerate() {
-        let at = || {
-            format!(
-                "ServiceEntry {}/{} endpoints[{i}]",
-                entry.meta.namespace, entry.meta.name
-            )
-        };
-        let ip = we
-            .address
-            .as_deref()
-            .ok_or_else(|| DemoError::Plan(format!("{}: no address", at())))?;
-        let port = we
-            .ports
-            .values()
-            .next()
-            .copied()
-            .ok_or_else(|| DemoError::Plan(format!("{}: no ports", at())))?;
-        let address: SocketAddr = format!("{ip}:{port}")
-            .parse()
-            .map_err(|e| DemoError::Plan(format!("{}: {ip}:{port}: {e}", at())))?;
-        let mut endpoint = Endpoint::new(address);
-        endpoint.labels = we.labels.clone();
-        if let Some(w) = we.weight {
-            endpoint.weight = u32::try_from(w).unwrap_or(u32::MAX).max(1);
-        }
-        endpoints.push(endpoint);
-    }
-    let rule = destination_rule(host, native);
-    Ok(Cluster {
-        name: host.to_owned(),
-        addresses: Vec::new(),
-        protocol: UpstreamProtocol::Http1,
-        endpoints,
-        policy: rule.map(|r| r.traffic_policy.clone()).unwrap_or_default(),
-        tls: None,
-        subsets: rule.map(subsets).unwrap_or_default(),
-    })
-}
-
-/// The cluster of a host that routes name but no ServiceEntry declares: no endpoints (so a
-/// request routed there answers 503, no healthy upstream, as in Istio), the DestinationRule's
-/// policy and subsets.
-pub fn cluster_without_entry(host: &str, native: &NativeConfig) -> Cluster {
-    let rule = destination_rule(host, native);
-    Cluster {
-        name: host.to_owned(),
-        addresses: Vec::new(),
-        protocol: UpstreamProtocol::Http1,
-        endpoints: Vec::new(),
-        policy: rule.map(|r| r.traffic_policy.clone()).unwrap_or_default(),
-        tls: None,
-        subsets: rule.map(subsets).unwrap_or_default(),
-    }
-}
-
-/// A DestinationRule's subsets; each carries its policy already merged with the host's, so
-/// every field is set.
-fn subsets(rule: &DestinationPolicy) -> Vec<Subset> {
-    rule.subsets
-        .iter()
-        .map(|s| {
-            let p = &s.traffic_policy;
-            Subset {
-                name: s.name.clone(),
-                labels: s.labels.clone(),
-                policy: SubsetPolicy {
-                    load_balancer: Some(p.load_balancer.clone()),
-                    connection_pool: Some(p.connection_pool.clone()),
-                    outlier_detection: p.outlier_detection.clone(),
-                    retry_budget: p.retry_budget.clone(),
-                    retry_concurrency_budget: p.retry_concurrency_budget.clone(),
-                    priority: Some(p.priority.clone()),
-                },
-            }
-        })
-        .collect()
-}
-
-/// The DestinationRule policy for `host` (none: Istio's defaults).
-pub fn traffic_policy(host: &str, native: &NativeConfig) -> TrafficPolicy {
-    destination_rule(host, native)
-        .map(|r| r.traffic_policy.clone())
-        .unwrap_or_default()
-}
-
-/// The DestinationRule for `host`: an exact host (short names qualified with the rule's
-/// namespace) beats a wildcard; among equals the first in file order wins, as Istio's oldest.
-pub fn destination_rule<'a>(host: &str, native: &'a NativeConfig) -> Option<&'a DestinationPolicy> {
-    let mut wildcard = None;
-    for dr in &native.destination_policies {
-        let rule_host = qualify(&dr.host, &dr.meta.namespace);
-        if rule_host == host {
-            return Some(dr);
-        }
-        if let Some(suffix) = rule_host.strip_prefix('*')
-            && host.ends_with(suffix)
-            && wildcard.is_none()
-        {
-            wildcard = Some(dr);
-        }
-    }
-    wildcard
 }
 
 #[cfg(test)]
@@ -437,23 +340,16 @@ mod tests {
         import(dir.path()).unwrap().native
     }
 
-    #[test]
-    fn child_profile_cluster_has_three_endpoints_and_the_seed_outlier_policy() {
-        let native = native();
-        let c = cluster_for(CHILD_PROFILE, &native).unwrap();
-        assert_eq!(c.endpoints.len(), 3);
-        assert_eq!(c.endpoints[0].address.port(), 41_000);
-        assert_eq!(c.endpoints[0].labels["priority"], "emergency");
-        let od = c.policy.outlier_detection.unwrap();
-        // policies-18 (exact host) wins over policies-22 (wildcard, consecutiveErrors: 2).
-        assert_eq!(od.consecutive_5xx_errors, Some(3));
-        let names: Vec<&str> = c.subsets.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["emergency", "standard"]);
-        assert_eq!(c.subsets[0].labels["priority"], "emergency");
+    fn cp() -> ControlPlane {
+        ControlPlane {
+            address: "127.0.0.1:15010".parse().unwrap(),
+            identity: "spiffe://cluster.local/ns/jalin-system/sa/jalin-ca".into(),
+            server_name: "localhost".into(),
+        }
     }
 
     #[test]
-    fn client_config_parses_as_yaml_with_the_listener_per_service() {
+    fn a_client_bootstrap_names_the_control_plane_clusters_and_parses_as_a_proxy_file() {
         let native = native();
         let client = crate::demo::example::CLIENTS[5];
         let mut outbound = BTreeMap::new();
@@ -477,14 +373,24 @@ mod tests {
             key: "/k.pem".into(),
             bundle: "/r.pem".into(),
         };
-        let text = client_config(&client, &addrs, &id, &native).unwrap();
+        let text = client_config(&client, &addrs, &id, &cp(), &native).unwrap();
         assert!(text.contains("outbound-child-profile-service"), "{text}");
-        assert!(text.contains("127.0.0.1:42100"), "{text}");
         assert!(
-            text.contains("spiffe://cluster.local/ns/child-services/sa/child-profile-service"),
+            text.contains(&format!("outbound|8080||{CHILD_PROFILE}")),
             "{text}"
         );
-        assert!(text.contains("child-profile-access-policy"), "{text}");
+        assert!(text.contains("127.0.0.1:15010"), "{text}");
+        assert!(text.contains("sa/jalin-ca"), "{text}");
+        // YAML with the sections the proxy reads; the node is the certificate's namespace.
+        let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        for key in ["admin", "listeners", "identity", "control_plane"] {
+            assert!(v.get(key).is_some(), "{key} missing in {text}");
+        }
+        assert_eq!(
+            v["control_plane"]["node"]["namespace"],
+            v["identity"]["namespace"]
+        );
+        assert_eq!(v["listeners"].as_array().unwrap().len(), client.calls.len());
     }
 
     #[test]
@@ -497,7 +403,7 @@ mod tests {
 
     #[test]
     fn unknown_host_is_a_plan_error() {
-        let err = cluster_for("nope.example", &native()).unwrap_err();
+        let err = outbound_cluster("nope.example", &native()).unwrap_err();
         assert!(err.to_string().contains("nope.example"));
     }
 }

@@ -12,7 +12,6 @@ pub mod example;
 pub mod logs;
 pub mod mesh;
 pub mod proxies;
-pub mod routing;
 pub mod scrape;
 pub mod summary;
 pub mod traffic;

@@ -97,7 +97,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
     let config_dir = root.join("config");
     example::materialise(&config_dir, &example_ports)?;
     let imported = mesh::import(&config_dir)?;
-    let caps = Capabilities::STATIC;
+    let caps = Capabilities::ALL;
     let control = start_control(&config_dir, &ca_dir).await?;
     let version = control.progress().borrow().accepted_version;
     say(&format!(
@@ -111,9 +111,18 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
         control.health_addr,
     ));
     say(&format!(
-        "  sidecars  configured from the same directory through jalin's importer ({} resources, {} warnings, {} unsupported fields) as static files: in xDS mode this proxy build does not yet apply routes and authorization policies",
+        "  sidecars  bootstrap files name the workload identity and the control plane; clusters, routes and policies come over xDS ({} resources imported, {} warnings, {} unsupported fields)",
         imported.resources, imported.warnings, imported.unsupported
     ));
+    let cp = mesh::ControlPlane {
+        address: control.xds_addr,
+        identity: mesh::Identity::spiffe_id(
+            TRUST_DOMAIN,
+            jalin_ca::server::CA_NAMESPACE,
+            jalin_ca::server::CA_SERVICE_ACCOUNT,
+        ),
+        server_name: CONTROL_DNS_NAME.to_owned(),
+    };
 
     // 4. The sidecars. The ports are released just before the proxies bind them.
     let proxy_dir = root.join("proxies");
@@ -133,14 +142,14 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
         let port = a.inbound.map(|(l, _)| l.port()).unwrap_or(0);
         let labels = mesh::workload_labels(&imported.native, port);
         let id = identity(i.name, i.namespace, i.service_account, labels);
-        let config = mesh::server_config(i, a, &id, &imported.native)?;
+        let config = mesh::server_config(i, a, &id, &cp)?;
         files.push((i.name, config, a.admin));
     }
     for c in CLIENTS {
         let a = &addrs[c.name];
         let labels = BTreeMap::from([("app".to_owned(), c.name.to_owned())]);
         let id = identity(c.name, c.namespace, c.service_account, labels);
-        let config = mesh::client_config(c, a, &id, &imported.native)?;
+        let config = mesh::client_config(c, a, &id, &cp, &imported.native)?;
         files.push((c.name, config, a.admin));
     }
     drop(ports);
@@ -337,6 +346,9 @@ fn issue(ca: &Path, name: &str, namespace: &str, sa: &str) -> Result<(), DemoErr
     .map_err(|e| DemoError::Ca(format!("{namespace}/{sa}: {e}")))
 }
 
+/// The DNS name in the control plane's serving certificate that sidecars send as SNI (inside
+/// the development CA's name constraints, which permit the trust domain only).
+const CONTROL_DNS_NAME: &str = "jalin-control.jalin-system.svc.cluster.local";
 /// How long the control plane may take to push its first configuration.
 const CONTROL_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -354,7 +366,7 @@ async fn start_control(config_dir: &Path, ca_dir: &Path) -> Result<Control, Demo
         insecure_xds: false,
         root_namespace: ROOT_NAMESPACE.to_owned(),
         cluster_domain: TRUST_DOMAIN.to_owned(),
-        dns_names: vec!["localhost".to_owned()],
+        dns_names: vec![CONTROL_DNS_NAME.to_owned()],
         join_tokens: None,
     })
     .await

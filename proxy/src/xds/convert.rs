@@ -125,7 +125,19 @@ impl DynamicConfig {
             .into_iter()
             .map(|d| d.body)
             .collect();
-        super::resolve::resolve_destinations(&mut routes, &services)?;
+        for (name, why) in super::resolve::resolve_destinations(&mut routes, &services)? {
+            // Istio's behaviour for a route to a service it does not know: 503 at request time.
+            tracing::warn!(cluster = %name, reason = %why, "route destination not received; its requests answer 503");
+            services.push(Cluster {
+                name,
+                addresses: Vec::new(),
+                protocol: Default::default(),
+                endpoints: Vec::new(),
+                policy: Default::default(),
+                tls: None,
+                subsets: Vec::new(),
+            });
+        }
         let authorization_policies =
             decode_all::<AuthorizationPolicy>(applied, Kind::AuthorizationPolicy)?
                 .into_iter()

@@ -7,9 +7,11 @@
 //!
 //! Rules (Istio's): a destination with a port picks that port's cluster; one without a port
 //! picks the service's only port; a subset picks the subset's own cluster. A destination that
-//! already names a received cluster is left as it is. Anything else (no such host, port or
-//! subset, or several ports to choose from) refuses the update, naming the route, the field and
-//! what is missing.
+//! already names a received cluster is left as it is. A destination whose host, port or subset
+//! was not received is not a configuration error, as in Istio: it routes to an empty cluster of
+//! that name, so its requests answer 503 (no healthy upstream) while the rest of the table
+//! works. Only an ambiguous destination (several ports to choose from) refuses the update,
+//! naming the route, the field and what to write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,11 +49,13 @@ impl<'a> IstioCluster<'a> {
 type ByHost<'a> = BTreeMap<&'a str, BTreeMap<u16, BTreeMap<&'a str, &'a str>>>;
 
 /// Rewrites every destination and mirror of `routes` to the name of the cluster in `clusters`
-/// that carries it.
+/// that carries it. Returns the names of the clusters routes name but `clusters` lacks (each
+/// with the reason), for the caller to add empty.
 pub fn resolve_destinations(
     routes: &mut [RouteTable],
     clusters: &[Cluster],
-) -> Result<(), ConvertError> {
+) -> Result<BTreeMap<String, String>, ConvertError> {
+    let mut missing = BTreeMap::new();
     let names: BTreeSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
     let mut by_host: ByHost<'_> = BTreeMap::new();
     for c in clusters {
@@ -69,15 +73,29 @@ pub fn resolve_destinations(
         for (r, route) in table.http.iter_mut().enumerate() {
             for (d, rd) in route.destinations.iter_mut().enumerate() {
                 let path = format!("http[{r}].destinations[{d}]");
-                resolve(&mut rd.destination, &names, &by_host, &key, &path)?;
+                resolve(
+                    &mut rd.destination,
+                    &names,
+                    &by_host,
+                    &key,
+                    &path,
+                    &mut missing,
+                )?;
             }
             if let Some(m) = &mut route.mirror {
                 let path = format!("http[{r}].mirror");
-                resolve(&mut m.destination, &names, &by_host, &key, &path)?;
+                resolve(
+                    &mut m.destination,
+                    &names,
+                    &by_host,
+                    &key,
+                    &path,
+                    &mut missing,
+                )?;
             }
         }
     }
-    Ok(())
+    Ok(missing)
 }
 
 fn resolve(
@@ -86,6 +104,7 @@ fn resolve(
     by_host: &ByHost<'_>,
     route: &str,
     path: &str,
+    missing: &mut BTreeMap<String, String>,
 ) -> Result<(), ConvertError> {
     if names.contains(dest.host.as_str()) {
         return Ok(());
@@ -95,16 +114,28 @@ fn resolve(
         name: route.to_owned(),
         message: format!("{path}.{field}: {message}"),
     };
+    let subset = dest.subset.clone().unwrap_or_default();
+    // Not received: an empty cluster of the Istio name answers 503 at request time.
+    let mut absent = |dest: &mut Destination, port: u16, why: String| {
+        let name = format!("outbound|{port}|{subset}|{}", dest.host);
+        missing
+            .entry(name.clone())
+            .or_insert_with(|| format!("Route {route:?} {path}: {why}"));
+        *dest = Destination {
+            host: name,
+            subset: None,
+            port: None,
+        };
+    };
     let Some(ports) = by_host.get(dest.host.as_str()) else {
-        return Err(refuse(
-            "host",
-            format!(
-                "no cluster for `{}` was received (expected `outbound|<port>|<subset>|{}`); \
-                 the service is unknown to the control plane or outside this proxy's Sidecar \
-                 scope: define it (ServiceEntry, Kubernetes Service) or fix the VirtualService",
-                dest.host, dest.host
-            ),
-        ));
+        let why = format!(
+            "no cluster for `{}` was received: the service is unknown to the control plane or \
+             outside this proxy's Sidecar scope; define it (ServiceEntry, Kubernetes Service) or \
+             fix the VirtualService",
+            dest.host
+        );
+        absent(dest, dest.port.unwrap_or(0), why);
+        return Ok(());
     };
     let port = match dest.port {
         Some(p) => p,
@@ -117,13 +148,12 @@ fn resolve(
             match whole.as_slice() {
                 [only] => *only,
                 [] => {
-                    return Err(refuse(
-                        "port",
-                        format!(
-                            "service `{}` has no port in the clusters received",
-                            dest.host
-                        ),
-                    ));
+                    let why = format!(
+                        "service `{}` has no whole-service cluster received",
+                        dest.host
+                    );
+                    absent(dest, 0, why);
+                    return Ok(());
                 }
                 many => {
                     return Err(refuse(
@@ -139,27 +169,23 @@ fn resolve(
         }
     };
     let Some(subsets) = ports.get(&port) else {
-        return Err(refuse(
-            "port",
-            format!(
-                "service `{}` has no port {port}; its ports: {:?}",
-                dest.host,
-                ports.keys().collect::<Vec<_>>()
-            ),
-        ));
+        let why = format!(
+            "service `{}` has no port {port}; its ports: {:?}",
+            dest.host,
+            ports.keys().collect::<Vec<_>>()
+        );
+        absent(dest, port, why);
+        return Ok(());
     };
-    let subset = dest.subset.as_deref().unwrap_or("");
-    let Some(name) = subsets.get(subset) else {
+    let Some(name) = subsets.get(subset.as_str()) else {
         let known: Vec<&str> = subsets.keys().copied().filter(|s| !s.is_empty()).collect();
-        return Err(refuse(
-            "subset",
-            format!(
-                "service `{}` port {port} has no subset `{subset}` (no cluster \
-                 `outbound|{port}|{subset}|{}` was received); its subsets: {known:?}; define \
-                 it in the service's DestinationRule or fix the VirtualService",
-                dest.host, dest.host
-            ),
-        ));
+        let why = format!(
+            "service `{}` port {port} has no subset `{subset}`; its subsets: {known:?}; define \
+             it in the service's DestinationRule or fix the VirtualService",
+            dest.host
+        );
+        absent(dest, port, why);
+        return Ok(());
     };
     *dest = Destination {
         host: (*name).to_owned(),
@@ -283,44 +309,62 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_ambiguous_destinations_name_the_route_and_field() {
+    fn an_ambiguous_destination_names_the_route_and_field() {
         let two_ports = [
+            cluster(&format!("outbound|80||{ECHO}")),
+            cluster(&format!("outbound|8080||{ECHO}")),
+        ];
+        let mut routes = vec![table(
+            vec![dest(ECHO, Some(80), None), dest(ECHO, None, None)],
+            None,
+        )];
+        let e = resolve_destinations(&mut routes, &two_ports).unwrap_err();
+        assert_eq!((e.kind, e.name.as_str()), ("Route", "prod/echo"));
+        assert!(
+            e.message.starts_with("http[0].destinations[1].port:"),
+            "{e}"
+        );
+        assert!(e.message.contains("several ports [80, 8080]"), "{e}");
+    }
+
+    #[test]
+    fn destinations_not_received_route_to_empty_clusters_as_in_istio() {
+        let clusters = [
             cluster(&format!("outbound|80||{ECHO}")),
             cluster(&format!("outbound|8080||{ECHO}")),
             cluster(&format!("outbound|80|v1|{ECHO}")),
         ];
-        let err = |d: Destination, mirror: bool| {
-            let mut routes = if mirror {
-                vec![table(vec![dest(ECHO, Some(80), None)], Some(d))]
-            } else {
-                vec![table(vec![dest(ECHO, Some(80), None), d], None)]
-            };
-            let e = resolve_destinations(&mut routes, &two_ports).unwrap_err();
-            assert_eq!((e.kind, e.name.as_str()), ("Route", "prod/echo"));
-            e.message
-        };
-        let m = err(dest(ECHO, None, None), false);
-        assert!(m.starts_with("http[0].destinations[1].port:"), "{m}");
-        assert!(m.contains("several ports [80, 8080]"), "{m}");
-        let m = err(dest(ECHO, Some(9090), None), false);
-        assert!(m.starts_with("http[0].destinations[1].port:"), "{m}");
-        assert!(m.contains("no port 9090; its ports: [80, 8080]"), "{m}");
-        let m = err(dest(ECHO, Some(80), Some("v9")), true);
-        assert!(m.starts_with("http[0].mirror.subset:"), "{m}");
-        assert!(
-            m.contains(r#"no subset `v9`"#) && m.contains(r#"["v1"]"#),
-            "{m}"
+        let db = "db.prod.svc.cluster.local";
+        let mut routes = vec![table(
+            vec![
+                dest(ECHO, Some(9090), None),
+                dest(db, None, None),
+                dest(ECHO, Some(80), Some("v1")),
+            ],
+            Some(dest(ECHO, Some(80), Some("v9"))),
+        )];
+        let missing = resolve_destinations(&mut routes, &clusters).unwrap();
+        assert_eq!(
+            resolved(&routes[0]),
+            [
+                format!("outbound|9090||{ECHO}"),
+                format!("outbound|0||{db}"),
+                format!("outbound|80|v1|{ECHO}"),
+                format!("outbound|80|v9|{ECHO}"),
+            ]
         );
-        let m = err(dest("db.prod.svc.cluster.local", None, None), false);
-        assert!(m.starts_with("http[0].destinations[1].host:"), "{m}");
+        let names: Vec<&str> = missing.keys().map(String::as_str).collect();
+        assert_eq!(names.len(), 3, "{missing:?}");
+        let why = &missing[&format!("outbound|80|v9|{ECHO}")];
         assert!(
-            m.contains("no cluster for `db.prod.svc.cluster.local`"),
-            "{m}"
+            why.contains("http[0].mirror") && why.contains("no subset `v9`"),
+            "{why}"
         );
-        // A subset-only port (no whole-service cluster) does not count as the only port.
+        assert!(missing[&format!("outbound|0||{db}")].contains("no cluster for"));
+        // A subset-only port has no whole-service cluster: routed empty too.
         let only_subset = [cluster(&format!("outbound|80|v1|{ECHO}"))];
         let mut routes = vec![table(vec![dest(ECHO, None, None)], None)];
-        let e = resolve_destinations(&mut routes, &only_subset).unwrap_err();
-        assert!(e.message.contains("has no port"), "{e}");
+        let missing = resolve_destinations(&mut routes, &only_subset).unwrap();
+        assert!(missing.contains_key(&format!("outbound|0||{ECHO}")));
     }
 }
