@@ -3,6 +3,7 @@
 //! translated into xDS resources ([`translate`]) and served per proxy ([`scope`]) by the xDS
 //! server, next to the CA issuance service and the health port ([`serve`], [`health`]).
 
+pub mod admit;
 pub mod health;
 pub mod listeners;
 pub mod mesh;
@@ -56,7 +57,9 @@ pub struct ControlArgs {
     /// Join-token store file for bare-metal proxies (`jalin ca token create`).
     #[arg(long)]
     pub join_tokens: Option<PathBuf>,
-    /// Serve xDS in plaintext. For tests and demos only: proxies are not authenticated.
+    /// Serve xDS in plaintext. For tests and demos only: proxies are not authenticated, and a
+    /// proxy is scoped by the namespace and service account its node metadata claims (over mTLS
+    /// they come from its certificate, and a stream whose metadata disagrees is refused).
     #[arg(long)]
     pub insecure_xds: bool,
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::admit::Admission;
 use super::health::{self, HealthState};
 use super::listeners::{self, Issuer, SERVER_CERT_TTL};
 use super::scope::ControlScope;
@@ -236,7 +237,10 @@ impl Control {
         let health_addr = local(&health_listener, config.health_listen);
         let ca_addr = ca_listener.as_ref().map(|l| local(l, config.xds_listen));
 
-        let scope = ControlScope::new();
+        let scope = ControlScope::with_admission(Admission {
+            trust_domain: ca.as_ref().map(|ca| ca.trust_domain().to_string()),
+            trust_metadata_without_certificate: config.insecure_xds,
+        });
         let xds = XdsServer::new(scope.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
