@@ -1,6 +1,7 @@
 //! The mesh configuration file (`--mesh-config`, the `jalin-mesh` ConfigMap's `mesh.yaml`) and
 //! the resolution of `jalin control`'s flags into a [`ControlConfig`]. Only the fields the control
-//! plane reads are typed here; other sections (injection, priority) belong to other components.
+//! plane reads are typed here (the injection webhook's among them); other sections (priority)
+//! belong to other components.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,9 @@ use jalin_ca::chain::KeySource;
 use jalin_ca::issue::{CaConfig, TtlPolicy};
 use serde::Deserialize;
 
+use super::webhook::WebhookConfig;
 use super::{ControlArgs, ControlConfig};
+use crate::k8s::inject::InjectSettings;
 
 /// Istio's default root namespace.
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
@@ -23,6 +26,50 @@ pub struct MeshConfig {
     pub root_namespace: Option<String>,
     pub control_plane: ControlPlane,
     pub ca: Option<MeshCa>,
+    pub injection: MeshInjection,
+}
+
+/// `injection`: what the webhook injects (each field unset keeps [`InjectSettings`]' default).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MeshInjection {
+    pub proxy_image: Option<String>,
+    pub init_image: Option<String>,
+    /// Address proxies dial for xDS and certificates (default: `controlPlane.address`).
+    pub control_plane: Option<String>,
+    pub native_sidecar: Option<bool>,
+    pub enabled_by_default: Option<bool>,
+    pub proxy_uid: Option<i64>,
+    pub token_audience: Option<String>,
+    pub rewrite_app_probes: Option<bool>,
+}
+
+impl MeshInjection {
+    /// The injection settings for a mesh of `trust_domain` whose control plane proxies reach at
+    /// `control_plane_address`.
+    pub fn settings(
+        &self,
+        trust_domain: &str,
+        control_plane_address: Option<&str>,
+    ) -> InjectSettings {
+        let d = InjectSettings::default();
+        InjectSettings {
+            proxy_image: self.proxy_image.clone().unwrap_or(d.proxy_image),
+            init_image: self.init_image.clone().unwrap_or(d.init_image),
+            control_plane: self
+                .control_plane
+                .clone()
+                .or_else(|| control_plane_address.map(str::to_owned))
+                .unwrap_or(d.control_plane),
+            trust_domain: trust_domain.to_owned(),
+            native_sidecar: self.native_sidecar.unwrap_or(d.native_sidecar),
+            enabled_by_default: self.enabled_by_default.unwrap_or(d.enabled_by_default),
+            proxy_uid: self.proxy_uid.unwrap_or(d.proxy_uid),
+            token_audience: self.token_audience.clone().unwrap_or(d.token_audience),
+            rewrite_app_probes: self.rewrite_app_probes.unwrap_or(d.rewrite_app_probes),
+            ..d
+        }
+    }
 }
 
 /// `controlPlane`.
@@ -174,5 +221,32 @@ pub async fn resolve(args: &ControlArgs) -> Result<ControlConfig, MeshError> {
         cluster_domain: args.cluster_domain.clone(),
         dns_names,
         join_tokens: args.join_tokens.clone(),
+        webhook: args.kubernetes.then(|| WebhookConfig {
+            listen: args.webhook_listen,
+            injection: mesh
+                .injection
+                .settings(&trust_domain, mesh.control_plane.address.as_deref()),
+        }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn injection_section_sets_the_webhook_settings() {
+        let mesh: MeshConfig = serde_saphyr::from_str(
+            "trustDomain: gov.example\ncontrolPlane:\n  address: jalin.istio-system.svc:15012\ninjection:\n  proxyImage: registry.example/jalin-proxy:1\n  nativeSidecar: false\n  enabledByDefault: false\n  proxyUid: 1337\n  tokenAudience: jalin-ca\n  imagePullPolicy: IfNotPresent\n",
+        )
+        .unwrap();
+        let s = mesh
+            .injection
+            .settings("gov.example", mesh.control_plane.address.as_deref());
+        assert_eq!(s.proxy_image, "registry.example/jalin-proxy:1");
+        assert_eq!(s.control_plane, "jalin.istio-system.svc:15012");
+        assert_eq!(s.trust_domain, "gov.example");
+        assert!(!s.native_sidecar);
+        assert_eq!(s.init_image, InjectSettings::default().init_image);
+    }
 }

@@ -13,6 +13,7 @@ pub mod source;
 pub mod store;
 pub mod token_review;
 pub mod translate;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,10 @@ pub struct ControlArgs {
     /// Health port: /ready, /live, /metrics, /debug/config.
     #[arg(long, default_value = "0.0.0.0:15014")]
     pub health_listen: SocketAddr,
+    /// Sidecar-injection webhook (HTTPS, POST /inject) listen address; served with
+    /// --kubernetes, with a certificate from the mesh CA for the control plane's DNS names.
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    pub webhook_listen: SocketAddr,
     /// CA directory as written by `jalin ca init-dev` (root.pem, intermediate.pem,
     /// intermediate-key.pem).
     #[arg(long, conflicts_with = "mesh_config")]

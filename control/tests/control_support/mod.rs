@@ -70,6 +70,7 @@ pub fn config(config_dir: Option<&Path>, ca_dir: &Path) -> ControlConfig {
         cluster_domain: "cluster.local".into(),
         dns_names: vec![SERVER_NAME.into()],
         join_tokens: None,
+        webhook: None,
     }
 }
 
