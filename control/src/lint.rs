@@ -380,7 +380,7 @@ fn known_workloads(all: &[&Resource], extra: &[Workload]) -> Vec<Workload> {
                 if let Some(sel) = &s.workload_selector {
                     out.push(Workload {
                         namespace: r.namespace.clone(),
-                        labels: sel.match_labels.clone(),
+                        labels: sel.labels.clone(),
                     });
                 }
                 out.extend(s.endpoints.iter().map(|e| Workload {
