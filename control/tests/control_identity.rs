@@ -172,16 +172,16 @@ async fn a_proxy_claiming_another_namespace_is_refused_and_an_honest_one_sees_on
     .expect_err("refused on the CA port as well");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
 
-    // Counted by reason.
+    // Counted by reason. The recorder is process-wide and the other test of this binary refuses
+    // streams too, so the counts grew by at least this test's refusals.
     let (_, after) = http_get(control.health_addr, "/metrics").await;
-    assert_eq!(
-        refused_total(&after, "namespace") - refused_total(&before, "namespace"),
-        2,
+    assert!(
+        refused_total(&after, "namespace") >= refused_total(&before, "namespace") + 2,
         "{after}"
     );
-    assert_eq!(
-        refused_total(&after, "service_account") - refused_total(&before, "service_account"),
-        1
+    assert!(
+        refused_total(&after, "service_account") >= refused_total(&before, "service_account") + 1,
+        "{after}"
     );
 
     // A proxy that does not say its namespace is scoped by its certificate's.
