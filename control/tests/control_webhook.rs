@@ -91,6 +91,8 @@ fn webhook() -> WebhookConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         injection: InjectSettings {
             control_plane: format!("{SERVER_NAME}:15012"),
+            image_pull_policy: Some("IfNotPresent".into()),
+            exclude_outbound_ranges: vec!["169.254.169.254/32".parse().unwrap()],
             ..InjectSettings::default()
         },
     }
@@ -128,6 +130,15 @@ async fn control_plane_serves_the_injection_webhook_with_a_certificate_from_its_
     assert!(
         text.contains(&format!("{SERVER_NAME}:15012")),
         "the proxy is told the control plane's address: {text}"
+    );
+
+    assert!(
+        text.contains("\"imagePullPolicy\":\"IfNotPresent\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("169.254.169.254/32"),
+        "mesh-wide outbound exclusions reach the redirect: {text}"
     );
 
     // A pod in a namespace labelled off is admitted unchanged.

@@ -114,6 +114,25 @@ fn control_plane_container_args_and_ports_match_the_cli() {
         .collect();
     assert_eq!(np_ports, expected.values().copied().collect());
 
+    // The mesh config the deployment mounts is what `jalin control` reads, injection included.
+    let text = &cp.config_map.data.as_ref().unwrap()["mesh.yaml"];
+    let parsed: jalin_control::server::mesh::MeshConfig = serde_saphyr::from_str(text).unwrap();
+    let injection = parsed
+        .injection
+        .settings("cluster.local", parsed.control_plane.address.as_deref())
+        .unwrap();
+    assert!(
+        injection
+            .resources
+            .as_ref()
+            .is_some_and(|r| r.limits.is_some()),
+        "sidecar limits reach the injector"
+    );
+    assert_eq!(
+        Some(injection.control_plane.as_str()),
+        parsed.control_plane.address.as_deref()
+    );
+
     // The mesh config's control-plane address is the CA port (where proxies bootstrap).
     let mesh = mesh_config(&cp);
     let address = mesh["controlPlane"]["address"].as_str().unwrap();
