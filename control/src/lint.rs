@@ -70,6 +70,7 @@ pub fn lint(loaded: &Loaded, extra_workloads: &[Workload]) -> Vec<Finding> {
             separate_rules(r, ap, &mut out);
             when_only_allow(r, ap, &mut out);
             never_matches(r, ap, &mut out);
+            mesh_wide_allow(r, ap, &mut out);
             deny_http_on_tcp(r, ap, &all, &mut out);
         }
         if !workloads.is_empty() {
@@ -280,6 +281,27 @@ fn never_matches(r: &Resource, ap: &AuthorizationPolicySpec, out: &mut Vec<Findi
     }
 }
 
+/// An ALLOW policy without a selector in the root namespace applies to every workload of the
+/// mesh, and in Istio a workload with any ALLOW policy denies every request no ALLOW policy
+/// matches: the whole mesh becomes deny-by-default for whatever these rules do not allow.
+fn mesh_wide_allow(r: &Resource, ap: &AuthorizationPolicySpec, out: &mut Vec<Finding>) {
+    let selects_all = ap
+        .selector
+        .as_ref()
+        .is_none_or(|s| s.match_labels.is_empty())
+        && ap.target_ref.is_none()
+        && ap.target_refs.is_empty();
+    if r.namespace != ROOT_NAMESPACE
+        || ap.action.unwrap_or_default() != AuthzAction::Allow
+        || !selects_all
+    {
+        return;
+    }
+    out.push(flag(r, "lint/mesh-wide-allow", "spec", format!(
+        "this ALLOW policy has no selector and is in the root namespace `{ROOT_NAMESPACE}`, so it applies to every workload in the mesh: in Istio a workload with any ALLOW policy denies every request no ALLOW policy matches, so every workload in every namespace now denies whatever these rules do not allow. Add a `selector` for the workloads it is meant for, or move the policy into the namespace it is meant for"
+    )));
+}
+
 /// DENY rules with HTTP-only attributes on ports that may carry plain TCP: for TCP traffic the
 /// HTTP attributes cannot be read, and Istio then denies on the remaining fields alone.
 fn deny_http_on_tcp(
@@ -380,7 +402,7 @@ fn known_workloads(all: &[&Resource], extra: &[Workload]) -> Vec<Workload> {
                 if let Some(sel) = &s.workload_selector {
                     out.push(Workload {
                         namespace: r.namespace.clone(),
-                        labels: sel.match_labels.clone(),
+                        labels: sel.labels.clone(),
                     });
                 }
                 out.extend(s.endpoints.iter().map(|e| Workload {

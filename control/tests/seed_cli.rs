@@ -429,6 +429,23 @@ fn lint_flags_both_separate_rule_seeds() {
     // ... and the unknown key of the same policy, as an error.
     assert!(lines.iter().any(|l| l.contains("compliance-03-authorizationpolicy-case-coordination-access.yaml:19: AuthorizationPolicy/inter-agency/case-coordination-access: spec.rules[2].when[0].key: unknown condition key `custom.case_active`")), "{out}");
     assert!(lines.iter().any(|l| l.contains("spec.subsets[1].name: no VirtualService route sends traffic to subset `emergency` of `emergency-response-service`")), "{out}");
+    // The mesh-wide ALLOW in the root namespace makes the whole mesh deny-by-default.
+    let mesh_wide: Vec<&&str> = lines
+        .iter()
+        .filter(|l| {
+            l.contains("lint/mesh-wide-allow")
+                || l.contains("applies to every workload in the mesh")
+        })
+        .collect();
+    assert_eq!(mesh_wide.len(), 1, "{out}");
+    assert!(mesh_wide[0].contains("policies-28-authorizationpolicy-security-monitoring-policy.yaml:6: AuthorizationPolicy/istio-system/security-monitoring-policy: spec: this ALLOW policy has no selector and is in the root namespace `istio-system`"), "{out}");
+    assert!(
+        mesh_wide[0].contains(
+            "every workload in every namespace now denies whatever these rules do not allow"
+        ),
+        "{out}"
+    );
+    assert!(mesh_wide[0].contains("Add a `selector`"), "{out}");
     // No other seed policy is flagged as separate rules.
     assert_eq!(
         lines
@@ -559,4 +576,40 @@ fn jwt_rules_need_a_request_authentication() {
         &mut loaded,
     );
     assert!(jalin_control::lint::lint(&loaded, &[]).is_empty());
+}
+
+#[test]
+fn only_unselected_allow_policies_of_the_root_namespace_are_mesh_wide() {
+    use jalin_control::istio::{Loaded, load_str};
+    let policy = |ns: &str, extra: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: {ns}}}\nspec:\n{extra}  rules:\n  - from:\n    - source: {{principals: [\"cluster.local/ns/a/sa/b\"]}}\n"
+        )
+    };
+    let codes = |body: &str| {
+        let mut loaded = Loaded::default();
+        load_str("p.yaml", body, &mut loaded);
+        jalin_control::lint::lint(&loaded, &[])
+            .into_iter()
+            .filter_map(|f| f.code)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(codes(&policy("istio-system", "")), ["lint/mesh-wide-allow"]);
+    assert_eq!(
+        codes(&policy("istio-system", "  selector: {}\n")),
+        ["lint/mesh-wide-allow"],
+        "an empty selector selects every workload too"
+    );
+    assert!(
+        codes(&policy(
+            "istio-system",
+            "  selector: {matchLabels: {app: gw}}\n"
+        ))
+        .is_empty()
+    );
+    assert!(codes(&policy("istio-system", "  action: DENY\n")).is_empty());
+    assert!(
+        codes(&policy("shop", "")).is_empty(),
+        "namespace-wide is fine"
+    );
 }

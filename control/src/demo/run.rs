@@ -368,6 +368,7 @@ async fn start_control(config_dir: &Path, ca_dir: &Path) -> Result<Control, Demo
         cluster_domain: TRUST_DOMAIN.to_owned(),
         dns_names: vec![CONTROL_DNS_NAME.to_owned()],
         join_tokens: None,
+        webhook: None,
     })
     .await
     .map_err(|e| DemoError::Control(e.to_string()))?;

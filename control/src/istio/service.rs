@@ -4,7 +4,20 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::security::WorkloadSelector;
+/// `workloadSelector` of a ServiceEntry or Sidecar: Istio's `networking.v1alpha3.WorkloadSelector`,
+/// whose field is `labels` (not `matchLabels`, which is `istio.type.v1beta1.WorkloadSelector`'s,
+/// as in AuthorizationPolicy `selector` and DestinationRule `workloadSelector`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSelector {
+    /// The labels a workload must carry, all of them.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Read only to report it: `matchLabels` is the other selector type's field, and writing it
+    /// here is an error that says to use `labels` (rather than an unknown-field error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+}
 
 /// A service port (ServiceEntry `ports[i]`, Gateway `servers[i].port`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

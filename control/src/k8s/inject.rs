@@ -15,8 +15,8 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, SecurityContext,
-    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    HTTPGetAction, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,7 @@ const DATA_VOLUME: &str = "jalin-data";
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
 /// How pods are injected.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InjectSettings {
     /// Image of the proxy container.
     pub proxy_image: String,
@@ -97,6 +97,14 @@ pub struct InjectSettings {
     /// Rewrite the app's kubelet probes to the proxy's health port (see [`super::probes`]);
     /// a pod can opt out with `sidecar.istio.io/rewriteAppHTTPProbers: "false"`.
     pub rewrite_app_probes: bool,
+    /// `imagePullPolicy` of the injected containers (`None`: the cluster's default).
+    pub image_pull_policy: Option<String>,
+    /// Requests and limits of the proxy container.
+    pub resources: Option<ResourceRequirements>,
+    /// Inbound ports that bypass the proxy in every injected pod (the pod annotation adds more).
+    pub exclude_inbound_ports: Vec<u16>,
+    /// Outbound CIDRs that bypass the proxy in every injected pod (the pod annotation adds more).
+    pub exclude_outbound_ranges: Vec<IpNet>,
 }
 
 impl Default for InjectSettings {
@@ -116,6 +124,10 @@ impl Default for InjectSettings {
             metrics_port: DEFAULT_METRICS_PORT,
             token_audience: DEFAULT_TOKEN_AUDIENCE.into(),
             rewrite_app_probes: true,
+            image_pull_policy: None,
+            resources: None,
+            exclude_inbound_ports: Vec::new(),
+            exclude_outbound_ranges: Vec::new(),
         }
     }
 }
@@ -400,13 +412,15 @@ fn parse_list<T: std::str::FromStr>(
 fn redirect_config(pod: &Pod, settings: &InjectSettings) -> Result<RedirectConfig, InjectError> {
     const PORTS: &str = "a comma-separated list of ports 1-65535";
     let mut exclude_inbound = vec![settings.health_port, settings.metrics_port];
+    exclude_inbound.extend(&settings.exclude_inbound_ports);
     exclude_inbound.extend(parse_list::<u16>(pod, EXCLUDE_INBOUND_PORTS, PORTS)?);
     let exclude_outbound = parse_list::<u16>(pod, EXCLUDE_OUTBOUND_PORTS, PORTS)?;
-    let ranges = parse_list::<IpNet>(
+    let mut ranges = settings.exclude_outbound_ranges.clone();
+    ranges.extend(parse_list::<IpNet>(
         pod,
         EXCLUDE_OUTBOUND_RANGES,
         "a comma-separated list of CIDRs such as 10.0.0.0/8",
-    )?;
+    )?);
     for (annotation, ports) in [
         (EXCLUDE_INBOUND_PORTS, &exclude_inbound),
         (EXCLUDE_OUTBOUND_PORTS, &exclude_outbound),
@@ -434,6 +448,7 @@ fn init_container(settings: &InjectSettings, redirect: &RedirectConfig) -> Conta
     Container {
         name: INIT_CONTAINER.into(),
         image: Some(settings.init_image.clone()),
+        image_pull_policy: settings.image_pull_policy.clone(),
         command: Some(vec!["sh".into(), "-c".into(), redirect_script(redirect)]),
         security_context: Some(SecurityContext {
             run_as_user: Some(0),
@@ -498,6 +513,8 @@ fn proxy_container(settings: &InjectSettings, app_probers: Option<&str>) -> Cont
     Container {
         name: PROXY_CONTAINER.into(),
         image: Some(settings.proxy_image.clone()),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        resources: settings.resources.clone(),
         // A native sidecar: restarted on exit, started before the app's init containers.
         restart_policy: settings.native_sidecar.then(|| "Always".to_string()),
         env: Some(

@@ -3,6 +3,7 @@
 //! translated into xDS resources ([`translate`]) and served per proxy ([`scope`]) by the xDS
 //! server, next to the CA issuance service and the health port ([`serve`], [`health`]).
 
+pub mod admit;
 pub mod health;
 pub mod listeners;
 pub mod mesh;
@@ -12,6 +13,7 @@ pub mod source;
 pub mod store;
 pub mod token_review;
 pub mod translate;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +39,10 @@ pub struct ControlArgs {
     /// Health port: /ready, /live, /metrics, /debug/config.
     #[arg(long, default_value = "0.0.0.0:15014")]
     pub health_listen: SocketAddr,
+    /// Sidecar-injection webhook (HTTPS, POST /inject) listen address; served with
+    /// --kubernetes, with a certificate from the mesh CA for the control plane's DNS names.
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    pub webhook_listen: SocketAddr,
     /// CA directory as written by `jalin ca init-dev` (root.pem, intermediate.pem,
     /// intermediate-key.pem).
     #[arg(long, conflicts_with = "mesh_config")]
@@ -56,7 +62,9 @@ pub struct ControlArgs {
     /// Join-token store file for bare-metal proxies (`jalin ca token create`).
     #[arg(long)]
     pub join_tokens: Option<PathBuf>,
-    /// Serve xDS in plaintext. For tests and demos only: proxies are not authenticated.
+    /// Serve xDS in plaintext. For tests and demos only: proxies are not authenticated, and a
+    /// proxy is scoped by the namespace and service account its node metadata claims (over mTLS
+    /// they come from its certificate, and a stream whose metadata disagrees is refused).
     #[arg(long)]
     pub insecure_xds: bool,
 }

@@ -1,8 +1,9 @@
 //! Per-proxy scoping: which resources of the global snapshot one proxy receives.
 //!
 //! A proxy announces itself in its node metadata: `NAMESPACE`, `SERVICE_ACCOUNT` and `LABELS`
-//! (`k=v,k2=v2`, or a JSON object as a string). From that, and from the index the translation
-//! builds with every snapshot, the view keeps:
+//! (`k=v,k2=v2`, or a JSON object as a string). Over mTLS the namespace and service account are
+//! checked against the verified client certificate before the stream is served ([`super::admit`]).
+//! From that, and from the index the translation builds with every snapshot, the view keeps:
 //! - policies (authorization, peer authentication) of the proxy's namespace and of the root
 //!   namespace whose selector matches its labels (no selector: the whole namespace);
 //! - clusters and endpoints of the services its Sidecar's `egress.hosts` admit (every exported
@@ -18,7 +19,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use jalin_xds::model::WorkloadSelector;
-use jalin_xds::transport::{Entry, NodeInfo, Scope, Snapshot};
+use jalin_xds::transport::{Entry, NodeInfo, Peer, Scope, Snapshot};
+
+use super::admit::Admission;
 
 /// Node metadata key of the proxy's namespace.
 pub const META_NAMESPACE: &str = "NAMESPACE";
@@ -303,12 +306,21 @@ pub const MAX_CACHED_VIEWS: usize = 10_000;
 pub struct ControlScope {
     index: Arc<ArcSwap<ScopeIndex>>,
     cache: Arc<std::sync::Mutex<ViewCache>>,
+    admission: Arc<Admission>,
 }
 
 impl ControlScope {
-    /// A scope with an empty index.
+    /// A scope with an empty index that serves only streams with a workload certificate.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A scope with an empty index that admits streams as `admission` says.
+    pub fn with_admission(admission: Admission) -> Self {
+        ControlScope {
+            admission: Arc::new(admission),
+            ..Self::default()
+        }
     }
 
     /// Replaces the index (call before pushing the snapshot it describes).
@@ -318,6 +330,20 @@ impl ControlScope {
 }
 
 impl Scope for ControlScope {
+    fn admit(&self, node: NodeInfo, peer: &Peer) -> Result<NodeInfo, tonic::Status> {
+        self.admission.admit(node.clone(), peer).map_err(|refusal| {
+            metrics::counter!("jalin_control_xds_refused_total", "reason" => refusal.reason())
+                .increment(1);
+            tracing::warn!(
+                node = %node.id,
+                remote = ?peer.remote_addr,
+                reason = refusal.reason(),
+                "xDS stream refused: {refusal}"
+            );
+            refusal.status()
+        })
+    }
+
     fn view(&self, node: &NodeInfo, snapshot: &Arc<Snapshot>) -> Arc<Snapshot> {
         let proxy = ProxyIdentity::from_node(node);
         let index = self.index.load_full();

@@ -17,12 +17,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::admit::Admission;
 use super::health::{self, HealthState};
 use super::listeners::{self, Issuer, SERVER_CERT_TTL};
 use super::scope::ControlScope;
 use super::source::{self, Update};
 use super::store::{ConfigStore, StoreStatus};
 use super::translate::{self, Settings, TrustBundle};
+use super::webhook::{Webhook, WebhookConfig, WebhookError};
 use crate::k8s::RegistrySettings;
 
 /// Everything `jalin control` needs, already resolved from flags and the mesh config.
@@ -50,6 +52,8 @@ pub struct ControlConfig {
     pub dns_names: Vec<String>,
     /// Join-token store for bare-metal bootstrap (none: join tokens are refused).
     pub join_tokens: Option<PathBuf>,
+    /// The sidecar-injection webhook (needs `kube_client` and `ca`; none: not served).
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl std::fmt::Debug for ControlConfig {
@@ -60,6 +64,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("xds_listen", &self.xds_listen)
             .field("ca_listen", &self.ca_listen)
             .field("health_listen", &self.health_listen)
+            .field("webhook", &self.webhook.as_ref().map(|w| w.listen))
             .field("insecure_xds", &self.insecure_xds)
             .field("root_namespace", &self.root_namespace)
             .finish_non_exhaustive()
@@ -99,6 +104,14 @@ pub enum ControlError {
     /// The Kubernetes source failed.
     #[error("Kubernetes source: {0}")]
     Kube(#[from] crate::k8s::SourceError),
+    /// The webhook was asked for without what it needs.
+    #[error(
+        "the injection webhook needs {0}: it reads namespaces from the Kubernetes API and serves HTTPS with a certificate from the mesh CA"
+    )]
+    WebhookNeeds(&'static str),
+    /// The webhook's serving certificate or TLS configuration failed.
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
 }
 
 /// What the health port shows, shared with the store task.
@@ -179,6 +192,8 @@ pub struct Control {
     pub ca_addr: Option<SocketAddr>,
     /// Where the health port is served.
     pub health_addr: SocketAddr,
+    /// Where the injection webhook is served.
+    pub webhook_addr: Option<SocketAddr>,
     /// The xDS server (for events and statuses).
     pub xds: XdsServer,
     /// The CA, when one is loaded.
@@ -226,6 +241,16 @@ impl Control {
             roots_pem: ca.roots_pem(),
         });
 
+        if config.webhook.is_some() {
+            if config.kube_client.is_none() {
+                return Err(ControlError::WebhookNeeds("--kubernetes"));
+            }
+            if ca.is_none() {
+                return Err(ControlError::WebhookNeeds(
+                    "the mesh CA (--ca-dir, or --mesh-config with a `ca:` section)",
+                ));
+            }
+        }
         let xds_listener = bind(config.xds_listen, "xDS").await?;
         let health_listener = bind(config.health_listen, "health").await?;
         let ca_listener = match (config.ca_listen, &ca) {
@@ -235,8 +260,19 @@ impl Control {
         let xds_addr = local(&xds_listener, config.xds_listen);
         let health_addr = local(&health_listener, config.health_listen);
         let ca_addr = ca_listener.as_ref().map(|l| local(l, config.xds_listen));
+        let webhook_listener = match &config.webhook {
+            Some(w) => Some(bind(w.listen, "injection webhook").await?),
+            None => None,
+        };
+        let webhook_addr = webhook_listener
+            .as_ref()
+            .zip(config.webhook.as_ref())
+            .map(|(l, w)| local(l, w.listen));
 
-        let scope = ControlScope::new();
+        let scope = ControlScope::with_admission(Admission {
+            trust_domain: ca.as_ref().map(|ca| ca.trust_domain().to_string()),
+            trust_metadata_without_certificate: config.insecure_xds,
+        });
         let xds = XdsServer::new(scope.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready) = watch::channel(false);
@@ -260,6 +296,19 @@ impl Control {
             None => None,
         };
         drop(tx);
+
+        // The injection webhook: its certificate is issued before the listener accepts.
+        if let (Some(listener), Some(w), Some(ca), Some(kube)) =
+            (webhook_listener, &config.webhook, &ca, &kube)
+        {
+            let webhook = Webhook::new(ca.clone(), config.dns_names.clone()).await?;
+            tasks.push(tokio::spawn(webhook.serve(
+                listener,
+                kube.reader(),
+                w.injection.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
         let settings = Settings {
             root_namespace: config.root_namespace.clone(),
             cluster_domain: config.cluster_domain.clone(),
@@ -326,11 +375,12 @@ impl Control {
             shutdown_rx,
         )));
 
-        tracing::info!(%xds_addr, ?ca_addr, %health_addr, insecure_xds = config.insecure_xds, "control plane started");
+        tracing::info!(%xds_addr, ?ca_addr, %health_addr, ?webhook_addr, insecure_xds = config.insecure_xds, "control plane started");
         Ok(Control {
             xds_addr,
             ca_addr,
             health_addr,
+            webhook_addr,
             xds,
             ca,
             ready,

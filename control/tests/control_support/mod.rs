@@ -70,6 +70,7 @@ pub fn config(config_dir: Option<&Path>, ca_dir: &Path) -> ControlConfig {
         cluster_domain: "cluster.local".into(),
         dns_names: vec![SERVER_NAME.into()],
         join_tokens: None,
+        webhook: None,
     }
 }
 
@@ -109,7 +110,22 @@ pub fn proxy_at(
     namespace: &str,
     labels: &str,
 ) -> Proxy {
-    let wid = SpiffeId::new_workload("cluster.local", namespace, "default").unwrap();
+    let mut metadata = BTreeMap::new();
+    metadata.insert("NAMESPACE".to_owned(), namespace.to_owned());
+    metadata.insert("SERVICE_ACCOUNT".to_owned(), "default".to_owned());
+    metadata.insert("LABELS".to_owned(), labels.to_owned());
+    proxy_with(
+        Some(workload_tls(ca, namespace, "default")),
+        addr,
+        id,
+        metadata,
+    )
+}
+
+/// A client TLS configuration toward the control plane with a workload certificate from `ca`
+/// for `spiffe://cluster.local/ns/<namespace>/sa/<service_account>`.
+pub fn workload_tls(ca: &WorkloadCa, namespace: &str, service_account: &str) -> ClientTlsConfig {
+    let wid = SpiffeId::new_workload("cluster.local", namespace, service_account).unwrap();
     let (_, key) = new_workload_csr(&wid).unwrap();
     let issued = ca
         .sign(
@@ -120,14 +136,19 @@ pub fn proxy_at(
             SystemTime::now(),
         )
         .unwrap();
-    let tls = ClientTlsConfig::new()
+    ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca.roots_pem()))
         .identity(Identity::from_pem(issued.chain_pem, key.serialize_pem()))
-        .domain_name(SERVER_NAME);
-    let mut metadata = BTreeMap::new();
-    metadata.insert("NAMESPACE".to_owned(), namespace.to_owned());
-    metadata.insert("SERVICE_ACCOUNT".to_owned(), "default".to_owned());
-    metadata.insert("LABELS".to_owned(), labels.to_owned());
+        .domain_name(SERVER_NAME)
+}
+
+/// A proxy `id` toward `addr` (over TLS with `tls`, plaintext without) announcing `metadata`.
+pub fn proxy_with(
+    tls: Option<ClientTlsConfig>,
+    addr: SocketAddr,
+    id: &str,
+    metadata: BTreeMap<String, String>,
+) -> Proxy {
     let node = NodeInfo {
         id: id.to_owned(),
         cluster: "test".into(),
@@ -136,9 +157,10 @@ pub fn proxy_at(
     let mut cfg = ClientConfig::new(node);
     cfg.backoff_base = Duration::from_millis(20);
     cfg.backoff_max = Duration::from_millis(200);
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let client = XdsClient::connect(
-        &format!("https://{addr}"),
-        Some(tls),
+        &format!("{scheme}://{addr}"),
+        tls,
         cfg,
         |_: &AppliedConfig| Ok::<(), String>(()),
     )

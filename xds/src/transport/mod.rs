@@ -31,7 +31,7 @@ pub use client_state::{AppliedConfig, Applier, ClientState, ResourceState};
 pub use resource::{
     Decoded, EncodedResource, Kind, ResourceError, decode, encode, encode_with_deps,
 };
-pub use server::{AllResources, NodeStatus, Scope, TypeStatus, XdsServer};
+pub use server::{AllResources, NodeStatus, Peer, Scope, TypeStatus, XdsServer};
 pub use snapshot::{Entry, Snapshot};
 
 /// The wildcard resource name (subscribe to every resource of a type).

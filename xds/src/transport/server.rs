@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::ServerTlsConfig;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::transport::{CertificateDer, ServerTlsConfig};
 
 use super::server_delta::{DeltaPush, DeltaStream};
 use super::server_sotw::{SotwPush, SotwStream};
@@ -38,8 +40,53 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Server events buffered for slow observers; older ones are dropped for them.
 const EVENT_BUFFER: usize = 4096;
 
+/// What the transport established about the client of one stream: its address and the client
+/// certificate chain the TLS handshake verified against the server's client CA roots.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// The client's address, when the listener knows it.
+    pub remote_addr: Option<SocketAddr>,
+    /// The verified client certificate chain, leaf first (`None`: plaintext, or TLS without a
+    /// client certificate).
+    pub certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl Peer {
+    /// Reads the peer from a request's extensions: a [`Peer`] a custom acceptor put there (it
+    /// must have verified the chain), else what tonic's own TLS recorded, else the TCP address.
+    pub fn from_extensions(ext: &http::Extensions) -> Peer {
+        if let Some(peer) = ext.get::<Peer>() {
+            return peer.clone();
+        }
+        if let Some(tls) = ext.get::<TlsConnectInfo<TcpConnectInfo>>() {
+            return Peer {
+                remote_addr: tls.get_ref().remote_addr(),
+                certs: tls.peer_certs().filter(|c| !c.is_empty()),
+            };
+        }
+        Peer {
+            remote_addr: ext.get::<TcpConnectInfo>().and_then(|t| t.remote_addr()),
+            certs: None,
+        }
+    }
+
+    /// The verified leaf certificate, if the client presented one.
+    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
+        self.certs.as_deref().and_then(|c| c.first())
+    }
+}
+
 /// Per-proxy scoping: given a proxy's node and the snapshot meant for it, the resources it may see.
 pub trait Scope: Send + Sync + 'static {
+    /// Decides, on a stream's first request, whether `node` (as the proxy describes itself) may
+    /// be served over a connection from `peer`, and returns the node the stream's views are then
+    /// computed for (e.g. with identity fields taken from the verified certificate). An `Err` is
+    /// sent to the proxy as the stream's status and ends it. Default: every stream, node as sent.
+    fn admit(&self, node: NodeInfo, peer: &Peer) -> Result<NodeInfo, tonic::Status> {
+        let _ = peer;
+        Ok(node)
+    }
+
     /// The view of `snapshot` for `node`. Share entries (see [`Snapshot::filter`]), do not re-encode.
     fn view(&self, node: &NodeInfo, snapshot: &Arc<Snapshot>) -> Arc<Snapshot>;
 }
@@ -423,29 +470,33 @@ impl Machine for DeltaStream {
 
 pub(crate) fn start_sotw(
     inner: Arc<Inner>,
+    peer: Peer,
     requests: tonic::Streaming<DiscoveryRequest>,
 ) -> mpsc::Receiver<Result<WireSotwResponse, tonic::Status>> {
-    start::<SotwStream>(inner, requests)
+    start::<SotwStream>(inner, peer, requests)
 }
 
 pub(crate) fn start_delta(
     inner: Arc<Inner>,
+    peer: Peer,
     requests: tonic::Streaming<DeltaDiscoveryRequest>,
 ) -> mpsc::Receiver<Result<WireDeltaResponse, tonic::Status>> {
-    start::<DeltaStream>(inner, requests)
+    start::<DeltaStream>(inner, peer, requests)
 }
 
 fn start<M: Machine>(
     inner: Arc<Inner>,
+    peer: Peer,
     requests: tonic::Streaming<M::Request>,
 ) -> mpsc::Receiver<Result<M::Wire, tonic::Status>> {
     let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-    tokio::spawn(run::<M>(inner, requests, tx));
+    tokio::spawn(run::<M>(inner, peer, requests, tx));
     rx
 }
 
 async fn run<M: Machine>(
     inner: Arc<Inner>,
+    peer: Peer,
     mut requests: tonic::Streaming<M::Request>,
     tx: mpsc::Sender<Result<M::Wire, tonic::Status>>,
 ) {
@@ -474,6 +525,14 @@ async fn run<M: Machine>(
     };
     let Some(node) = sm.node().cloned() else {
         return;
+    };
+    // The identity the views are computed for is settled once, before anything is sent.
+    let node = match inner.scope.admit(node, &peer) {
+        Ok(node) => node,
+        Err(status) => {
+            let _ = tx.send(Err(status)).await;
+            return;
+        }
     };
     inner.connected(&node.id, 1);
     if let Some(event) = event {

@@ -257,12 +257,13 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         let max = inner.max_request_bytes;
+        let peer = super::server::Peer::from_extensions(req.extensions());
         let resp = match req.uri().path() {
             SOTW_PATH => respond(req, max, |r: tonic::Streaming<DiscoveryRequest>| {
-                super::server::start_sotw(inner, r)
+                super::server::start_sotw(inner, peer, r)
             }),
             DELTA_PATH => respond(req, max, |r: tonic::Streaming<DeltaDiscoveryRequest>| {
-                super::server::start_delta(inner, r)
+                super::server::start_delta(inner, peer, r)
             }),
             _ => tonic::Status::unimplemented("unknown ADS method").into_http(),
         };

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use crate::istio::destination_rule::{DestinationRuleSpec, OutlierDetection, TrafficPolicy};
 use crate::istio::diag::Sink;
-use crate::istio::service::{GatewaySpec, ServiceEntrySpec, SidecarSpec, WorkloadEntrySpec};
+use crate::istio::service::{
+    GatewaySpec, ServiceEntrySpec, SidecarSpec, WorkloadEntrySpec, WorkloadSelector,
+};
 use crate::istio::telemetry::{STANDARD_METRICS, TelemetrySpec};
 use crate::istio::values::{DURATION_HINT, RETRY_ON, duration_ms, is_ip_or_cidr, is_service_port};
 use crate::istio::virtual_service::{Destination, StringMatch, VirtualServiceSpec};
@@ -521,8 +523,37 @@ pub fn service_entry(spec: &ServiceEntrySpec, sink: &mut Sink<'_>) {
             "`workloadSelector` and `endpoints` are mutually exclusive",
         );
     }
+    networking_selector(sink, "ServiceEntry", spec.workload_selector.as_ref());
     for (i, e) in spec.endpoints.iter().enumerate() {
         workload(sink, &format!("spec.endpoints[{i}]"), e);
+    }
+}
+
+/// A ServiceEntry's or Sidecar's `workloadSelector`: `labels` only, each a valid label.
+fn networking_selector(sink: &mut Sink<'_>, kind: &str, selector: Option<&WorkloadSelector>) {
+    let Some(selector) = selector else {
+        return;
+    };
+    if selector.match_labels.is_some() {
+        sink.error(
+            "spec.workloadSelector.matchLabels",
+            format!(
+                "a {kind}'s `workloadSelector` has no `matchLabels`: Istio's {kind} selects workloads with `workloadSelector.labels`; rename `matchLabels` to `labels`"
+            ),
+        );
+    }
+    // As Istio validates: a Sidecar's selector needs labels, and no label key is empty.
+    if kind == "Sidecar" && selector.labels.is_empty() && selector.match_labels.is_none() {
+        sink.error(
+            "spec.workloadSelector.labels",
+            "a Sidecar's `workloadSelector` needs `labels`; remove `workloadSelector` for a namespace-wide Sidecar",
+        );
+    }
+    if selector.labels.contains_key("") {
+        sink.error(
+            "spec.workloadSelector.labels",
+            "a label key is empty; give each label a key",
+        );
     }
 }
 
@@ -550,6 +581,7 @@ pub fn workload_entry(spec: &WorkloadEntrySpec, sink: &mut Sink<'_>) {
 
 /// Sidecar.
 pub fn sidecar(spec: &SidecarSpec, sink: &mut Sink<'_>) {
+    networking_selector(sink, "Sidecar", spec.workload_selector.as_ref());
     for (i, e) in spec.egress.iter().enumerate() {
         if e.hosts.is_empty() {
             sink.error(

@@ -18,8 +18,15 @@ const MAX_BATCH: usize = 256;
 /// A running Kubernetes source. Dropping it stops every watch.
 #[derive(Debug)]
 pub struct KubeConfigSource {
-    _handle: std::sync::Arc<KubeSourceHandle>,
+    handle: std::sync::Arc<KubeSourceHandle>,
     task: JoinHandle<()>,
+}
+
+impl KubeConfigSource {
+    /// Read access to the live store (the injection webhook reads namespace labels from it).
+    pub fn reader(&self) -> crate::k8s::StoreReader {
+        self.handle.reader()
+    }
 }
 
 impl Drop for KubeConfigSource {
@@ -102,8 +109,5 @@ pub async fn start(
             }
         }
     });
-    Ok(KubeConfigSource {
-        _handle: handle,
-        task,
-    })
+    Ok(KubeConfigSource { handle, task })
 }

@@ -167,7 +167,7 @@ pub fn translate(
         .map(|s| SidecarScope {
             namespace: s.meta.namespace.clone(),
             selector: s.spec.workload_selector.as_ref().map(|w| WorkloadSelector {
-                match_labels: w.match_labels.clone(),
+                match_labels: w.labels.clone(),
             }),
             hosts: s
                 .spec

@@ -172,7 +172,7 @@ fn service_entry(
             .iter()
             .filter(|we| we.meta.namespace == se.meta.namespace)
             .filter(|we| {
-                sel.match_labels
+                sel.labels
                     .iter()
                     .all(|(k, v)| we.spec.labels.get(k) == Some(v))
             })
