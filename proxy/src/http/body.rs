@@ -157,6 +157,13 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        // The route timeout ends the exchange at its deadline, even while frames keep coming
+        // (only an upstream body has one); polling it here also arms its wake-up.
+        if let Some(d) = this.deadline.as_mut()
+            && d.sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Err(this.route_timeout())));
+        }
         match &mut this.inner {
             Inner::Local(bytes) => {
                 let frame = bytes.take().map(|b| Ok(Frame::data(b)));
@@ -179,13 +186,7 @@ impl Body for ProxyBody {
                     }
                     Poll::Ready(None) => this.finish(),
                     Poll::Ready(Some(Err(_))) => this.deadline = None,
-                    Poll::Pending => {
-                        if let Some(d) = this.deadline.as_mut()
-                            && d.sleep.as_mut().poll(cx).is_ready()
-                        {
-                            return Poll::Ready(Some(Err(this.route_timeout())));
-                        }
-                    }
+                    Poll::Pending => {}
                 }
                 polled.map_err(BodyError::from)
             }
