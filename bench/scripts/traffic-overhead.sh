@@ -34,6 +34,8 @@ usage: $0 [options]
   --duration D            measured time per target (default 30s)
   --warmup D              warm-up per target (default 5s)
   --phases N              alternating phases per target (default 6)
+  --mesh-http 1.1|2       HTTP version between the two proxies (default 1.1, Istio's default
+                          h2UpgradePolicy; 2 is h2UpgradePolicy UPGRADE, or Linkerd's default)
   --json FILE             also write the JSON report here
 environment: JALIN_BENCH, JALIN_PROXY, JALIN (binaries; default target/release/...), ENVOY
              (default: envoy on PATH), OUT_ADDR / IN_ADDR (listeners, default 127.0.0.1:18081 / :18082), PIN=0,
@@ -42,7 +44,7 @@ environment: JALIN_BENCH, JALIN_PROXY, JALIN (binaries; default target/release/.
 USAGE
 }
 
-proxy=jalin rate=1000 connections=16 body=1KiB duration=30s warmup=5s phases=6 json=""
+proxy=jalin rate=1000 connections=16 body=1KiB duration=30s warmup=5s phases=6 json="" mesh_http=1.1
 while [ $# -gt 0 ]; do
   case "$1" in
     --proxy) proxy="$2"; shift 2 ;;
@@ -52,11 +54,13 @@ while [ $# -gt 0 ]; do
     --duration) duration="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
     --phases) phases="$2"; shift 2 ;;
+    --mesh-http) mesh_http="$2"; shift 2 ;;
     --json) json="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option $1" ;;
   esac
 done
+case "$mesh_http" in 1.1) mesh_protocol=http1 ;; 2) mesh_protocol=http2 ;; *) die "--mesh-http is 1.1 or 2" ;; esac
 out_addr="${OUT_ADDR:-127.0.0.1:18081}" in_addr="${IN_ADDR:-127.0.0.1:18082}"
 PROXY_RT_PREFIX=() sched="normal scheduling"
 [ "${RT:-0}" = "1" ] && sched="generator and upstream SCHED_FIFO 10"
@@ -105,7 +109,7 @@ listeners:
   - { name: out, address: $out_addr, direction: outbound, service: mesh, protocol: detect }
 services:
   - name: mesh
-    protocol: http1
+    protocol: $mesh_protocol
     endpoints:
       - { address: $in_addr, labels: { priority: standard } }
     subsets:
@@ -158,7 +162,7 @@ YAML
 # generates for it).
 envoy_config() {
   local file="$1" listen="$2" upstream="$3" admin_port="$4" routes="$5" side="$6"
-  local filters="" listener_tls="" cluster_tls=""
+  local filters="" listener_tls="" cluster_tls="" h2_options=""
   local certs="tls_certificates: [{ certificate_chain: { filename: $WORK/bench-$side.pem }, private_key: { filename: $WORK/bench-$side-key.pem } }]"
   local params="tls_params: { tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3 }"
   if [ "$side" = server ]; then
@@ -191,6 +195,10 @@ envoy_config() {
                   trusted_ca: { filename: $WORK/ca/root.pem }
                   match_typed_subject_alt_names: [{ san_type: URI, matcher: { prefix: \"spiffe://$td/\" } }]"
   else
+    [ "$mesh_http" = 2 ] && h2_options='      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: { http2_protocol_options: {} }'
     cluster_tls="      transport_socket:
         name: envoy.transport_sockets.tls
         typed_config:
@@ -234,6 +242,7 @@ $listener_tls
         thresholds: [{ max_connections: 1024, max_pending_requests: 1024, max_requests: 1024 }]
       outlier_detection: { consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 100 }
 $cluster_tls
+$h2_options
       load_assignment:
         cluster_name: c
         endpoints:
@@ -330,7 +339,7 @@ args=(overhead --direct "http://$UPSTREAM_ADDR$path" --via "http://$out_addr$pat
       --connections "$connections" --body-size "$body" --http 1.1 --duration "$duration"
       --warmup "$warmup" --phases "$phases")
 [ -n "$json" ] && args+=(--json "$json")
-echo "+ jalin-bench ${args[*]}  ($proxy chain: outbound $out_addr -mTLS-> inbound $in_addr (STRICT, authz) -> upstream $UPSTREAM_ADDR)"
+echo "+ jalin-bench ${args[*]}  ($proxy chain: outbound $out_addr -mTLS, HTTP/$mesh_http-> inbound $in_addr (STRICT, authz) -> upstream $UPSTREAM_ADDR)"
 steal_before="$(steal_ms)"
 run_tracked "${RT_PREFIX[@]}" "${PIN_LOAD[@]}" "$bench" "${args[@]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); CPU time stolen by the hypervisor during the run (ms, per CPU): $(steal_delta "$steal_before" "$(steal_ms)")"
