@@ -58,6 +58,26 @@ async fn timeouts(proxy: &TestProxy, cluster: &str, phase: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
+/// Requests to `service` recorded in `istio_requests_total` with response flag `flag`.
+async fn requests_flagged(proxy: &TestProxy, service: &str, flag: &str) -> u64 {
+    let metrics = curl(&format!("http://{}/metrics", proxy.admin()), &["-sS"])
+        .await
+        .unwrap()
+        .body;
+    let (svc, flag) = (
+        format!("destination_service=\"{service}\""),
+        format!("response_flags=\"{flag}\""),
+    );
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains(&svc) && l.contains(&flag))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_headers_before_the_route_timeout_is_a_504() {
     let up = ControlledUpstream::start("stalled").await.unwrap();
@@ -126,6 +146,9 @@ async fn a_body_stalled_past_the_route_timeout_is_cut_over_http1() {
     );
     assert_eq!(timeouts(&proxy, "timeout-body-h1", "body").await, 1);
     assert_eq!(timeouts(&proxy, "timeout-body-h1", "headers").await, 0);
+    // Metered as an upstream request timeout (UT), not as a client that went away (DC).
+    assert_eq!(requests_flagged(&proxy, "timeout-body-h1", "UT").await, 1);
+    assert_eq!(requests_flagged(&proxy, "timeout-body-h1", "DC").await, 0);
 
     // The proxy keeps serving: a response that completes in time is whole.
     let next = {
@@ -152,6 +175,9 @@ async fn a_body_stalled_past_the_route_timeout_is_cut_over_http1() {
         body.as_ref(),
         [StreamingUpstream::FIRST, StreamingUpstream::REST].concat()
     );
+    // A response streamed to its end is metered complete (flag `-`).
+    assert_eq!(requests_flagged(&proxy, "timeout-body-h1", "-").await, 1);
+    assert_eq!(requests_flagged(&proxy, "timeout-body-h1", "DC").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,4 +195,32 @@ async fn a_body_stalled_past_the_route_timeout_resets_the_http2_stream() {
         "HTTP/2: the stream was reset: {debug}"
     );
     assert_eq!(timeouts(&proxy, "timeout-body-h2", "body").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_complete_within_the_route_timeout_is_whole_and_metered_complete() {
+    // A Content-Length body: hyper knows the end from the last data frame and polls no further.
+    let up = ControlledUpstream::start("quick").await.unwrap();
+    let proxy = TestProxy::start(&yaml("timeout-complete", up.addr, 10_000))
+        .await
+        .unwrap();
+    let http = client::http1_client();
+    for _ in 0..3 {
+        let (status, upstream, body) =
+            tokio::time::timeout(HANG_GUARD, client::get(&http, proxy.addr("out"), "/"))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (status, upstream.as_str(), body.as_ref()),
+            (200, "quick", &b"ok\n"[..])
+        );
+    }
+    assert_eq!(requests_flagged(&proxy, "timeout-complete", "-").await, 3);
+    assert_eq!(
+        requests_flagged(&proxy, "timeout-complete", "DC").await,
+        0,
+        "a complete response is not a downstream disconnect"
+    );
+    assert_eq!(timeouts(&proxy, "timeout-complete", "body").await, 0);
 }

@@ -66,8 +66,18 @@ enum Inner {
 impl ProxyBody {
     /// Streams `body` from the upstream.
     pub fn upstream(body: Incoming, meter: Option<RequestMeter>) -> Self {
+        Self::new(Inner::Upstream(body), meter)
+    }
+
+    fn new(inner: Inner, mut meter: Option<RequestMeter>) -> Self {
+        // hyper never polls a body that is empty from the start: it is complete as it is.
+        if body_done(&inner)
+            && let Some(m) = meter.as_mut()
+        {
+            m.complete();
+        }
         Self {
-            inner: Inner::Upstream(body),
+            inner,
             meter,
             hold: None,
             deadline: None,
@@ -77,7 +87,9 @@ impl ProxyBody {
     /// Ends the body with [`BodyError::RouteTimeout`] if it is not complete at `at` (the route
     /// timeout's end); `cluster` labels the metric. `None`: no timeout.
     pub fn until(mut self, at: Option<Instant>, cluster: std::sync::Arc<str>) -> Self {
-        if let (Some(at), Inner::Upstream(_)) = (at, &self.inner) {
+        if let (Some(at), Inner::Upstream(b)) = (at, &self.inner)
+            && !b.is_end_stream()
+        {
             self.deadline = Some(Deadline {
                 sleep: Box::pin(tokio::time::sleep_until(at.into())),
                 cluster,
@@ -95,12 +107,7 @@ impl ProxyBody {
     /// A body the proxy wrote itself.
     pub fn local(bytes: impl Into<Bytes>, meter: Option<RequestMeter>) -> Self {
         let bytes = bytes.into();
-        Self {
-            inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
-            meter,
-            hold: None,
-            deadline: None,
-        }
+        Self::new(Inner::Local((!bytes.is_empty()).then_some(bytes)), meter)
     }
 
     /// An empty body.
@@ -166,10 +173,10 @@ impl Body for ProxyBody {
         }
         match &mut this.inner {
             Inner::Local(bytes) => {
+                // One frame at most: the body is complete once it is handed on (hyper stops
+                // polling a body whose `is_end_stream` is true).
                 let frame = bytes.take().map(|b| Ok(Frame::data(b)));
-                if frame.is_none() {
-                    this.finish();
-                }
+                this.finish();
                 Poll::Ready(frame)
             }
             Inner::Upstream(body) => {
@@ -179,9 +186,10 @@ impl Body for ProxyBody {
                         if let (Some(trailers), Some(m)) = (frame.trailers_ref(), &mut this.meter) {
                             m.trailers(parse_grpc_status(trailers.get("grpc-status")));
                         }
+                        // hyper does not poll again once `is_end_stream` is true, so the
+                        // last frame completes the request (metering, admission, deadline).
                         if body_done(&this.inner) {
-                            this.hold = None;
-                            this.deadline = None;
+                            this.finish();
                         }
                     }
                     Poll::Ready(None) => this.finish(),
