@@ -224,6 +224,12 @@ impl RequestMeter {
         self.flag = flag;
     }
 
+    /// Sets the response flag alone (the status was already sent), e.g. a route timeout that
+    /// cut the response body.
+    pub fn set_flag(&mut self, flag: ResponseFlag) {
+        self.flag = flag;
+    }
+
     /// The trailers' `grpc-status`.
     pub fn trailers(&mut self, grpc_status: Option<u8>) {
         if grpc_status.is_some() {

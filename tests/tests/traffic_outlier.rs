@@ -204,3 +204,130 @@ services:
     }
     assert!(ejected, "the unreachable endpoint is ejected");
 }
+
+/// Reads `metric{labels}` from the proxy's `/metrics` (0 when the series is absent).
+async fn metric(proxy: &TestProxy, series: &str) -> u64 {
+    let body = client::curl(&format!("http://{}/metrics", proxy.admin()), &["-sS"])
+        .await
+        .unwrap()
+        .body;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_traffic_bypasses_a_fully_ejected_cluster_within_its_allowance() {
+    let a = ControlledUpstream::start("a").await.unwrap();
+    let b = ControlledUpstream::start("b").await.unwrap();
+    // Every endpoint may be ejected (maxEjectionPercent 100), for far longer than the test;
+    // emergency traffic may bypass ejections twice per (long) window.
+    let svc = "bypass-svc";
+    let yaml = format!(
+        r#"admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: out
+    address: 127.0.0.1:0
+    direction: outbound
+    service: {svc}
+services:
+  - name: {svc}
+    protocol: http1
+    endpoints:
+      - address: {a}
+      - address: {b}
+    policy:
+      load_balancer: round_robin
+      outlier_detection:
+        consecutive_5xx_errors: 1
+        interval_ms: 600000
+        base_ejection_time_ms: 600000
+        max_ejection_percent: 100
+      priority:
+        bypass: {{ max_per_window: 2, window_ms: 600000 }}
+routes:
+  - meta: {{ name: {svc}, namespace: default }}
+    hosts: [{svc}]
+    http:
+      - name: emergency
+        matches:
+          - headers:
+              x-child-access-reason: {{ exact: emergency }}
+        destinations:
+          - destination: {{ host: {svc} }}
+            weight: 100
+        retries: {{ attempts: 0 }}
+        priority: emergency
+      - destinations:
+          - destination: {{ host: {svc} }}
+            weight: 100
+        retries: {{ attempts: 0 }}
+"#,
+        a = a.addr,
+        b = b.addr
+    );
+    let mut ev = events();
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let url = format!("http://{}/", proxy.addr("out"));
+
+    // Both endpoints fail once each and are ejected.
+    a.set(Mode::Status(503));
+    b.set(Mode::Status(503));
+    let mut ejected = std::collections::HashSet::new();
+    for _ in 0..2 {
+        let out = client::curl(&url, &[]).await.unwrap();
+        assert_eq!(out.status, 503, "{}", out.body);
+    }
+    tokio::time::timeout(HANG_GUARD, async {
+        while ejected.len() < 2 {
+            let e = ev.recv().await.unwrap();
+            if &*e.cluster == svc
+                && let OutlierEvent::Ejected { host, .. } = e.event
+            {
+                ejected.insert(host);
+            }
+        }
+    })
+    .await
+    .expect("both endpoints are ejected");
+    assert!(ejected.contains(&a.addr) && ejected.contains(&b.addr));
+    // They recover, but stay ejected for base_ejection_time_ms.
+    a.set(Mode::Ok);
+    b.set(Mode::Ok);
+    let reached = || a.requests() + b.requests();
+    let before = reached();
+
+    // Standard traffic: no healthy upstream, and nothing reaches an endpoint.
+    let standard = client::curl(&url, &[]).await.unwrap();
+    assert_eq!(standard.status, 503, "{}", standard.body);
+    assert!(standard.body.contains("ejected"), "{}", standard.body);
+    assert_eq!(reached(), before);
+    let bypass = format!("jalin_emergency_bypass_total{{cluster=\"{svc}\",class=\"emergency\"}}");
+    assert_eq!(metric(&proxy, &bypass).await, 0, "standard never bypasses");
+
+    // Emergency traffic: through the audited bypass, twice (the allowance).
+    for n in 1..=2 {
+        let out = client::curl(&url, &["-H", "x-child-access-reason: emergency"])
+            .await
+            .unwrap();
+        assert_eq!(out.status, 200, "emergency request {n}: {}", out.body);
+        assert_eq!(
+            reached(),
+            before + n,
+            "emergency request {n} reached an endpoint"
+        );
+        assert_eq!(metric(&proxy, &bypass).await, n, "each bypass is counted");
+    }
+
+    // The allowance is spent: emergency traffic is refused too, and nothing reaches an endpoint.
+    let refused = client::curl(&url, &["-H", "x-child-access-reason: emergency"])
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert_eq!(reached(), before + 2);
+    assert_eq!(metric(&proxy, &bypass).await, 2);
+    // The endpoints are still ejected: the bypass did not re-admit them.
+    let standard = client::curl(&url, &[]).await.unwrap();
+    assert_eq!(standard.status, 503);
+}

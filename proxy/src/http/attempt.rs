@@ -2,14 +2,15 @@
 //! retries. One loop, in this order per try: admission (priority queue, breaker, connection
 //! slot) -> retry allowance (breaker `maxRetries`/retry budget and the time-windowed budget,
 //! retries only) -> balancer pick over available endpoints (tried hosts avoided) -> send under
-//! perTryTimeout and the route timeout -> outcome to the balancer and the outlier detector ->
+//! perTryTimeout and the route timeout (to the response headers here; the body's share is
+//! enforced by [`crate::http::body::ProxyBody::until`]) -> outcome to the balancer and the outlier detector ->
 //! `should_retry` -> jittered back-off.
 //!
 //! Retries need the request again: only requests whose body is replayable (none, or buffered
 //! because it is at most [`MAX_REPLAY_BODY`]) are retried; a streamed body is sent once.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
@@ -78,8 +79,10 @@ impl Outgoing {
 pub struct Plan<'a> {
     pub cluster: &'a Arc<ClusterState>,
     pub retry: &'a CompiledRetryPolicy,
-    /// Route timeout: covers every try up to the response headers. `None`: none.
-    pub timeout: Option<Duration>,
+    /// The route timeout's end: every try must have its response headers by then (else 504),
+    /// and [`crate::http::body::ProxyBody::until`] cuts a body still streaming at that instant.
+    /// `None`: no timeout.
+    pub deadline: Option<Instant>,
     pub class: PriorityClass,
     pub wire: Wire,
     pub pick: PickContext,
@@ -92,7 +95,7 @@ pub async fn send(
     mut out: Outgoing,
 ) -> Result<(Response<Incoming>, Admission), ProxyError> {
     let start = Instant::now();
-    let deadline = plan.timeout.map(|t| start + t);
+    let deadline = plan.deadline;
     let cluster = plan.cluster;
     cluster.deposit(start);
     let replayable = matches!(out.body, Some(Either::Right(_)));
@@ -143,7 +146,12 @@ pub async fn send(
             if last.is_some() {
                 break;
             }
-            return Err(ProxyError::NoEndpoints(cluster.name.to_string()));
+            let name = cluster.name.to_string();
+            return Err(if cluster.is_empty() {
+                ProxyError::NoEndpoints(name)
+            } else {
+                ProxyError::AllEjected(name)
+            });
         };
         tried.insert(flight.endpoint.addr());
         let last_try = n + 1 == max_tries;
@@ -158,6 +166,9 @@ pub async fn send(
             Some(at) => tokio::time::timeout_at(at.into(), fut).await.ok(),
             None => Some(fut.await),
         };
+        if result.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
+            metrics::counter!(crate::http::body::ROUTE_TIMEOUT_METRIC, "cluster" => cluster.name.to_string(), "phase" => "headers").increment(1);
+        }
         let (outcome, host, answer) = classify(result, start, &cluster.name);
         match host {
             Some(h) => flight.finish(h),

@@ -1,16 +1,50 @@
 //! The response body the proxy returns: the upstream's body streamed frame by frame (never
 //! buffered), or a small local body for responses the proxy makes itself. It carries the
-//! request's meter, which records the request's metrics when the body ends or is dropped.
+//! request's meter, which records the request's metrics when the body ends or is dropped, and
+//! the rest of the route timeout.
+//!
+//! Route timeout after the headers (Envoy's semantics): the route timeout runs until the
+//! upstream response is complete. When it fires while the body is still streaming, the status
+//! has already been sent, so the body ends in an error: hyper then resets the HTTP/2 stream or
+//! closes the HTTP/1.1 connection (the client sees a cut response, never a complete one), the
+//! upstream body is dropped (its connection is not reused), the request is metered with flag
+//! `UT` and counted in [`ROUTE_TIMEOUT_METRIC`] with `phase="body"`.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::cluster::Admission;
-use crate::telemetry::{RequestMeter, parse_grpc_status};
+use crate::telemetry::{RequestMeter, ResponseFlag, parse_grpc_status};
+
+/// Counter of requests the route timeout ended, labelled `cluster` and `phase`: `headers` (no
+/// response headers in time: 504) or `body` (the response was cut after its headers).
+pub const ROUTE_TIMEOUT_METRIC: &str = "jalin_upstream_route_timeout_total";
+
+/// The error a proxied body ends with: the upstream's, or the route timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The upstream body failed (reset, closed early, protocol error).
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// The route timeout fired before the upstream response was complete.
+    #[error(
+        "route timeout fired after the response headers; the response was cut (raise the VirtualService timeout if responses legitimately take longer)"
+    )]
+    RouteTimeout,
+}
+
+/// The rest of the route timeout, armed while the upstream body streams.
+#[derive(Debug)]
+struct Deadline {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    cluster: std::sync::Arc<str>,
+}
 
 /// A proxied or locally generated response body.
 #[derive(Debug)]
@@ -19,6 +53,8 @@ pub struct ProxyBody {
     meter: Option<RequestMeter>,
     /// Admission slots released when the body is dropped (after it ended or was abandoned).
     hold: Option<Admission>,
+    /// The route timeout's end, for an upstream body; `None`: no timeout.
+    deadline: Option<Deadline>,
 }
 
 #[derive(Debug)]
@@ -30,11 +66,36 @@ enum Inner {
 impl ProxyBody {
     /// Streams `body` from the upstream.
     pub fn upstream(body: Incoming, meter: Option<RequestMeter>) -> Self {
+        Self::new(Inner::Upstream(body), meter)
+    }
+
+    fn new(inner: Inner, mut meter: Option<RequestMeter>) -> Self {
+        // hyper never polls a body that is empty from the start: it is complete as it is.
+        if body_done(&inner)
+            && let Some(m) = meter.as_mut()
+        {
+            m.complete();
+        }
         Self {
-            inner: Inner::Upstream(body),
+            inner,
             meter,
             hold: None,
+            deadline: None,
         }
+    }
+
+    /// Ends the body with [`BodyError::RouteTimeout`] if it is not complete at `at` (the route
+    /// timeout's end); `cluster` labels the metric. `None`: no timeout.
+    pub fn until(mut self, at: Option<Instant>, cluster: std::sync::Arc<str>) -> Self {
+        if let (Some(at), Inner::Upstream(b)) = (at, &self.inner)
+            && !b.is_end_stream()
+        {
+            self.deadline = Some(Deadline {
+                sleep: Box::pin(tokio::time::sleep_until(at.into())),
+                cluster,
+            });
+        }
+        self
     }
 
     /// Keeps `admission` until this body is dropped.
@@ -46,11 +107,7 @@ impl ProxyBody {
     /// A body the proxy wrote itself.
     pub fn local(bytes: impl Into<Bytes>, meter: Option<RequestMeter>) -> Self {
         let bytes = bytes.into();
-        Self {
-            inner: Inner::Local((!bytes.is_empty()).then_some(bytes)),
-            meter,
-            hold: None,
-        }
+        Self::new(Inner::Local((!bytes.is_empty()).then_some(bytes)), meter)
     }
 
     /// An empty body.
@@ -59,15 +116,35 @@ impl ProxyBody {
             inner: Inner::Local(None),
             meter: None,
             hold: None,
+            deadline: None,
         }
     }
 
     fn finish(&mut self) {
         // The request is over for admission as soon as its last frame is handed on.
         self.hold = None;
+        self.deadline = None;
         if let Some(m) = self.meter.as_mut() {
             m.complete();
         }
+    }
+}
+
+impl ProxyBody {
+    /// The route timeout fired mid-body: meter and count it, release the upstream body (its
+    /// connection is not reused) and the admission slots.
+    fn route_timeout(&mut self) -> BodyError {
+        if let Some(d) = self.deadline.take() {
+            metrics::counter!(ROUTE_TIMEOUT_METRIC, "cluster" => d.cluster.to_string(), "phase" => "body")
+                .increment(1);
+            tracing::debug!(cluster = %d.cluster, "route timeout fired after the response headers; cutting the response");
+        }
+        if let Some(m) = self.meter.as_mut() {
+            m.set_flag(ResponseFlag::UpstreamRequestTimeout);
+        }
+        self.inner = Inner::Local(None);
+        self.hold = None;
+        BodyError::RouteTimeout
     }
 }
 
@@ -80,19 +157,26 @@ fn body_done(inner: &Inner) -> bool {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        // The route timeout ends the exchange at its deadline, even while frames keep coming
+        // (only an upstream body has one); polling it here also arms its wake-up.
+        if let Some(d) = this.deadline.as_mut()
+            && d.sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Err(this.route_timeout())));
+        }
         match &mut this.inner {
             Inner::Local(bytes) => {
+                // One frame at most: the body is complete once it is handed on (hyper stops
+                // polling a body whose `is_end_stream` is true).
                 let frame = bytes.take().map(|b| Ok(Frame::data(b)));
-                if frame.is_none() {
-                    this.finish();
-                }
+                this.finish();
                 Poll::Ready(frame)
             }
             Inner::Upstream(body) => {
@@ -102,14 +186,17 @@ impl Body for ProxyBody {
                         if let (Some(trailers), Some(m)) = (frame.trailers_ref(), &mut this.meter) {
                             m.trailers(parse_grpc_status(trailers.get("grpc-status")));
                         }
+                        // hyper does not poll again once `is_end_stream` is true, so the
+                        // last frame completes the request (metering, admission, deadline).
                         if body_done(&this.inner) {
-                            this.hold = None;
+                            this.finish();
                         }
                     }
                     Poll::Ready(None) => this.finish(),
-                    _ => {}
+                    Poll::Ready(Some(Err(_))) => this.deadline = None,
+                    Poll::Pending => {}
                 }
-                polled
+                polled.map_err(BodyError::from)
             }
         }
     }

@@ -9,7 +9,7 @@
 //! 4. admission ([`crate::cluster`]): priority queue slot, breaker, HTTP/1.1 connection slot;
 //!    overflow answers 503 with `x-jalin-overflow` at once (or after a bounded queue wait);
 //! 5. balance and send ([`attempt`]): pick among non-ejected endpoints, send under perTryTimeout
-//!    and the route timeout, outcome to the balancer and the outlier detector, retries with
+//!    and the route timeout (which keeps running over the response body), outcome to the balancer and the outlier detector, retries with
 //!    back-off, tried hosts skipped, retry budgets;
 //! 6. upgrade bridging; 7. response header operations, affinity cookie, metering.
 //!
@@ -260,13 +260,16 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         *copy.headers_mut() = out.headers.clone();
         routing::mirror(mirror_cluster.clone(), copy, wire);
     }
+    // The route timeout runs from here until the upstream response is complete (Envoy's
+    // route timeout): the tries must get headers before it, and the body is cut at it.
+    let deadline = route.and_then(|r| r.timeout).map(|t| Instant::now() + t);
     let plan = Plan {
         cluster: &cluster,
         retry: match route {
             Some(r) => &r.retry,
             None => default_retry(),
         },
-        timeout: route.and_then(|r| r.timeout),
+        deadline,
         class: route.map_or(PriorityClass::Standard, |r| r.priority),
         wire,
         pick,
@@ -295,8 +298,14 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         parse_grpc_status(rsp.headers().get("grpc-status")),
         ResponseFlag::None,
     );
-    // The request's slots (http2MaxRequests, HTTP/1.1 connection) are held until the body ends.
-    rsp.map(|body| ProxyBody::upstream(body, Some(meter)).holding(admission))
+    // The request's slots (http2MaxRequests, HTTP/1.1 connection) are held until the body ends;
+    // the route timeout keeps running over the body (not over an upgraded connection).
+    let deadline = deadline.filter(|_| !switched);
+    rsp.map(|body| {
+        ProxyBody::upstream(body, Some(meter))
+            .holding(admission)
+            .until(deadline, cluster.name.clone())
+    })
 }
 
 /// Istio's default retry policy, for services without a route table: 2 retries on

@@ -29,6 +29,12 @@ pub enum ProxyError {
     /// Upstream: the service has no endpoints.
     #[error("service `{0}` has no endpoints")]
     NoEndpoints(String),
+    /// Upstream: every endpoint of the cluster is ejected by outlier detection and no audited
+    /// bypass applies (standard class, or the allowance is spent).
+    #[error(
+        "every endpoint of cluster `{0}` is ejected by outlier detection; check the endpoints' health (ejections are logged and counted in jalin_outlier_events_total)"
+    )]
+    AllEjected(String),
     /// Upstream: no connection could be made; nothing reached the upstream (safe to retry).
     #[error("{0}; check that the endpoint is listening and reachable")]
     Connect(SendError),
@@ -61,6 +67,7 @@ impl ProxyError {
             ProxyError::NoService(_)
             | ProxyError::NoOriginalDst(_)
             | ProxyError::NoEndpoints(_)
+            | ProxyError::AllEjected(_)
             | ProxyError::NoSubset(..)
             | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,7 +83,7 @@ impl ProxyError {
             ProxyError::NoService(_) | ProxyError::NoOriginalDst(_) | ProxyError::NoRoute(_) => {
                 ResponseFlag::NoRoute
             }
-            ProxyError::NoEndpoints(_) | ProxyError::NoSubset(..) => {
+            ProxyError::NoEndpoints(_) | ProxyError::AllEjected(_) | ProxyError::NoSubset(..) => {
                 ResponseFlag::NoHealthyUpstream
             }
             ProxyError::Overflow { .. } => ResponseFlag::UpstreamOverflow,
