@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 /// How long protocol detection waits for a client's first bytes before treating the connection
-/// as opaque TCP. Server-first protocols (MySQL, SMTP) send nothing until the server speaks, so
-/// this is the delay they see on a `detect` listener; 1 s keeps that short while a slow client
-/// on a loaded machine still gets its HTTP detected. (Linkerd: 10 s then fail; Istio: off.)
-pub const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// as opaque TCP (Linkerd's 10 s; Istio waits without limit). A client that opens connections
+/// ahead of use (pools, load generators) must not have them turned into opaque TCP, which would
+/// bypass HTTP routing and meet only the TCP-level authorization; so the wait is long, and
+/// server-first protocols (MySQL, SMTP), which send nothing until the server speaks, belong on a
+/// `tcp` listener (in Istio terms: declare the port's protocol) rather than a `detect` one.
+pub const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes protocol detection reads at most: an HTTP/1 request line longer than this is not one a
 /// real client sends, and the buffer is replayed to the next stage so it must stay small.
