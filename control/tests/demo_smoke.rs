@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+// Shared with xds_e2e (its own `allow(dead_code)`): this suite uses its proxy build only.
+mod xds_support;
+
 /// Generous bound for a 10 s demo on a loaded 2-core machine (start-up of 11 debug proxies
 /// included); only reached when the demo hangs.
 /// The demos of this file run one at a time: each starts 12 sidecars, and three at once on a
@@ -36,23 +39,7 @@ fn works(path: &Path) -> bool {
 /// build would not understand the configuration the demo writes, and an up-to-date build is a
 /// no-op.
 fn proxy_next_to_jalin() -> PathBuf {
-    let path = jalin().parent().unwrap().join("jalin-proxy");
-    {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let status = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "jalin-proxy",
-                "--bin",
-                "jalin-proxy",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .status()
-            .expect("run cargo build -p jalin-proxy");
-        assert!(status.success(), "cargo build -p jalin-proxy failed");
-    }
+    let path = xds_support::proxy_binary();
     assert!(
         works(&path),
         "{} is not a working jalin-proxy",
