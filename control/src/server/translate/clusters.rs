@@ -85,8 +85,9 @@ pub fn variant_namespaces(
         .collect()
 }
 
-/// `endpoints` with mesh mTLS toward the workloads whose service account is known.
-fn with_mesh_tls(
+/// `endpoints` with mesh mTLS toward the workloads whose service account is known; applied once
+/// per service by the translation, before [`resources`].
+pub fn with_mesh_tls(
     endpoints: &[Endpoint],
     namespace: &str,
     trust_domain: Option<&str>,
@@ -108,21 +109,18 @@ fn with_mesh_tls(
         .collect()
 }
 
-/// The Cluster and Endpoints resources of `svc` under `rule`; with `trust_domain`, endpoints
-/// of known workloads get mesh mTLS.
+/// The Cluster and Endpoints resources of `svc` under `rule`.
 pub fn resources(
     svc: &Service,
     rule: Option<&DestinationPolicy>,
-    trust_domain: Option<&str>,
 ) -> Result<Vec<EncodedResource>, ResourceError> {
     let mut out = Vec::new();
     for port in &svc.ports {
-        let endpoints = svc
+        let endpoints: &[Endpoint] = svc
             .endpoints
             .get(&port.number)
-            .map(|eps| with_mesh_tls(eps, &svc.namespace, trust_domain))
+            .map(Vec::as_slice)
             .unwrap_or_default();
-        let endpoints: &[Endpoint] = &endpoints;
         let addresses: Vec<SocketAddr> = svc
             .addresses
             .iter()

@@ -109,7 +109,13 @@ pub fn translate(
     let trust_domain = trust.map(|t| t.trust_domain.as_str());
     let domain = &settings.cluster_domain;
     let mut variants: BTreeMap<String, NamespaceVariant> = BTreeMap::new();
-    let discovered = services::discover(native, registry, &mut out.warnings);
+    let mut discovered = services::discover(native, registry, &mut out.warnings);
+    // Once per service, not per DestinationRule variant: the endpoints' server identities.
+    for svc in &mut discovered {
+        for eps in svc.endpoints.values_mut() {
+            *eps = clusters::with_mesh_tls(eps, &svc.namespace, trust_domain);
+        }
+    }
     let service_ns: HashMap<&str, &str> = discovered
         .iter()
         .map(|s| (s.host.as_str(), s.namespace.as_str()))
@@ -131,7 +137,7 @@ pub fn translate(
             export_to: svc.export_to.clone(),
         };
         let default_rule = clusters::rule_for(rules, None, svc, &settings.root_namespace, domain);
-        let default_res = clusters::resources(svc, default_rule, trust_domain)?;
+        let default_res = clusters::resources(svc, default_rule)?;
         let default_versions: HashMap<Key, String> = default_res
             .iter()
             .map(|r| (key_of(r), r.version.clone()))
@@ -142,7 +148,7 @@ pub fn translate(
                 continue;
             }
             let variant = variants.entry(ns).or_default();
-            let var_res = clusters::resources(svc, rule, trust_domain)?;
+            let var_res = clusters::resources(svc, rule)?;
             let var_keys: std::collections::HashSet<Key> = var_res.iter().map(key_of).collect();
             for k in default_versions.keys().filter(|k| !var_keys.contains(*k)) {
                 variant.hide.insert(k.clone());
