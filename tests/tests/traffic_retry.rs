@@ -8,40 +8,24 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jalin_tests::client::{self, curl};
-use jalin_tests::proxy::TestProxy;
+use jalin_tests::proxy::{OutboundConfig, TestProxy};
 use jalin_tests::upstream::{ControlledUpstream, Mode};
 
 /// Guards a step that must finish; never used to wait for something to happen.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
 fn yaml(svc: &str, ups: &[SocketAddr], policy: &str, retries: &str) -> String {
-    let endpoints: String = ups
-        .iter()
-        .map(|a| format!("      - address: {a}\n"))
-        .collect();
-    format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: {svc}
-services:
-  - name: {svc}
-    protocol: http1
-    endpoints:
-{endpoints}    policy: {policy}
-routes:
-  - meta: {{ name: {svc}, namespace: default }}
-    hosts: [{svc}]
-    http:
-      - destinations:
-          - destination: {{ host: {svc} }}
-            weight: 100
-        retries: {retries}
-"#
-    )
+    OutboundConfig::new(svc, ups)
+        .policy(policy)
+        .http_routes(&format!(
+            r#"
+            - destinations:
+                - destination: {{ host: {svc} }}
+                  weight: 100
+              retries: {retries}
+            "#
+        ))
+        .yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
