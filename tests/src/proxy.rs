@@ -79,6 +79,130 @@ pub fn config_yaml(listeners: &[ListenerSpec], services: &[ServiceSpec]) -> Stri
     y
 }
 
+/// The configuration most traffic suites use: admin and one outbound listener `out` on port 0
+/// in front of one HTTP/1.1 service `svc`. [`OutboundConfig::yaml`] renders
+///
+/// ```yaml
+/// admin:
+///   address: 127.0.0.1:0
+/// listeners:
+///   - name: out
+///     address: 127.0.0.1:0
+///     direction: outbound
+///     service: <svc>
+/// services:
+///   - name: <svc>
+///     protocol: http1
+///     endpoints:
+///       - address: <endpoint>          # + labels: { <key>: <subset> }   (subset_endpoints)
+///     subsets:                         #                                 (subset_endpoints)
+///       - name: <subset>
+///         labels: { <key>: <subset> }
+///     policy: <policy>                 #                                 (policy)
+/// routes:                              #                                 (http_routes)
+///   - meta: { name: <svc>, namespace: default }   # name, namespace: (route_meta)
+///     hosts: [<svc>]
+///     http:
+///       <rules>
+/// ```
+///
+/// The YAML snippets are passed as the test writes them, at any indentation: their common
+/// indentation is replaced by the one their place needs, and blank lines are dropped.
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    svc: String,
+    endpoints: String,
+    subsets: String,
+    policy: String,
+    route_meta: (String, String),
+    rules: Option<String>,
+}
+
+impl OutboundConfig {
+    /// Service `svc` with `endpoints`, no policy and no route table.
+    pub fn new(svc: &str, endpoints: &[SocketAddr]) -> Self {
+        Self {
+            svc: svc.into(),
+            endpoints: endpoints
+                .iter()
+                .map(|e| format!("      - address: {e}\n"))
+                .collect(),
+            subsets: String::new(),
+            policy: String::new(),
+            route_meta: (svc.into(), "default".into()),
+            rules: None,
+        }
+    }
+
+    /// Service `svc` with one endpoint per `(subset, address)`, labelled `{ key: subset }`, and
+    /// one subset of that name selecting it.
+    pub fn subset_endpoints(svc: &str, key: &str, subsets: &[(&str, SocketAddr)]) -> Self {
+        let mut config = Self::new(svc, &[]);
+        config.subsets.push_str("    subsets:\n");
+        for (subset, addr) in subsets {
+            config.endpoints.push_str(&format!(
+                "      - address: {addr}\n        labels: {{ {key}: {subset} }}\n"
+            ));
+            config.subsets.push_str(&format!(
+                "      - name: {subset}\n        labels: {{ {key}: {subset} }}\n"
+            ));
+        }
+        config
+    }
+
+    /// The service's `policy`: a one-line (flow) value, or a block.
+    pub fn policy(mut self, yaml: &str) -> Self {
+        let block = reindent(yaml, 6);
+        self.policy = match block.lines().count() {
+            1 => format!("    policy: {}\n", block.trim()),
+            _ => format!("    policy:\n{block}"),
+        };
+        self
+    }
+
+    /// A route table for `svc` whose `http` list is `rules`.
+    pub fn http_routes(mut self, rules: &str) -> Self {
+        self.rules = Some(reindent(rules, 6));
+        self
+    }
+
+    /// The route table's `meta` (default: the service's name in `default`).
+    pub fn route_meta(mut self, name: &str, namespace: &str) -> Self {
+        self.route_meta = (name.into(), namespace.into());
+        self
+    }
+
+    /// The configuration file.
+    pub fn yaml(&self) -> String {
+        let svc = &self.svc;
+        let mut y = format!(
+            "admin:\n  address: 127.0.0.1:0\nlisteners:\n  - name: out\n    address: 127.0.0.1:0\n    direction: outbound\n    service: {svc}\nservices:\n  - name: {svc}\n    protocol: http1\n    endpoints:\n{}{}{}",
+            self.endpoints, self.subsets, self.policy
+        );
+        if let Some(rules) = &self.rules {
+            let (name, namespace) = &self.route_meta;
+            y.push_str(&format!(
+                "routes:\n  - meta: {{ name: {name}, namespace: {namespace} }}\n    hosts: [{svc}]\n    http:\n{rules}"
+            ));
+        }
+        y
+    }
+}
+
+/// `yaml` without blank lines, its common indentation replaced by `indent` spaces.
+fn reindent(yaml: &str, indent: usize) -> String {
+    let lines: Vec<&str> = yaml.lines().filter(|l| !l.trim().is_empty()).collect();
+    let common = lines
+        .iter()
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| format!("{:indent$}{}\n", "", &l[common..]))
+        .collect()
+}
+
 /// A proxy running in this process from `dir/proxy.yaml`.
 #[derive(Debug)]
 pub struct TestProxy {

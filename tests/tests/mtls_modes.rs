@@ -8,10 +8,11 @@
 
 mod mtls_common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use jalin_tests::upstream::HttpUpstream;
-use mtls_common::{Mesh, log_text, logs, request};
+use mtls_common::{Mesh, Running, log_text, logs, request};
 
 const SERVER_NS: &str = "child-services";
 const SERVER_SA: &str = "child-profile-service";
@@ -28,28 +29,26 @@ fn counter(metrics: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
+/// The child-profile server (no labels, empty authorization) in front of `app`, with inbound
+/// mode `mtls` (from policies when `None`).
+async fn profile_server(mesh: &Mesh, app: SocketAddr, mtls: Option<&str>) -> Running {
+    mesh.server(SERVER_NS, SERVER_SA, &[], app, mtls, "  {}\n")
+        .await
+}
+
+/// The child-profile client: one outbound listener per `(name, server inbound, expected id)`.
+async fn profile_client(mesh: &Mesh, targets: &[(&str, SocketAddr, &str)]) -> Running {
+    mesh.client("child-services", "child-profile-client", targets)
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn strict_refuses_plaintext_and_serves_mtls() {
     logs();
     let mesh = Mesh::new(Duration::from_secs(3600));
     let app = HttpUpstream::start("app").await.unwrap();
-    let server = mesh
-        .server(
-            SERVER_NS,
-            SERVER_SA,
-            &[],
-            app.addr,
-            Some("STRICT"),
-            "  {}\n",
-        )
-        .await;
-    let client = mesh
-        .client(
-            "child-services",
-            "child-profile-client",
-            &[("srv", server.addr("in"), &server_id())],
-        )
-        .await;
+    let server = profile_server(&mesh, app.addr, Some("STRICT")).await;
+    let client = profile_client(&mesh, &[("srv", server.addr("in"), &server_id())]).await;
 
     // mTLS through the client's outbound: admitted, and the app sees the verified peer.
     let (status, body) = request(
@@ -132,36 +131,16 @@ async fn strict_refuses_plaintext_and_serves_mtls() {
 async fn permissive_accepts_both_and_disable_passes_plaintext() {
     let mesh = Mesh::new(Duration::from_secs(3600));
     let app = HttpUpstream::start("app").await.unwrap();
-    let permissive = mesh
-        .server(
-            SERVER_NS,
-            SERVER_SA,
-            &[],
-            app.addr,
-            Some("PERMISSIVE"),
-            "  {}\n",
-        )
-        .await;
-    let disabled = mesh
-        .server(
-            SERVER_NS,
-            SERVER_SA,
-            &[],
-            app.addr,
-            Some("DISABLE"),
-            "  {}\n",
-        )
-        .await;
-    let client = mesh
-        .client(
-            "child-services",
-            "child-profile-client",
-            &[
-                ("perm", permissive.addr("in"), &server_id()),
-                ("dis", disabled.addr("in"), &server_id()),
-            ],
-        )
-        .await;
+    let permissive = profile_server(&mesh, app.addr, Some("PERMISSIVE")).await;
+    let disabled = profile_server(&mesh, app.addr, Some("DISABLE")).await;
+    let client = profile_client(
+        &mesh,
+        &[
+            ("perm", permissive.addr("in"), &server_id()),
+            ("dis", disabled.addr("in"), &server_id()),
+        ],
+    )
+    .await;
 
     let (status, body) = request(client.addr("perm"), "GET", "/headers", &[])
         .await
@@ -198,22 +177,14 @@ async fn peer_authentication_policies_set_the_mode() {
         .server(SERVER_NS, SERVER_SA, &[], app.addr, None, pa)
         .await;
     // The mesh default with no policy is PERMISSIVE.
-    let default = mesh
-        .server(SERVER_NS, SERVER_SA, &[], app.addr, None, "  {}\n")
-        .await;
+    let default = profile_server(&mesh, app.addr, None).await;
     assert!(
         request(strict.addr("in"), "GET", "/", &[]).await.is_err(),
         "namespace STRICT refuses plaintext"
     );
     let (status, _) = request(default.addr("in"), "GET", "/", &[]).await.unwrap();
     assert_eq!(status, 200, "mesh default PERMISSIVE accepts plaintext");
-    let client = mesh
-        .client(
-            "child-services",
-            "child-profile-client",
-            &[("s", strict.addr("in"), &server_id())],
-        )
-        .await;
+    let client = profile_client(&mesh, &[("s", strict.addr("in"), &server_id())]).await;
     let (status, _) = request(client.addr("s"), "GET", "/", &[]).await.unwrap();
     assert_eq!(status, 200, "mTLS accepted under namespace STRICT");
 }
@@ -222,24 +193,9 @@ async fn peer_authentication_policies_set_the_mode() {
 async fn client_refuses_a_server_with_another_identity() {
     let mesh = Mesh::new(Duration::from_secs(3600));
     let app = HttpUpstream::start("app").await.unwrap();
-    let server = mesh
-        .server(
-            SERVER_NS,
-            SERVER_SA,
-            &[],
-            app.addr,
-            Some("STRICT"),
-            "  {}\n",
-        )
-        .await;
+    let server = profile_server(&mesh, app.addr, Some("STRICT")).await;
     let wrong = Mesh::id("child-services", "someone-else");
-    let client = mesh
-        .client(
-            "child-services",
-            "child-profile-client",
-            &[("s", server.addr("in"), &wrong)],
-        )
-        .await;
+    let client = profile_client(&mesh, &[("s", server.addr("in"), &wrong)]).await;
     let (status, _) = request(client.addr("s"), "GET", "/", &[]).await.unwrap();
     assert_eq!(
         status, 503,
@@ -418,16 +374,7 @@ async fn ready_waits_for_the_first_certificate() {
 async fn endpoint_level_tls_originates_mtls() {
     let mesh = Mesh::new(Duration::from_secs(3600));
     let app = HttpUpstream::start("app").await.unwrap();
-    let server = mesh
-        .server(
-            SERVER_NS,
-            SERVER_SA,
-            &[],
-            app.addr,
-            Some("STRICT"),
-            "  {}\n",
-        )
-        .await;
+    let server = profile_server(&mesh, app.addr, Some("STRICT")).await;
     let yaml = format!(
         "admin:\n  address: 127.0.0.1:0\n{}listeners:\n  - name: out\n    address: 127.0.0.1:0\n    direction: outbound\n    service: s\nservices:\n  - name: s\n    endpoints:\n      - address: {}\n        tls: {{ mode: istio_mutual, identity: \"{}\" }}\n",
         mesh.identity_yaml("child-services", "child-profile-client", &[]),

@@ -10,46 +10,36 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use jalin_tests::client::{self, curl};
-use jalin_tests::proxy::TestProxy;
+use jalin_tests::proxy::{OutboundConfig, TestProxy};
 use jalin_tests::upstream::{ControlledUpstream, Mode, StreamingUpstream};
 
 /// Guards a step that must finish; never used to wait for something to happen.
 const HANG_GUARD: Duration = Duration::from_secs(20);
 
 fn yaml(svc: &str, up: SocketAddr, pool: &str, priority: &str) -> String {
-    format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: {svc}
-services:
-  - name: {svc}
-    protocol: http1
-    endpoints:
-      - address: {up}
-    policy:
-      connection_pool: {pool}
-      priority: {priority}
-routes:
-  - meta: {{ name: {svc}, namespace: default }}
-    hosts: [{svc}]
-    http:
-      - name: emergency
-        matches:
-          - headers:
-              x-child-access-reason: {{ exact: emergency }}
-        destinations:
-          - destination: {{ host: {svc} }}
-            weight: 100
-        priority: emergency
-      - destinations:
-          - destination: {{ host: {svc} }}
-            weight: 100
-"#
-    )
+    OutboundConfig::new(svc, &[up])
+        .policy(&format!(
+            r#"
+            connection_pool: {pool}
+            priority: {priority}
+            "#
+        ))
+        .http_routes(&format!(
+            r#"
+            - name: emergency
+              matches:
+                - headers:
+                    x-child-access-reason: {{ exact: emergency }}
+              destinations:
+                - destination: {{ host: {svc} }}
+                  weight: 100
+              priority: emergency
+            - destinations:
+                - destination: {{ host: {svc} }}
+                  weight: 100
+            "#
+        ))
+        .yaml()
 }
 
 async fn overflow_case(svc: &str, pool: &str, priority: &str, limit: &str) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jalin_proxy::cluster::{ClusterEvent, events};
 use jalin_proxy::outlier::{EjectReason, OutlierEvent};
 use jalin_tests::client;
-use jalin_tests::proxy::TestProxy;
+use jalin_tests::proxy::{OutboundConfig, TestProxy};
 use jalin_tests::upstream::{ControlledUpstream, Mode};
 
 /// Guards a step that must finish; never used to wait for something to happen.
@@ -20,39 +20,26 @@ async fn failing_endpoint_is_ejected_after_exactly_n_errors_and_readmitted() {
     let a = ControlledUpstream::start("a").await.unwrap();
     let b = ControlledUpstream::start("b").await.unwrap();
     let c = ControlledUpstream::start("c").await.unwrap();
-    let yaml = format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: outlier-svc
-services:
-  - name: outlier-svc
-    protocol: http1
-    endpoints:
-      - address: {}
-      - address: {}
-      - address: {}
-    policy:
-      load_balancer: round_robin
-      outlier_detection:
-        consecutive_5xx_errors: 3
-        interval_ms: 20
-        base_ejection_time_ms: 200
-        max_ejection_percent: 34
-routes:
-  - meta: {{ name: outlier-svc, namespace: default }}
-    hosts: [outlier-svc]
-    http:
-      - destinations:
-          - destination: {{ host: outlier-svc }}
-            weight: 100
-        retries: {{ attempts: 0 }}
-"#,
-        a.addr, b.addr, c.addr
-    );
+    let yaml = OutboundConfig::new("outlier-svc", &[a.addr, b.addr, c.addr])
+        .policy(
+            r#"
+            load_balancer: round_robin
+            outlier_detection:
+              consecutive_5xx_errors: 3
+              interval_ms: 20
+              base_ejection_time_ms: 200
+              max_ejection_percent: 34
+            "#,
+        )
+        .http_routes(
+            r#"
+            - destinations:
+                - destination: { host: outlier-svc }
+                  weight: 100
+              retries: { attempts: 0 }
+            "#,
+        )
+        .yaml();
     let mut ev = events();
     let proxy = TestProxy::start(&yaml).await.unwrap();
     let http = client::http1_client();
@@ -158,30 +145,18 @@ async fn connect_failures_are_retried_and_eject_as_local_origin_errors() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let yaml = format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: local-origin
-services:
-  - name: local-origin
-    protocol: http1
-    endpoints:
-      - address: {dead}
-      - address: {}
-    policy:
-      load_balancer: round_robin
-      outlier_detection:
-        consecutive_5xx_errors: null
-        split_external_local_origin_errors: true
-        consecutive_local_origin_failures: 2
-        max_ejection_percent: 50
-"#,
-        good.addr
-    );
+    let yaml = OutboundConfig::new("local-origin", &[dead, good.addr])
+        .policy(
+            r#"
+            load_balancer: round_robin
+            outlier_detection:
+              consecutive_5xx_errors: null
+              split_external_local_origin_errors: true
+              consecutive_local_origin_failures: 2
+              max_ejection_percent: 50
+            "#,
+        )
+        .yaml();
     let mut ev = events();
     let proxy = TestProxy::start(&yaml).await.unwrap();
     let http = client::http1_client();
@@ -223,50 +198,37 @@ async fn emergency_traffic_bypasses_a_fully_ejected_cluster_within_its_allowance
     // Every endpoint may be ejected (maxEjectionPercent 100), for far longer than the test;
     // emergency traffic may bypass ejections twice per (long) window.
     let svc = "bypass-svc";
-    let yaml = format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: {svc}
-services:
-  - name: {svc}
-    protocol: http1
-    endpoints:
-      - address: {a}
-      - address: {b}
-    policy:
-      load_balancer: round_robin
-      outlier_detection:
-        consecutive_5xx_errors: 1
-        interval_ms: 600000
-        base_ejection_time_ms: 600000
-        max_ejection_percent: 100
-      priority:
-        bypass: {{ max_per_window: 2, window_ms: 600000 }}
-routes:
-  - meta: {{ name: {svc}, namespace: default }}
-    hosts: [{svc}]
-    http:
-      - name: emergency
-        matches:
-          - headers:
-              x-child-access-reason: {{ exact: emergency }}
-        destinations:
-          - destination: {{ host: {svc} }}
-            weight: 100
-        retries: {{ attempts: 0 }}
-        priority: emergency
-      - destinations:
-          - destination: {{ host: {svc} }}
-            weight: 100
-        retries: {{ attempts: 0 }}
-"#,
-        a = a.addr,
-        b = b.addr
-    );
+    let yaml = OutboundConfig::new(svc, &[a.addr, b.addr])
+        .policy(
+            r#"
+            load_balancer: round_robin
+            outlier_detection:
+              consecutive_5xx_errors: 1
+              interval_ms: 600000
+              base_ejection_time_ms: 600000
+              max_ejection_percent: 100
+            priority:
+              bypass: { max_per_window: 2, window_ms: 600000 }
+            "#,
+        )
+        .http_routes(&format!(
+            r#"
+            - name: emergency
+              matches:
+                - headers:
+                    x-child-access-reason: {{ exact: emergency }}
+              destinations:
+                - destination: {{ host: {svc} }}
+                  weight: 100
+              retries: {{ attempts: 0 }}
+              priority: emergency
+            - destinations:
+                - destination: {{ host: {svc} }}
+                  weight: 100
+              retries: {{ attempts: 0 }}
+            "#
+        ))
+        .yaml();
     let mut ev = events();
     let proxy = TestProxy::start(&yaml).await.unwrap();
     let url = format!("http://{}/", proxy.addr("out"));

@@ -8,40 +8,24 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use jalin_tests::client::{self, curl};
-use jalin_tests::proxy::TestProxy;
+use jalin_tests::proxy::{OutboundConfig, TestProxy};
 use jalin_tests::upstream::{ControlledUpstream, Mode};
 
 /// Guards a step that must finish; never used to wait for something to happen.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
 fn yaml(svc: &str, ups: &[SocketAddr], policy: &str, retries: &str) -> String {
-    let endpoints: String = ups
-        .iter()
-        .map(|a| format!("      - address: {a}\n"))
-        .collect();
-    format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: {svc}
-services:
-  - name: {svc}
-    protocol: http1
-    endpoints:
-{endpoints}    policy: {policy}
-routes:
-  - meta: {{ name: {svc}, namespace: default }}
-    hosts: [{svc}]
-    http:
-      - destinations:
-          - destination: {{ host: {svc} }}
-            weight: 100
-        retries: {retries}
-"#
-    )
+    OutboundConfig::new(svc, ups)
+        .policy(policy)
+        .http_routes(&format!(
+            r#"
+            - destinations:
+                - destination: {{ host: {svc} }}
+                  weight: 100
+              retries: {retries}
+            "#
+        ))
+        .yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,22 +106,21 @@ async fn per_try_timeout_fires_and_the_request_is_retried() {
     slow.release();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_budget_caps_retries_during_an_outage() {
+/// An outage: `n` requests through service `svc` (`policy`, up to 3 retries on 5xx) to one
+/// upstream that answers 503; each is answered 503. Returns the attempts the upstream saw.
+async fn outage_attempts(svc: &str, policy: &str, n: usize) -> u64 {
     let down = ControlledUpstream::start("down").await.unwrap();
     down.set(Mode::Status(503));
-    // 3 retries per request would be 400 attempts for 100 requests; the budget allows 20 % of
-    // the requests (plus no reserve) as retries.
     let proxy = TestProxy::start(&yaml(
-        "retry-budget",
+        svc,
         &[down.addr],
-        "{ retry_budget: { ratio: 0.2, min_retries_per_second: 0, ttl_ms: 60000 } }",
+        policy,
         "{ attempts: 3, retry_on: \"5xx\" }",
     ))
     .await
     .unwrap();
     let http = client::http1_client();
-    for _ in 0..100 {
+    for _ in 0..n {
         let (status, _, _) =
             tokio::time::timeout(HANG_GUARD, client::get(&http, proxy.addr("out"), "/"))
                 .await
@@ -145,7 +128,19 @@ async fn a_retry_budget_caps_retries_during_an_outage() {
                 .unwrap();
         assert_eq!(status, 503);
     }
-    let attempts = down.requests();
+    down.requests()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_budget_caps_retries_during_an_outage() {
+    // 3 retries per request would be 400 attempts for 100 requests; the budget allows 20 % of
+    // the requests (plus no reserve) as retries.
+    let attempts = outage_attempts(
+        "retry-budget",
+        "{ retry_budget: { ratio: 0.2, min_retries_per_second: 0, ttl_ms: 60000 } }",
+        100,
+    )
+    .await;
     assert!(
         (100..=121).contains(&attempts),
         "100 requests, at most 20 % retries (+1 for the window edge); saw {attempts} attempts"
@@ -155,22 +150,8 @@ async fn a_retry_budget_caps_retries_during_an_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_budget_the_same_outage_retries_every_request() {
-    let down = ControlledUpstream::start("down").await.unwrap();
-    down.set(Mode::Status(503));
-    let proxy = TestProxy::start(&yaml(
-        "retry-nobudget",
-        &[down.addr],
-        "{}",
-        "{ attempts: 3, retry_on: \"5xx\" }",
-    ))
-    .await
-    .unwrap();
-    let http = client::http1_client();
-    for _ in 0..10 {
-        let (status, _, _) = client::get(&http, proxy.addr("out"), "/").await.unwrap();
-        assert_eq!(status, 503);
-    }
-    assert_eq!(down.requests(), 40);
+    let attempts = outage_attempts("retry-nobudget", "{}", 10).await;
+    assert_eq!(attempts, 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

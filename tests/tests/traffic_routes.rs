@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jalin_tests::client::{self, curl};
-use jalin_tests::proxy::TestProxy;
+use jalin_tests::proxy::{OutboundConfig, TestProxy};
 use jalin_tests::upstream::{ControlledUpstream, HttpUpstream};
 
 /// Guards a step that must finish; never used to wait for something to happen.
@@ -19,53 +19,36 @@ const HANG_GUARD: Duration = Duration::from_secs(60);
 async fn emergency_header_routes_to_the_emergency_subset() {
     let emergency = ControlledUpstream::start("emergency").await.unwrap();
     let standard = ControlledUpstream::start("standard").await.unwrap();
-    let yaml = format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: child-profile-service
-services:
-  - name: child-profile-service
-    protocol: http1
-    endpoints:
-      - address: {}
-        labels: {{ priority: emergency }}
-      - address: {}
-        labels: {{ priority: standard }}
-    subsets:
-      - name: emergency
-        labels: {{ priority: emergency }}
-      - name: standard
-        labels: {{ priority: standard }}
-routes:
-  - meta: {{ name: child-profile-service-routing, namespace: child-services }}
-    hosts: [child-profile-service]
-    http:
-      - matches:
-          - headers:
-              x-child-access-reason: {{ exact: emergency }}
-        destinations:
-          - destination: {{ host: child-profile-service, subset: emergency }}
-            weight: 100
-        retries: {{ attempts: 3, per_try_timeout_ms: 10000, retry_on: "5xx,reset,connect-failure,refused-stream" }}
-        priority: emergency
-      - matches:
-          - headers:
-              x-child-access-reason: {{ exact: care-coordination }}
-        destinations:
-          - destination: {{ host: child-profile-service, subset: standard }}
-            weight: 100
-        timeout_ms: 30000
-      - destinations:
-          - destination: {{ host: child-profile-service, subset: standard }}
-            weight: 100
-        timeout_ms: 60000
-"#,
-        emergency.addr, standard.addr
-    );
+    let yaml = OutboundConfig::subset_endpoints(
+        "child-profile-service",
+        "priority",
+        &[("emergency", emergency.addr), ("standard", standard.addr)],
+    )
+    .route_meta("child-profile-service-routing", "child-services")
+    .http_routes(
+        r#"
+        - matches:
+            - headers:
+                x-child-access-reason: { exact: emergency }
+          destinations:
+            - destination: { host: child-profile-service, subset: emergency }
+              weight: 100
+          retries: { attempts: 3, per_try_timeout_ms: 10000, retry_on: "5xx,reset,connect-failure,refused-stream" }
+          priority: emergency
+        - matches:
+            - headers:
+                x-child-access-reason: { exact: care-coordination }
+          destinations:
+            - destination: { host: child-profile-service, subset: standard }
+              weight: 100
+          timeout_ms: 30000
+        - destinations:
+            - destination: { host: child-profile-service, subset: standard }
+              weight: 100
+          timeout_ms: 60000
+        "#,
+    )
+    .yaml();
     let proxy = TestProxy::start(&yaml).await.unwrap();
     let url = format!("http://{}/", proxy.addr("out"));
     for _ in 0..10 {
@@ -90,39 +73,21 @@ routes:
 async fn weights_90_10_hold_within_3_percent_over_5000_requests() {
     let v1 = ControlledUpstream::start("v1").await.unwrap();
     let v2 = ControlledUpstream::start("v2").await.unwrap();
-    let yaml = format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: weighted
-services:
-  - name: weighted
-    protocol: http1
-    endpoints:
-      - address: {}
-        labels: {{ version: v1 }}
-      - address: {}
-        labels: {{ version: v2 }}
-    subsets:
-      - name: v1
-        labels: {{ version: v1 }}
-      - name: v2
-        labels: {{ version: v2 }}
-routes:
-  - meta: {{ name: weighted, namespace: default }}
-    hosts: [weighted]
-    http:
-      - destinations:
-          - destination: {{ host: weighted, subset: v1 }}
-            weight: 90
-          - destination: {{ host: weighted, subset: v2 }}
-            weight: 10
-"#,
-        v1.addr, v2.addr
-    );
+    let yaml = OutboundConfig::subset_endpoints(
+        "weighted",
+        "version",
+        &[("v1", v1.addr), ("v2", v2.addr)],
+    )
+    .http_routes(
+        r#"
+            - destinations:
+                - destination: { host: weighted, subset: v1 }
+                  weight: 90
+                - destination: { host: weighted, subset: v2 }
+                  weight: 10
+            "#,
+    )
+    .yaml();
     let proxy = TestProxy::start(&yaml).await.unwrap();
     let addr = proxy.addr("out");
     let http = client::http1_client();
@@ -254,28 +219,15 @@ async fn consistent_hash_cookie_is_generated_then_sticky() {
         ControlledUpstream::start("h2").await.unwrap(),
         ControlledUpstream::start("h3").await.unwrap(),
     ];
-    let yaml = format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: sticky
-services:
-  - name: sticky
-    protocol: http1
-    endpoints:
-      - address: {}
-      - address: {}
-      - address: {}
-    policy:
-      load_balancer:
-        consistent_hash:
-          cookie: {{ name: jalin-affinity, path: /, ttl_ms: 60000 }}
-"#,
-        ups[0].addr, ups[1].addr, ups[2].addr
-    );
+    let yaml = OutboundConfig::new("sticky", &[ups[0].addr, ups[1].addr, ups[2].addr])
+        .policy(
+            r#"
+            load_balancer:
+              consistent_hash:
+                cookie: { name: jalin-affinity, path: /, ttl_ms: 60000 }
+            "#,
+        )
+        .yaml();
     let proxy = TestProxy::start(&yaml).await.unwrap();
     let url = format!("http://{}/", proxy.addr("out"));
     for _ in 0..5 {

@@ -11,37 +11,24 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use jalin_tests::client::{self, curl};
-use jalin_tests::proxy::TestProxy;
+use jalin_tests::proxy::{OutboundConfig, TestProxy};
 use jalin_tests::upstream::{ControlledUpstream, Mode, StreamingUpstream};
 
 /// Guards a step that must finish; never used to wait for something to happen.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
 fn yaml(svc: &str, up: SocketAddr, timeout_ms: u64) -> String {
-    format!(
-        r#"admin:
-  address: 127.0.0.1:0
-listeners:
-  - name: out
-    address: 127.0.0.1:0
-    direction: outbound
-    service: {svc}
-services:
-  - name: {svc}
-    protocol: http1
-    endpoints:
-      - address: {up}
-routes:
-  - meta: {{ name: {svc}, namespace: default }}
-    hosts: [{svc}]
-    http:
-      - destinations:
-          - destination: {{ host: {svc} }}
-            weight: 100
-        timeout_ms: {timeout_ms}
-        retries: {{ attempts: 0 }}
-"#
-    )
+    OutboundConfig::new(svc, &[up])
+        .http_routes(&format!(
+            r#"
+            - destinations:
+                - destination: {{ host: {svc} }}
+                  weight: 100
+              timeout_ms: {timeout_ms}
+              retries: {{ attempts: 0 }}
+            "#
+        ))
+        .yaml()
 }
 
 /// The value of `jalin_upstream_route_timeout_total` for `cluster` and `phase` (0 when absent).
