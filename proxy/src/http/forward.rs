@@ -304,7 +304,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     rsp.map(|body| {
         ProxyBody::upstream(body, Some(meter))
             .holding(admission)
-            .until(deadline, cluster.name.clone())
+            .until(deadline, &cluster.name)
     })
 }
 
