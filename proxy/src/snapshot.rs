@@ -90,7 +90,9 @@ impl Snapshot {
         let mut by_address = HashMap::new();
         for cluster in &config.services {
             let prev = previous.and_then(|p| p.service(&cluster.name));
-            let routes = tables.iter().find(|t| serves(t, &cluster.name)).cloned();
+            let routes = table_host(&cluster.name)
+                .and_then(|host| tables.iter().find(|t| t.serves(host)))
+                .cloned();
             let svc = Arc::new(Service::build(
                 cluster,
                 &old,
@@ -123,13 +125,14 @@ impl Snapshot {
     }
 }
 
-/// Whether `table` applies to the cluster `name`: its hosts name the cluster, or, for a
+/// The host a route table must serve to apply to the cluster `name`: the name itself, or, for a
 /// control plane's `outbound|<port>||<host>` cluster (the whole service, not a subset), its
-/// service host. A subset cluster is only reached through a route, so it carries no table.
-fn serves(table: &CompiledRouteTable, name: &str) -> bool {
+/// service host. `None` for a subset cluster: it is only reached through a route, so it carries
+/// no table.
+fn table_host(name: &str) -> Option<&str> {
     match crate::xds::resolve::IstioCluster::parse(name) {
-        Some(c) => c.subset.is_empty() && table.serves(c.host),
-        None => table.serves(name),
+        Some(c) => c.subset.is_empty().then_some(c.host),
+        None => Some(name),
     }
 }
 

@@ -167,7 +167,7 @@ pub async fn send(
             None => Some(fut.await),
         };
         if result.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
-            metrics::counter!(crate::http::body::ROUTE_TIMEOUT_METRIC, "cluster" => cluster.name.to_string(), "phase" => "headers").increment(1);
+            crate::http::body::count_route_timeout(&cluster.name, "headers");
         }
         let (outcome, host, answer) = classify(result, start, &cluster.name);
         match host {

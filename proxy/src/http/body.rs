@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -25,6 +26,12 @@ use crate::telemetry::{RequestMeter, ResponseFlag, parse_grpc_status};
 /// Counter of requests the route timeout ended, labelled `cluster` and `phase`: `headers` (no
 /// response headers in time: 504) or `body` (the response was cut after its headers).
 pub const ROUTE_TIMEOUT_METRIC: &str = "jalin_upstream_route_timeout_total";
+
+/// Counts one request the route timeout ended in `phase` (`headers` or `body`).
+pub(crate) fn count_route_timeout(cluster: &str, phase: &'static str) {
+    metrics::counter!(ROUTE_TIMEOUT_METRIC, "cluster" => cluster.to_owned(), "phase" => phase)
+        .increment(1);
+}
 
 /// The error a proxied body ends with: the upstream's, or the route timeout.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +50,7 @@ pub enum BodyError {
 #[derive(Debug)]
 struct Deadline {
     sleep: Pin<Box<tokio::time::Sleep>>,
-    cluster: std::sync::Arc<str>,
+    cluster: Arc<str>,
 }
 
 /// A proxied or locally generated response body.
@@ -85,14 +92,15 @@ impl ProxyBody {
     }
 
     /// Ends the body with [`BodyError::RouteTimeout`] if it is not complete at `at` (the route
-    /// timeout's end); `cluster` labels the metric. `None`: no timeout.
-    pub fn until(mut self, at: Option<Instant>, cluster: std::sync::Arc<str>) -> Self {
+    /// timeout's end); `cluster` labels the metric. `None`: no timeout, and nothing is armed
+    /// (no timer, no clock read on any poll).
+    pub fn until(mut self, at: Option<Instant>, cluster: &Arc<str>) -> Self {
         if let (Some(at), Inner::Upstream(b)) = (at, &self.inner)
             && !b.is_end_stream()
         {
             self.deadline = Some(Deadline {
                 sleep: Box::pin(tokio::time::sleep_until(at.into())),
-                cluster,
+                cluster: Arc::clone(cluster),
             });
         }
         self
@@ -112,12 +120,7 @@ impl ProxyBody {
 
     /// An empty body.
     pub fn empty() -> Self {
-        Self {
-            inner: Inner::Local(None),
-            meter: None,
-            hold: None,
-            deadline: None,
-        }
+        Self::new(Inner::Local(None), None)
     }
 
     fn finish(&mut self) {
@@ -128,15 +131,12 @@ impl ProxyBody {
             m.complete();
         }
     }
-}
 
-impl ProxyBody {
     /// The route timeout fired mid-body: meter and count it, release the upstream body (its
     /// connection is not reused) and the admission slots.
     fn route_timeout(&mut self) -> BodyError {
         if let Some(d) = self.deadline.take() {
-            metrics::counter!(ROUTE_TIMEOUT_METRIC, "cluster" => d.cluster.to_string(), "phase" => "body")
-                .increment(1);
+            count_route_timeout(&d.cluster, "body");
             tracing::debug!(cluster = %d.cluster, "route timeout fired after the response headers; cutting the response");
         }
         if let Some(m) = self.meter.as_mut() {

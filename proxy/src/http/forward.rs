@@ -105,14 +105,10 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let (route, block) = match service.routes.as_deref() {
         None => (None, None),
         Some(table) => {
-            let pq = req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned();
+            let pq = path_and_query(&req);
             let mut view = RequestView::new(
                 req.method().as_str(),
-                &pq,
+                pq,
                 &authority,
                 req.headers(),
                 conn.local.port(),
@@ -139,12 +135,8 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         );
     }
     if let Some(route) = route.filter(|r| r.redirect.is_some()) {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let view = RequestView::new(req.method().as_str(), &pq, &authority, req.headers(), 0);
+        let pq = path_and_query(&req);
+        let view = RequestView::new(req.method().as_str(), pq, &authority, req.headers(), 0);
         if let Some((code, location)) = route.redirect_location(&view, "http") {
             return routing::local_answer(
                 code,
@@ -186,12 +178,8 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let mut pick = PickContext::at(Instant::now());
     let mut set_cookie = None;
     if let LoadBalancer::ConsistentHash(key) = &cluster.policy.load_balancer {
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let view = RequestView::new(req.method().as_str(), &pq, &authority, req.headers(), 0);
+        let pq = path_and_query(&req);
+        let view = RequestView::new(req.method().as_str(), pq, &authority, req.headers(), 0);
         let h = request_hash(key, &view, Some(conn.peer.ip()), rand::random());
         pick.hash = h.hash;
         if let (Some(value), HashKey::Cookie { name, path, ttl_ms }) = (h.set_cookie, key) {
@@ -304,8 +292,13 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     rsp.map(|body| {
         ProxyBody::upstream(body, Some(meter))
             .holding(admission)
-            .until(deadline, cluster.name.clone())
+            .until(deadline, &cluster.name)
     })
+}
+
+/// The request's path and query, `/` when it has none (an authority-form request).
+fn path_and_query<B>(req: &Request<B>) -> &str {
+    req.uri().path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// Istio's default retry policy, for services without a route table: 2 retries on

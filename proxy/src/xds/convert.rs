@@ -14,7 +14,7 @@
 //! - `TrustBundle` `<trust domain>`: [`TrustBundle`];
 //! - `Telemetry` `<ns/name>`: kept as JSON (shown in `/config_dump`; no consumer yet).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jalin_xds::model::authz::{AuthorizationPolicy, RequestAuthentication};
 use jalin_xds::model::cluster::{Cluster, Endpoint};
@@ -91,6 +91,17 @@ fn decode_all<T: DeserializeOwned>(
     })
 }
 
+/// The bodies of every resource of `kind` in `applied`.
+fn bodies<T: DeserializeOwned>(
+    applied: &AppliedConfig,
+    kind: Kind,
+) -> Result<Vec<T>, ConvertError> {
+    Ok(decode_all::<T>(applied, kind)?
+        .into_iter()
+        .map(|d| d.body)
+        .collect())
+}
+
 impl DynamicConfig {
     /// Decodes every jalin resource of `applied` and joins clusters with their endpoints.
     pub fn decode(applied: &AppliedConfig) -> Result<Self, ConvertError> {
@@ -121,42 +132,18 @@ impl DynamicConfig {
             services.push(cluster);
         }
         // Endpoints left over belong to clusters this proxy was not sent (scoping); unused.
-        let mut routes: Vec<RouteTable> = decode_all::<RouteTable>(applied, Kind::Route)?
-            .into_iter()
-            .map(|d| d.body)
-            .collect();
+        let mut routes: Vec<RouteTable> = bodies(applied, Kind::Route)?;
         for (name, why) in super::resolve::resolve_destinations(&mut routes, &services)? {
             // Istio's behaviour for a route to a service it does not know: 503 at request time.
             tracing::warn!(cluster = %name, reason = %why, "route destination not received; its requests answer 503");
-            services.push(Cluster {
-                name,
-                addresses: Vec::new(),
-                protocol: Default::default(),
-                endpoints: Vec::new(),
-                policy: Default::default(),
-                tls: None,
-                subsets: Vec::new(),
-            });
+            services.push(super::resolve::empty_cluster(name));
         }
         let authorization_policies =
-            decode_all::<AuthorizationPolicy>(applied, Kind::AuthorizationPolicy)?
-                .into_iter()
-                .map(|d| d.body)
-                .collect();
-        let peer_authentications =
-            decode_all::<PeerAuthentication>(applied, Kind::PeerAuthentication)?
-                .into_iter()
-                .map(|d| d.body)
-                .collect();
+            bodies::<AuthorizationPolicy>(applied, Kind::AuthorizationPolicy)?;
+        let peer_authentications = bodies::<PeerAuthentication>(applied, Kind::PeerAuthentication)?;
         let request_authentications =
-            decode_all::<RequestAuthentication>(applied, Kind::RequestAuthentication)?
-                .into_iter()
-                .map(|d| d.body)
-                .collect();
-        let trust_bundles = decode_all::<TrustBundle>(applied, Kind::TrustBundle)?
-            .into_iter()
-            .map(|d| d.body)
-            .collect();
+            bodies::<RequestAuthentication>(applied, Kind::RequestAuthentication)?;
+        let trust_bundles = bodies::<TrustBundle>(applied, Kind::TrustBundle)?;
         let telemetry = decode_all::<serde_json::Value>(applied, Kind::Telemetry)?
             .into_iter()
             .map(|d| (d.name, d.body))
@@ -340,9 +327,14 @@ fn append<T: Clone>(
     dynamic: &[T],
     name_of: impl Fn(&T) -> String,
 ) -> Result<(), ConfigError> {
+    // Name -> first index, built once: a per-item scan would be quadratic in the resources.
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(statics.len() + dynamic.len());
+    for (i, s) in statics.iter().enumerate() {
+        index.entry(name_of(s)).or_insert(i);
+    }
     for item in dynamic {
         let name = name_of(item);
-        if let Some(i) = statics.iter().position(|s| name_of(s) == name) {
+        if let Some(&i) = index.get(&name) {
             return Err(ConfigError {
                 file: source.to_owned(),
                 line: 0,
@@ -354,6 +346,7 @@ fn append<T: Clone>(
                 hint: "remove it from the bootstrap file or rename it in the control plane".into(),
             });
         }
+        index.insert(name, statics.len());
         statics.push(item.clone());
     }
     Ok(())

@@ -62,15 +62,7 @@ fn listener(name: &str, service: &str) -> Listener {
 }
 
 fn cluster(name: &str) -> Cluster {
-    Cluster {
-        name: name.into(),
-        addresses: Vec::new(),
-        protocol: Default::default(),
-        endpoints: Vec::new(),
-        policy: Default::default(),
-        tls: None,
-        subsets: Vec::new(),
-    }
+    crate::xds::resolve::empty_cluster(name.into())
 }
 
 fn endpoints(addrs: &[&str]) -> Vec<Endpoint> {

@@ -71,31 +71,35 @@ pub fn resolve_destinations(
     for table in routes.iter_mut() {
         let key = table.meta.key();
         for (r, route) in table.http.iter_mut().enumerate() {
-            for (d, rd) in route.destinations.iter_mut().enumerate() {
-                let path = format!("http[{r}].destinations[{d}]");
-                resolve(
-                    &mut rd.destination,
-                    &names,
-                    &by_host,
-                    &key,
-                    &path,
-                    &mut missing,
-                )?;
-            }
-            if let Some(m) = &mut route.mirror {
-                let path = format!("http[{r}].mirror");
-                resolve(
-                    &mut m.destination,
-                    &names,
-                    &by_host,
-                    &key,
-                    &path,
-                    &mut missing,
-                )?;
+            let destinations = route
+                .destinations
+                .iter_mut()
+                .enumerate()
+                .map(|(d, rd)| (format!("http[{r}].destinations[{d}]"), &mut rd.destination));
+            let mirror = route
+                .mirror
+                .iter_mut()
+                .map(|m| (format!("http[{r}].mirror"), &mut m.destination));
+            for (path, dest) in destinations.chain(mirror) {
+                resolve(dest, &names, &by_host, &key, &path, &mut missing)?;
             }
         }
     }
     Ok(missing)
+}
+
+/// A cluster with no endpoints and default policy: what a route destination that was not
+/// received routes to (503, no healthy upstream).
+pub fn empty_cluster(name: String) -> Cluster {
+    Cluster {
+        name,
+        addresses: Vec::new(),
+        protocol: Default::default(),
+        endpoints: Vec::new(),
+        policy: Default::default(),
+        tls: None,
+        subsets: Vec::new(),
+    }
 }
 
 fn resolve(
@@ -205,15 +209,7 @@ mod tests {
     const ECHO: &str = "echo.prod.svc.cluster.local";
 
     fn cluster(name: &str) -> Cluster {
-        Cluster {
-            name: name.into(),
-            addresses: Vec::new(),
-            protocol: Default::default(),
-            endpoints: Vec::new(),
-            policy: Default::default(),
-            tls: None,
-            subsets: Vec::new(),
-        }
+        empty_cluster(name.into())
     }
 
     fn dest(host: &str, port: Option<u16>, subset: Option<&str>) -> Destination {
