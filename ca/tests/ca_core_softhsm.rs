@@ -46,14 +46,55 @@ fn run(conf: &Path, cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Reads the public EC point of `label` and wraps it as a P-384 SubjectPublicKeyInfo (DER).
-fn p384_spki_from_token(label: &str) -> Vec<u8> {
+/// Runs `pkcs11-tool` against the SoftHSM module's `jalin` token.
+fn pkcs11_tool(conf: &Path, args: &[&str]) -> String {
+    let mut all = vec!["--module", MODULE, "--token-label", "jalin"];
+    all.extend_from_slice(args);
+    run(conf, "pkcs11-tool", &all)
+}
+
+/// Generates an EC key pair of `key_type` inside the token, as `label` with CKA_ID `id`.
+fn keypairgen(conf: &Path, key_type: &str, label: &str, id: &str) {
+    pkcs11_tool(
+        conf,
+        &[
+            "--login",
+            "--pin",
+            PIN,
+            "--keypairgen",
+            "--key-type",
+            key_type,
+            "--label",
+            label,
+            "--id",
+            id,
+        ],
+    );
+}
+
+/// A read-only session on the token, through a module handle of this process's own.
+fn token_ro_session() -> cryptoki::session::Session {
     use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
     let ctx = Pkcs11::new(MODULE).unwrap();
     let _ = ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
     let slot = ctx.get_slots_with_token().unwrap()[0];
-    let session = ctx.open_ro_session(slot).unwrap();
+    ctx.open_ro_session(slot).unwrap()
+}
+
+/// Issues a certificate for service account `sa` in `prod` and writes its leaf to `path`.
+fn issue_leaf(ca: &WorkloadCa, ctx: &AuditContext, sa: &str, path: &Path) {
+    let id = SpiffeId::new_workload("cluster.local", "prod", sa).unwrap();
+    let (csr, _key) = new_workload_csr(&id).unwrap();
+    let issued = ca
+        .issue(ctx, &id, &check_csr(&csr).unwrap(), 3600, now())
+        .unwrap();
+    std::fs::write(path, split_leaf(&issued.chain_pem).0).unwrap();
+}
+
+/// Reads the public EC point of `label` and wraps it as a P-384 SubjectPublicKeyInfo (DER).
+fn p384_spki_from_token(label: &str) -> Vec<u8> {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let session = token_ro_session();
     let objs = session
         .find_objects(&[
             Attribute::Class(ObjectClass::PUBLIC_KEY),
@@ -114,35 +155,11 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
             "5678",
         ],
     );
-    run(
-        &conf,
-        "pkcs11-tool",
-        &[
-            "--module",
-            MODULE,
-            "--token-label",
-            "jalin",
-            "--login",
-            "--pin",
-            PIN,
-            "--keypairgen",
-            "--key-type",
-            "EC:prime256v1",
-            "--label",
-            "mesh-ca",
-            "--id",
-            "01",
-        ],
-    );
+    keypairgen(&conf, "EC:prime256v1", "mesh-ca", "01");
     let pub_der = dir.path().join("pub.der");
-    run(
+    pkcs11_tool(
         &conf,
-        "pkcs11-tool",
         &[
-            "--module",
-            MODULE,
-            "--token-label",
-            "jalin",
             "--read-object",
             "--type",
             "pubkey",
@@ -152,14 +169,9 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
             pub_der.to_str().unwrap(),
         ],
     );
-    let listing = run(
+    let listing = pkcs11_tool(
         &conf,
-        "pkcs11-tool",
         &[
-            "--module",
-            MODULE,
-            "--token-label",
-            "jalin",
             "--login",
             "--pin",
             PIN,
@@ -218,13 +230,8 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
         ..Default::default()
     };
     for (i, sa) in ["web", "db", "batch"].iter().enumerate() {
-        let id = SpiffeId::new_workload("cluster.local", "prod", sa).unwrap();
-        let (csr, _key) = new_workload_csr(&id).unwrap();
-        let csr = check_csr(&csr).unwrap();
-        let issued = ca.issue(&ctx, &id, &csr, 3600, now()).unwrap();
         let leaf: PathBuf = dir.path().join(format!("leaf{i}.pem"));
-        let (leaf_pem, _) = split_leaf(&issued.chain_pem);
-        std::fs::write(&leaf, leaf_pem).unwrap();
+        issue_leaf(&ca, &ctx, sa, &leaf);
         let (ok, text) = openssl_verify(&root_pem, &inter_pem, &leaf);
         assert!(ok, "openssl verify failed: {text}");
         let dump = openssl_text(&leaf);
@@ -235,21 +242,9 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
         assert!(dump.contains("ecdsa-with-SHA256"), "{dump}");
     }
     // The HSM drops the login (as after an HSM restart): the signer logs in again and goes on.
-    {
-        use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-        let other = Pkcs11::new(MODULE).unwrap();
-        let _ = other.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
-        let slot = other.get_slots_with_token().unwrap()[0];
-        let s = other.open_ro_session(slot).unwrap();
-        s.logout().unwrap();
-    }
-    let id = SpiffeId::new_workload("cluster.local", "prod", "after-logout").unwrap();
-    let (csr, _key) = new_workload_csr(&id).unwrap();
-    let issued = ca
-        .issue(&ctx, &id, &check_csr(&csr).unwrap(), 3600, now())
-        .unwrap();
+    token_ro_session().logout().unwrap();
     let leaf = dir.path().join("leaf-after-logout.pem");
-    std::fs::write(&leaf, split_leaf(&issued.chain_pem).0).unwrap();
+    issue_leaf(&ca, &ctx, "after-logout", &leaf);
     let (ok, text) = openssl_verify(&root_pem, &inter_pem, &leaf);
     assert!(ok, "openssl verify failed after re-login: {text}");
 
@@ -257,26 +252,7 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
     assert_eq!(events.len(), 4);
 
     // A P-384 intermediate key in the same token: SHA-384 hash, CKM_ECDSA, DER signature.
-    run(
-        &conf,
-        "pkcs11-tool",
-        &[
-            "--module",
-            MODULE,
-            "--token-label",
-            "jalin",
-            "--login",
-            "--pin",
-            PIN,
-            "--keypairgen",
-            "--key-type",
-            "EC:secp384r1",
-            "--label",
-            "mesh-ca-384",
-            "--id",
-            "02",
-        ],
-    );
+    keypairgen(&conf, "EC:secp384r1", "mesh-ca-384", "02");
     // pkcs11-tool cannot export P-384 public keys: read CKA_EC_POINT with cryptoki instead.
     let spki384 =
         rcgen::SubjectPublicKeyInfo::from_der(&p384_spki_from_token("mesh-ca-384")).unwrap();
@@ -292,13 +268,8 @@ fn intermediate_key_in_softhsm_issues_openssl_verified_certificates() {
     let mut cfg384 = config(&uri384);
     cfg384.chain_path = inter384_pem.clone();
     let ca384 = WorkloadCa::load(&cfg384, AuditLog::in_memory().0, now()).unwrap();
-    let id = SpiffeId::new_workload("cluster.local", "prod", "p384").unwrap();
-    let (csr, _key) = new_workload_csr(&id).unwrap();
-    let issued = ca384
-        .issue(&ctx, &id, &check_csr(&csr).unwrap(), 3600, now())
-        .unwrap();
     let leaf = dir.path().join("leaf384.pem");
-    std::fs::write(&leaf, split_leaf(&issued.chain_pem).0).unwrap();
+    issue_leaf(&ca384, &ctx, "p384", &leaf);
     let (ok, text) = openssl_verify(&root_pem, &inter384_pem, &leaf);
     assert!(
         ok,

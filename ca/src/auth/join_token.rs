@@ -6,7 +6,7 @@
 //! the caller is told it authenticated.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -137,6 +137,18 @@ impl JoinTokenStore {
         Ok(Some(f))
     }
 
+    /// Starts a read-modify-write of the store: holds the in-process lock, then the file lock
+    /// (other processes), and reads the file afresh. Both are released when the pair drops.
+    fn begin(&self) -> Result<(MutexGuard<'_, StoreFile>, Option<std::fs::File>), TokenError> {
+        let mut mem = self
+            .mem
+            .lock()
+            .map_err(|_| self.store_err("lock poisoned"))?;
+        let flock = self.lock_file()?;
+        self.load(&mut mem)?;
+        Ok((mem, flock))
+    }
+
     fn load(&self, mem: &mut StoreFile) -> Result<(), TokenError> {
         let Some(path) = &self.path else {
             return Ok(());
@@ -174,12 +186,7 @@ impl JoinTokenStore {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|_| self.store_err("no randomness"))?;
         let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
-        let mut mem = self
-            .mem
-            .lock()
-            .map_err(|_| self.store_err("lock poisoned"))?;
-        let _flock = self.lock_file()?;
-        self.load(&mut mem)?;
+        let (mut mem, _flock) = self.begin()?;
         let now_s = unix_secs(now);
         let prune = i64::try_from(PRUNE_AFTER.as_secs()).unwrap_or(i64::MAX);
         mem.tokens
@@ -206,12 +213,7 @@ impl JoinTokenStore {
             return Err(TokenError::Unknown);
         }
         let presented = hash(token);
-        let mut mem = self
-            .mem
-            .lock()
-            .map_err(|_| self.store_err("lock poisoned"))?;
-        let _flock = self.lock_file()?;
-        self.load(&mut mem)?;
+        let (mut mem, _flock) = self.begin()?;
         // Compare against every entry in constant time; do not stop at the first match.
         let mut found = None;
         for (i, t) in mem.tokens.iter().enumerate() {

@@ -146,6 +146,24 @@ impl RuleCompiler<'_> {
             .push(PolicyError::new(self.policy, field, message));
     }
 
+    /// Parses each of `vals`, recording an error at `field[k]` for each one `parse` refuses (the
+    /// message it returns) and keeping the others, in order.
+    fn parse_each<T>(
+        &mut self,
+        field: &str,
+        vals: &[String],
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(vals.len());
+        for (k, v) in vals.iter().enumerate() {
+            match parse(v) {
+                Ok(t) => out.push(t),
+                Err(message) => self.error(format!("{field}[{k}]"), message),
+            }
+        }
+        out
+    }
+
     pub(crate) fn rule(&mut self, i: usize, rule: &Rule) -> CompiledRule {
         let from = rule
             .from
@@ -208,16 +226,11 @@ impl RuleCompiler<'_> {
         if vals.is_empty() {
             return;
         }
-        let mut nets = Vec::new();
-        for (k, v) in vals.iter().enumerate() {
-            match parse_cidr(v) {
-                Some(n) => nets.push(n),
-                None => self.error(
-                    format!("{field}[{k}]"),
-                    format!("`{v}` is not an IP address or CIDR block (expected e.g. 10.0.0.1 or 10.0.0.0/16)"),
-                ),
-            }
-        }
+        let nets = self.parse_each(field, vals, |v| {
+            parse_cidr(v).ok_or_else(|| {
+                format!("`{v}` is not an IP address or CIDR block (expected e.g. 10.0.0.1 or 10.0.0.0/16)")
+            })
+        });
         out.push(Check {
             attr,
             values: Values::Ip(nets.into()),
@@ -236,16 +249,10 @@ impl RuleCompiler<'_> {
         if vals.is_empty() {
             return;
         }
-        let mut ports = Vec::new();
-        for (k, v) in vals.iter().enumerate() {
-            match v.parse::<u16>() {
-                Ok(p) if p > 0 => ports.push(p),
-                _ => self.error(
-                    format!("{field}[{k}]"),
-                    format!("`{v}` is not a port number (1-65535)"),
-                ),
-            }
-        }
+        let ports = self.parse_each(field, vals, |v| match v.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(format!("`{v}` is not a port number (1-65535)")),
+        });
         out.push(Check {
             attr,
             values: Values::Port(ports.into()),
@@ -263,18 +270,20 @@ impl RuleCompiler<'_> {
         if vals.is_empty() {
             return;
         }
-        let mut sas = Vec::new();
-        for (k, v) in vals.iter().enumerate() {
-            match v.split_once('/') {
-                Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains('/') && !v.contains('*') => {
-                    sas.push((ns.into(), sa.into()));
+        let sas: Vec<(Box<str>, Box<str>)> =
+            self.parse_each(field, vals, |v| match v.split_once('/') {
+                Some((ns, sa))
+                    if !ns.is_empty()
+                        && !sa.is_empty()
+                        && !sa.contains('/')
+                        && !v.contains('*') =>
+                {
+                    Ok((ns.into(), sa.into()))
                 }
-                _ => self.error(
-                    format!("{field}[{k}]"),
-                    format!("`{v}` is not a service account: expected `<namespace>/<name>` (no wildcards)"),
-                ),
-            }
-        }
+                _ => Err(format!(
+                    "`{v}` is not a service account: expected `<namespace>/<name>` (no wildcards)"
+                )),
+            });
         let values = Values::ServiceAccount(sas.into(), self.trust_list.clone());
         out.push(Check {
             attr: Attr::ServiceAccount,
@@ -366,13 +375,9 @@ impl RuleCompiler<'_> {
         if vals.is_empty() {
             return;
         }
-        let mut ps = Vec::new();
-        for (k, v) in vals.iter().enumerate() {
-            match PathMatch::parse(v) {
-                Ok(p) => ps.push(p),
-                Err(e) => self.error(format!("{field}[{k}]"), format!("`{v}`: {e}")),
-            }
-        }
+        let ps = self.parse_each(field, vals, |v| {
+            PathMatch::parse(v).map_err(|e| format!("`{v}`: {e}"))
+        });
         out.push(Check {
             attr: Attr::Path,
             values: Values::Path(ps.into()),

@@ -397,28 +397,29 @@ impl WorkloadAuthz {
             path: &path,
             tcp: false,
         };
-        [
-            &self.custom,
-            &self.deny,
-            &self.allow,
-            &self.audit,
-            &self.dry_custom,
-            &self.dry_deny,
-            &self.dry_allow,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|p| PolicyTrace {
-            policy: p.key.clone(),
-            action: p.action,
-            dry_run: p.dry_run,
-            matched_rule: p.first_match(&cx),
-        })
-        .collect()
+        self.in_order()
+            .map(|p| PolicyTrace {
+                policy: p.key.clone(),
+                action: p.action,
+                dry_run: p.dry_run,
+                matched_rule: p.first_match(&cx),
+            })
+            .collect()
     }
 
     /// Names (`ns/name`) of the policies that apply, in evaluation order.
     pub fn policy_names(&self) -> Vec<Arc<str>> {
+        self.in_order().map(|p| p.key.clone()).collect()
+    }
+
+    /// True when no policy applies (every request is allowed).
+    pub fn is_empty(&self) -> bool {
+        !self.custom_conflict && self.in_order().next().is_none()
+    }
+
+    /// Every applicable policy in evaluation order: CUSTOM, DENY, ALLOW, AUDIT, then the
+    /// dry-run CUSTOM, DENY and ALLOW.
+    fn in_order(&self) -> impl Iterator<Item = &Arc<CompiledPolicy>> {
         [
             &self.custom,
             &self.deny,
@@ -430,16 +431,5 @@ impl WorkloadAuthz {
         ]
         .into_iter()
         .flatten()
-        .map(|p| p.key.clone())
-        .collect()
-    }
-
-    /// True when no policy applies (every request is allowed).
-    pub fn is_empty(&self) -> bool {
-        !self.custom_conflict
-            && [&self.custom, &self.deny, &self.allow, &self.audit]
-                .into_iter()
-                .chain([&self.dry_custom, &self.dry_deny, &self.dry_allow])
-                .all(|g| g.is_empty())
     }
 }

@@ -22,7 +22,7 @@ pub mod server_sotw;
 pub mod snapshot;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 pub use backoff::Backoff;
@@ -201,3 +201,35 @@ pub const MAX_NAMES_PER_TYPE: usize = 100_000;
 
 /// Bound on distinct type URLs per stream (jalin has 8; Envoy uses about 10).
 pub const MAX_TYPES_PER_STREAM: usize = 64;
+
+/// Checks the head every ADS request (SotW or delta) carries: records the node from a stream's
+/// first request (a first request without one is refused) and refuses a request naming no type.
+pub(crate) fn check_request_head(
+    stream_node: &mut Option<NodeInfo>,
+    req_node: Option<&envoy_types::pb::envoy::config::core::v3::Node>,
+    type_url: &str,
+) -> Result<(), ProtocolError> {
+    if stream_node.is_none() {
+        let node = req_node.ok_or(ProtocolError::MissingNode)?;
+        *stream_node = Some(NodeInfo::from_node(node));
+    }
+    if type_url.is_empty() {
+        return Err(ProtocolError::MissingTypeUrl);
+    }
+    Ok(())
+}
+
+/// The key a stream keeps `type_url`'s state under, and whether this is the type's first request
+/// on the stream; a new type past [`MAX_TYPES_PER_STREAM`] is refused.
+pub(crate) fn type_key<S>(
+    types: &HashMap<Arc<str>, S>,
+    type_url: &str,
+) -> Result<(Arc<str>, bool), ProtocolError> {
+    match types.get_key_value(type_url) {
+        Some((k, _)) => Ok((k.clone(), false)),
+        None if types.len() >= MAX_TYPES_PER_STREAM => {
+            Err(ProtocolError::TooManyTypes(MAX_TYPES_PER_STREAM))
+        }
+        None => Ok((Arc::<str>::from(type_url), true)),
+    }
+}

@@ -23,8 +23,8 @@ use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
 use super::snapshot::{Entry, Snapshot, TypeSet};
 use super::{
-    MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription,
-    WILDCARD,
+    MAX_NAMES_PER_TYPE, NodeInfo, ProtocolError, StreamEvent, Subscription, WILDCARD,
+    check_request_head, type_key,
 };
 
 /// Outstanding (un-answered) responses remembered per type; older ones count as stale.
@@ -150,22 +150,8 @@ impl DeltaStream {
         &mut self,
         req: &DeltaDiscoveryRequest,
     ) -> Result<DeltaOutcome, ProtocolError> {
-        if self.node.is_none() {
-            let node = req.node.as_ref().ok_or(ProtocolError::MissingNode)?;
-            self.node = Some(NodeInfo::from_node(node));
-        }
-        if req.type_url.is_empty() {
-            return Err(ProtocolError::MissingTypeUrl);
-        }
-        let (type_url, first) = match self.types.get_key_value(req.type_url.as_str()) {
-            Some((k, _)) => (k.clone(), false),
-            None => {
-                if self.types.len() >= MAX_TYPES_PER_STREAM {
-                    return Err(ProtocolError::TooManyTypes(MAX_TYPES_PER_STREAM));
-                }
-                (Arc::<str>::from(req.type_url.as_str()), true)
-            }
-        };
+        check_request_head(&mut self.node, req.node.as_ref(), &req.type_url)?;
+        let (type_url, first) = type_key(&self.types, &req.type_url)?;
         let state = self.types.entry(type_url.clone()).or_default();
         let mut outcome = DeltaOutcome::default();
 

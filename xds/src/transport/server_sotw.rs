@@ -15,8 +15,8 @@ use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
 use super::snapshot::{Entry, Snapshot, set_version};
 use super::{
-    MAX_NAMES_PER_TYPE, MAX_TYPES_PER_STREAM, NodeInfo, ProtocolError, StreamEvent, Subscription,
-    WILDCARD,
+    MAX_NAMES_PER_TYPE, NodeInfo, ProtocolError, StreamEvent, Subscription, WILDCARD,
+    check_request_head, type_key,
 };
 
 /// A response the stream should send.
@@ -81,25 +81,11 @@ impl SotwStream {
 
     /// Handles one request from the client.
     pub fn on_request(&mut self, req: &DiscoveryRequest) -> Result<SotwOutcome, ProtocolError> {
-        if self.node.is_none() {
-            let node = req.node.as_ref().ok_or(ProtocolError::MissingNode)?;
-            self.node = Some(NodeInfo::from_node(node));
-        }
-        if req.type_url.is_empty() {
-            return Err(ProtocolError::MissingTypeUrl);
-        }
+        check_request_head(&mut self.node, req.node.as_ref(), &req.type_url)?;
         if req.resource_names.len() > MAX_NAMES_PER_TYPE {
             return Err(ProtocolError::TooManyNames(MAX_NAMES_PER_TYPE));
         }
-        let (type_url, first) = match self.types.get_key_value(req.type_url.as_str()) {
-            Some((k, _)) => (k.clone(), false),
-            None => {
-                if self.types.len() >= MAX_TYPES_PER_STREAM {
-                    return Err(ProtocolError::TooManyTypes(MAX_TYPES_PER_STREAM));
-                }
-                (Arc::<str>::from(req.type_url.as_str()), true)
-            }
-        };
+        let (type_url, first) = type_key(&self.types, &req.type_url)?;
         let state = self.types.entry(type_url.clone()).or_default();
         let mut outcome = SotwOutcome::default();
 
