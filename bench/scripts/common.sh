@@ -20,6 +20,7 @@ terminate() {
 
 cleanup() {
   terminate "${STARTED_PIDS[@]}"
+  unshield
   if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; else echo "work files kept in $WORK" >&2; fi
 }
 trap cleanup EXIT
@@ -48,6 +49,41 @@ if [ "${PIN:-1}" = "1" ] && [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; 
 else
   PROXY_CPUS="any"; LOAD_CPUS="any"; PIN_PROXY=(); PIN_LOAD=()
 fi
+
+# SHIELD=1 (needs pinning and root): before anything is started, moves every other task and
+# interrupt that can be moved off the proxies' CPU, like `cset shield`, and restores their
+# affinity on exit. On a kernel without full preemption (PREEMPT_NONE, common on VM images) a
+# task in a long system call on the proxies' CPU cannot be preempted even by a SCHED_FIFO proxy,
+# and a proxy woken behind it waits for the call to end: on this VM the harness's own I/O thread
+# held the CPU for up to 2 ms that way. Per-CPU kernel threads and the local timer stay; so does
+# the hypervisor's steal time, which the scripts report.
+SHIELD_SAVED=() SHIELD_IRQS=()
+shield_proxy_cpu() {
+  [ "${SHIELD:-0}" = "1" ] || return 0
+  [ "${#PIN_PROXY[@]}" -gt 0 ] || die "SHIELD=1 needs CPU pinning (PIN=1 and at least 2 CPUs)"
+  local task tid mask irq moved=0 irqs=0
+  for task in /proc/[0-9]*/task/[0-9]*; do
+    tid="${task##*/}"
+    mask="$(taskset -p "$tid" 2>/dev/null | awk '{print $NF}')" || continue
+    [ -n "$mask" ] || continue
+    if taskset -p -c "$LOAD_CPUS" "$tid" >/dev/null 2>&1; then
+      SHIELD_SAVED+=("$tid:$mask"); moved=$((moved + 1))
+    fi
+  done
+  for irq in /proc/irq/[0-9]*; do
+    mask="$(cat "$irq/smp_affinity_list" 2>/dev/null)" || continue
+    if echo "$LOAD_CPUS" >"$irq/smp_affinity_list" 2>/dev/null; then
+      SHIELD_IRQS+=("${irq##*/}:$mask"); irqs=$((irqs + 1))
+    fi
+  done
+  echo "shield: moved $moved tasks and $irqs interrupts off CPU $PROXY_CPUS (restored on exit)"
+}
+unshield() {
+  local e
+  for e in "${SHIELD_SAVED[@]}"; do taskset -p "${e#*:}" "${e%%:*}" >/dev/null 2>&1 || true; done
+  for e in "${SHIELD_IRQS[@]}"; do echo "${e#*:}" >"/proc/irq/${e%%:*}/smp_affinity_list" 2>/dev/null || true; done
+  SHIELD_SAVED=() SHIELD_IRQS=()
+}
 
 # RT=1 runs the measuring side (generator and upstream) under SCHED_FIFO (chrt -f 10), so other
 # tenants of the machine cannot delay its sends; the proxy keeps normal scheduling. Needs root or

@@ -40,7 +40,8 @@ usage: $0 [options]
 environment: JALIN_BENCH, JALIN_PROXY, JALIN (binaries; default target/release/...), ENVOY
              (default: envoy on PATH), OUT_ADDR / IN_ADDR (listeners, default 127.0.0.1:18081 / :18082), PIN=0,
              RT=1 (generator and upstream under SCHED_FIFO 10), PROXY_RT=1 (both proxies under SCHED_FIFO 5,
-             whichever proxy it is, so other tenants' jobs on the proxy CPU cannot preempt them), KEEP_WORK=1
+             whichever proxy it is, so other tenants' jobs on the proxy CPU cannot preempt them),
+             SHIELD=1 (move every other task and interrupt off the proxies' CPU; see common.sh), KEEP_WORK=1
 USAGE
 }
 
@@ -69,6 +70,7 @@ if [ "${PROXY_RT:-0}" = "1" ]; then
   PROXY_RT_PREFIX=(chrt -f 5)
   sched="$sched, proxies SCHED_FIFO 5"
 fi
+[ "${SHIELD:-0}" = "1" ] && sched="$sched, proxy CPU shielded"
 path=/api/v1/records            # the measured path: inside the authorization rule
 td=cluster.local ns=bench
 client_id="spiffe://$td/ns/$ns/sa/bench-client" server_id="spiffe://$td/ns/$ns/sa/bench-server"
@@ -304,6 +306,7 @@ bench="$(bench_binary)"
 jalin="${JALIN:-$REPO/target/release/jalin}"
 [ -x "$jalin" ] || die "$jalin not found: cargo build --release -p jalin-control (it issues the certificates)"
 certificates "$jalin"
+shield_proxy_cpu
 UPSTREAM_PREFIX=("${RT_PREFIX[@]}")
 start_upstream "$bench" "$body"
 require_free "$out_addr"; require_free "$in_addr"
@@ -334,7 +337,7 @@ wait_port "$out_addr" "$out_pid"
 check_path "http://$UPSTREAM_ADDR$path" 1.1
 check_enforced
 
-echo "host: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $(cut -d' ' -f1-3 /proc/loadavg); proxies on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS; $sched"
+echo "host: $NCPU CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $(cut -d' ' -f1-3 /proc/loadavg); proxies on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS; $sched"
 args=(overhead --direct "http://$UPSTREAM_ADDR$path" --via "http://$out_addr$path" --rate "$rate"
       --connections "$connections" --body-size "$body" --http 1.1 --duration "$duration"
       --warmup "$warmup" --phases "$phases")
