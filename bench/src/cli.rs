@@ -77,3 +77,15 @@ mod tests {
         assert!(parse_size("x").is_err());
     }
 }
+
+/// Parses `NAME=URL` (a named chain for `overhead --compare`).
+pub fn parse_named_url(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, url)) if !name.trim().is_empty() && url.contains("://") => {
+            Ok((name.trim().to_owned(), url.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: expected NAME=URL, e.g. envoy=http://127.0.0.1:18083/api"
+        )),
+    }
+}

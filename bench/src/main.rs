@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use jalin_bench::cli::{parse_duration, parse_size};
+use jalin_bench::cli::{parse_duration, parse_named_url, parse_size};
 use jalin_bench::client::{DEFAULT_H2_STREAMS, HttpVersion, RequestSpec};
 use jalin_bench::report::{AnyReport, compare};
 use jalin_bench::scenario::{self, LoadConfig, OpenLoopConfig, OverheadConfig, ThroughputConfig};
@@ -149,6 +149,13 @@ struct OverheadArgs {
     /// The same upstream through the proxy.
     #[arg(long)]
     via: String,
+    /// What to call the --via chain in the report (e.g. jalin when comparing proxies).
+    #[arg(long, default_value = "via")]
+    via_name: String,
+    /// Another chain to the same upstream, as NAME=URL (repeatable), measured in the same rounds
+    /// as --via so both see the same host conditions: e.g. --compare envoy=http://127.0.0.1:18083/.
+    #[arg(long = "compare", value_parser = parse_named_url)]
+    compare: Vec<(String, String)>,
     /// Requests per second during each phase.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
@@ -158,7 +165,7 @@ struct OverheadArgs {
     /// Unrecorded lead-in per target.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     warmup: Duration,
-    /// Phases per target (alternating direct/via in ABBA order).
+    /// Phases per target (alternating direct/via in ABBA order; with --compare, ABC then CBA).
     #[arg(long, default_value_t = 6)]
     phases: u32,
     /// With --upstream: response body size.
@@ -290,6 +297,8 @@ async fn overhead(args: &OverheadArgs) -> Result<()> {
     let config = OverheadConfig {
         direct,
         via: args.via.clone(),
+        via_name: args.via_name.clone(),
+        others: args.compare.clone(),
         rate: Rate::per_second(args.rate)?,
         warmup: args.warmup,
         duration: args.duration,

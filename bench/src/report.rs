@@ -96,14 +96,37 @@ pub struct OverheadReport {
     pub phases: u32,
     /// Straight to the upstream.
     pub direct: TargetReport,
+    /// What the `via` target is called in the text and the phases (`"via"` by default).
+    #[serde(default = "default_via_name")]
+    pub via_name: String,
     /// Through the proxy.
     pub via: TargetReport,
     /// Latency the proxy adds at each percentile (via − direct, µs, from intended start).
     pub added_us: Added,
     /// Service time the proxy adds at each percentile (via − direct, µs, from actual send).
     pub added_service_us: Added,
+    /// Other chains to the same upstream measured in the same rounds (e.g. another proxy).
+    #[serde(default)]
+    pub others: Vec<ChainReport>,
     /// Each phase in run order, to show drift.
     pub phase_results: Vec<PhaseSummary>,
+}
+
+fn default_via_name() -> String {
+    "via".to_owned()
+}
+
+/// One more chain of an overhead run, with what it adds over the direct path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainReport {
+    /// The chain's name (`--compare NAME=URL`).
+    pub name: String,
+    /// Its URL and results.
+    pub target: TargetReport,
+    /// Latency it adds at each percentile (chain − direct, µs, from intended start).
+    pub added_us: Added,
+    /// Service time it adds at each percentile (chain − direct, µs, from actual send).
+    pub added_service_us: Added,
 }
 
 /// `jalin-bench throughput`: closed-loop maximum rate.
@@ -214,34 +237,87 @@ impl OpenLoopReport {
 }
 
 impl OverheadReport {
-    /// Human-readable summary: both targets and the added latency.
+    /// The measured chains in order: `via` first, then the others, each with its added latency.
+    fn chains(&self) -> Vec<(&str, &TargetReport, &Added, &Added)> {
+        let mut chains = vec![(
+            self.via_name.as_str(),
+            &self.via,
+            &self.added_us,
+            &self.added_service_us,
+        )];
+        chains.extend(
+            self.others
+                .iter()
+                .map(|c| (c.name.as_str(), &c.target, &c.added_us, &c.added_service_us)),
+        );
+        chains
+    }
+
+    /// Human-readable summary: every target and the latency each chain adds.
     pub fn text(&self) -> String {
+        let chains = self.chains();
+        let order = if chains.len() == 1 {
+            "ABBA"
+        } else {
+            "ABC…CBA"
+        };
         let mut out = format!(
-            "overhead: {} req/s, {} s per target in {} alternating phases (ABBA), warm-up {} s\n{}\n  direct: {}\n  via:    {}\nlatency from intended start (corrected for coordinated omission):\n{HEADER}\n",
+            "overhead: {} req/s, {} s per target in {} alternating phases ({order}), warm-up {} s\n{}\n  direct: {}\n",
             self.rate_rps,
             self.duration_s,
             self.phases,
             self.warmup_s,
             settings_line(&self.settings),
             self.direct.url,
-            self.via.url
         );
-        let (d, v) = (&self.direct.stats, &self.via.stats);
+        for (name, target, _, _) in &chains {
+            let _ = writeln!(
+                out,
+                "  {name}:{:pad$} {}",
+                "",
+                target.url,
+                pad = 6usize.saturating_sub(name.len())
+            );
+        }
+        let added_label = |name: &str| {
+            if chains.len() == 1 {
+                "added".to_owned()
+            } else {
+                format!("+{name}")
+            }
+        };
+        let d = &self.direct.stats;
+        let _ = writeln!(
+            out,
+            "latency from intended start (corrected for coordinated omission):\n{HEADER}"
+        );
         row(&mut out, "direct", d, &d.latency_us);
-        row(&mut out, "via", v, &v.latency_us);
-        added_row(&mut out, "added", &self.added_us);
+        for (name, target, _, _) in &chains {
+            row(&mut out, name, &target.stats, &target.stats.latency_us);
+        }
+        for (name, _, added, _) in &chains {
+            added_row(&mut out, &added_label(name), added);
+        }
         let _ = writeln!(out, "service time from actual send:");
         row(&mut out, "direct", d, &d.service_time_us);
-        row(&mut out, "via", v, &v.service_time_us);
-        added_row(&mut out, "added", &self.added_service_us);
+        for (name, target, _, _) in &chains {
+            row(&mut out, name, &target.stats, &target.stats.service_time_us);
+        }
+        for (name, _, _, added) in &chains {
+            added_row(&mut out, &added_label(name), added);
+        }
         let _ = writeln!(
             out,
             "send delay (intended start to actual send; large values mean the generator ran late or requests queued):"
         );
         row(&mut out, "direct", d, &d.send_delay_us);
-        row(&mut out, "via", v, &v.send_delay_us);
+        for (name, target, _, _) in &chains {
+            row(&mut out, name, &target.stats, &target.stats.send_delay_us);
+        }
         errors(&mut out, "direct", d);
-        errors(&mut out, "via", v);
+        for (name, target, _, _) in &chains {
+            errors(&mut out, name, &target.stats);
+        }
         out
     }
 }
@@ -315,12 +391,14 @@ pub fn compare(named: &[(String, AnyReport)]) -> String {
                     &r.direct.stats,
                     &r.direct.stats.latency_us,
                 );
-                row(
-                    &mut out,
-                    &format!("{name}/via"),
-                    &r.via.stats,
-                    &r.via.stats.latency_us,
-                );
+                for (chain, target, _, _) in r.chains() {
+                    row(
+                        &mut out,
+                        &format!("{name}/{chain}"),
+                        &target.stats,
+                        &target.stats.latency_us,
+                    );
+                }
             }
         }
     }

@@ -11,7 +11,8 @@ use crate::driver::{self, ClosedLoopPlan, OpenLoopPlan};
 use crate::pacer::Pacer;
 use crate::record::{Percentiles, Recorder};
 use crate::report::{
-    LoadSettings, OpenLoopReport, OverheadReport, PhaseSummary, TargetReport, ThroughputReport,
+    ChainReport, LoadSettings, OpenLoopReport, OverheadReport, PhaseSummary, TargetReport,
+    ThroughputReport,
 };
 use crate::schedule::{Rate, Schedule, ScheduleError};
 use crate::tls::ClientTls;
@@ -254,20 +255,34 @@ pub struct OverheadConfig {
     pub direct: String,
     /// The same upstream through the proxy.
     pub via: String,
+    /// What `via` is called in the report (`"via"` unless there are other chains to name apart).
+    pub via_name: String,
+    /// Other chains to the same upstream (e.g. another proxy), as (name, URL), measured in the
+    /// same rounds so the comparison sees the same host conditions.
+    pub others: Vec<(String, String)>,
     /// Arrival rate (each target gets the full rate during its phases).
     pub rate: Rate,
     /// Unrecorded lead-in per target, before the first phase.
     pub warmup: Duration,
     /// Measured time per target, split over `phases` phases.
     pub duration: Duration,
-    /// Phases per target; the order alternates direct/via, via/direct, … (ABBA) so linear drift
-    /// hits both targets alike.
+    /// Phases per target; the order alternates direct/via, via/direct, … (ABBA; with other
+    /// chains, ABC then CBA) so linear drift hits every target alike.
     pub phases: u32,
 }
 
 /// Which target runs first in round `round`: ABBA ordering.
 pub fn direct_first(round: u32) -> bool {
     round.is_multiple_of(2)
+}
+
+/// The order of `targets` targets in round `round`: forward in even rounds, reversed in odd ones.
+pub fn round_order(round: u32, targets: usize) -> Vec<usize> {
+    if direct_first(round) {
+        (0..targets).collect()
+    } else {
+        (0..targets).rev().collect()
+    }
 }
 
 /// Runs the overhead comparison and reports both targets and the latency the proxy adds at each
@@ -288,29 +303,40 @@ pub async fn overhead(
             config.duration, config.phases
         )));
     }
-    let mut pools = [
-        Pool::connect(&config.direct, load).await?,
-        Pool::connect(&config.via, load).await?,
+    let mut targets = vec![
+        ("direct".to_owned(), config.direct.clone()),
+        (config.via_name.clone(), config.via.clone()),
     ];
+    targets.extend(config.others.iter().cloned());
+    for (i, (name, _)) in targets.iter().enumerate() {
+        if targets[..i].iter().any(|(other, _)| other == name) {
+            return Err(ScenarioError::Invalid(format!(
+                "two targets are named {name:?}: give each chain its own name"
+            )));
+        }
+    }
+    let mut pools = Vec::with_capacity(targets.len());
+    for (_, url) in &targets {
+        pools.push(Pool::connect(url, load).await?);
+    }
     if !config.warmup.is_zero() {
         for pool in &mut pools {
             pool.open_loop(config.rate, config.warmup, Duration::ZERO, load)
                 .await?;
         }
     }
-    let mut totals = [Recorder::new(), Recorder::new()];
-    let mut elapsed = [Duration::ZERO, Duration::ZERO];
-    let mut summaries = Vec::with_capacity(2 * config.phases as usize);
+    let mut totals: Vec<Recorder> = targets.iter().map(|_| Recorder::new()).collect();
+    let mut elapsed = vec![Duration::ZERO; targets.len()];
+    let mut summaries = Vec::with_capacity(targets.len() * config.phases as usize);
     for round in 0..config.phases {
-        let order = if direct_first(round) { [0, 1] } else { [1, 0] };
-        for which in order {
+        for which in round_order(round, targets.len()) {
             let result = pools[which]
                 .open_loop(config.rate, Duration::ZERO, phase, load)
                 .await?;
             let latency = Percentiles::of(result.recorder.latency());
             summaries.push(PhaseSummary {
                 round,
-                target: if which == 0 { "direct" } else { "via" }.to_owned(),
+                target: targets[which].0.clone(),
                 requests: result.recorder.accounted(),
                 errors: result.recorder.errors() + result.recorder.non_2xx(),
                 p50_us: latency.p50,
@@ -321,7 +347,26 @@ pub async fn overhead(
         }
     }
     let direct = totals[0].stats(elapsed[0]);
-    let via = totals[1].stats(elapsed[1]);
+    let mut chains = targets.iter().zip(totals.iter().zip(&elapsed)).skip(1).map(
+        |((name, url), (total, elapsed))| {
+            let stats = total.stats(*elapsed);
+            ChainReport {
+                name: name.clone(),
+                added_us: stats.latency_us.minus(&direct.latency_us),
+                added_service_us: stats.service_time_us.minus(&direct.service_time_us),
+                target: TargetReport {
+                    url: url.clone(),
+                    stats,
+                },
+            }
+        },
+    );
+    let Some(via) = chains.next() else {
+        return Err(ScenarioError::Task(
+            "the via target has no result".to_owned(),
+        ));
+    };
+    let others = chains.collect();
     Ok(OverheadReport {
         scenario: "overhead".to_owned(),
         tool: crate::report::tool(),
@@ -330,16 +375,15 @@ pub async fn overhead(
         warmup_s: config.warmup.as_secs_f64(),
         duration_s: config.duration.as_secs_f64(),
         phases: config.phases,
-        added_us: via.latency_us.minus(&direct.latency_us),
-        added_service_us: via.service_time_us.minus(&direct.service_time_us),
+        added_us: via.added_us,
+        added_service_us: via.added_service_us,
         direct: TargetReport {
             url: config.direct.clone(),
             stats: direct,
         },
-        via: TargetReport {
-            url: config.via.clone(),
-            stats: via,
-        },
+        via_name: via.name,
+        via: via.target,
+        others,
         phase_results: summaries,
     })
 }

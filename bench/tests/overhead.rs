@@ -87,6 +87,8 @@ async fn overhead_through_a_forwarder_reports_both_targets_and_the_difference() 
     let config = OverheadConfig {
         direct: format!("http://{}/direct", upstream.addr()),
         via: format!("http://{proxy}/via"),
+        via_name: "via".to_owned(),
+        others: Vec::new(),
         rate: Rate::per_second(400.0).unwrap(),
         warmup: Duration::from_millis(100),
         duration: Duration::from_millis(500),
@@ -110,6 +112,8 @@ async fn overhead_over_h2c_counts_every_request() {
     let config = OverheadConfig {
         direct: format!("http://{}/", upstream.addr()),
         via: format!("http://{proxy}/"),
+        via_name: "via".to_owned(),
+        others: Vec::new(),
         rate: Rate::per_second(300.0).unwrap(),
         warmup: Duration::ZERO,
         duration: Duration::from_millis(300),
@@ -211,6 +215,109 @@ async fn the_binary_runs_overhead_and_writes_the_json_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chains_side_by_side_share_the_rounds_and_each_gets_its_difference() {
+    let (_upstream, addr) = upstream_process();
+    let (a, b) = (forwarder(addr).await, forwarder(addr).await);
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("side-by-side.json");
+    let args = [
+        "overhead",
+        "--direct",
+        &format!("http://{addr}/"),
+        "--via",
+        &format!("http://{a}/"),
+        "--via-name",
+        "first",
+        "--compare",
+        &format!("second=http://{b}/"),
+        "--rate",
+        "200",
+        "--duration",
+        "400ms",
+        "--warmup",
+        "0",
+        "--phases",
+        "2",
+        "-c",
+        "2",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]
+    .map(str::to_owned);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("+first") && stdout.contains("+second"),
+        "{stdout}"
+    );
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(json["via_name"], "first");
+    let second = &json["others"][0];
+    assert_eq!(second["name"], "second");
+    assert_eq!(second["target"]["url"], format!("http://{b}/"));
+    assert_eq!(second["target"]["stats"]["ok"], 80);
+    assert_eq!(json["via"]["stats"]["ok"], 80);
+    for p in PERCENTILES {
+        let expected = second["target"]["stats"]["latency_us"][p].as_f64().unwrap()
+            - json["direct"]["stats"]["latency_us"][p].as_f64().unwrap();
+        assert!(
+            (second["added_us"][p].as_f64().unwrap() - expected).abs() < 1e-6,
+            "{p}"
+        );
+    }
+    let order: Vec<&str> = json["phase_results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["direct", "first", "second", "second", "first", "direct"]
+    );
+
+    let table = Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
+        .args(["compare", &format!("run={}", json_path.display())])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("run/first") && table.contains("run/second"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_compare_target_without_a_name_is_refused_with_the_expected_form() {
+    let output = Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
+        .args([
+            "overhead",
+            "--direct",
+            "http://127.0.0.1:1/",
+            "--via",
+            "http://127.0.0.1:2/",
+        ])
+        .args(["--compare", "http://127.0.0.1:3/"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("expected NAME=URL"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_target_fails_before_any_load_with_a_clear_message() {
     // Bind then drop a listener to get a port with nothing behind it.
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
@@ -220,6 +327,8 @@ async fn an_unreachable_target_fails_before_any_load_with_a_clear_message() {
     let config = OverheadConfig {
         direct: format!("http://{addr}/"),
         via: format!("http://{addr}/"),
+        via_name: "via".to_owned(),
+        others: Vec::new(),
         rate: Rate::per_second(10.0).unwrap(),
         warmup: Duration::ZERO,
         duration: Duration::from_millis(100),

@@ -28,10 +28,16 @@ pub const MAX_HEADERS: usize = 100;
 /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`, matching the HTTP/1 bound.
 pub const MAX_H2_HEADER_LIST_BYTES: u32 = 64 * 1024;
 
-/// Time a client has to send a complete request head (slowloris bound). hyper runs this timer
-/// while it waits for a request head, so it also closes idle HTTP/1.1 keep-alive connections.
-/// Envoy's `request_headers_timeout` is off by default; Go's servers commonly use 10 s.
+/// Time a client has to send a complete request head, from its first byte (slowloris bound), and
+/// a new connection has to send its first head. Envoy's `request_headers_timeout` is off by
+/// default; Go's servers commonly use 10 s.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP/1.1 keep-alive connection waiting for its next request is closed after this long
+/// (Envoy's HTTP connection manager `idle_timeout` default, which Istio keeps). It is longer than
+/// the upstream pools' idle timeout, so a jalin client closes a pooled connection before the jalin
+/// server behind it would, and never sends on a connection being closed.
+pub const DOWNSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Concurrent streams one downstream HTTP/2 connection may open. Envoy allows 2^31 - 1 and was
 /// bitten by it; 100 is the value RFC 9113 recommends as a minimum and Go and hyper's clients

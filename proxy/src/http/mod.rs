@@ -5,6 +5,7 @@ pub mod attempt;
 pub mod body;
 pub mod forward;
 pub mod headers;
+pub mod keepalive;
 pub mod respond;
 pub mod routing;
 pub mod server;

@@ -11,10 +11,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::detect::Protocol;
 use crate::http::forward::forward;
+use crate::http::keepalive::KeepAlive;
 use crate::limits::{
-    H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT, HEADER_READ_TIMEOUT, MAX_CONCURRENT_STREAMS,
-    MAX_H2_HEADER_LIST_BYTES, MAX_HEADER_BYTES, MAX_LOCAL_ERROR_RESET_STREAMS,
-    MAX_PENDING_ACCEPT_RESET_STREAMS,
+    DOWNSTREAM_IDLE_TIMEOUT, H2_KEEPALIVE_INTERVAL, H2_KEEPALIVE_TIMEOUT, HEADER_READ_TIMEOUT,
+    MAX_CONCURRENT_STREAMS, MAX_H2_HEADER_LIST_BYTES, MAX_HEADER_BYTES,
+    MAX_LOCAL_ERROR_RESET_STREAMS, MAX_PENDING_ACCEPT_RESET_STREAMS,
 };
 use crate::listener::ConnCtx;
 
@@ -28,9 +29,9 @@ where
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(forward(req, conn).await) }
     });
-    let io = TokioIo::new(io);
     let result = match protocol {
         Protocol::Http2 => {
+            let io = TokioIo::new(io);
             let mut b = http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new())
                 .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -51,8 +52,11 @@ where
             }
         }
         Protocol::Http1 | Protocol::Opaque => {
+            // Idle keep-alive waits get the idle timeout; a head, once started, the header one.
+            let keepalive = KeepAlive::new(DOWNSTREAM_IDLE_TIMEOUT);
+            let io = TokioIo::new(keepalive.io(io));
             let mut b = http1::Builder::new();
-            b.timer(TokioTimer::new())
+            b.timer(keepalive.timer())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 // hyper's default header count (100) is MAX_HEADERS; setting it explicitly
                 // would move header parsing from the stack to the heap.
