@@ -184,8 +184,15 @@ impl ServiceMetrics {
     }
 }
 
-/// One request's metrics, recorded once when the response body ends or is dropped (so the
-/// duration covers the whole exchange, as Istio's does).
+/// One request's metrics, recorded exactly once: when the response body's last frame is handed
+/// on (before it reaches the client, so a client that has the whole response finds it counted),
+/// or when the meter is dropped before that (the body was cut or abandoned). The duration
+/// covers the whole exchange, as Istio's does.
+///
+/// A response whose end is never handed on keeps the code it was sent with (the upstream's, for
+/// a proxied response, as Istio reports it) and is flagged `DC` (the downstream went away)
+/// unless a more precise flag was set (`UC`: the upstream body failed; `UT`: the route timeout
+/// cut it). A request dropped before any response was chosen is `0` with `DC`.
 #[derive(Debug)]
 pub struct RequestMeter {
     start: Instant,
@@ -196,6 +203,7 @@ pub struct RequestMeter {
     grpc_status: Option<u8>,
     flag: ResponseFlag,
     complete: bool,
+    recorded: bool,
 }
 
 impl RequestMeter {
@@ -214,6 +222,7 @@ impl RequestMeter {
             grpc_status: None,
             flag: ResponseFlag::None,
             complete: false,
+            recorded: false,
         }
     }
 
@@ -237,14 +246,17 @@ impl RequestMeter {
         }
     }
 
-    /// The response body was read to its end.
+    /// The response body's last frame was handed on: records the request now.
     pub fn complete(&mut self) {
         self.complete = true;
+        self.record();
     }
-}
 
-impl Drop for RequestMeter {
-    fn drop(&mut self) {
+    /// Records the request unless it already was.
+    fn record(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
         let flag = if self.complete || self.flag != ResponseFlag::None {
             self.flag
         } else {
@@ -262,6 +274,12 @@ impl Drop for RequestMeter {
         handles
             .duration
             .record(self.start.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+impl Drop for RequestMeter {
+    fn drop(&mut self) {
+        self.record();
     }
 }
 
