@@ -383,3 +383,74 @@ pub fn init_logging(json: bool) -> Option<LogControl> {
 pub fn log_control() -> Option<LogControl> {
     LOGGING.get().cloned().flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `istio_requests_total` for `service` with `code` and `flag`, from the process recorder.
+    fn requests(service: &str, code: &str, flag: &str) -> u64 {
+        let want = [
+            format!("destination_service=\"{service}\""),
+            format!("response_code=\"{code}\""),
+            format!("response_flags=\"{flag}\""),
+        ];
+        metrics_handle()
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(REQUESTS_TOTAL) && want.iter().all(|w| l.contains(w)))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    fn meter(service: &Arc<ServiceMetrics>) -> RequestMeter {
+        // The recorder must be global before a request is recorded.
+        metrics_handle();
+        RequestMeter::new(Instant::now(), Direction::Inbound, service.clone(), false)
+    }
+
+    #[test]
+    fn a_completed_response_is_recorded_at_completion_and_only_once() {
+        let svc = Arc::new(ServiceMetrics::new("meter-complete".into()));
+        let mut m = meter(&svc);
+        m.response(503, None, ResponseFlag::None);
+        m.complete();
+        assert_eq!(
+            requests("meter-complete", "503", "-"),
+            1,
+            "recorded at once"
+        );
+        m.complete();
+        drop(m);
+        assert_eq!(requests("meter-complete", "503", "-"), 1, "and never again");
+    }
+
+    #[test]
+    fn a_response_cut_short_keeps_its_code_with_the_flag_of_who_cut_it() {
+        let svc = Arc::new(ServiceMetrics::new("meter-cut".into()));
+        let mut gone = meter(&svc);
+        gone.response(503, None, ResponseFlag::None);
+        drop(gone);
+        assert_eq!(
+            requests("meter-cut", "503", "DC"),
+            1,
+            "downstream went away"
+        );
+        let mut failed = meter(&svc);
+        failed.response(503, None, ResponseFlag::None);
+        failed.set_flag(ResponseFlag::UpstreamTerminated);
+        drop(failed);
+        assert_eq!(
+            requests("meter-cut", "503", "UC"),
+            1,
+            "upstream body failed"
+        );
+        drop(meter(&svc));
+        assert_eq!(
+            requests("meter-cut", "0", "DC"),
+            1,
+            "no response was chosen"
+        );
+        assert_eq!(requests("meter-cut", "503", "-"), 0);
+    }
+}

@@ -2,7 +2,8 @@
 //! really answered: a failing app behind an inbound jalin proxy, called through a client-side
 //! jalin proxy that retries 503 and ejects the host. Every response the app answered must be
 //! counted exactly once by the inbound proxy, with the app's status code; a client that goes
-//! away mid-response keeps the app's code and sets `response_flags="DC"`.
+//! away mid-response keeps the app's code and sets `response_flags="DC"`, an app that cuts its
+//! body keeps its code and sets `UC`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jalin_tests::AbortOnDrop;
@@ -179,11 +180,13 @@ async fn every_503_the_app_answered_is_counted_once_when_the_client_side_ejects(
 }
 
 /// An HTTP/1.1 app that answers every request with a 503 head and the start of its body, then
-/// never finishes the body; counts the heads it sent and signals each.
+/// never finishes the body: it holds the connection until the proxy drops it or the test
+/// [`cut`](Self::cut)s it. Counts the heads it sent and signals each.
 struct StalledApp {
     addr: SocketAddr,
     answered: Arc<AtomicU64>,
     sent: Arc<Notify>,
+    cut: Arc<Notify>,
     _task: AbortOnDrop,
 }
 
@@ -193,13 +196,14 @@ impl StalledApp {
         let addr = listener.local_addr().unwrap();
         let answered = Arc::new(AtomicU64::new(0));
         let sent = Arc::new(Notify::new());
-        let (a, s) = (answered.clone(), sent.clone());
+        let cut = Arc::new(Notify::new());
+        let (a, s, c) = (answered.clone(), sent.clone(), cut.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (a, s) = (a.clone(), s.clone());
+                let (a, s, c) = (a.clone(), s.clone(), c.clone());
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -215,8 +219,14 @@ impl StalledApp {
                         a.fetch_add(1, Ordering::SeqCst);
                         s.notify_one();
                     }
-                    // Hold the connection (the body never completes) until the proxy drops it.
-                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    // Hold the connection (the body never completes) until the proxy drops it
+                    // or the test cuts it (closing it mid-body).
+                    tokio::select! {
+                        () = async {
+                            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                        } => {}
+                        () = c.notified() => {}
+                    }
                 });
             }
         });
@@ -224,6 +234,7 @@ impl StalledApp {
             addr,
             answered,
             sent,
+            cut,
             _task: AbortOnDrop(task),
         }
     }
@@ -255,5 +266,33 @@ async fn a_client_that_goes_away_mid_response_keeps_the_apps_code_with_flag_dc()
         series,
         BTreeMap::from([(("503".to_owned(), "DC".to_owned()), 1)]),
         "the app's code, flagged downstream-terminated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_cuts_its_body_keeps_its_code_with_flag_uc() {
+    let app = StalledApp::start().await;
+    let svc = "meter-uc-app";
+    let inbound = inbound_sidecar(svc, app.addr).await;
+    let url = format!("http://{}/", inbound.addr("in"));
+    let sent = app.sent.notified();
+    let rsp = tokio::time::timeout(HANG_GUARD, client::http1_client().get(url.parse().unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rsp.status(), 503);
+    tokio::time::timeout(HANG_GUARD, sent).await.unwrap();
+    // The app closes its connection mid-body: the client sees the body fail.
+    app.cut.notify_one();
+    let body = tokio::time::timeout(HANG_GUARD, rsp.into_body().collect())
+        .await
+        .unwrap();
+    assert!(body.is_err(), "the cut body reaches the client as an error");
+    let series = destination_requests_reaching(&inbound, svc, 1).await;
+    assert_eq!(app.answered.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        series,
+        BTreeMap::from([(("503".to_owned(), "UC".to_owned()), 1)]),
+        "the app's code, flagged upstream-terminated"
     );
 }
