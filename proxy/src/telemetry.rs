@@ -184,8 +184,15 @@ impl ServiceMetrics {
     }
 }
 
-/// One request's metrics, recorded once when the response body ends or is dropped (so the
-/// duration covers the whole exchange, as Istio's does).
+/// One request's metrics, recorded exactly once: when the response body's last frame is handed
+/// on (before it reaches the client, so a client that has the whole response finds it counted),
+/// or when the meter is dropped before that (the body was cut or abandoned). The duration
+/// covers the whole exchange, as Istio's does.
+///
+/// A response whose end is never handed on keeps the code it was sent with (the upstream's, for
+/// a proxied response, as Istio reports it) and is flagged `DC` (the downstream went away)
+/// unless a more precise flag was set (`UC`: the upstream body failed; `UT`: the route timeout
+/// cut it). A request dropped before any response was chosen is `0` with `DC`.
 #[derive(Debug)]
 pub struct RequestMeter {
     start: Instant,
@@ -196,6 +203,7 @@ pub struct RequestMeter {
     grpc_status: Option<u8>,
     flag: ResponseFlag,
     complete: bool,
+    recorded: bool,
 }
 
 impl RequestMeter {
@@ -214,6 +222,7 @@ impl RequestMeter {
             grpc_status: None,
             flag: ResponseFlag::None,
             complete: false,
+            recorded: false,
         }
     }
 
@@ -237,14 +246,17 @@ impl RequestMeter {
         }
     }
 
-    /// The response body was read to its end.
+    /// The response body's last frame was handed on: records the request now.
     pub fn complete(&mut self) {
         self.complete = true;
+        self.record();
     }
-}
 
-impl Drop for RequestMeter {
-    fn drop(&mut self) {
+    /// Records the request unless it already was.
+    fn record(&mut self) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
         let flag = if self.complete || self.flag != ResponseFlag::None {
             self.flag
         } else {
@@ -262,6 +274,12 @@ impl Drop for RequestMeter {
         handles
             .duration
             .record(self.start.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+impl Drop for RequestMeter {
+    fn drop(&mut self) {
+        self.record();
     }
 }
 
@@ -364,4 +382,75 @@ pub fn init_logging(json: bool) -> Option<LogControl> {
 /// The log control, if [`init_logging`] installed the subscriber.
 pub fn log_control() -> Option<LogControl> {
     LOGGING.get().cloned().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `istio_requests_total` for `service` with `code` and `flag`, from the process recorder.
+    fn requests(service: &str, code: &str, flag: &str) -> u64 {
+        let want = [
+            format!("destination_service=\"{service}\""),
+            format!("response_code=\"{code}\""),
+            format!("response_flags=\"{flag}\""),
+        ];
+        metrics_handle()
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(REQUESTS_TOTAL) && want.iter().all(|w| l.contains(w)))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+
+    fn meter(service: &Arc<ServiceMetrics>) -> RequestMeter {
+        // The recorder must be global before a request is recorded.
+        metrics_handle();
+        RequestMeter::new(Instant::now(), Direction::Inbound, service.clone(), false)
+    }
+
+    #[test]
+    fn a_completed_response_is_recorded_at_completion_and_only_once() {
+        let svc = Arc::new(ServiceMetrics::new("meter-complete".into()));
+        let mut m = meter(&svc);
+        m.response(503, None, ResponseFlag::None);
+        m.complete();
+        assert_eq!(
+            requests("meter-complete", "503", "-"),
+            1,
+            "recorded at once"
+        );
+        m.complete();
+        drop(m);
+        assert_eq!(requests("meter-complete", "503", "-"), 1, "and never again");
+    }
+
+    #[test]
+    fn a_response_cut_short_keeps_its_code_with_the_flag_of_who_cut_it() {
+        let svc = Arc::new(ServiceMetrics::new("meter-cut".into()));
+        let mut gone = meter(&svc);
+        gone.response(503, None, ResponseFlag::None);
+        drop(gone);
+        assert_eq!(
+            requests("meter-cut", "503", "DC"),
+            1,
+            "downstream went away"
+        );
+        let mut failed = meter(&svc);
+        failed.response(503, None, ResponseFlag::None);
+        failed.set_flag(ResponseFlag::UpstreamTerminated);
+        drop(failed);
+        assert_eq!(
+            requests("meter-cut", "503", "UC"),
+            1,
+            "upstream body failed"
+        );
+        drop(meter(&svc));
+        assert_eq!(
+            requests("meter-cut", "0", "DC"),
+            1,
+            "no response was chosen"
+        );
+        assert_eq!(requests("meter-cut", "503", "-"), 0);
+    }
 }

@@ -268,6 +268,13 @@ impl Snapshot<'_> {
             .filter(|r| self.failing_proxies.contains(&r.name.as_str()))
             .map(|r| r.inbound.failed)
             .sum();
+        // What the failing apps themselves answered: their sidecars must count each once.
+        let apps_5xx: u64 = self
+            .failing_proxies
+            .iter()
+            .filter_map(|name| self.apps.get(name))
+            .map(|a| a.counters.failed.load(Ordering::Relaxed))
+            .sum();
         Kind::ALL
             .iter()
             .map(|&k| {
@@ -315,7 +322,7 @@ impl Snapshot<'_> {
                                 Some(_) => String::new(),
                             };
                             Verdict::Seen(format!(
-                                "{failing_5xx} 5xx from the failing upstreams' sidecars, {} 5xx seen by clients{ej}",
+                                "{failing_5xx} 5xx from the failing upstreams' sidecars ({apps_5xx} answered by their apps), {} 5xx seen by clients{ej}",
                                 t.client_5xx
                             ))
                         }

@@ -1,7 +1,9 @@
 //! The response body the proxy returns: the upstream's body streamed frame by frame (never
 //! buffered), or a small local body for responses the proxy makes itself. It carries the
-//! request's meter, which records the request's metrics when the body ends or is dropped, and
-//! the rest of the route timeout.
+//! request's meter, which records the request's metrics once: when the last frame is handed on,
+//! or when the body is dropped before that (client gone: `DC`; upstream body failed: `UC`;
+//! route timeout: `UT`; always with the status the client was sent), and the rest of the route
+//! timeout.
 //!
 //! Route timeout after the headers (Envoy's semantics): the route timeout runs until the
 //! upstream response is complete. When it fires while the body is still streaming, the status
@@ -193,7 +195,14 @@ impl Body for ProxyBody {
                         }
                     }
                     Poll::Ready(None) => this.finish(),
-                    Poll::Ready(Some(Err(_))) => this.deadline = None,
+                    // The upstream cut its body: the app's code stands, flagged `UC` (not
+                    // `DC`: the downstream did not go away).
+                    Poll::Ready(Some(Err(_))) => {
+                        this.deadline = None;
+                        if let Some(m) = this.meter.as_mut() {
+                            m.set_flag(ResponseFlag::UpstreamTerminated);
+                        }
+                    }
                     Poll::Pending => {}
                 }
                 polled.map_err(BodyError::from)

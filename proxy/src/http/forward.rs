@@ -3,7 +3,8 @@
 //!
 //! 1. destination: the listener's service or the original destination's;
 //! 2. header rules: trust by direction, hop-by-hop, request id, forwarded-*;
-//! 3. route: first matching route of the service's table; direct response, redirect, fault
+//! 3. route: first matching route of the service's table (none: no timeout, and Istio's
+//!    default retry policy outbound, no retries inbound); direct response, redirect, fault
 //!    delay/abort, weighted destination (service and subset), rewrites, request header
 //!    operations, consistent-hash key, replayable body (at most 64 KiB), mirror;
 //! 4. admission ([`crate::cluster`]): priority queue slot, breaker, HTTP/1.1 connection slot;
@@ -93,8 +94,8 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let host = forwarded_host(&req);
     headers::set_forwarded(req.headers_mut(), conn.peer.ip(), "http", host);
 
-    // 3. Route: first matching route of the service's table (none: the service itself, Istio's
-    //    default retry policy, no timeout).
+    // 3. Route: first matching route of the service's table (none: the service itself, no
+    //    timeout, Istio's default retry policy outbound and no retries inbound).
     let authority = req
         .headers()
         .get(header::HOST)
@@ -255,7 +256,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         cluster: &cluster,
         retry: match route {
             Some(r) => &r.retry,
-            None => default_retry(),
+            None => default_retry(direction),
         },
         deadline,
         class: route.map_or(PriorityClass::Standard, |r| r.priority),
@@ -301,12 +302,22 @@ fn path_and_query<B>(req: &Request<B>) -> &str {
     req.uri().path_and_query().map_or("/", |p| p.as_str())
 }
 
-/// Istio's default retry policy, for services without a route table: 2 retries on
-/// connect-failure, refused-stream, unavailable, cancelled and 503.
-fn default_retry() -> &'static CompiledRetryPolicy {
-    static POLICY: OnceLock<CompiledRetryPolicy> = OnceLock::new();
-    POLICY.get_or_init(|| {
-        CompiledRetryPolicy::compile(&RetryPolicy::default()).unwrap_or(CompiledRetryPolicy {
+/// The retry policy of a service without a route table, as Istio's default routes have it.
+///
+/// Outbound: Istio's default policy, 2 retries on connect-failure, refused-stream, unavailable,
+/// cancelled and 503. Inbound: none. Istio's default inbound route has no retry policy; the
+/// calling side retries. Retrying here as well would send each request to the local app up to
+/// three times per try of the caller, multiplying the caller's retries, and the app's
+/// discarded answers would be missing from `istio_requests_total{reporter="destination"}`.
+fn default_retry(direction: Direction) -> &'static CompiledRetryPolicy {
+    static OUTBOUND: OnceLock<CompiledRetryPolicy> = OnceLock::new();
+    static INBOUND: OnceLock<CompiledRetryPolicy> = OnceLock::new();
+    let (cell, policy): (_, fn() -> RetryPolicy) = match direction {
+        Direction::Outbound => (&OUTBOUND, RetryPolicy::default),
+        Direction::Inbound => (&INBOUND, RetryPolicy::disabled),
+    };
+    cell.get_or_init(|| {
+        CompiledRetryPolicy::compile(&policy()).unwrap_or(CompiledRetryPolicy {
             attempts: 0,
             per_try_timeout: None,
             on: Default::default(),
