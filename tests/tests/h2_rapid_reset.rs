@@ -13,6 +13,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -24,7 +28,9 @@ use jalin_proxy::limits::{
 };
 use jalin_tests::proxy::{OutboundConfig, TestProxy};
 use jalin_tests::upstream::{ControlledUpstream, Mode};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 /// Guards a step that must finish, so a proxy that hangs fails the test instead of hanging it.
 /// Never used to wait for something to happen.
@@ -42,25 +48,113 @@ enum Attack {
 /// How the attacking connection ended.
 #[derive(Debug)]
 enum Verdict {
-    /// The proxy answered the PING sent after the burst: it accepted every stream.
+    /// The proxy answered the PING sent after the last stream: it took every stream.
     Survived,
-    /// The connection failed with this error.
-    Closed(h2::Error),
+    /// The connection ended, with this error if any.
+    Closed(Option<h2::Error>),
+}
+
+/// The attacker's socket. Reads wait until the first burst has been written, so the client
+/// applies none of the proxy's SETTINGS (its concurrent-stream limit) before the burst leaves;
+/// every flush after [`BurstIo::arm`] is counted, so the attacker knows a queued burst is on the
+/// wire before it queues the PING that must follow it (h2 writes a queued PING ahead of queued
+/// stream frames).
+struct BurstIo {
+    tcp: TcpStream,
+    gate: Arc<Gate>,
+}
+
+#[derive(Default)]
+struct Gate {
+    armed: AtomicBool,
+    reads_open: AtomicBool,
+    /// Writes are dropped (reported written): the attacker sends nothing after its burst.
+    muted: AtomicBool,
+    read_waker: Mutex<Option<Waker>>,
+    flushes: watch::Sender<u64>,
+}
+
+impl Gate {
+    /// From now on, flushes open the read side and are counted.
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl AsyncRead for BurstIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.gate.reads_open.load(Ordering::SeqCst) {
+            *self.gate.read_waker.lock().unwrap() = Some(cx.waker().clone());
+            if !self.gate.reads_open.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BurstIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.gate.muted.load(Ordering::SeqCst) {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = std::task::ready!(Pin::new(&mut self.tcp).poll_flush(cx));
+        if r.is_ok() && self.gate.armed.load(Ordering::SeqCst) {
+            self.gate.reads_open.store(true, Ordering::SeqCst);
+            if let Some(w) = self.gate.read_waker.lock().unwrap().take() {
+                w.wake();
+            }
+            self.gate.flushes.send_modify(|n| *n += 1);
+        }
+        Poll::Ready(r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
 }
 
 /// Opens one h2c connection to `addr`, queues `streams` streams treated as `attack`, then
 /// pings. Runs on a current-thread runtime of its own thread, so the client's connection task
-/// writes nothing until the whole burst is queued.
-async fn attack(addr: SocketAddr, streams: usize, attack: Attack) -> anyhow::Result<Verdict> {
+/// writes nothing until a whole burst is queued.
+/// With `ping_after_burst` false, a burst attack instead waits (bounded by [`HANG_GUARD`]) for
+/// the proxy to end the connection.
+async fn attack(
+    addr: SocketAddr,
+    streams: usize,
+    attack: Attack,
+    ping_after_burst: bool,
+) -> anyhow::Result<Verdict> {
     tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(async move {
+            let gate = Arc::new(Gate::default());
+            let mut flushed = gate.flushes.subscribe();
+            flushed.borrow_and_update();
             let tcp = TcpStream::connect(addr).await?;
-            let (mut send, mut conn) = h2::client::handshake(tcp).await?;
+            tcp.set_nodelay(true)?;
+            let io = BurstIo {
+                tcp,
+                gate: gate.clone(),
+            };
+            let (mut send, mut conn) = h2::client::handshake(io).await?;
             let mut ping = conn.ping_pong().context("ping_pong already taken")?;
             let conn = tokio::spawn(conn);
+            // Open streams stay open until the verdict: dropping them would reset them.
             let mut open = Vec::new();
             for _ in 0..streams {
                 let req = Request::get(format!("http://{addr}/")).body(())?;
@@ -70,13 +164,23 @@ async fn attack(addr: SocketAddr, streams: usize, attack: Attack) -> anyhow::Res
                     Attack::OverConcurrency => open.push((rsp, stream)),
                 }
             }
-            if ping.ping(Ping::opaque()).await.is_ok() {
-                return Ok(Verdict::Survived);
+            gate.arm();
+            // The burst is on the wire (or the connection failed) before the PING is queued.
+            let _ = flushed.changed().await;
+            if ping_after_burst {
+                if ping.ping(Ping::opaque()).await.is_ok() {
+                    return Ok(Verdict::Survived);
+                }
+            } else {
+                // A write (a SETTINGS ack) that meets the proxy's closed socket would fail with
+                // EPIPE before the client reads the GOAWAY.
+                gate.muted.store(true, Ordering::SeqCst);
             }
-            match tokio::time::timeout(HANG_GUARD, conn).await?? {
-                Ok(()) => anyhow::bail!("connection ended cleanly, without an error"),
-                Err(e) => Ok(Verdict::Closed(e)),
-            }
+            let error = match tokio::time::timeout(HANG_GUARD, conn).await {
+                Ok(ended) => ended?.err(),
+                Err(_) => return Ok(Verdict::Survived),
+            };
+            Ok(Verdict::Closed(error))
         })
     })
     .await?
@@ -126,10 +230,11 @@ async fn proxy_to(up: &ControlledUpstream) -> TestProxy {
         .unwrap()
 }
 
+/// The proxy ended the connection with GOAWAY `ENHANCE_YOUR_CALM` (h2's flood limits).
 fn assert_calmed(verdict: Verdict, what: &str) {
     match verdict {
         Verdict::Survived => panic!("the proxy kept the connection after {what}"),
-        Verdict::Closed(e) => {
+        Verdict::Closed(Some(e)) => {
             assert!(e.is_go_away(), "{what}: expected GOAWAY, got {e:?}");
             assert!(
                 e.is_remote(),
@@ -137,6 +242,7 @@ fn assert_calmed(verdict: Verdict, what: &str) {
             );
             assert_eq!(e.reason(), Some(Reason::ENHANCE_YOUR_CALM), "{what}: {e:?}");
         }
+        Verdict::Closed(None) => panic!("{what}: the connection ended without a GOAWAY error"),
     }
 }
 
@@ -149,9 +255,14 @@ async fn rapid_reset_burst_gets_goaway_and_other_connections_are_served() {
     assert_eq!(good.get(addr).await, 200);
 
     // Control: a burst within the limit is an ordinary client cancelling requests.
-    let within = attack(addr, MAX_PENDING_ACCEPT_RESET_STREAMS, Attack::RapidReset)
-        .await
-        .unwrap();
+    let within = attack(
+        addr,
+        MAX_PENDING_ACCEPT_RESET_STREAMS,
+        Attack::RapidReset,
+        true,
+    )
+    .await
+    .unwrap();
     assert!(
         matches!(within, Verdict::Survived),
         "{MAX_PENDING_ACCEPT_RESET_STREAMS} resets are within the limit: {within:?}"
@@ -159,7 +270,9 @@ async fn rapid_reset_burst_gets_goaway_and_other_connections_are_served() {
 
     // Past the limit: the proxy sends GOAWAY before it reads the PING after the burst.
     let burst = 4 * MAX_PENDING_ACCEPT_RESET_STREAMS;
-    let verdict = attack(addr, burst, Attack::RapidReset).await.unwrap();
+    let verdict = attack(addr, burst, Attack::RapidReset, false)
+        .await
+        .unwrap();
     assert_calmed(verdict, &format!("{burst} rapid resets"));
 
     assert_eq!(
@@ -184,7 +297,9 @@ async fn refused_stream_flood_gets_goaway_and_other_connections_are_served() {
     up.set(Mode::Hold);
     let concurrent = usize::try_from(MAX_CONCURRENT_STREAMS).unwrap();
     let burst = concurrent + MAX_LOCAL_ERROR_RESET_STREAMS + 64;
-    let verdict = attack(addr, burst, Attack::OverConcurrency).await.unwrap();
+    let verdict = attack(addr, burst, Attack::OverConcurrency, false)
+        .await
+        .unwrap();
     assert_calmed(
         verdict,
         &format!("{burst} streams against a limit of {concurrent}"),
