@@ -7,8 +7,10 @@
 //!
 //! Synchronisation is by frame order, not time: the attacker queues its whole burst before its
 //! connection task may run (a current-thread runtime of its own), so the burst leaves in one
-//! write, and then sends a PING. The proxy handles a connection's frames in order, so a PONG
-//! means it read the whole burst and kept the connection; a GOAWAY means the limit held.
+//! write, before the client has read the proxy's SETTINGS. Within the limit, a PING follows the
+//! burst: the proxy handles a connection's frames in order, so its PONG means it read the whole
+//! burst and kept the connection. Past the limit the attacker writes nothing more and reads the
+//! proxy's GOAWAY; a proxy that keeps the connection fails the test when [`HANG_GUARD`] runs out.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -48,7 +50,8 @@ enum Attack {
 /// How the attacking connection ended.
 #[derive(Debug)]
 enum Verdict {
-    /// The proxy answered the PING sent after the last stream: it took every stream.
+    /// The proxy answered the PING sent after the burst, or kept the connection open for
+    /// [`HANG_GUARD`]: it took every stream.
     Survived,
     /// The connection ended, with this error if any.
     Closed(Option<h2::Error>),
@@ -56,7 +59,7 @@ enum Verdict {
 
 /// The attacker's socket. Reads wait until the first burst has been written, so the client
 /// applies none of the proxy's SETTINGS (its concurrent-stream limit) before the burst leaves;
-/// every flush after [`BurstIo::arm`] is counted, so the attacker knows a queued burst is on the
+/// every flush after [`Gate::arm`] is counted, so the attacker knows a queued burst is on the
 /// wire before it queues the PING that must follow it (h2 writes a queued PING ahead of queued
 /// stream frames).
 struct BurstIo {
