@@ -3,6 +3,9 @@
 //!
 //! Invariants:
 //! - standard traffic never takes one of the last `reserved` free slots;
+//! - the reservation never takes the last slot standard traffic has: `reserved < capacity`, so a
+//!   limit of 1 reserves nothing and a limit of 2 reserves at most one. Under overload a small
+//!   cluster still serves emergency traffic first, through the queue's order;
 //! - a freed slot goes to the most urgent waiter (critical, then emergency, then standard; FIFO
 //!   within a class) whose deadline has not passed;
 //! - the queue never holds more than `max_len` waiters: a full queue evicts its newest
@@ -107,11 +110,15 @@ const CLASSES: [PriorityClass; 3] = [
 
 impl PriorityQueue {
     /// `capacity` request slots (e.g. `http2MaxRequests`), `reserved` of them for critical and
-    /// emergency traffic.
+    /// emergency traffic — at most `capacity - 1`, so standard traffic always keeps one slot.
+    ///
+    /// A reservation of every slot would make the cluster refuse standard traffic for good, which
+    /// no percentage means: Envoy's priority thresholds (and Istio, which sets only the default
+    /// priority's) are limits a class may reach, never a share that locks another class out.
     pub fn new(capacity: u32, reserved: u32, max_len: u32, max_wait: Duration) -> Self {
         Self {
             capacity,
-            reserved: reserved.min(capacity),
+            reserved: reserved.min(capacity.saturating_sub(1)),
             in_use: 0,
             max_len: usize::try_from(max_len).unwrap_or(usize::MAX),
             max_wait,
@@ -121,7 +128,8 @@ impl PriorityQueue {
     }
 
     /// From the cluster's priority policy: `reserved_percent` of `capacity`, rounded up so any
-    /// non-zero share reserves at least one slot.
+    /// non-zero share reserves at least one slot, and capped by [`PriorityQueue::new`] so
+    /// standard traffic keeps at least one (a limit of 1 reserves nothing).
     pub fn from_policy(capacity: u32, policy: &PriorityPolicy) -> Self {
         let reserved =
             (u64::from(capacity) * u64::from(policy.reserved_percent.min(100))).div_ceil(100);
@@ -253,6 +261,7 @@ impl PriorityQueue {
 mod tests {
     use super::*;
     use PriorityClass::{Critical, Emergency, Standard};
+    use jalin_xds::model::traffic::UNLIMITED;
 
     fn queued(o: Offer) -> Ticket {
         match o {
@@ -394,5 +403,125 @@ mod tests {
         assert_eq!(q.reserved, 10);
         let q = PriorityQueue::from_policy(5, &PriorityPolicy::default());
         assert_eq!(q.reserved, 1, "rounded up");
+    }
+
+    /// Under the default policy (10 %, rounded up), a cluster limited to `capacity` slots admits
+    /// `capacity - reserved` standard requests at once, gives the reserved slots to emergency
+    /// traffic, serves queued emergency requests before standard ones that queued earlier, and
+    /// still admits the queued standard requests once enough slots are free.
+    fn small_limits_admit_standard_and_serve_emergency_first(capacity: u32, reserved: u32) {
+        let t0 = Instant::now();
+        let mut q = PriorityQueue::from_policy(capacity, &PriorityPolicy::default());
+        assert_eq!(q.reserved, reserved, "capacity {capacity}");
+        for i in 0..capacity - reserved {
+            assert_eq!(
+                q.offer(Standard, t0),
+                Offer::Granted,
+                "capacity {capacity}: standard request {i} admitted"
+            );
+        }
+        let s1 = queued(q.offer(Standard, t0));
+        for i in 0..reserved {
+            assert_eq!(
+                q.offer(Emergency, t0),
+                Offer::Granted,
+                "capacity {capacity}: emergency takes reserved slot {i}"
+            );
+        }
+        assert_eq!(q.in_use(), capacity);
+        let s2 = queued(q.offer(Standard, t0));
+        let e1 = queued(q.offer(Emergency, t0));
+        let later = t0 + Duration::from_millis(10);
+        assert_eq!(
+            q.release(later).granted,
+            vec![e1],
+            "capacity {capacity}: the queued emergency request goes first"
+        );
+        // Standard traffic needs more than `reserved` free slots.
+        for _ in 0..reserved {
+            assert_eq!(q.release(later), Released::default());
+        }
+        assert_eq!(q.release(later).granted, vec![s1], "capacity {capacity}");
+        assert_eq!(q.release(later).granted, vec![s2], "capacity {capacity}");
+        assert_eq!(q.queued(), 0);
+        assert_eq!(q.in_use(), capacity - reserved);
+    }
+
+    #[test]
+    fn limit_1_reserves_nothing() {
+        small_limits_admit_standard_and_serve_emergency_first(1, 0);
+    }
+
+    #[test]
+    fn limit_2_keeps_one_slot_for_standard() {
+        small_limits_admit_standard_and_serve_emergency_first(2, 1);
+    }
+
+    #[test]
+    fn limit_3_reserves_one() {
+        small_limits_admit_standard_and_serve_emergency_first(3, 1);
+    }
+
+    #[test]
+    fn limit_10_reserves_one() {
+        small_limits_admit_standard_and_serve_emergency_first(10, 1);
+    }
+
+    #[test]
+    fn limit_1024_reserves_a_rounded_up_tenth() {
+        small_limits_admit_standard_and_serve_emergency_first(1024, 103);
+    }
+
+    #[test]
+    fn the_reservation_never_takes_every_slot() {
+        for capacity in [0, 1, 2, 3, 10, 1024, UNLIMITED] {
+            let q = PriorityQueue::from_policy(capacity, &reserving(100));
+            assert_eq!(
+                q.reserved,
+                capacity.saturating_sub(1),
+                "capacity {capacity}"
+            );
+            let q = PriorityQueue::new(capacity, u32::MAX, 1, Duration::from_secs(1));
+            assert_eq!(
+                q.reserved,
+                capacity.saturating_sub(1),
+                "capacity {capacity}"
+            );
+        }
+        let mut q = PriorityQueue::from_policy(2, &reserving(100));
+        assert_eq!(q.offer(Standard, Instant::now()), Offer::Granted);
+        assert_eq!(q.offer(Emergency, Instant::now()), Offer::Granted);
+    }
+
+    #[test]
+    fn zero_capacity_admits_nothing() {
+        let t0 = Instant::now();
+        let mut q = PriorityQueue::from_policy(0, &PriorityPolicy::default());
+        assert!(matches!(q.offer(Emergency, t0), Offer::Queued { .. }));
+        assert!(matches!(q.offer(Standard, t0), Offer::Queued { .. }));
+    }
+
+    #[test]
+    fn default_limit_is_effectively_unlimited() {
+        let t0 = Instant::now();
+        let mut q = PriorityQueue::from_policy(UNLIMITED, &PriorityPolicy::default());
+        assert_eq!(
+            q.reserved,
+            UNLIMITED / 10 + 1,
+            "10 % rounded up, no overflow"
+        );
+        for _ in 0..10_000 {
+            assert_eq!(q.offer(Standard, t0), Offer::Granted);
+        }
+        assert_eq!(q.offer(Emergency, t0), Offer::Granted);
+        assert_eq!(q.in_use(), 10_001);
+        assert_eq!(q.queued(), 0);
+    }
+
+    fn reserving(percent: u32) -> PriorityPolicy {
+        PriorityPolicy {
+            reserved_percent: percent,
+            ..PriorityPolicy::default()
+        }
     }
 }
