@@ -4,7 +4,11 @@
 //! - per type URL, the stream remembers the version and nonce it sent last; a request whose
 //!   `response_nonce` is not that nonce is stale and changes nothing (xDS "stale nonce" rule);
 //! - a request with the current nonce and `error_detail` is a NACK: the client keeps running the
-//!   version it names in `version_info`, and the rejected set is not resent until it changes;
+//!   version it names in `version_info`. The NACK sends nothing and an unchanged view sends
+//!   nothing, so the same rejected set never ping-pongs. Any change of the type sends its whole
+//!   set anyway (SotW), the refused resources with it; and, as the delta stream does, a change
+//!   of any other subscribed type sends the refused type again too, after the changed ones (the
+//!   refusal may have depended on them);
 //! - a response always carries the full subscribed set of its type (SotW), and is sent only when
 //!   that set's version differs from the one sent last, or the subscription changed.
 
@@ -47,6 +51,8 @@ struct TypeState {
     sent_version: Option<Arc<str>>,
     sent_nonce: Option<String>,
     acked_version: Option<String>,
+    /// The client NACKed the last response of this type, which has not been sent again since.
+    refused: bool,
 }
 
 /// One state-of-the-world stream.
@@ -96,6 +102,7 @@ impl SotwStream {
             }
             match &req.error_detail {
                 Some(status) => {
+                    state.refused = true;
                     outcome.event = Some(StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: state
@@ -144,19 +151,30 @@ impl SotwStream {
     }
 
     /// Takes a new view of the resources for this stream's node and returns the responses to send:
-    /// one per subscribed type whose set changed.
+    /// one per subscribed type whose set changed; and, when any did, one per type whose last
+    /// response was NACKed, after the changed ones.
     pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<SotwPush> {
         self.view = Some(view.clone());
         let mut changed = Vec::new();
+        let mut retry = Vec::new();
         for (type_url, state) in &self.types {
             let (version, resources) = select(view, type_url, &state.subscription);
             if state.sent_version.as_deref() != Some(&*version) {
-                changed.push((type_url.clone(), version, resources));
+                changed.push((state.refused, type_url.clone(), version, resources));
+            } else if state.refused {
+                retry.push((true, type_url.clone(), version, resources));
             }
         }
+        if changed.is_empty() {
+            // Nothing changed: a refused set is not sent again as it is.
+            return Vec::new();
+        }
+        changed.extend(retry);
+        // Types that were refused go last (a stable sort keeps the rest in place).
+        changed.sort_by_key(|(refused, ..)| *refused);
         changed
             .into_iter()
-            .map(|(url, version, resources)| self.push(url, version, resources))
+            .map(|(_, url, version, resources)| self.push(url, version, resources))
             .collect()
     }
 
@@ -171,6 +189,7 @@ impl SotwStream {
         if let Some(state) = self.types.get_mut(&type_url) {
             state.sent_version = Some(version.clone());
             state.sent_nonce = Some(nonce.clone());
+            state.refused = false;
         }
         SotwPush {
             type_url,
