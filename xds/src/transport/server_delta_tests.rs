@@ -315,8 +315,12 @@ fn a_nacked_removal_is_sent_again() {
 #[test]
 fn only_the_refused_response_is_forgotten() {
     let mut s = acked(&[("a", 1), ("b", 1), ("c", 1)]);
-    let p2 = s.on_snapshot(&snap(&[("a", 1), ("b", 2), ("c", 1)])).remove(0);
-    let p3 = s.on_snapshot(&snap(&[("a", 1), ("b", 2), ("c", 2)])).remove(0);
+    let p2 = s
+        .on_snapshot(&snap(&[("a", 1), ("b", 2), ("c", 1)]))
+        .remove(0);
+    let p3 = s
+        .on_snapshot(&snap(&[("a", 1), ("b", 2), ("c", 2)]))
+        .remove(0);
     assert_eq!(names(&p3), ["c"]);
     // The client refused p2 and then applied p3 (without b@2).
     nack(&mut s, &p2);
@@ -362,10 +366,7 @@ fn mixed(routes: &[(&str, u32)], clusters: &[(&str, u32)], listener: u32) -> Arc
     let clusters = clusters.iter().map(|(n, v)| encode(Kind::Cluster, n, v));
     let listener = encode(Kind::Listener, "inbound", &listener);
     Arc::new(Snapshot::new(
-        routes
-            .chain(clusters)
-            .chain([listener])
-            .map(|r| r.unwrap()),
+        routes.chain(clusters).chain([listener]).map(|r| r.unwrap()),
     ))
 }
 
@@ -388,15 +389,18 @@ fn a_refused_type_is_resent_after_a_change_of_another_subscribed_type() {
     assert!(s.refused(ROUTE));
 
     // Unchanged, or changed only in a type this stream does not subscribe to: nothing.
-    assert!(s.on_snapshot(&mixed(&[("r", 2)], &[("c", 1)], 1)).is_empty());
-    assert!(s.on_snapshot(&mixed(&[("r", 2)], &[("c", 1)], 2)).is_empty());
+    assert!(
+        s.on_snapshot(&mixed(&[("r", 2)], &[("c", 1)], 1))
+            .is_empty()
+    );
+    assert!(
+        s.on_snapshot(&mixed(&[("r", 2)], &[("c", 1)], 2))
+            .is_empty()
+    );
 
     // The cluster change goes first, then the refused route again.
     let pushes = s.on_snapshot(&mixed(&[("r", 2)], &[("c", 2)], 2));
-    let order: Vec<(&str, Vec<&str>)> = pushes
-        .iter()
-        .map(|p| (&*p.type_url, names(p)))
-        .collect();
+    let order: Vec<(&str, Vec<&str>)> = pushes.iter().map(|p| (&*p.type_url, names(p))).collect();
     assert_eq!(order, [(CLUSTER, vec!["c"]), (ROUTE, vec!["r"])]);
     assert!(!s.refused(ROUTE));
     for p in &pushes {

@@ -344,6 +344,55 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_type_is_resent_after_a_change_of_another_subscribed_type() {
+        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
+        let view = |route: u32, cluster: u32, listener: u32| {
+            Arc::new(Snapshot::new([
+                encode(Kind::Route, "r", &route).unwrap(),
+                encode(Kind::Cluster, "c", &cluster).unwrap(),
+                encode(Kind::Listener, "inbound", &listener).unwrap(),
+            ]))
+        };
+        let typed = |mut r: DiscoveryRequest, url: &str| {
+            r.type_url = url.into();
+            r
+        };
+        let mut s = SotwStream::new();
+        s.on_snapshot(&view(1, 1, 1));
+        for url in [ROUTE, CLUSTER] {
+            let p = s
+                .on_request(&typed(req(&[], "", ""), url))
+                .unwrap()
+                .push
+                .unwrap();
+            s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
+                .unwrap();
+        }
+        let p2 = s.on_snapshot(&view(2, 1, 1)).remove(0);
+        assert_eq!(&*p2.type_url, ROUTE);
+        let mut nack = typed(req(&[], "", &p2.nonce), ROUTE);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "route r: ambiguous destination".into(),
+            details: vec![],
+        });
+        let out = s.on_request(&nack).unwrap();
+        assert!(matches!(out.event, Some(StreamEvent::Nack { .. })));
+        assert!(out.push.is_none(), "a NACK itself never sends anything");
+        // Unchanged, or changed only in a type this stream does not subscribe to: nothing.
+        assert!(s.on_snapshot(&view(2, 1, 1)).is_empty());
+        assert!(s.on_snapshot(&view(2, 1, 2)).is_empty());
+        // The cluster change goes first, then the refused route set again.
+        let pushes = s.on_snapshot(&view(2, 2, 2));
+        let order: Vec<(&str, &str)> = pushes.iter().map(|p| (&*p.type_url, &*p.version)).collect();
+        assert_eq!(order, [(CLUSTER, &*order[0].1), (ROUTE, &*p2.version)]);
+        // Sent again: the next unrelated change does not repeat it.
+        let pushes = s.on_snapshot(&view(2, 3, 2));
+        assert_eq!(pushes.len(), 1);
+        assert_eq!(&*pushes[0].type_url, CLUSTER);
+    }
+
+    #[test]
     fn stale_nonce_is_ignored() {
         let mut s = SotwStream::new();
         s.on_snapshot(&snap(&[("a", 1)]));
