@@ -211,7 +211,7 @@ impl DeltaStream {
                 .position(|o| o.nonce == req.response_nonce)
             // Earlier outstanding responses are superseded (answered with this one).
             && let Some(Outstanding { version, names, .. }) =
-                state.outstanding.drain(..=pos).last()
+                state.outstanding.drain(..=pos).next_back()
         {
             outcome.event = Some(match &req.error_detail {
                 Some(status) => {

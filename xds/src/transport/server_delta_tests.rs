@@ -186,7 +186,7 @@ fn nack_with_detail_keeps_acked_version() {
     assert_eq!(s.acked_version(CLUSTER), Some(&*p1.system_version));
     assert!(
         s.on_snapshot(&snap(&[("a", 2)])).is_empty(),
-        "rejected content is not resent"
+        "an unchanged view does not resend the rejected content"
     );
 }
 
