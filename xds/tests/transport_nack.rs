@@ -1,6 +1,7 @@
 //! A NACK over a real delta ADS stream on 127.0.0.1:0: the server does not resend the refused
-//! resource on the NACK itself, and resends it with the next change of its type, so a refusal
-//! that depended on something else is retried instead of leaving the proxy on old state forever.
+//! resource on the NACK itself, and resends it with the next change of its type, or after a
+//! change of another type, so a refusal that depended on something else is retried instead of
+//! leaving the proxy on old state forever.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,7 +13,10 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 };
 use envoy_types::pb::google::rpc::Status;
 use jalin_xds::transport::server::ServerEvent;
-use jalin_xds::transport::{Kind, NodeInfo, Snapshot, StreamEvent, XdsServer, decode, encode};
+use jalin_xds::transport::{
+    AppliedConfig, Applier, Kind, NodeInfo, Snapshot, StreamEvent, XdsClient, XdsServer, decode,
+    encode,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -159,5 +163,95 @@ async fn a_nacked_resource_is_resent_with_the_next_change_of_its_type() {
     );
 
     drop(tx);
+    running.stop().await;
+}
+
+/// Refuses a route whose destination no cluster (or more than one) serves: a refusal that depends
+/// on resources of another type, not on the route alone.
+struct DestinationCheck;
+
+impl Applier for DestinationCheck {
+    fn apply(&mut self, config: &AppliedConfig) -> Result<(), String> {
+        let clusters = config
+            .decode_kind::<serde_json::Value>(Kind::Cluster)
+            .map_err(|e| e.to_string())?;
+        for route in config
+            .decode_kind::<serde_json::Value>(Kind::Route)
+            .map_err(|e| e.to_string())?
+        {
+            let to = &route.body["to"];
+            let serving = clusters.iter().filter(|c| c.body["service"] == *to).count();
+            if serving != 1 {
+                return Err(format!(
+                    "route {:?}: field to: expected exactly one cluster serving {to}, found {serving}",
+                    route.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mesh(route_to: &str, clusters: &[(&str, &str)]) -> Snapshot {
+    Snapshot::new(
+        clusters
+            .iter()
+            .map(|(name, service)| encode(Kind::Cluster, name, &json!({ "service": service })))
+            .chain([encode(Kind::Route, "inbound", &json!({ "to": route_to }))])
+            .map(Result::unwrap),
+    )
+}
+
+#[tokio::test]
+async fn a_route_refused_for_want_of_a_cluster_is_applied_once_the_cluster_arrives() {
+    let server = XdsServer::default();
+    server.push(mesh("payments", &[("p1", "payments")]));
+    let running = serve_local(&server).await;
+    let client = XdsClient::connect(
+        &format!("http://{}", running.addr),
+        None,
+        config("proxy-route"),
+        DestinationCheck,
+    )
+    .unwrap();
+    let mut status = client.status();
+    wait_status(&mut status, "first config", |s| s.applied.len() == 2).await;
+
+    // The route moves to a service no cluster serves yet: the proxy refuses it, keeps the old.
+    server.push(mesh("payments-v2", &[("p1", "payments")]));
+    let refused = wait_status(&mut status, "route NACK", |s| s.nacks >= 1).await;
+    assert!(
+        refused
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("payments-v2"),
+        "{:?}",
+        refused.last_error
+    );
+    let route_url = Kind::Route.type_url();
+    let wanted = server
+        .snapshot()
+        .get(route_url, "inbound")
+        .unwrap()
+        .version
+        .to_string();
+    assert_ne!(
+        version_of(&refused, Kind::Route, "inbound"),
+        Some(wanted.clone())
+    );
+
+    // Only the cluster changes; the route is resent after it and is applied now.
+    server.push(mesh(
+        "payments-v2",
+        &[("p1", "payments"), ("p2", "payments-v2")],
+    ));
+    let st = wait_status(&mut status, "the refused route applied", |s| {
+        version_of(s, Kind::Route, "inbound").as_deref() == Some(&*wanted)
+    })
+    .await;
+    assert!(st.applied.get(Kind::Cluster.type_url(), "p2").is_some());
+    assert_eq!(st.nacks, 1, "no resend loop: one refusal, one NACK");
+    drop(client);
     running.stop().await;
 }
