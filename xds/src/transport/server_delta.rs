@@ -14,11 +14,14 @@
 //!   go back into `known` at an "unknown" version ([`Known::forget`]), so the client, which kept
 //!   its older configuration, is sent them again (or told again to drop them) with the next push
 //!   of that type, and with the next push of any other type it subscribes to (the refusal may
-//!   have depended on it: a route whose destination was ambiguous until a service changed). The
-//!   NACK itself sends nothing, and an unchanged view sends nothing, so the same bad version
-//!   never ping-pongs; retried types go after the changed ones, so what they may depend on is
-//!   applied first. To know what a response carried, each outstanding response keeps the names
-//!   it sent (bounded by [`MAX_OUTSTANDING`] per type, freed on its ACK or NACK);
+//!   have depended on it: a route whose destination was ambiguous until a service changed).
+//!   Retried types go after the changed ones, so what they may depend on is applied first. An
+//!   unchanged view sends nothing, and a NACK sends nothing unless the stream sent a response
+//!   (of any type) after the refused one: then the client refused before it saw that change, so
+//!   the retry is owed at once, not at the change after it. Every resend is thus paid for by a
+//!   distinct change of the view, and the same bad version never ping-pongs. To know what a
+//!   response carried, each outstanding response keeps the names it sent (bounded by
+//!   [`MAX_OUTSTANDING`] per type, freed on its ACK or NACK);
 //! - the first subscription of a type is answered once the view exists, even when nothing is to
 //!   be sent (an empty response), as Envoy's initial fetch expects: a client waits for every type
 //!   it subscribed to before it applies its first configuration, so "no AuthorizationPolicy"
@@ -135,6 +138,8 @@ const UNKNOWN_VERSION: &str = "";
 #[derive(Debug)]
 struct Outstanding {
     nonce: String,
+    /// Position of the response among every response of the stream (the nonce as a number).
+    seq: u64,
     version: Arc<str>,
     names: Box<[Arc<str>]>,
 }
@@ -203,6 +208,7 @@ impl DeltaStream {
         let (type_url, first) = type_key(&self.types, &req.type_url)?;
         let state = self.types.entry(type_url.clone()).or_default();
         let mut outcome = DeltaOutcome::default();
+        let mut retry_now = false;
 
         if !req.response_nonce.is_empty()
             && let Some(pos) = state
@@ -210,14 +216,20 @@ impl DeltaStream {
                 .iter()
                 .position(|o| o.nonce == req.response_nonce)
             // Earlier outstanding responses are superseded (answered with this one).
-            && let Some(Outstanding { version, names, .. }) =
-                state.outstanding.drain(..=pos).next_back()
+            && let Some(Outstanding {
+                version,
+                names,
+                seq,
+                ..
+            }) = state.outstanding.drain(..=pos).next_back()
         {
             outcome.event = Some(match &req.error_detail {
                 Some(status) => {
                     // The client kept what it had before: what this response carried is no
-                    // longer known to be delivered (sent again with the next push, not now).
+                    // longer known to be delivered. It is sent again with the next push, or
+                    // now if a push already followed it (the client refused without that change).
                     state.refused |= state.known.forget(names.iter(), &state.subscription);
+                    retry_now = state.refused && self.next_nonce > seq;
                     StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: version.to_string(),
@@ -262,7 +274,7 @@ impl DeltaStream {
         }
         // An ACK or NACK that changes no subscription needs no more work (this path runs once
         // per proxy per push, so it must not walk `known`).
-        if !(first || before != state.subscription) {
+        if !(first || retry_now || before != state.subscription) {
             return Ok(outcome);
         }
         // The client forgets what it unsubscribed from; so do we.
@@ -366,6 +378,7 @@ impl DeltaStream {
         }
         state.outstanding.push_back(Outstanding {
             nonce: nonce.clone(),
+            seq: self.next_nonce,
             version: set_version.clone(),
             names: resources
                 .iter()

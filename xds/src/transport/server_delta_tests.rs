@@ -244,12 +244,21 @@ fn ack(s: &mut DeltaStream, p: &DeltaPush) {
     assert!(out.push.is_none());
 }
 
-fn nack(s: &mut DeltaStream, p: &DeltaPush) {
+/// NACKs `p`; returns what the NACK itself sends (only when a push followed `p`).
+fn nack_then(s: &mut DeltaStream, p: &DeltaPush) -> Option<DeltaPush> {
     let out = s
         .on_request(&answer(&p.type_url, &p.nonce, Some("refused")))
         .unwrap();
     assert!(matches!(out.event, Some(StreamEvent::Nack { .. })));
-    assert!(out.push.is_none(), "a NACK itself never sends anything");
+    out.push
+}
+
+/// NACKs the stream's latest response `p`: that sends nothing.
+fn nack(s: &mut DeltaStream, p: &DeltaPush) {
+    assert!(
+        nack_then(s, p).is_none(),
+        "a NACK of the latest response sends nothing"
+    );
 }
 
 /// A wildcard stream on clusters that has ACKed a first configuration of `items`.
@@ -322,18 +331,54 @@ fn only_the_refused_response_is_forgotten() {
         .on_snapshot(&snap(&[("a", 1), ("b", 2), ("c", 2)]))
         .remove(0);
     assert_eq!(names(&p3), ["c"]);
-    // The client refused p2 and then applied p3 (without b@2).
-    nack(&mut s, &p2);
+    // The client refused p2, then applied p3 (without b@2). It refused b@2 before it saw c@2,
+    // which may be what b lacked: the NACK itself sends b@2 again, and nothing else.
+    let again = nack_then(&mut s, &p2).expect("b@2 is owed at once: p3 followed p2");
+    assert_eq!(names(&again), ["b"]);
     ack(&mut s, &p3);
-    assert_eq!(s.known_version(CLUSTER, "b"), None);
     assert_eq!(
         s.known_version(CLUSTER, "c"),
         Some(&*p3.resources[0].version)
+    );
+    // Refused again, now after c@2: not sent again until the view changes.
+    nack(&mut s, &again);
+    assert_eq!(s.known_version(CLUSTER, "b"), None);
+    assert!(
+        s.on_snapshot(&snap(&[("a", 1), ("b", 2), ("c", 2)]))
+            .is_empty()
     );
     let p4 = s
         .on_snapshot(&snap(&[("a", 2), ("b", 2), ("c", 2)]))
         .remove(0);
     assert_eq!(names(&p4), ["a", "b"], "c@2 was applied and is not resent");
+}
+
+#[test]
+fn a_nack_overtaken_by_a_push_of_another_type_is_retried_at_once() {
+    // The route is refused while the cluster it needs is on its way: the NACK crosses the
+    // cluster's push, so the route is owed at once; a second refusal waits for a change.
+    let mut s = DeltaStream::new();
+    s.on_snapshot(&mixed(&[("r", 1)], &[("c", 1)], 1));
+    for url in [ROUTE, CLUSTER] {
+        let p = s
+            .on_request(&typed(req(&[], &[], ""), url))
+            .unwrap()
+            .push
+            .unwrap();
+        ack(&mut s, &p);
+    }
+    let route = s.on_snapshot(&mixed(&[("r", 2)], &[("c", 1)], 1)).remove(0);
+    let cluster = s.on_snapshot(&mixed(&[("r", 2)], &[("c", 2)], 1)).remove(0);
+    assert_eq!(&*cluster.type_url, CLUSTER);
+    let again = nack_then(&mut s, &route).expect("the route is resent at once");
+    assert_eq!((&*again.type_url, names(&again)), (ROUTE, vec!["r"]));
+    ack(&mut s, &cluster);
+    nack(&mut s, &again);
+    assert!(s.refused(ROUTE));
+    assert!(
+        s.on_snapshot(&mixed(&[("r", 2)], &[("c", 2)], 1))
+            .is_empty()
+    );
 }
 
 #[test]

@@ -4,11 +4,13 @@
 //! - per type URL, the stream remembers the version and nonce it sent last; a request whose
 //!   `response_nonce` is not that nonce is stale and changes nothing (xDS "stale nonce" rule);
 //! - a request with the current nonce and `error_detail` is a NACK: the client keeps running the
-//!   version it names in `version_info`. The NACK sends nothing and an unchanged view sends
-//!   nothing, so the same rejected set never ping-pongs. Any change of the type sends its whole
-//!   set anyway (SotW), the refused resources with it; and, as the delta stream does, a change
-//!   of any other subscribed type sends the refused type again too, after the changed ones (the
-//!   refusal may have depended on them);
+//!   version it names in `version_info`. Any change of the type sends its whole set anyway
+//!   (SotW), the refused resources with it; and, as the delta stream does, a change of any other
+//!   subscribed type sends the refused type again too, after the changed ones (the refusal may
+//!   have depended on them). An unchanged view sends nothing, and a NACK sends nothing unless a
+//!   response of another type followed the refused one (the client refused before it saw that
+//!   change: the retry is owed at once). Every resend is paid for by a distinct change, so the
+//!   same rejected set never ping-pongs;
 //! - a response always carries the full subscribed set of its type (SotW), and is sent only when
 //!   that set's version differs from the one sent last, or the subscription changed.
 
@@ -50,6 +52,8 @@ struct TypeState {
     subscription: Subscription,
     sent_version: Option<Arc<str>>,
     sent_nonce: Option<String>,
+    /// Position of the last response of this type among every response of the stream.
+    sent_seq: u64,
     acked_version: Option<String>,
     /// The client NACKed the last response of this type, which has not been sent again since.
     refused: bool,
@@ -94,6 +98,7 @@ impl SotwStream {
         let (type_url, first) = type_key(&self.types, &req.type_url)?;
         let state = self.types.entry(type_url.clone()).or_default();
         let mut outcome = SotwOutcome::default();
+        let mut retry_now = false;
 
         if !req.response_nonce.is_empty() {
             if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
@@ -103,6 +108,7 @@ impl SotwStream {
             match &req.error_detail {
                 Some(status) => {
                     state.refused = true;
+                    retry_now = self.next_nonce > state.sent_seq;
                     outcome.event = Some(StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: state
@@ -127,7 +133,7 @@ impl SotwStream {
         }
 
         let subscription = sotw_subscription(&req.resource_names, first, &state.subscription);
-        let changed = first || subscription != state.subscription;
+        let changed = first || retry_now || subscription != state.subscription;
         state.subscription = subscription;
         if !changed {
             return Ok(outcome);
@@ -189,6 +195,7 @@ impl SotwStream {
         if let Some(state) = self.types.get_mut(&type_url) {
             state.sent_version = Some(version.clone());
             state.sent_nonce = Some(nonce.clone());
+            state.sent_seq = self.next_nonce;
             state.refused = false;
         }
         SotwPush {
@@ -392,6 +399,57 @@ mod tests {
         let pushes = s.on_snapshot(&view(2, 3, 2));
         assert_eq!(pushes.len(), 1);
         assert_eq!(&*pushes[0].type_url, CLUSTER);
+    }
+
+    #[test]
+    fn a_nack_overtaken_by_a_push_of_another_type_is_retried_at_once() {
+        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
+        let view = |route: u32, cluster: u32| {
+            Arc::new(Snapshot::new([
+                encode(Kind::Route, "r", &route).unwrap(),
+                encode(Kind::Cluster, "c", &cluster).unwrap(),
+            ]))
+        };
+        let typed = |mut r: DiscoveryRequest, url: &str| {
+            r.type_url = url.into();
+            r
+        };
+        let refuse = |p: &SotwPush| {
+            let mut r = typed(req(&[], "", &p.nonce), &p.type_url);
+            r.error_detail = Some(Status {
+                code: 3,
+                message: "route r: no cluster serves its destination".into(),
+                details: vec![],
+            });
+            r
+        };
+        let mut s = SotwStream::new();
+        s.on_snapshot(&view(1, 1));
+        for url in [ROUTE, CLUSTER] {
+            let p = s
+                .on_request(&typed(req(&[], "", ""), url))
+                .unwrap()
+                .push
+                .unwrap();
+            s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
+                .unwrap();
+        }
+        let route = s.on_snapshot(&view(2, 1)).remove(0);
+        let cluster = s.on_snapshot(&view(2, 2)).remove(0);
+        assert_eq!(&*cluster.type_url, CLUSTER);
+        // The NACK crossed the cluster push: the route set is owed at once.
+        let again = s.on_request(&refuse(&route)).unwrap().push.unwrap();
+        assert_eq!(
+            (&*again.type_url, &*again.version),
+            (ROUTE, &*route.version)
+        );
+        s.on_request(&typed(req(&[], &cluster.version, &cluster.nonce), CLUSTER))
+            .unwrap();
+        // Refused again after the cluster: nothing until the view changes.
+        let out = s.on_request(&refuse(&again)).unwrap();
+        assert!(matches!(out.event, Some(StreamEvent::Nack { .. })));
+        assert!(out.push.is_none());
+        assert!(s.on_snapshot(&view(2, 2)).is_empty());
     }
 
     #[test]
