@@ -11,17 +11,18 @@
 //! - subscribe and unsubscribe apply whatever the nonce; ACK and NACK only match an outstanding
 //!   nonce (a bounded window), others are stale;
 //! - a NACK makes the server forget what the refused response carried: its resources and removals
-//!   go back into `known` at an "unknown" version ([`Known::forget`]), so the client, which kept
+//!   go back into `known` at an "unknown" version (`Known::forget`), so the client, which kept
 //!   its older configuration, is sent them again (or told again to drop them) with the next push
 //!   of that type, and with the next push of any other type it subscribes to (the refusal may
 //!   have depended on it: a route whose destination was ambiguous until a service changed).
 //!   Retried types go after the changed ones, so what they may depend on is applied first. An
-//!   unchanged view sends nothing, and a NACK sends nothing unless the stream sent a response
-//!   (of any type) after the refused one: then the client refused before it saw that change, so
-//!   the retry is owed at once, not at the change after it. Every resend is thus paid for by a
-//!   distinct change of the view, and the same bad version never ping-pongs. To know what a
+//!   unchanged view sends nothing, and a NACK sends nothing unless the stream sent a change (of
+//!   any type; a resend is not a change) after the refused response: then the client refused
+//!   before it saw that change, so the retry is owed at once, not at the change after it. Every
+//!   resend is thus paid for by a distinct change of the view or of a subscription, and the same
+//!   bad version never ping-pongs, not even between two refused types. To know what a
 //!   response carried, each outstanding response keeps the names it sent (bounded by
-//!   [`MAX_OUTSTANDING`] per type, freed on its ACK or NACK);
+//!   `MAX_OUTSTANDING` per type, freed on its ACK or NACK);
 //! - the first subscription of a type is answered once the view exists, even when nothing is to
 //!   be sent (an empty response), as Envoy's initial fetch expects: a client waits for every type
 //!   it subscribed to before it applies its first configuration, so "no AuthorizationPolicy"
@@ -165,6 +166,9 @@ pub struct DeltaStream {
     types: HashMap<Arc<str>, TypeState>,
     view: Option<Arc<Snapshot>>,
     next_nonce: u64,
+    /// Sequence number (nonce) of the last response that carried a change of the view or of a
+    /// subscription; a resend of refused resources is not one, so resends never owe each other.
+    last_change: u64,
 }
 
 impl DeltaStream {
@@ -229,7 +233,7 @@ impl DeltaStream {
                     // longer known to be delivered. It is sent again with the next push, or
                     // now if a push already followed it (the client refused without that change).
                     state.refused |= state.known.forget(names.iter(), &state.subscription);
-                    retry_now = state.refused && self.next_nonce > seq;
+                    retry_now = state.refused && self.last_change > seq;
                     StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: version.to_string(),
@@ -274,7 +278,8 @@ impl DeltaStream {
         }
         // An ACK or NACK that changes no subscription needs no more work (this path runs once
         // per proxy per push, so it must not walk `known`).
-        if !(first || retry_now || before != state.subscription) {
+        let change = first || before != state.subscription;
+        if !(change || retry_now) {
             return Ok(outcome);
         }
         // The client forgets what it unsubscribed from; so do we.
@@ -283,7 +288,7 @@ impl DeltaStream {
             state.known.map_mut().retain(|name, _| sub.covers(name));
         }
         if let Some(view) = self.view.clone() {
-            outcome.push = self.diff(&type_url, &view);
+            outcome.push = self.diff(&type_url, &view, change);
         }
         Ok(outcome)
     }
@@ -293,24 +298,30 @@ impl DeltaStream {
     /// NACK refused, after the changes (the refusal may have depended on them).
     pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<DeltaPush> {
         self.view = Some(view.clone());
-        let mut urls: Vec<Arc<str>> = Vec::new();
-        let mut retry: Vec<Arc<str>> = Vec::new();
+        // (type, its view changed); refused types after the others.
+        let mut urls: Vec<(Arc<str>, bool)> = Vec::new();
+        let mut retry: Vec<(Arc<str>, bool)> = Vec::new();
         for (url, state) in &self.types {
+            let changed = self.view_changed(url, view);
             if state.refused {
-                retry.push(url.clone());
-            } else if self.view_changed(url, view) {
-                urls.push(url.clone());
+                retry.push((url.clone(), changed));
+            } else if changed {
+                urls.push((url.clone(), true));
             }
         }
-        if urls.is_empty() && !retry.iter().any(|url| self.view_changed(url, view)) {
+        if urls.is_empty() && !retry.iter().any(|(_, changed)| *changed) {
             // Nothing changed: a refused version is not sent again as it is.
             return Vec::new();
         }
         urls.extend(retry);
-        urls.iter().filter_map(|url| self.diff(url, view)).collect()
+        urls.iter()
+            .filter_map(|(url, changed)| self.diff(url, view, *changed))
+            .collect()
     }
 
-    fn diff(&mut self, type_url: &Arc<str>, view: &Snapshot) -> Option<DeltaPush> {
+    /// The response that brings the client of `type_url` to `view`, if anything is owed;
+    /// `change` says it answers a change (of the view or the subscription), not only a refusal.
+    fn diff(&mut self, type_url: &Arc<str>, view: &Snapshot, change: bool) -> Option<DeltaPush> {
         let state = self.types.get_mut(type_url)?;
         let set = view.shared_type_set(type_url);
         let set_version: Arc<str> = set
@@ -372,6 +383,9 @@ impl DeltaStream {
         state.answered = true;
         removed.sort();
         self.next_nonce += 1;
+        if change {
+            self.last_change = self.next_nonce;
+        }
         let nonce = self.next_nonce.to_string();
         if state.outstanding.len() >= MAX_OUTSTANDING {
             state.outstanding.pop_front();

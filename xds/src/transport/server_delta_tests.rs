@@ -454,3 +454,35 @@ fn a_refused_type_is_resent_after_a_change_of_another_subscribed_type() {
     assert!(s.on_snapshot(&mixed(&[("r", 2)], &[("c", 3)], 2)).len() == 1);
     assert_eq!(s.known_version(LISTENER, "inbound"), None);
 }
+
+#[test]
+fn refusals_of_two_types_never_ping_pong() {
+    // A client that refuses everything, answering each response as it comes: the resends one
+    // NACK causes must not make the other type's NACK owe a resend, and so on forever.
+    let mut s = DeltaStream::new();
+    s.on_snapshot(&mixed(&[("r", 1)], &[("c", 1)], 1));
+    for url in [ROUTE, CLUSTER] {
+        let p = s
+            .on_request(&typed(req(&[], &[], ""), url))
+            .unwrap()
+            .push
+            .unwrap();
+        ack(&mut s, &p);
+    }
+    let mut queue: VecDeque<DeltaPush> = s.on_snapshot(&mixed(&[("r", 2)], &[("c", 2)], 1)).into();
+    assert_eq!(queue.len(), 2);
+    let mut sent = 0;
+    while let Some(p) = queue.pop_front() {
+        sent += 1;
+        assert!(sent <= 3, "resends ping-pong: {sent} responses");
+        queue.extend(nack_then(&mut s, &p));
+    }
+    // The first refused type was refused before the second's change reached the client: one
+    // resend is owed to it, no more.
+    assert_eq!(sent, 3);
+    assert!(s.refused(ROUTE) && s.refused(CLUSTER));
+    assert!(
+        s.on_snapshot(&mixed(&[("r", 2)], &[("c", 2)], 1))
+            .is_empty()
+    );
+}

@@ -8,9 +8,9 @@
 //!   (SotW), the refused resources with it; and, as the delta stream does, a change of any other
 //!   subscribed type sends the refused type again too, after the changed ones (the refusal may
 //!   have depended on them). An unchanged view sends nothing, and a NACK sends nothing unless a
-//!   response of another type followed the refused one (the client refused before it saw that
-//!   change: the retry is owed at once). Every resend is paid for by a distinct change, so the
-//!   same rejected set never ping-pongs;
+//!   change of another type (a resend is not a change) followed the refused response (the client
+//!   refused before it saw that change: the retry is owed at once). Every resend is paid for by
+//!   a distinct change, so the same rejected set never ping-pongs, not even between two types;
 //! - a response always carries the full subscribed set of its type (SotW), and is sent only when
 //!   that set's version differs from the one sent last, or the subscription changed.
 
@@ -66,6 +66,9 @@ pub struct SotwStream {
     types: HashMap<Arc<str>, TypeState>,
     view: Option<Arc<Snapshot>>,
     next_nonce: u64,
+    /// Sequence number (nonce) of the last response that carried a change of the view or of a
+    /// subscription; a resend of a refused set is not one, so resends never owe each other.
+    last_change: u64,
 }
 
 impl SotwStream {
@@ -108,7 +111,7 @@ impl SotwStream {
             match &req.error_detail {
                 Some(status) => {
                     state.refused = true;
-                    retry_now = self.next_nonce > state.sent_seq;
+                    retry_now = self.last_change > state.sent_seq;
                     outcome.event = Some(StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: state
@@ -133,9 +136,9 @@ impl SotwStream {
         }
 
         let subscription = sotw_subscription(&req.resource_names, first, &state.subscription);
-        let changed = first || retry_now || subscription != state.subscription;
+        let change = first || subscription != state.subscription;
         state.subscription = subscription;
-        if !changed {
+        if !(change || retry_now) {
             return Ok(outcome);
         }
         let Some(view) = self.view.clone() else {
@@ -152,7 +155,7 @@ impl SotwStream {
             state.acked_version = Some(req.version_info.clone());
             return Ok(outcome);
         }
-        outcome.push = Some(self.push(type_url, version, resources));
+        outcome.push = Some(self.push(type_url, version, resources, change));
         Ok(outcome)
     }
 
@@ -166,9 +169,9 @@ impl SotwStream {
         for (type_url, state) in &self.types {
             let (version, resources) = select(view, type_url, &state.subscription);
             if state.sent_version.as_deref() != Some(&*version) {
-                changed.push((state.refused, type_url.clone(), version, resources));
+                changed.push((state.refused, true, type_url.clone(), version, resources));
             } else if state.refused {
-                retry.push((true, type_url.clone(), version, resources));
+                retry.push((true, false, type_url.clone(), version, resources));
             }
         }
         if changed.is_empty() {
@@ -180,17 +183,23 @@ impl SotwStream {
         changed.sort_by_key(|(refused, ..)| *refused);
         changed
             .into_iter()
-            .map(|(_, url, version, resources)| self.push(url, version, resources))
+            .map(|(_, change, url, version, resources)| self.push(url, version, resources, change))
             .collect()
     }
 
+    /// Records and returns a response; `change` says it answers a change (of the view or the
+    /// subscription), not only a refusal.
     fn push(
         &mut self,
         type_url: Arc<str>,
         version: Arc<str>,
         resources: Vec<Arc<Entry>>,
+        change: bool,
     ) -> SotwPush {
         self.next_nonce += 1;
+        if change {
+            self.last_change = self.next_nonce;
+        }
         let nonce = self.next_nonce.to_string();
         if let Some(state) = self.types.get_mut(&type_url) {
             state.sent_version = Some(version.clone());
@@ -449,6 +458,52 @@ mod tests {
         let out = s.on_request(&refuse(&again)).unwrap();
         assert!(matches!(out.event, Some(StreamEvent::Nack { .. })));
         assert!(out.push.is_none());
+        assert!(s.on_snapshot(&view(2, 2)).is_empty());
+    }
+
+    #[test]
+    fn refusals_of_two_types_never_ping_pong() {
+        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
+        let view = |route: u32, cluster: u32| {
+            Arc::new(Snapshot::new([
+                encode(Kind::Route, "r", &route).unwrap(),
+                encode(Kind::Cluster, "c", &cluster).unwrap(),
+            ]))
+        };
+        let typed = |mut r: DiscoveryRequest, url: &str| {
+            r.type_url = url.into();
+            r
+        };
+        let mut s = SotwStream::new();
+        s.on_snapshot(&view(1, 1));
+        for url in [ROUTE, CLUSTER] {
+            let p = s
+                .on_request(&typed(req(&[], "", ""), url))
+                .unwrap()
+                .push
+                .unwrap();
+            s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
+                .unwrap();
+        }
+        // A client that refuses every response, answering each as it comes.
+        let mut queue: std::collections::VecDeque<SotwPush> = s.on_snapshot(&view(2, 2)).into();
+        assert_eq!(queue.len(), 2);
+        let mut sent = 0;
+        while let Some(p) = queue.pop_front() {
+            sent += 1;
+            assert!(sent <= 3, "resends ping-pong: {sent} responses");
+            let mut nack = typed(req(&[], "", &p.nonce), &p.type_url);
+            nack.error_detail = Some(Status {
+                code: 3,
+                message: "refused".into(),
+                details: vec![],
+            });
+            queue.extend(s.on_request(&nack).unwrap().push);
+        }
+        assert_eq!(
+            sent, 3,
+            "one resend owed: the first refusal crossed the second change"
+        );
         assert!(s.on_snapshot(&view(2, 2)).is_empty());
     }
 
