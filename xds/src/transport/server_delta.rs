@@ -5,7 +5,7 @@
 //!   us it has, through `initial_resource_versions` on reconnect); a push carries only resources
 //!   whose version differs from `known`, and removals for names in `known` that left the view;
 //! - after a diff of a wildcard subscription the client has exactly the view's set, so `known` is
-//!   that shared set ([`Known::Mirror`]), not a per-stream copy: a stream's memory does not grow
+//!   that shared set (a mirror `Known`), not a per-stream copy: a stream's memory does not grow
 //!   with the snapshot, and the next diff is the set-to-set change the server computed once per
 //!   push ([`TypeSet::changes_since`]), not a lookup per resource;
 //! - subscribe and unsubscribe apply whatever the nonce; ACK and NACK only match an outstanding
