@@ -14,8 +14,10 @@
 //!   configuration, for example with its clusters but before its AuthorizationPolicies. Until
 //!   then nothing is answered; the warm-up deadline covers the wait and its NACK names the types
 //!   never received. Later updates are applied as they come;
-//! - before the first configuration a refused candidate is kept, not reset: the server does not
-//!   resend what was NACKed, so later responses complete it instead of leaving a partial one.
+//! - before the first configuration a refused candidate is kept, not reset: the server sends
+//!   what was NACKed again only after the next change it pushes (never on the NACK itself), so
+//!   the response that completes the candidate finds the rest already there and applies it all
+//!   at once; the later resend of unchanged resources changes nothing and is ACKed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -411,8 +411,8 @@ fn the_first_configuration_waits_for_every_subscribed_type() {
     );
     assert!(s.applied().is_empty());
 
-    // The policies arrive late: everything received before (kept, not resent by the server)
-    // is applied with them, at once.
+    // The policies arrive late: everything received before (kept; the server sends it again
+    // only after the policies) is applied with them, at once.
     let p = encode(Kind::AuthorizationPolicy, "a/deny", &1).unwrap();
     let out = s.on_response(
         &response(Kind::AuthorizationPolicy, "p", &[p], &[]),

@@ -5,12 +5,24 @@
 //!   us it has, through `initial_resource_versions` on reconnect); a push carries only resources
 //!   whose version differs from `known`, and removals for names in `known` that left the view;
 //! - after a diff of a wildcard subscription the client has exactly the view's set, so `known` is
-//!   that shared set ([`Known::Mirror`]), not a per-stream copy: a stream's memory does not grow
+//!   that shared set (a mirror `Known`), not a per-stream copy: a stream's memory does not grow
 //!   with the snapshot, and the next diff is the set-to-set change the server computed once per
 //!   push ([`TypeSet::changes_since`]), not a lookup per resource;
 //! - subscribe and unsubscribe apply whatever the nonce; ACK and NACK only match an outstanding
 //!   nonce (a bounded window), others are stale;
-//! - after a NACK the rejected resources stay in `known`, so they are resent only when they change;
+//! - a NACK makes the server forget what the refused response carried: its resources and removals
+//!   go back into `known` at an "unknown" version (`Known::forget`), so the client, which kept
+//!   its older configuration, is sent them again (or told again to drop them) with the next push
+//!   of that type, and with the next push of any other type it subscribes to (the refusal may
+//!   have depended on it: a route whose destination was ambiguous until a service changed).
+//!   Retried types go after the changed ones, so what they may depend on is applied first. An
+//!   unchanged view sends nothing, and a NACK sends nothing unless the stream sent a change (of
+//!   any type; a resend is not a change) after the refused response: then the client refused
+//!   before it saw that change, so the retry is owed at once, not at the change after it. Every
+//!   resend is thus paid for by a distinct change of the view or of a subscription, and the same
+//!   bad version never ping-pongs, not even between two refused types. To know what a
+//!   response carried, each outstanding response keeps the names it sent (bounded by
+//!   `MAX_OUTSTANDING` per type, freed on its ACK or NACK);
 //! - the first subscription of a type is answered once the view exists, even when nothing is to
 //!   be sent (an empty response), as Envoy's initial fetch expects: a client waits for every type
 //!   it subscribed to before it applies its first configuration, so "no AuthorizationPolicy"
@@ -96,14 +108,51 @@ impl Known {
             None => Box::new(self.map.keys()),
         }
     }
+
+    /// Marks `names` as held at an unknown version: the next diff sends each one the view has
+    /// (no real version is empty, so none compares equal) and removes each one it has not
+    /// (removing a name the client does not hold is a no-op for it). Returns true when anything
+    /// was forgotten.
+    fn forget<'a>(
+        &mut self,
+        names: impl IntoIterator<Item = &'a Arc<str>>,
+        sub: &Subscription,
+    ) -> bool {
+        let mut names = names.into_iter().filter(|n| sub.covers(n)).peekable();
+        if names.peek().is_none() {
+            return false;
+        }
+        let unknown: Arc<str> = Arc::from(UNKNOWN_VERSION);
+        let map = self.map_mut();
+        for name in names {
+            map.insert(name.clone(), unknown.clone());
+        }
+        true
+    }
+}
+
+/// The version `known` holds for a resource whose delivery a NACK refused.
+const UNKNOWN_VERSION: &str = "";
+
+/// A response not yet answered: its nonce, the set version it brought the type to, and the names
+/// it added, changed or removed (what a NACK of it refused).
+#[derive(Debug)]
+struct Outstanding {
+    nonce: String,
+    /// Position of the response among every response of the stream (the nonce as a number).
+    seq: u64,
+    version: Arc<str>,
+    names: Box<[Arc<str>]>,
 }
 
 #[derive(Debug, Default)]
 struct TypeState {
     subscription: Subscription,
     known: Known,
-    outstanding: VecDeque<(String, Arc<str>)>,
+    outstanding: VecDeque<Outstanding>,
     acked_version: Option<String>,
+    /// A NACK made the stream forget resources of this type, which have not been sent since.
+    refused: bool,
     /// Set version of the view last diffed; an unchanged view is skipped without a diff.
     diffed_version: Option<Arc<str>>,
     /// A response of this type was sent on this stream (the first one is sent even empty).
@@ -117,6 +166,9 @@ pub struct DeltaStream {
     types: HashMap<Arc<str>, TypeState>,
     view: Option<Arc<Snapshot>>,
     next_nonce: u64,
+    /// Sequence number (nonce) of the last response that carried a change of the view or of a
+    /// subscription; a resend of refused resources is not one, so resends never owe each other.
+    last_change: u64,
 }
 
 impl DeltaStream {
@@ -140,9 +192,15 @@ impl DeltaStream {
         self.types.get(type_url).map(|t| &t.subscription)
     }
 
-    /// The version of `name` the client has been sent, if any.
+    /// The version of `name` the client has been sent, if any (none once a NACK refused it).
     pub fn known_version(&self, type_url: &str, name: &str) -> Option<&str> {
-        self.types.get(type_url)?.known.get(name).map(|v| &**v)
+        let version = self.types.get(type_url)?.known.get(name)?;
+        (**version != *UNKNOWN_VERSION).then_some(&**version)
+    }
+
+    /// True when a NACK refused resources of `type_url` that have not been sent again yet.
+    pub fn refused(&self, type_url: &str) -> bool {
+        self.types.get(type_url).is_some_and(|t| t.refused)
     }
 
     /// Handles one request from the client.
@@ -154,22 +212,35 @@ impl DeltaStream {
         let (type_url, first) = type_key(&self.types, &req.type_url)?;
         let state = self.types.entry(type_url.clone()).or_default();
         let mut outcome = DeltaOutcome::default();
+        let mut retry_now = false;
 
         if !req.response_nonce.is_empty()
             && let Some(pos) = state
                 .outstanding
                 .iter()
-                .position(|(n, _)| *n == req.response_nonce)
+                .position(|o| o.nonce == req.response_nonce)
+            // Earlier outstanding responses are superseded (answered with this one).
+            && let Some(Outstanding {
+                version,
+                names,
+                seq,
+                ..
+            }) = state.outstanding.drain(..=pos).next_back()
         {
-            let (_, version) = state.outstanding[pos].clone();
-            state.outstanding.drain(..=pos);
             outcome.event = Some(match &req.error_detail {
-                Some(status) => StreamEvent::Nack {
-                    type_url: type_url.clone(),
-                    rejected_version: version.to_string(),
-                    kept_version: state.acked_version.clone().unwrap_or_default(),
-                    error: status.message.clone(),
-                },
+                Some(status) => {
+                    // The client kept what it had before: what this response carried is no
+                    // longer known to be delivered. It is sent again with the next push, or
+                    // now if a push already followed it (the client refused without that change).
+                    state.refused |= state.known.forget(names.iter(), &state.subscription);
+                    retry_now = state.refused && self.last_change > seq;
+                    StreamEvent::Nack {
+                        type_url: type_url.clone(),
+                        rejected_version: version.to_string(),
+                        kept_version: state.acked_version.clone().unwrap_or_default(),
+                        error: status.message.clone(),
+                    }
+                }
                 None => {
                     state.acked_version = Some(version.to_string());
                     StreamEvent::Ack {
@@ -207,7 +278,8 @@ impl DeltaStream {
         }
         // An ACK or NACK that changes no subscription needs no more work (this path runs once
         // per proxy per push, so it must not walk `known`).
-        if !(first || before != state.subscription) {
+        let change = first || before != state.subscription;
+        if !(change || retry_now) {
             return Ok(outcome);
         }
         // The client forgets what it unsubscribed from; so do we.
@@ -216,25 +288,40 @@ impl DeltaStream {
             state.known.map_mut().retain(|name, _| sub.covers(name));
         }
         if let Some(view) = self.view.clone() {
-            outcome.push = self.diff(&type_url, &view);
+            outcome.push = self.diff(&type_url, &view, change);
         }
         Ok(outcome)
     }
 
     /// Takes a new view of the resources for this stream's node and returns the responses to send:
-    /// for each subscribed type, only what changed or left.
+    /// for each subscribed type, only what changed or left; and, when anything changed, what a
+    /// NACK refused, after the changes (the refusal may have depended on them).
     pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<DeltaPush> {
         self.view = Some(view.clone());
-        let urls: Vec<Arc<str>> = self
-            .types
-            .keys()
-            .filter(|url| self.view_changed(url, view))
-            .cloned()
-            .collect();
-        urls.iter().filter_map(|url| self.diff(url, view)).collect()
+        // (type, its view changed); refused types after the others.
+        let mut urls: Vec<(Arc<str>, bool)> = Vec::new();
+        let mut retry: Vec<(Arc<str>, bool)> = Vec::new();
+        for (url, state) in &self.types {
+            let changed = self.view_changed(url, view);
+            if state.refused {
+                retry.push((url.clone(), changed));
+            } else if changed {
+                urls.push((url.clone(), true));
+            }
+        }
+        if urls.is_empty() && !retry.iter().any(|(_, changed)| *changed) {
+            // Nothing changed: a refused version is not sent again as it is.
+            return Vec::new();
+        }
+        urls.extend(retry);
+        urls.iter()
+            .filter_map(|(url, changed)| self.diff(url, view, *changed))
+            .collect()
     }
 
-    fn diff(&mut self, type_url: &Arc<str>, view: &Snapshot) -> Option<DeltaPush> {
+    /// The response that brings the client of `type_url` to `view`, if anything is owed;
+    /// `change` says it answers a change (of the view or the subscription), not only a refusal.
+    fn diff(&mut self, type_url: &Arc<str>, view: &Snapshot, change: bool) -> Option<DeltaPush> {
         let state = self.types.get_mut(type_url)?;
         let set = view.shared_type_set(type_url);
         let set_version: Arc<str> = set
@@ -274,6 +361,7 @@ impl DeltaStream {
             }
         };
         state.diffed_version = Some(set_version.clone());
+        state.refused = false;
         if wildcard {
             // The client now has exactly the view's set.
             state.known = match set {
@@ -295,13 +383,24 @@ impl DeltaStream {
         state.answered = true;
         removed.sort();
         self.next_nonce += 1;
+        if change {
+            self.last_change = self.next_nonce;
+        }
         let nonce = self.next_nonce.to_string();
         if state.outstanding.len() >= MAX_OUTSTANDING {
             state.outstanding.pop_front();
         }
-        state
-            .outstanding
-            .push_back((nonce.clone(), set_version.clone()));
+        state.outstanding.push_back(Outstanding {
+            nonce: nonce.clone(),
+            seq: self.next_nonce,
+            version: set_version.clone(),
+            names: resources
+                .iter()
+                .map(|e| &e.name)
+                .chain(&removed)
+                .cloned()
+                .collect(),
+        });
         Some(DeltaPush {
             type_url: type_url.clone(),
             system_version: set_version,
@@ -338,226 +437,5 @@ fn known_at(known: &Known, entry: &Entry) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use envoy_types::pb::envoy::config::core::v3::Node;
-    use envoy_types::pb::google::rpc::Status;
-
-    use super::*;
-    use crate::transport::resource::{Kind, encode};
-
-    const CLUSTER: &str = "type.googleapis.com/jalin.v1.Cluster";
-
-    fn req(sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
-        DeltaDiscoveryRequest {
-            node: Some(Node {
-                id: "proxy-1".into(),
-                ..Default::default()
-            }),
-            type_url: CLUSTER.into(),
-            resource_names_subscribe: sub.iter().map(|s| s.to_string()).collect(),
-            resource_names_unsubscribe: unsub.iter().map(|s| s.to_string()).collect(),
-            response_nonce: nonce.into(),
-            ..Default::default()
-        }
-    }
-
-    fn snap(items: &[(&str, u32)]) -> Arc<Snapshot> {
-        Arc::new(Snapshot::new(
-            items
-                .iter()
-                .map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
-        ))
-    }
-
-    fn names(p: &DeltaPush) -> Vec<&str> {
-        p.resources.iter().map(|e| &*e.name).collect()
-    }
-
-    #[test]
-    fn only_changes_and_removals_are_pushed() {
-        let mut s = DeltaStream::new();
-        s.on_snapshot(&snap(&[("a", 1), ("b", 1), ("c", 1)]));
-        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
-        assert_eq!(names(&p1), ["a", "b", "c"]);
-        let out = s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
-        assert!(matches!(out.event, Some(StreamEvent::Ack { .. })));
-        assert!(out.push.is_none());
-
-        let p2 = s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).remove(0);
-        assert_eq!(names(&p2), ["b"]);
-        assert_eq!(p2.removed, vec![Arc::<str>::from("c")]);
-        assert!(s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).is_empty());
-    }
-
-    #[test]
-    fn linked_pushes_send_the_change_and_a_missed_one_is_diffed_whole() {
-        let mut s = DeltaStream::new();
-        let v1 = snap(&[("a", 1), ("b", 1), ("c", 1)]);
-        s.on_snapshot(&v1);
-        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
-        s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
-
-        // v2 is linked to v1 (as `XdsServer::push` does): the stream sends the change only.
-        let mut v2 = v1.with([encode(Kind::Cluster, "b", &2).unwrap()]);
-        v2.link_from(&v1);
-        assert!(v2.type_set(CLUSTER).unwrap().changes().is_some());
-        let p2 = s.on_snapshot(&Arc::new(v2.clone())).remove(0);
-        assert_eq!(names(&p2), ["b"]);
-        assert!(p2.removed.is_empty());
-        assert_eq!(
-            s.known_version(CLUSTER, "b"),
-            Some(&*p2.resources[0].version)
-        );
-
-        // v3 is linked to v2, but the stream never saw v2: it diffs v3 against v1 whole.
-        let mut other = DeltaStream::new();
-        other.on_snapshot(&v1);
-        other.on_request(&req(&[], &[], "")).unwrap();
-        let mut v3 = v2.without([(CLUSTER, "c")]);
-        v3.link_from(&v2);
-        let p3 = other.on_snapshot(&Arc::new(v3)).remove(0);
-        assert_eq!(names(&p3), ["b"], "b changed in the missed v2");
-        assert_eq!(p3.removed, vec![Arc::<str>::from("c")]);
-    }
-
-    #[test]
-    fn a_first_subscription_is_answered_once_even_empty() {
-        // Subscribed before the first view: the view's arrival answers it.
-        let mut s = DeltaStream::new();
-        assert!(s.on_request(&req(&[], &[], "")).unwrap().push.is_none());
-        let pushes = s.on_snapshot(&snap(&[]));
-        assert_eq!(pushes.len(), 1);
-        assert!(pushes[0].resources.is_empty() && pushes[0].removed.is_empty());
-        let out = s.on_request(&req(&[], &[], &pushes[0].nonce)).unwrap();
-        assert!(matches!(out.event, Some(StreamEvent::Ack { .. })));
-        assert!(
-            s.on_snapshot(&snap(&[])).is_empty(),
-            "answered once: an unchanged empty view sends nothing more"
-        );
-
-        // Subscribed after the first view, and on a reconnect that already has everything.
-        let mut s = DeltaStream::new();
-        s.on_snapshot(&snap(&[("a", 1)]));
-        let mut r = req(&[], &[], "");
-        let p = s.on_request(&r).unwrap().push.unwrap();
-        r.initial_resource_versions = p
-            .resources
-            .iter()
-            .map(|e| (e.name.to_string(), e.version.to_string()))
-            .collect();
-        let mut again = DeltaStream::new();
-        again.on_snapshot(&snap(&[("a", 1)]));
-        let p = again.on_request(&r).unwrap().push.unwrap();
-        assert!(p.resources.is_empty() && p.removed.is_empty());
-    }
-
-    #[test]
-    fn leaving_the_wildcard_keeps_only_explicit_names() {
-        let mut s = DeltaStream::new();
-        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
-        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
-        let out = s.on_request(&req(&["a"], &["*"], &p1.nonce)).unwrap();
-        assert!(out.push.is_none(), "a is already there");
-        assert_eq!(s.known_version(CLUSTER, "b"), None, "b is forgotten");
-        assert!(s.known_version(CLUSTER, "a").is_some());
-        // A change to b is no longer sent; a change to a is.
-        assert!(s.on_snapshot(&snap(&[("a", 1), ("b", 2)])).is_empty());
-        let p2 = s.on_snapshot(&snap(&[("a", 2), ("b", 2)])).remove(0);
-        assert_eq!(names(&p2), ["a"]);
-    }
-
-    #[test]
-    fn explicit_subscribe_unsubscribe() {
-        let mut s = DeltaStream::new();
-        s.on_snapshot(&snap(&[("a", 1), ("b", 1)]));
-        let p1 = s.on_request(&req(&["a"], &[], "")).unwrap().push.unwrap();
-        assert_eq!(names(&p1), ["a"]);
-        assert!(!s.subscription(CLUSTER).unwrap().wildcard);
-        let p2 = s
-            .on_request(&req(&["b"], &[], &p1.nonce))
-            .unwrap()
-            .push
-            .unwrap();
-        assert_eq!(names(&p2), ["b"]);
-        let out = s.on_request(&req(&[], &["a"], &p2.nonce)).unwrap();
-        assert!(out.push.is_none(), "unsubscribing sends nothing");
-        assert_eq!(s.known_version(CLUSTER, "a"), None);
-        // A change to the unsubscribed resource is not pushed; removal of one subscribed is.
-        assert!(s.on_snapshot(&snap(&[("a", 2), ("b", 1)])).is_empty());
-        let p3 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
-        assert_eq!(p3.removed, vec![Arc::<str>::from("b")]);
-        // Explicit wildcard subscription brings everything.
-        let p4 = s
-            .on_request(&req(&["*"], &[], &p3.nonce))
-            .unwrap()
-            .push
-            .unwrap();
-        assert_eq!(names(&p4), ["a"]);
-    }
-
-    #[test]
-    fn nack_with_detail_keeps_acked_version() {
-        let mut s = DeltaStream::new();
-        s.on_snapshot(&snap(&[("a", 1)]));
-        let p1 = s.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
-        s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
-        let p2 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
-        let mut nack = req(&[], &[], &p2.nonce);
-        nack.error_detail = Some(Status {
-            code: 3,
-            message: "cluster a: bad".into(),
-            details: vec![],
-        });
-        let out = s.on_request(&nack).unwrap();
-        match out.event {
-            Some(StreamEvent::Nack {
-                rejected_version,
-                kept_version,
-                error,
-                ..
-            }) => {
-                assert_eq!(rejected_version, &*p2.system_version);
-                assert_eq!(kept_version, &*p1.system_version);
-                assert_eq!(error, "cluster a: bad");
-            }
-            other => panic!("expected NACK, got {other:?}"),
-        }
-        assert_eq!(s.acked_version(CLUSTER), Some(&*p1.system_version));
-        assert!(
-            s.on_snapshot(&snap(&[("a", 2)])).is_empty(),
-            "rejected content is not resent"
-        );
-    }
-
-    #[test]
-    fn stale_nonce_does_not_ack() {
-        let mut s = DeltaStream::new();
-        s.on_snapshot(&snap(&[("a", 1)]));
-        s.on_request(&req(&[], &[], "")).unwrap();
-        let out = s.on_request(&req(&[], &[], "999")).unwrap();
-        assert!(out.event.is_none());
-        assert_eq!(s.acked_version(CLUSTER), None);
-    }
-
-    #[test]
-    fn reconnect_with_initial_versions_resumes() {
-        let view = snap(&[("a", 1), ("b", 1), ("gone", 1)]);
-        let mut first = DeltaStream::new();
-        first.on_snapshot(&view);
-        let p = first.on_request(&req(&[], &[], "")).unwrap().push.unwrap();
-        let versions: HashMap<String, String> = p
-            .resources
-            .iter()
-            .map(|e| (e.name.to_string(), e.version.to_string()))
-            .collect();
-
-        // The control plane moved on while the client was away: b changed, gone was deleted.
-        let mut again = DeltaStream::new();
-        again.on_snapshot(&snap(&[("a", 1), ("b", 2)]));
-        let mut r = req(&[], &[], "");
-        r.initial_resource_versions = versions;
-        let p = again.on_request(&r).unwrap().push.unwrap();
-        assert_eq!(names(&p), ["b"], "a is unchanged and must not be resent");
-        assert_eq!(p.removed, vec![Arc::<str>::from("gone")]);
-    }
-}
+#[path = "server_delta_tests.rs"]
+mod tests;

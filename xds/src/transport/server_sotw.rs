@@ -4,7 +4,13 @@
 //! - per type URL, the stream remembers the version and nonce it sent last; a request whose
 //!   `response_nonce` is not that nonce is stale and changes nothing (xDS "stale nonce" rule);
 //! - a request with the current nonce and `error_detail` is a NACK: the client keeps running the
-//!   version it names in `version_info`, and the rejected set is not resent until it changes;
+//!   version it names in `version_info`. Any change of the type sends its whole set anyway
+//!   (SotW), the refused resources with it; and, as the delta stream does, a change of any other
+//!   subscribed type sends the refused type again too, after the changed ones (the refusal may
+//!   have depended on them). An unchanged view sends nothing, and a NACK sends nothing unless a
+//!   change of another type (a resend is not a change) followed the refused response (the client
+//!   refused before it saw that change: the retry is owed at once). Every resend is paid for by
+//!   a distinct change, so the same rejected set never ping-pongs, not even between two types;
 //! - a response always carries the full subscribed set of its type (SotW), and is sent only when
 //!   that set's version differs from the one sent last, or the subscription changed.
 
@@ -46,7 +52,11 @@ struct TypeState {
     subscription: Subscription,
     sent_version: Option<Arc<str>>,
     sent_nonce: Option<String>,
+    /// Position of the last response of this type among every response of the stream.
+    sent_seq: u64,
     acked_version: Option<String>,
+    /// The client NACKed the last response of this type, which has not been sent again since.
+    refused: bool,
 }
 
 /// One state-of-the-world stream.
@@ -56,6 +66,9 @@ pub struct SotwStream {
     types: HashMap<Arc<str>, TypeState>,
     view: Option<Arc<Snapshot>>,
     next_nonce: u64,
+    /// Sequence number (nonce) of the last response that carried a change of the view or of a
+    /// subscription; a resend of a refused set is not one, so resends never owe each other.
+    last_change: u64,
 }
 
 impl SotwStream {
@@ -88,6 +101,7 @@ impl SotwStream {
         let (type_url, first) = type_key(&self.types, &req.type_url)?;
         let state = self.types.entry(type_url.clone()).or_default();
         let mut outcome = SotwOutcome::default();
+        let mut retry_now = false;
 
         if !req.response_nonce.is_empty() {
             if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
@@ -96,6 +110,8 @@ impl SotwStream {
             }
             match &req.error_detail {
                 Some(status) => {
+                    state.refused = true;
+                    retry_now = self.last_change > state.sent_seq;
                     outcome.event = Some(StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: state
@@ -120,9 +136,9 @@ impl SotwStream {
         }
 
         let subscription = sotw_subscription(&req.resource_names, first, &state.subscription);
-        let changed = first || subscription != state.subscription;
+        let change = first || subscription != state.subscription;
         state.subscription = subscription;
-        if !changed {
+        if !(change || retry_now) {
             return Ok(outcome);
         }
         let Some(view) = self.view.clone() else {
@@ -139,38 +155,57 @@ impl SotwStream {
             state.acked_version = Some(req.version_info.clone());
             return Ok(outcome);
         }
-        outcome.push = Some(self.push(type_url, version, resources));
+        outcome.push = Some(self.push(type_url, version, resources, change));
         Ok(outcome)
     }
 
     /// Takes a new view of the resources for this stream's node and returns the responses to send:
-    /// one per subscribed type whose set changed.
+    /// one per subscribed type whose set changed; and, when any did, one per type whose last
+    /// response was NACKed, after the changed ones.
     pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<SotwPush> {
         self.view = Some(view.clone());
         let mut changed = Vec::new();
+        let mut retry = Vec::new();
         for (type_url, state) in &self.types {
             let (version, resources) = select(view, type_url, &state.subscription);
             if state.sent_version.as_deref() != Some(&*version) {
-                changed.push((type_url.clone(), version, resources));
+                changed.push((state.refused, true, type_url.clone(), version, resources));
+            } else if state.refused {
+                retry.push((true, false, type_url.clone(), version, resources));
             }
         }
+        if changed.is_empty() {
+            // Nothing changed: a refused set is not sent again as it is.
+            return Vec::new();
+        }
+        changed.extend(retry);
+        // Types that were refused go last (a stable sort keeps the rest in place).
+        changed.sort_by_key(|(refused, ..)| *refused);
         changed
             .into_iter()
-            .map(|(url, version, resources)| self.push(url, version, resources))
+            .map(|(_, change, url, version, resources)| self.push(url, version, resources, change))
             .collect()
     }
 
+    /// Records and returns a response; `change` says it answers a change (of the view or the
+    /// subscription), not only a refusal.
     fn push(
         &mut self,
         type_url: Arc<str>,
         version: Arc<str>,
         resources: Vec<Arc<Entry>>,
+        change: bool,
     ) -> SotwPush {
         self.next_nonce += 1;
+        if change {
+            self.last_change = self.next_nonce;
+        }
         let nonce = self.next_nonce.to_string();
         if let Some(state) = self.types.get_mut(&type_url) {
             state.sent_version = Some(version.clone());
             state.sent_nonce = Some(nonce.clone());
+            state.sent_seq = self.next_nonce;
+            state.refused = false;
         }
         SotwPush {
             type_url,
@@ -322,6 +357,154 @@ mod tests {
         // The same rejected content is not pushed again; a fix is.
         assert!(s.on_snapshot(&snap(&[("a", 2)])).is_empty());
         assert_eq!(s.on_snapshot(&snap(&[("a", 3)])).len(), 1);
+    }
+
+    #[test]
+    fn a_refused_type_is_resent_after_a_change_of_another_subscribed_type() {
+        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
+        let view = |route: u32, cluster: u32, listener: u32| {
+            Arc::new(Snapshot::new([
+                encode(Kind::Route, "r", &route).unwrap(),
+                encode(Kind::Cluster, "c", &cluster).unwrap(),
+                encode(Kind::Listener, "inbound", &listener).unwrap(),
+            ]))
+        };
+        let typed = |mut r: DiscoveryRequest, url: &str| {
+            r.type_url = url.into();
+            r
+        };
+        let mut s = SotwStream::new();
+        s.on_snapshot(&view(1, 1, 1));
+        for url in [ROUTE, CLUSTER] {
+            let p = s
+                .on_request(&typed(req(&[], "", ""), url))
+                .unwrap()
+                .push
+                .unwrap();
+            s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
+                .unwrap();
+        }
+        let p2 = s.on_snapshot(&view(2, 1, 1)).remove(0);
+        assert_eq!(&*p2.type_url, ROUTE);
+        let mut nack = typed(req(&[], "", &p2.nonce), ROUTE);
+        nack.error_detail = Some(Status {
+            code: 3,
+            message: "route r: ambiguous destination".into(),
+            details: vec![],
+        });
+        let out = s.on_request(&nack).unwrap();
+        assert!(matches!(out.event, Some(StreamEvent::Nack { .. })));
+        assert!(out.push.is_none(), "a NACK itself never sends anything");
+        // Unchanged, or changed only in a type this stream does not subscribe to: nothing.
+        assert!(s.on_snapshot(&view(2, 1, 1)).is_empty());
+        assert!(s.on_snapshot(&view(2, 1, 2)).is_empty());
+        // The cluster change goes first, then the refused route set again.
+        let v3 = view(2, 2, 2);
+        let pushes = s.on_snapshot(&v3);
+        let order: Vec<(&str, &str)> = pushes.iter().map(|p| (&*p.type_url, &*p.version)).collect();
+        let clusters = &v3.type_set(CLUSTER).unwrap().version;
+        assert_eq!(order, [(CLUSTER, &**clusters), (ROUTE, &*p2.version)]);
+        // Sent again: the next unrelated change does not repeat it.
+        let pushes = s.on_snapshot(&view(2, 3, 2));
+        assert_eq!(pushes.len(), 1);
+        assert_eq!(&*pushes[0].type_url, CLUSTER);
+    }
+
+    #[test]
+    fn a_nack_overtaken_by_a_push_of_another_type_is_retried_at_once() {
+        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
+        let view = |route: u32, cluster: u32| {
+            Arc::new(Snapshot::new([
+                encode(Kind::Route, "r", &route).unwrap(),
+                encode(Kind::Cluster, "c", &cluster).unwrap(),
+            ]))
+        };
+        let typed = |mut r: DiscoveryRequest, url: &str| {
+            r.type_url = url.into();
+            r
+        };
+        let refuse = |p: &SotwPush| {
+            let mut r = typed(req(&[], "", &p.nonce), &p.type_url);
+            r.error_detail = Some(Status {
+                code: 3,
+                message: "route r: no cluster serves its destination".into(),
+                details: vec![],
+            });
+            r
+        };
+        let mut s = SotwStream::new();
+        s.on_snapshot(&view(1, 1));
+        for url in [ROUTE, CLUSTER] {
+            let p = s
+                .on_request(&typed(req(&[], "", ""), url))
+                .unwrap()
+                .push
+                .unwrap();
+            s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
+                .unwrap();
+        }
+        let route = s.on_snapshot(&view(2, 1)).remove(0);
+        let cluster = s.on_snapshot(&view(2, 2)).remove(0);
+        assert_eq!(&*cluster.type_url, CLUSTER);
+        // The NACK crossed the cluster push: the route set is owed at once.
+        let again = s.on_request(&refuse(&route)).unwrap().push.unwrap();
+        assert_eq!(
+            (&*again.type_url, &*again.version),
+            (ROUTE, &*route.version)
+        );
+        s.on_request(&typed(req(&[], &cluster.version, &cluster.nonce), CLUSTER))
+            .unwrap();
+        // Refused again after the cluster: nothing until the view changes.
+        let out = s.on_request(&refuse(&again)).unwrap();
+        assert!(matches!(out.event, Some(StreamEvent::Nack { .. })));
+        assert!(out.push.is_none());
+        assert!(s.on_snapshot(&view(2, 2)).is_empty());
+    }
+
+    #[test]
+    fn refusals_of_two_types_never_ping_pong() {
+        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
+        let view = |route: u32, cluster: u32| {
+            Arc::new(Snapshot::new([
+                encode(Kind::Route, "r", &route).unwrap(),
+                encode(Kind::Cluster, "c", &cluster).unwrap(),
+            ]))
+        };
+        let typed = |mut r: DiscoveryRequest, url: &str| {
+            r.type_url = url.into();
+            r
+        };
+        let mut s = SotwStream::new();
+        s.on_snapshot(&view(1, 1));
+        for url in [ROUTE, CLUSTER] {
+            let p = s
+                .on_request(&typed(req(&[], "", ""), url))
+                .unwrap()
+                .push
+                .unwrap();
+            s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
+                .unwrap();
+        }
+        // A client that refuses every response, answering each as it comes.
+        let mut queue: std::collections::VecDeque<SotwPush> = s.on_snapshot(&view(2, 2)).into();
+        assert_eq!(queue.len(), 2);
+        let mut sent = 0;
+        while let Some(p) = queue.pop_front() {
+            sent += 1;
+            assert!(sent <= 3, "resends ping-pong: {sent} responses");
+            let mut nack = typed(req(&[], "", &p.nonce), &p.type_url);
+            nack.error_detail = Some(Status {
+                code: 3,
+                message: "refused".into(),
+                details: vec![],
+            });
+            queue.extend(s.on_request(&nack).unwrap().push);
+        }
+        assert_eq!(
+            sent, 3,
+            "one resend owed: the first refusal crossed the second change"
+        );
+        assert!(s.on_snapshot(&view(2, 2)).is_empty());
     }
 
     #[test]
