@@ -155,6 +155,36 @@ fn upstream_process() -> (ChildGuard, SocketAddr) {
     (child, addr)
 }
 
+/// Runs the `jalin-bench` binary with `args` off the async runtime; it must succeed. Returns
+/// its standard output.
+async fn run_bench(args: Vec<String>) -> String {
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// `jalin-bench compare run=<report>`: the side-by-side table of one saved report.
+fn compare_table(report: &std::path::Path) -> String {
+    let table = Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
+        .args(["compare", &format!("run={}", report.display())])
+        .output()
+        .unwrap();
+    assert!(table.status.success());
+    String::from_utf8_lossy(&table.stdout).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_overhead_and_writes_the_json_report() {
     let (_upstream, addr) = upstream_process();
@@ -183,31 +213,13 @@ async fn the_binary_runs_overhead_and_writes_the_json_report() {
         json_path.to_str().unwrap(),
     ]
     .map(str::to_owned);
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_bench(args.to_vec()).await;
     assert!(stdout.contains("direct") && stdout.contains("via") && stdout.contains("added"));
     let json: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     check_overhead_json(&json, 250.0, 0.4, 2, 1024);
 
     // `compare` reads the saved report back.
-    let table = Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
-        .args(["compare", &format!("run={}", json_path.display())])
-        .output()
-        .unwrap();
-    assert!(table.status.success());
-    let table = String::from_utf8_lossy(&table.stdout);
+    let table = compare_table(&json_path);
     assert!(
         table.contains("run/direct") && table.contains("run/via"),
         "{table}"
@@ -244,20 +256,7 @@ async fn two_chains_side_by_side_share_the_rounds_and_each_gets_its_difference()
         json_path.to_str().unwrap(),
     ]
     .map(str::to_owned);
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = run_bench(args.to_vec()).await;
     assert!(
         stdout.contains("+first") && stdout.contains("+second"),
         "{stdout}"
@@ -288,11 +287,7 @@ async fn two_chains_side_by_side_share_the_rounds_and_each_gets_its_difference()
         ["direct", "first", "second", "second", "first", "direct"]
     );
 
-    let table = Command::new(env!("CARGO_BIN_EXE_jalin-bench"))
-        .args(["compare", &format!("run={}", json_path.display())])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&table.stdout);
+    let table = compare_table(&json_path);
     assert!(
         table.contains("run/first") && table.contains("run/second"),
         "{table}"
