@@ -51,6 +51,18 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?}: sizes above 64 MiB are not supported by the generator"))
 }
 
+/// Parses `NAME=URL` (a named chain for `overhead --compare`).
+pub fn parse_named_url(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, url)) if !name.trim().is_empty() && url.contains("://") => {
+            Ok((name.trim().to_owned(), url.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?}: expected NAME=URL, e.g. envoy=http://127.0.0.1:18083/api"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,16 +88,20 @@ mod tests {
         assert!(parse_size("1GiB").is_err());
         assert!(parse_size("x").is_err());
     }
-}
 
-/// Parses `NAME=URL` (a named chain for `overhead --compare`).
-pub fn parse_named_url(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((name, url)) if !name.trim().is_empty() && url.contains("://") => {
-            Ok((name.trim().to_owned(), url.trim().to_owned()))
+    #[test]
+    fn named_urls() {
+        assert_eq!(
+            parse_named_url("envoy=http://127.0.0.1:1/x"),
+            Ok(("envoy".to_owned(), "http://127.0.0.1:1/x".to_owned()))
+        );
+        for bad in [
+            "http://127.0.0.1:1/",
+            "=http://a/",
+            "envoy=",
+            "envoy=127.0.0.1:1",
+        ] {
+            assert!(parse_named_url(bad).is_err(), "{bad}");
         }
-        _ => Err(format!(
-            "{text:?}: expected NAME=URL, e.g. envoy=http://127.0.0.1:18083/api"
-        )),
     }
 }
