@@ -1,5 +1,5 @@
 //! Request authentication and the other authorization paths end to end: JWTs (ES256, JWKS from
-//! a file) validated by the server proxy with 401 on an invalid token, `requestPrincipals`
+//! a file, or fetched over HTTPS from an IdP with a private CA) validated by the server proxy with 401 on an invalid token, `requestPrincipals`
 //! matched, claims copied to headers and the token stripped; a CUSTOM policy asking an external
 //! HTTP authorizer (allow, deny, and a provider that never answers: fail closed within the
 //! timeout); and opaque TCP connections authorized with `evaluate_tcp` and closed on deny.
@@ -202,6 +202,106 @@ async fn jwt_and_custom_decide_requests() {
         status, 403,
         "an authorizer that does not answer in time: fail closed"
     );
+}
+
+/// An IdP's JWKS endpoint over HTTPS, with a certificate for 127.0.0.1 from the IdP's own CA.
+/// Returns its address, the CA (PEM) and the server task.
+async fn https_jwks(document: String) -> (SocketAddr, String, AbortOnDrop) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let document = Bytes::from(document);
+    let task = tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            let (acceptor, document) = (acceptor.clone(), document.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let document = document.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/keys");
+                        Ok::<_, Infallible>(http::Response::new(Full::new(document)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, ca_pem, AbortOnDrop(task))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jwks_is_fetched_over_https_from_an_idp_with_a_private_ca() {
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let app = HttpUpstream::start("app").await.unwrap();
+    let signer = Signer::new();
+    let (idp, ca_pem, _idp_task) = https_jwks(signer.jwks()).await;
+    let ca = mesh.dir.path().join("idp-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let authz = |trust: &str| {
+        format!(
+            "{trust}  request_authentications:\n    - meta: {{ name: idp, namespace: ns }}\n      jwt_rules:\n        - issuer: \"{ISS}\"\n          jwks_uri: \"https://{idp}/keys\"\n  policies:\n    - meta: {{ name: callers, namespace: ns }}\n      rules:\n        - from: [ {{ request_principals: [\"{ISS}/alice\"] }} ]\n"
+        )
+    };
+    let token = format!("Bearer {}", signer.token("alice"));
+
+    // The IdP's CA is trusted: the keys are fetched and alice's token is accepted.
+    let trusted = authz(&format!("  jwks_trust: [{}]\n", ca.display()));
+    let server = mesh
+        .server("ns", "records", &[], app.addr, Some("PERMISSIVE"), &trusted)
+        .await;
+    let (status, body) = request(server.addr("in"), "GET", "/x", &[("authorization", &token)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "JWKS over HTTPS from a trusted CA: {body}");
+
+    // Without that CA the server's certificate is refused, no keys are had, and the token is
+    // rejected: fail closed.
+    let untrusted = mesh
+        .server(
+            "ns",
+            "records-2",
+            &[],
+            app.addr,
+            Some("PERMISSIVE"),
+            &authz(""),
+        )
+        .await;
+    let (status, body) = request(
+        untrusted.addr("in"),
+        "GET",
+        "/x",
+        &[("authorization", &token)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 401, "JWKS server not trusted: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,16 +1,24 @@
 //! JWKS documents for RequestAuthentication `jwksUri`s: read from the files the configuration
-//! maps them to, otherwise fetched over HTTP once per configuration load, bounded in time and
-//! size. A document that cannot be had is left out, so its issuer's tokens are rejected.
+//! maps them to, otherwise fetched over HTTPS (or HTTP) once per configuration load, bounded in
+//! time and size. HTTPS verifies the server against the system's trust store plus the CA files in
+//! `authorization.jwks_trust`. A document that cannot be had is left out, so its issuer's tokens
+//! are rejected.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jalin_xds::authz::jwt::jwks_uris;
+use rustls::RootCertStore;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use super::AuthorizationSection;
 use crate::config::ConfigError;
@@ -48,8 +56,7 @@ pub async fn load(
     if missing.is_empty() {
         return Ok(out);
     }
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client = client(&a.jwks_trust, file)?;
     for uri in missing {
         match tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch(&client, &uri)).await {
             Ok(Ok(doc)) => {
@@ -66,10 +73,63 @@ pub async fn load(
     Ok(out)
 }
 
-async fn fetch(client: &Client<HttpConnector, Empty<Bytes>>, uri: &str) -> Result<String, String> {
+type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// The client for `jwksUri`s: HTTPS verified against the system's roots and `trust`, or HTTP.
+fn client(trust: &[PathBuf], file: &str) -> Result<JwksClient, ConfigError> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for e in &native.errors {
+        tracing::debug!(error = %e, "system trust store: a certificate could not be read");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(added, ignored, "system trust store loaded for JWKS fetches");
+    for (i, path) in trust.iter().enumerate() {
+        let bad = |message: String| ConfigError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            path: format!("authorization.jwks_trust[{i}]"),
+            message,
+            hint: "give a PEM file of CA certificates that sign the JWKS servers".into(),
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(bad(format!("{} holds no certificate", path.display())));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            path: "authorization.jwks_trust".into(),
+            message: format!("TLS for JWKS fetches: {e}"),
+            hint: "report this: the default TLS versions should always be available".into(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+async fn fetch(client: &JwksClient, uri: &str) -> Result<String, String> {
     let parsed: http::Uri = uri.parse().map_err(|e| format!("bad URI: {e}"))?;
-    if parsed.scheme_str() != Some("http") {
-        return Err("only http:// URIs are fetched; map https:// ones in `jwks_files`".into());
+    if !matches!(parsed.scheme_str(), Some("https" | "http")) {
+        return Err("a jwksUri is https:// or http://".into());
     }
     let rsp = client
         .get(parsed)

@@ -56,6 +56,10 @@ pub struct AuthorizationSection {
     /// JWKS documents for `jwksUri`s, read from files instead of fetched.
     #[serde(default)]
     pub jwks_files: BTreeMap<String, PathBuf>,
+    /// CA certificates (PEM files) trusted for `https://` jwksUris besides the system store
+    /// (an agency's private PKI).
+    #[serde(default)]
+    pub jwks_trust: Vec<PathBuf>,
     /// Proxies in front of this one whose `x-forwarded-for` entries are trusted (`remote.ip`).
     #[serde(default)]
     pub num_trusted_proxies: u32,
