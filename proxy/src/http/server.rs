@@ -35,7 +35,7 @@ where
     let peer = conn.peer;
     let listener = conn.info.name.clone();
     let tracker = ConnTracker::new(PrematureResetConfig::default());
-    let abuse = tracker.close_requested().clone();
+    let counts = tracker.clone();
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         // Made when the request is accepted, before its future is first polled: a client reset
@@ -49,7 +49,7 @@ where
     });
     let ctl = Control {
         drain: &drain,
-        abuse: &abuse,
+        tracker: &counts,
         peer,
         listener: &listener,
     };
@@ -93,8 +93,8 @@ where
 /// What may end a connection besides its client.
 struct Control<'a> {
     drain: &'a CancellationToken,
-    /// Cancelled by the connection's [`ConnTracker`] on too many premature resets.
-    abuse: &'a CancellationToken,
+    /// Requests a close on too many premature resets.
+    tracker: &'a ConnTracker,
     peer: SocketAddr,
     listener: &'a str,
 }
@@ -119,12 +119,15 @@ where
             shutdown(conn.as_mut());
             conn.await
         }
-        () = ctl.abuse.cancelled() => {
+        () = ctl.tracker.close_requested().cancelled() => {
             metrics::counter!(PREMATURE_RESET_CLOSED, "listener" => ctl.listener.to_owned())
                 .increment(1);
+            let (streams, premature) = ctl.tracker.counts();
             tracing::warn!(
                 peer = %ctl.peer,
                 listener = ctl.listener,
+                streams,
+                premature,
                 "closing downstream connection: too many streams reset before their response \
                  started (premature resets; a rapid-reset attack or a broken client)"
             );
