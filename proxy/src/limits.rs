@@ -87,3 +87,17 @@ pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Largest configuration file read; a bigger file is an operator mistake, not a config.
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Premature-reset heuristic (Envoy's `premature_reset_total_stream_count`, default 500): once a
+/// downstream connection has ended this many streams, it is closed when more than half were reset
+/// by the client before their response started; earlier, as soon as the resets alone reach half
+/// of it. Catches rapid-reset attackers that pace themselves under h2's own flood limits.
+pub const PREMATURE_RESET_TOTAL_STREAM_COUNT: u64 = 500;
+
+/// A stream the client resets after living longer than this is an ordinary cancellation, not a
+/// premature reset (Envoy's `premature_reset_min_stream_lifetime_seconds`, default 1 s).
+pub const PREMATURE_RESET_MIN_STREAM_LIFETIME: Duration = Duration::from_secs(1);
+
+/// A connection closed for premature resets gets GOAWAY, then this long for its in-flight streams
+/// before it is dropped: an attacker's streams are not worth waiting for.
+pub const PREMATURE_RESET_CLOSE_GRACE: Duration = Duration::from_secs(1);

@@ -5,6 +5,10 @@
 //! connection with GOAWAY `ENHANCE_YOUR_CALM` within a bounded number of streams, and a
 //! well-behaved client on another connection is still served.
 //!
+//! An attacker that paces its resets (a few per round trip) stays under h2's limits; the
+//! proxy's premature-reset heuristic (Envoy's) closes that connection too, within a bounded
+//! number of streams, and leaves a busy well-behaved connection alone.
+//!
 //! Synchronisation is by frame order, not time: the attacker queues its whole burst before its
 //! connection task may run (a current-thread runtime of its own), so the burst leaves in one
 //! write, before the client has read the proxy's SETTINGS. Within the limit, a PING follows the
@@ -25,9 +29,12 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use h2::{Ping, Reason};
 use http::Request;
+use jalin_proxy::http::premature::PREMATURE_RESET_CLOSED;
 use jalin_proxy::limits::{
     MAX_CONCURRENT_STREAMS, MAX_LOCAL_ERROR_RESET_STREAMS, MAX_PENDING_ACCEPT_RESET_STREAMS,
+    PREMATURE_RESET_TOTAL_STREAM_COUNT,
 };
+use jalin_tests::client::curl;
 use jalin_tests::proxy::{OutboundConfig, TestProxy};
 use jalin_tests::upstream::{ControlledUpstream, Mode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -317,4 +324,169 @@ async fn refused_stream_flood_gets_goaway_and_other_connections_are_served() {
     );
     let mut fresh = GoodClient::connect(addr).await;
     assert_eq!(fresh.get(addr).await, 200, "a new connection is served");
+}
+
+/// Streams opened and reset per round trip by the paced attacker: well under
+/// `MAX_PENDING_ACCEPT_RESET_STREAMS`, so h2's own limit never trips.
+const PACED_BATCH: usize = 5;
+
+/// The paced attacker gives up (and the test fails) after this many streams.
+const PACED_BOUND: usize = 600;
+
+/// How a paced attack ended.
+#[derive(Debug)]
+enum PacedEnd {
+    /// [`PACED_BOUND`] streams were opened and the connection is still open.
+    Survived,
+    /// The connection ended after `streams` streams; `error` is its first error (the proxy's
+    /// GOAWAY, if it sent one).
+    Closed { streams: usize, error: h2::Error },
+}
+
+/// Opens and at once resets streams in batches of [`PACED_BATCH`] on one h2c connection, each
+/// batch followed by one ordinary request whose response it waits for, until the proxy ends
+/// the connection or [`PACED_BOUND`] is reached.
+///
+/// The ordinary request is the round trip that paces the batches. A PING would not do: h2
+/// answers a PING while reading frames, before hyper accepts the streams read with it, so on
+/// loopback PING-paced batches pile up in the accept queue and trip h2's own
+/// pending-accept-reset limit (the attack this test is not about). The proxy accepts streams in
+/// order, so the response means the whole batch was accepted.
+async fn paced_attack(addr: SocketAddr) -> anyhow::Result<PacedEnd> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let (mut send, conn) = h2::client::handshake(tcp).await?;
+    let conn = tokio::spawn(conn);
+    let mut streams = 0;
+    // Any failure ends the attack; how the connection ended is read below.
+    'attack: while streams < PACED_BOUND {
+        for i in 0..=PACED_BATCH {
+            send = match send.clone().ready().await {
+                Ok(s) => s,
+                Err(_) => break 'attack,
+            };
+            let req = Request::get(format!("http://{addr}/")).body(())?;
+            let Ok((rsp, mut stream)) = send.send_request(req, true) else {
+                break 'attack;
+            };
+            streams += 1;
+            if i < PACED_BATCH {
+                stream.send_reset(Reason::CANCEL);
+                continue;
+            }
+            let rsp = tokio::time::timeout(HANG_GUARD, rsp)
+                .await
+                .context("the pacing request hung")?;
+            let Ok(rsp) = rsp else { break 'attack };
+            anyhow::ensure!(rsp.status() == 200, "pacing request: {}", rsp.status());
+            let mut body = rsp.into_body();
+            while let Some(chunk) = body.data().await {
+                let Ok(chunk) = chunk else { break 'attack };
+                let _ = body.flow_control().release_capacity(chunk.len());
+            }
+        }
+    }
+    if streams >= PACED_BOUND {
+        return Ok(PacedEnd::Survived);
+    }
+    // Refusing new streams is not enough: the proxy must close the connection.
+    let _ended = tokio::time::timeout(HANG_GUARD, conn)
+        .await
+        .context("the proxy stopped taking streams but kept the connection open")??;
+    // The connection's first error (a GOAWAY received before the socket closed, or the socket
+    // closing without one) is what every later request fails with.
+    let req = Request::get(format!("http://{addr}/")).body(())?;
+    let Err(error) = send.send_request(req, true) else {
+        anyhow::bail!("a request was accepted on a connection that ended");
+    };
+    Ok(PacedEnd::Closed { streams, error })
+}
+
+/// The sum of `name`'s samples in the proxy's `/metrics`.
+async fn counter(proxy: &TestProxy, name: &str) -> f64 {
+    let metrics = curl(&format!("http://{}/metrics", proxy.admin()), &["-sS"])
+        .await
+        .unwrap()
+        .body;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_resets_under_the_h2_limit_get_the_connection_closed() {
+    let up = ControlledUpstream::start("up").await.unwrap();
+    let proxy = proxy_to(&up).await;
+    let addr = proxy.addr("out");
+    let mut good = GoodClient::connect(addr).await;
+    assert_eq!(good.get(addr).await, 200);
+    let closed_before = counter(&proxy, PREMATURE_RESET_CLOSED).await;
+
+    match paced_attack(addr).await.unwrap() {
+        PacedEnd::Survived => panic!(
+            "the proxy kept a connection that opened {PACED_BOUND} streams and reset \
+             {PACED_BATCH} of every {}",
+            PACED_BATCH + 1
+        ),
+        PacedEnd::Closed { streams, error } => {
+            assert!(
+                error.is_go_away() && error.is_remote(),
+                "after {streams} streams: expected the proxy's GOAWAY, got {error:?}"
+            );
+            // Not h2's ENHANCE_YOUR_CALM: the pacing kept under that limit; this is the
+            // premature-reset heuristic's graceful GOAWAY.
+            assert_eq!(
+                error.reason(),
+                Some(Reason::NO_ERROR),
+                "after {streams} streams: {error:?}"
+            );
+            // Closed by the early check, once the resets are half the heuristic's count.
+            let early = usize::try_from(PREMATURE_RESET_TOTAL_STREAM_COUNT / 2).unwrap();
+            let resets = streams / (PACED_BATCH + 1) * PACED_BATCH + streams % (PACED_BATCH + 1);
+            assert!(
+                resets >= early,
+                "closed after {resets} resets, before {early}: {error:?}"
+            );
+        }
+    }
+    assert!(
+        counter(&proxy, PREMATURE_RESET_CLOSED).await > closed_before,
+        "{PREMATURE_RESET_CLOSED} counts the closed connection"
+    );
+
+    assert_eq!(
+        good.get(addr).await,
+        200,
+        "the open connection is still served"
+    );
+    let mut fresh = GoodClient::connect(addr).await;
+    assert_eq!(fresh.get(addr).await, 200, "a new connection is served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_client_that_sometimes_cancels_is_not_closed() {
+    let up = ControlledUpstream::start("up").await.unwrap();
+    let proxy = proxy_to(&up).await;
+    let addr = proxy.addr("out");
+    let mut client = GoodClient::connect(addr).await;
+
+    // 1,000 completed requests, and one cancelled (reset before its response) per ten: a
+    // premature share of 1 in 11, far under half. Twice the heuristic's stream count, so the
+    // connection is judged on its totals, not only by the early check.
+    let requests = 2 * usize::try_from(PREMATURE_RESET_TOTAL_STREAM_COUNT).unwrap();
+    for i in 0..requests {
+        if i % 10 == 0 {
+            let send = client.send.clone().ready().await;
+            let mut send = send.unwrap_or_else(|e| panic!("closed after {i} requests: {e:?}"));
+            let req = Request::get(format!("http://{addr}/")).body(()).unwrap();
+            let (_rsp, mut stream) = send.send_request(req, true).unwrap();
+            stream.send_reset(Reason::CANCEL);
+        }
+        assert_eq!(client.get(addr).await, 200, "request {i}");
+    }
+    let send = client.send.clone().ready().await;
+    assert!(send.is_ok(), "the connection is still open: {send:?}");
+    assert_eq!(client.get(addr).await, 200, "and still served");
 }

@@ -6,6 +6,7 @@ pub mod body;
 pub mod forward;
 pub mod headers;
 pub mod keepalive;
+pub mod premature;
 pub mod respond;
 pub mod routing;
 pub mod server;
