@@ -35,7 +35,7 @@ fn shipped_settings() -> InjectSettings {
 }
 
 /// The proxy container's args after injecting a pod with `annotations`.
-fn injected_args(settings: &InjectSettings, annotations: serde_json::Value) -> Vec<String> {
+fn injected_args(settings: &InjectSettings, annotations: &serde_json::Value) -> Vec<String> {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "p", "namespace": "child-services", "annotations": annotations},
         "spec": {"containers": [{"name": "app", "image": "app"}]},
@@ -96,12 +96,12 @@ fn injected_proxy_args_parse_with_the_real_proxy_command() {
     let shipped = shipped_settings();
 
     // The mesh default, a pod override, and the longest drain the injector accepts.
-    let args = injected_args(&shipped, json!({}));
+    let args = injected_args(&shipped, &json!({}));
     assert_eq!(args[..2], ["--config", PROXY_CONFIG_PATH]);
     assert_parses(&args, &missing);
     let args = injected_args(
         &shipped,
-        json!({PROXY_CONFIG_ANNOTATION: "terminationDrainDuration: 90s\n"}),
+        &json!({PROXY_CONFIG_ANNOTATION: "terminationDrainDuration: 90s\n"}),
     );
     assert_eq!(args[2..], ["--drain-duration", "90s"]);
     assert_parses(&args, &missing);
@@ -109,11 +109,11 @@ fn injected_proxy_args_parse_with_the_real_proxy_command() {
         drain_duration: parse_drain("10m").unwrap(),
         ..shipped.clone()
     };
-    assert_parses(&injected_args(&longest, json!({})), &missing);
+    assert_parses(&injected_args(&longest, &json!({})), &missing);
 
     // The check can fail: a drain the proxy refuses is a clap usage error (exit 2) naming the
     // flag and the bound.
-    let mut refused = injected_args(&shipped, json!({}));
+    let mut refused = injected_args(&shipped, &json!({}));
     let last = refused.len() - 1;
     refused[last] = "11m".into();
     let (code, stderr) = run_proxy(&refused, &missing);
@@ -133,7 +133,7 @@ fn injected_args_repeat_the_images_default_command() {
         .find_map(|l| l.strip_prefix("CMD "))
         .expect("Dockerfile.proxy has a CMD");
     let cmd: Vec<String> = serde_json::from_str(cmd).unwrap();
-    let args = injected_args(&shipped_settings(), json!({}));
+    let args = injected_args(&shipped_settings(), &json!({}));
     assert_eq!(args[..cmd.len()], cmd[..]);
 }
 

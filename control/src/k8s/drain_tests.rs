@@ -10,7 +10,7 @@ use super::*;
 use crate::k8s::inject::{InjectSettings, PROXY_CONTAINER, STATUS_ANNOTATION, inject};
 use crate::server::mesh::MeshInjection;
 
-fn pod(annotations: Value, grace: Option<i64>) -> Pod {
+fn pod(annotations: &Value, grace: Option<i64>) -> Pod {
     let mut spec = json!({"containers": [{"name": "app", "image": "app"}]});
     if let Some(g) = grace {
         spec["terminationGracePeriodSeconds"] = json!(g);
@@ -71,7 +71,7 @@ fn render(pod: &Pod, settings: &InjectSettings) -> (Vec<String>, Option<i64>, Ve
 fn the_mesh_default_reaches_the_proxy_args_and_fits_the_default_grace() {
     let settings = mesh("drainDuration: 20s\n");
     assert_eq!(settings.drain_duration, Duration::from_secs(20));
-    let (args, grace, warnings) = render(&pod(json!({}), None), &settings);
+    let (args, grace, warnings) = render(&pod(&json!({}), None), &settings);
     assert_eq!(
         args,
         ["--config", PROXY_CONFIG_PATH, "--drain-duration", "20s"]
@@ -83,7 +83,7 @@ fn the_mesh_default_reaches_the_proxy_args_and_fits_the_default_grace() {
     assert!(warnings.is_empty(), "{warnings:?}");
 
     // No mesh value: the proxy's own default.
-    let (args, _, warnings) = render(&pod(json!({}), None), &mesh("{}\n"));
+    let (args, _, warnings) = render(&pod(&json!({}), None), &mesh("{}\n"));
     assert_eq!(args[3], "25s");
     assert!(
         warnings.is_empty(),
@@ -96,7 +96,7 @@ fn a_pods_proxy_config_overrides_the_mesh_and_raises_the_grace_period() {
     let settings = mesh("drainDuration: 20s\n");
     // Istio's block-YAML form; `terminationDrainDuration` is Istio's name for this drain.
     let p = pod(
-        json!({PROXY_CONFIG_ANNOTATION: "terminationDrainDuration: 1m\nholdApplicationUntilProxyStarts: true\n"}),
+        &json!({PROXY_CONFIG_ANNOTATION: "terminationDrainDuration: 1m\nholdApplicationUntilProxyStarts: true\n"}),
         None,
     );
     let (args, grace, warnings) = render(&p, &settings);
@@ -112,7 +112,7 @@ fn a_pods_proxy_config_overrides_the_mesh_and_raises_the_grace_period() {
 
     // The JSON form and the mesh's own name; a pod's longer grace is kept.
     let p = pod(
-        json!({PROXY_CONFIG_ANNOTATION: r#"{"drainDuration": "40s"}"#}),
+        &json!({PROXY_CONFIG_ANNOTATION: r#"{"drainDuration": "40s"}"#}),
         Some(120),
     );
     let (args, grace, warnings) = render(&p, &settings);
@@ -122,16 +122,16 @@ fn a_pods_proxy_config_overrides_the_mesh_and_raises_the_grace_period() {
 
     // A shorter grace than the drain needs is raised, not lowered to it.
     let p = pod(
-        json!({PROXY_CONFIG_ANNOTATION: r#"{"drainDuration": "40s"}"#}),
+        &json!({PROXY_CONFIG_ANNOTATION: r#"{"drainDuration": "40s"}"#}),
         Some(10),
     );
     assert_eq!(render(&p, &settings).1, Some(45));
 
     // Both names: `terminationDrainDuration` wins. Neither: the mesh's.
     let both = r#"{"drainDuration": "40s", "terminationDrainDuration": "3s"}"#;
-    let p = pod(json!({PROXY_CONFIG_ANNOTATION: both}), None);
+    let p = pod(&json!({PROXY_CONFIG_ANNOTATION: both}), None);
     assert_eq!(render(&p, &settings).0[3], "3s");
-    let p = pod(json!({PROXY_CONFIG_ANNOTATION: "concurrency: 2\n"}), None);
+    let p = pod(&json!({PROXY_CONFIG_ANNOTATION: "concurrency: 2\n"}), None);
     assert_eq!(render(&p, &settings).0[3], "20s");
 }
 
@@ -157,7 +157,7 @@ fn invalid_drains_name_the_field_and_what_was_expected() {
     // Pod annotation: the webhook denies with the pod, the annotation's field and the value.
     let settings = InjectSettings::default();
     let p = pod(
-        json!({PROXY_CONFIG_ANNOTATION: "drainDuration: 2h\n"}),
+        &json!({PROXY_CONFIG_ANNOTATION: "drainDuration: 2h\n"}),
         None,
     );
     let e = inject(&p, &enabled(), &settings).unwrap_err();
@@ -169,14 +169,17 @@ fn invalid_drains_name_the_field_and_what_was_expected() {
         "{shown}"
     );
     let p = pod(
-        json!({PROXY_CONFIG_ANNOTATION: "{terminationDrainDuration: [oops"}),
+        &json!({PROXY_CONFIG_ANNOTATION: "{terminationDrainDuration: [oops"}),
         None,
     );
     let e = inject(&p, &enabled(), &settings).unwrap_err();
     assert_eq!(e.annotation, PROXY_CONFIG_ANNOTATION);
     assert!(e.expected.contains("ProxyConfig in YAML or JSON"));
     // A duration that is not a string is the same mistake as a malformed one.
-    let p = pod(json!({PROXY_CONFIG_ANNOTATION: "drainDuration: 0\n"}), None);
+    let p = pod(
+        &json!({PROXY_CONFIG_ANNOTATION: "drainDuration: 0\n"}),
+        None,
+    );
     assert!(inject(&p, &enabled(), &settings).is_err());
 }
 
@@ -190,7 +193,7 @@ fn the_webhook_returns_the_grace_warning_to_kubectl() {
             "resource": {"group": "", "version": "v1", "resource": "pods"},
             "userInfo": {}, "dryRun": false,
             "object": serde_json::to_value(pod(
-                json!({PROXY_CONFIG_ANNOTATION: "drainDuration: 90s\n"}), None)).unwrap(),
+                &json!({PROXY_CONFIG_ANNOTATION: "drainDuration: 90s\n"}), None)).unwrap(),
         }
     }))
     .unwrap();
