@@ -422,3 +422,52 @@ impl ProxyHandle {
         Ok(())
     }
 }
+
+/// The longest `--drain-duration` accepted: a drain is a bounded wait like every other, and a
+/// pod that needs more than ten minutes to finish its requests needs a different shutdown, not a
+/// longer one (Istio caps its drain at one hour; Kubernetes must also grant the time as
+/// `terminationGracePeriodSeconds`).
+pub const MAX_DRAIN_DURATION: Duration = Duration::from_secs(600);
+
+/// Parses `--drain-duration`: whole seconds or minutes (`25s`, `2m`; a bare number is seconds),
+/// at least 1 s (a zero drain cuts every in-flight request) and at most
+/// [`MAX_DRAIN_DURATION`]. The error says what was expected.
+pub fn parse_drain_duration(s: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "expected a duration from 1s to 10m such as `25s`";
+    let d = jalin_ca::cli::files::parse_duration(s).map_err(|e| format!("{e}; {EXPECTED}"))?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{}` would cut every in-flight request; {EXPECTED}",
+            s.trim()
+        ));
+    }
+    if d > MAX_DRAIN_DURATION {
+        return Err(format!("`{}` is too long; {EXPECTED}", s.trim()));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod drain_duration_tests {
+    use super::*;
+
+    #[test]
+    fn drain_durations_are_bounded_and_say_what_is_expected() {
+        assert_eq!(parse_drain_duration("25s"), Ok(Duration::from_secs(25)));
+        assert_eq!(parse_drain_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_drain_duration("10m"), Ok(MAX_DRAIN_DURATION));
+        for bad in ["0s", "0", "11m", "1h", "abc", "-1s", "1.5s", ""] {
+            let e = parse_drain_duration(bad).unwrap_err();
+            assert!(
+                e.contains("expected a duration from 1s to 10m"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(
+            parse_drain_duration("0s")
+                .unwrap_err()
+                .contains("cut every in-flight")
+        );
+        assert!(parse_drain_duration("1h").unwrap_err().contains("too long"));
+    }
+}

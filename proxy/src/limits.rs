@@ -78,7 +78,9 @@ pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MAX_DOWNSTREAM_CONNECTIONS: usize = 65_536;
 
 /// How long SIGTERM waits for in-flight requests and connections to finish before the process
-/// exits anyway; Kubernetes' default termination grace period is 30 s, so stay under it.
+/// exits anyway, unless `--drain-duration` (or the injector, from the mesh's
+/// `injection.drainDuration` or the pod's `proxy.istio.io/config`) says otherwise; Kubernetes'
+/// default termination grace period is 30 s, so stay under it.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 
 /// Quiet period after a file-change event before the configuration is reloaded, so an editor's

@@ -1,10 +1,11 @@
-//! The `jalin-proxy` binary: `jalin-proxy --config FILE [--workers N]`.
+//! The `jalin-proxy` binary: `jalin-proxy --config FILE [--workers N] [--drain-duration D]`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use jalin_proxy::limits::DRAIN_DEADLINE;
-use jalin_proxy::{ConfigSource, Proxy};
+use jalin_proxy::{ConfigSource, Proxy, parse_drain_duration};
 
 /// mimalloc, built with `no_thp`: a sidecar runs beside every workload, so idle memory matters
 /// more than the last percent of allocator speed, and transparent huge pages would back its
@@ -23,6 +24,12 @@ struct Args {
     /// Worker threads; 1 runs everything on one thread. Default: one per CPU.
     #[arg(long, env = "JALIN_PROXY_WORKERS")]
     workers: Option<usize>,
+    /// How long SIGTERM (or SIGINT) lets in-flight requests and connections finish before the
+    /// proxy exits anyway: 1s to 10m, such as `25s`. The drain ends as soon as they are done.
+    /// Keep it under the pod's `terminationGracePeriodSeconds` (the injector does). Default: 25s.
+    #[arg(long, env = "JALIN_PROXY_DRAIN_DURATION", value_name = "DURATION",
+          value_parser = parse_drain_duration)]
+    drain_duration: Option<Duration>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
@@ -57,7 +64,35 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     runtime.block_on(async {
         let proxy = Proxy::start(ConfigSource::File(args.config)).await?;
-        proxy.run_until_signal(DRAIN_DEADLINE).await?;
+        proxy
+            .run_until_signal(args.drain_duration.unwrap_or(DRAIN_DEADLINE))
+            .await?;
         anyhow::Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_duration_defaults_to_the_deadline_and_refuses_zero() {
+        let parse = |extra: &[&str]| {
+            Args::try_parse_from(["jalin-proxy", "--config", "p.yaml"].iter().chain(extra))
+        };
+        assert_eq!(parse(&[]).unwrap().drain_duration, None);
+        assert_eq!(
+            parse(&["--drain-duration", "2s"]).unwrap().drain_duration,
+            Some(Duration::from_secs(2))
+        );
+        let e = parse(&["--drain-duration", "0s"]).unwrap_err().to_string();
+        assert!(
+            e.contains("--drain-duration") && e.contains("from 1s to 10m"),
+            "{e}"
+        );
+        assert!(
+            DRAIN_DEADLINE < Duration::from_secs(30),
+            "under Kubernetes' default grace"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The sidecar-injection webhook's core: decides whether a pod gets the jalin proxy (namespace
 //! label and pod label/annotation semantics as Istio documents them) and renders the JSON patch
-//! that adds the redirect init container, the proxy container and their volumes. No I/O.
+//! that adds the redirect init container, the proxy container and their volumes, and the grace
+//! period the proxy's drain needs (see [`super::drain`]). No I/O.
 //!
 //! Decision order: a pod that already has the proxy is left alone (injection is idempotent);
 //! host-network pods and system namespaces are never injected; then, as in Istio, if either the
@@ -9,6 +10,7 @@
 //! says "on" it is injected, and otherwise `enabled_by_default` decides.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use json_patch::jsonptr::PointerBuf;
@@ -22,6 +24,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::drain;
 use super::probes;
 use super::redirect::{RedirectConfig, redirect_script};
 
@@ -105,6 +108,9 @@ pub struct InjectSettings {
     pub exclude_inbound_ports: Vec<u16>,
     /// Outbound CIDRs that bypass the proxy in every injected pod (the pod annotation adds more).
     pub exclude_outbound_ranges: Vec<IpNet>,
+    /// How long the proxy drains after SIGTERM (the pod's `proxy.istio.io/config` overrides it);
+    /// see [`super::drain`].
+    pub drain_duration: Duration,
 }
 
 impl Default for InjectSettings {
@@ -128,6 +134,7 @@ impl Default for InjectSettings {
             resources: None,
             exclude_inbound_ports: Vec::new(),
             exclude_outbound_ranges: Vec::new(),
+            drain_duration: drain::DEFAULT_DRAIN,
         }
     }
 }
@@ -166,6 +173,8 @@ pub struct Injection {
     pub decision: Decision,
     /// The JSON patch to return (empty when skipped).
     pub patch: Patch,
+    /// What `kubectl` shows the user about changes beyond the sidecar (a raised grace period).
+    pub warnings: Vec<String>,
 }
 
 /// A pod annotation that cannot be honoured.
@@ -269,9 +278,11 @@ pub fn inject(
         return Ok(Injection {
             decision,
             patch: Patch(Vec::new()),
+            warnings: Vec::new(),
         });
     }
     let redirect = redirect_config(pod, settings)?;
+    let drain = drain::pod_drain(pod, &pod_name(pod), settings.drain_duration)?;
     let spec = pod.spec.clone().unwrap_or_default();
     let rewrite = if settings.rewrite_app_probes && probes::rewrite_enabled(pod) {
         probes::rewrite(&spec.containers, settings.health_port)
@@ -279,7 +290,7 @@ pub fn inject(
         probes::ProbeRewrite::default()
     };
     let init = init_container(settings, &redirect);
-    let proxy = proxy_container(settings, rewrite.app_probers.as_deref());
+    let proxy = proxy_container(settings, rewrite.app_probers.as_deref(), drain);
     let volumes = volumes(settings);
     let mut ops = Vec::new();
     // Probe replacements first: they address the app's containers by their original index,
@@ -303,7 +314,19 @@ pub fn inject(
         "initContainers": [INIT_CONTAINER],
         "containers": [],
         "volumes": [TOKEN_VOLUME, DATA_VOLUME],
+        "drainDuration": format!("{}s", drain.as_secs()),
     });
+    // The kubelet's SIGKILL must not land mid-drain.
+    let mut warnings = Vec::new();
+    if let Some(raise) = drain::grace_raise(pod, drain) {
+        add(
+            &mut ops,
+            &["spec", "terminationGracePeriodSeconds"],
+            json!(raise.to),
+        );
+        status["terminationGracePeriodSeconds"] = json!({"from": raise.from, "to": raise.to});
+        warnings.push(drain::grace_warning(&pod_name(pod), drain, &raise));
+    }
     // Init containers: the redirect first, then (native sidecar) the proxy, then the app's.
     let mut front = vec![to_json(&init)];
     if settings.native_sidecar {
@@ -359,6 +382,7 @@ pub fn inject(
     Ok(Injection {
         decision,
         patch: Patch(ops),
+        warnings,
     })
 }
 
@@ -498,8 +522,13 @@ fn port(name: &str, number: u16) -> ContainerPort {
     }
 }
 
-/// The proxy container. Its environment is the sidecar's configuration contract.
-fn proxy_container(settings: &InjectSettings, app_probers: Option<&str>) -> Container {
+/// The proxy container. Its environment is the sidecar's configuration contract; its arguments
+/// carry the drain.
+fn proxy_container(
+    settings: &InjectSettings,
+    app_probers: Option<&str>,
+    drain: Duration,
+) -> Container {
     let ready = Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/healthz/ready".into()),
@@ -517,6 +546,7 @@ fn proxy_container(settings: &InjectSettings, app_probers: Option<&str>) -> Cont
         resources: settings.resources.clone(),
         // A native sidecar: restarted on exit, started before the app's init containers.
         restart_policy: settings.native_sidecar.then(|| "Always".to_string()),
+        args: Some(drain::proxy_args(drain)),
         env: Some(
             vec![
                 env("JALIN_MODE", "sidecar"),

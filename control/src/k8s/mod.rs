@@ -12,6 +12,7 @@
 //! Tests (here and in the e2e crate) use the fake API server in [`fake`], behind the `testing`
 //! feature: `jalin-control = { workspace = true, features = ["testing"] }`.
 
+pub mod drain;
 pub mod inject;
 mod kinds;
 pub mod probes;

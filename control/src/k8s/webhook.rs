@@ -59,6 +59,9 @@ pub fn respond(
             response
                 .audit_annotations
                 .insert(AUDIT_DECISION.to_string(), decision);
+            if !injection.warnings.is_empty() {
+                response.warnings = Some(injection.warnings);
+            }
             if injection.patch.0.is_empty() {
                 return response;
             }

@@ -51,6 +51,9 @@ pub struct MeshInjection {
     /// Comma-separated outbound CIDRs that bypass the proxy in every injected pod.
     #[serde(rename = "excludeOutboundIPRanges")]
     pub exclude_outbound_ip_ranges: Option<String>,
+    /// How long injected proxies drain after SIGTERM (`25s`; whole seconds, 1s to 10m); a pod's
+    /// `proxy.istio.io/config` `drainDuration` or `terminationDrainDuration` overrides it.
+    pub drain_duration: Option<String>,
 }
 
 /// Splits a comma-separated list and parses each item.
@@ -95,6 +98,12 @@ impl MeshInjection {
                 )
             })?;
         let d = InjectSettings::default();
+        let drain_duration = match self.drain_duration.as_deref() {
+            Some(value) => {
+                crate::k8s::drain::parse_drain(value).map_err(|reason| ("drainDuration", reason))?
+            }
+            None => d.drain_duration,
+        };
         Ok(InjectSettings {
             proxy_image: self.proxy_image.clone().unwrap_or(d.proxy_image),
             init_image: self.init_image.clone().unwrap_or(d.init_image),
@@ -113,6 +122,7 @@ impl MeshInjection {
             resources: self.resources.clone(),
             exclude_inbound_ports,
             exclude_outbound_ranges,
+            drain_duration,
             ..d
         })
     }
