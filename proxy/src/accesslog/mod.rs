@@ -247,7 +247,10 @@ pub fn compile(
             let (text, path, dest) = match (&s.format, provider) {
                 (Some(f), p) => (
                     Fmt::Text(f.clone()),
-                    format!("Telemetry {} format", s.resource),
+                    doc_of(&s.resource).map_or_else(
+                        || format!("Telemetry {} {}.format", s.resource, s.format_path),
+                        |i| format!("telemetry[{i}].{}.format", s.format_path),
+                    ),
                     p.map_or(Destination::Stdout, |p| {
                         Destination::from_path(&section.providers[p].envoy_file_access_log.path)
                     }),
@@ -288,7 +291,10 @@ pub fn compile(
                 } else {
                     path.clone()
                 },
-                message: format!("the access-log format: {}", e.message),
+                message: format!(
+                    "Telemetry {}: the access-log format: {}",
+                    s.resource, e.message
+                ),
                 hint: "write Envoy command operators as %NAME% or %NAME(ARG)%, `%%` for `%`".into(),
             })?;
             for op in unknown {
@@ -444,3 +450,7 @@ fn content_length(headers: &HeaderMap) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+#[path = "mod_tests.rs"]
+mod tests;

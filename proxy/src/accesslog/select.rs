@@ -205,11 +205,14 @@ pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetr
         })?;
         entries.push(entry);
     }
-    let first_providers = entries.iter().find_map(|e| e.providers.as_ref()).map(names);
+    let first_providers = entries
+        .iter()
+        .find_map(|e| e.providers.as_ref())
+        .map(|p| names(p));
     let mut rules = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         let path = format!("spec.accessLogging[{i}]");
-        let own = e.providers.as_ref().map(names);
+        let own = e.providers.as_ref().map(|p| names(p));
         let bare = e.match_.is_none()
             && e.providers.is_none()
             && e.disabled.is_none()
@@ -226,7 +229,7 @@ pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetr
             let providers = o
                 .providers
                 .as_ref()
-                .map(names)
+                .map(|p| names(p))
                 .or_else(|| own.clone())
                 .or_else(|| first_providers.clone());
             rules.push(rule(o, providers, opath));
@@ -241,7 +244,7 @@ pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetr
     })
 }
 
-fn names(p: &Vec<ProviderRef>) -> Vec<String> {
+fn names(p: &[ProviderRef]) -> Vec<String> {
     p.iter().map(|r| r.name.clone()).collect()
 }
 
@@ -276,6 +279,8 @@ pub struct Selected {
     pub providers: Vec<String>,
     /// jalin's per-entry format; `None`: the provider's, else Istio's default.
     pub format: Option<String>,
+    /// Field path of the entry that set `format` in its document (`spec.accessLogging[1]...`).
+    pub format_path: String,
 }
 
 /// The selection for one workload: per mode, `None` when access logging is off.
@@ -292,7 +297,7 @@ struct State {
     resource: String,
     providers: Option<Vec<String>>,
     disabled: bool,
-    format: Option<String>,
+    format: Option<(String, String)>,
 }
 
 /// Selects the access logging in force for `w` among `all`.
@@ -357,8 +362,8 @@ pub fn select(all: &[Telemetry], w: &Workload) -> Selection {
                     state.providers = Some(p.clone());
                     state.format = None;
                 }
-                if r.format.is_some() {
-                    state.format = r.format.clone();
+                if let Some(f) = &r.format {
+                    state.format = Some((f.clone(), r.path.clone()));
                 }
                 state.disabled = r.disabled.unwrap_or(false);
             }
@@ -372,7 +377,8 @@ pub fn select(all: &[Telemetry], w: &Workload) -> Selection {
             resource: s.resource,
             // No providers named anywhere: Istio's default provider (`envoy`, stdout).
             providers: s.providers.unwrap_or_else(|| vec!["envoy".to_owned()]),
-            format: s.format,
+            format_path: s.format.as_ref().map(|f| f.1.clone()).unwrap_or_default(),
+            format: s.format.map(|f| f.0),
         })
     };
     Selection {

@@ -14,6 +14,7 @@ fn workload(ns: &str, labels: &[(&str, &str)]) -> Workload {
 }
 
 fn telemetry(ns: &str, name: &str, spec: serde_json::Value) -> Telemetry {
+    #![allow(clippy::needless_pass_by_value)] // json! literals read better by value
     parse(
         &json!({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
                 "metadata": {"name": name, "namespace": ns}, "spec": spec}),
@@ -76,7 +77,7 @@ fn workload_selector_overrides_namespace_which_overrides_root() {
         "ns",
         json!({"accessLogging": [{"disabled": true}]}),
     );
-    let all = [root.clone(), ns.clone(), sel.clone(), other_ns];
+    let all = [root, ns, sel, other_ns];
 
     let s = select(&all, &workload("elsewhere", &[]));
     assert_eq!(s.server.unwrap().providers, vec!["root-log"], "mesh-wide");

@@ -37,8 +37,8 @@ impl Destination {
 /// A queue to one destination's writer thread.
 #[derive(Debug)]
 pub struct Sink {
-    tx: SyncSender<String>,
-    label: String,
+    pub(super) tx: SyncSender<String>,
+    pub(super) label: String,
 }
 
 impl Sink {
@@ -86,7 +86,7 @@ pub fn sink(dest: &Destination) -> Arc<Sink> {
     let name = format!("jalin-access-log-{label}");
     let spawned = std::thread::Builder::new()
         .name(name.chars().take(15).collect())
-        .spawn(move || write_loop(rx, out));
+        .spawn(move || write_loop(&rx, out));
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the access-log writer; its lines are dropped and counted");
     }
@@ -96,7 +96,7 @@ pub fn sink(dest: &Destination) -> Arc<Sink> {
 }
 
 /// Writes lines as they come, flushing whenever the queue is momentarily empty.
-fn write_loop(rx: Receiver<String>, out: Box<dyn Write + Send>) {
+fn write_loop(rx: &Receiver<String>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(line) = rx.recv() {
         let mut ok = out.write_all(line.as_bytes()).is_ok();
