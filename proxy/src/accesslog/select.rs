@@ -194,7 +194,7 @@ pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetr
         .unwrap_or_default();
     let mut entries = Vec::with_capacity(raw.len());
     for (i, e) in raw.iter().enumerate() {
-        let entry: Entry = serde_json::from_value(e.clone()).map_err(|x| {
+        let mut entry: Entry = serde_json::from_value(e.clone()).map_err(|x| {
             err(
                 &format!("spec.accessLogging[{i}]"),
                 format!(
@@ -203,6 +203,16 @@ pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetr
                 ),
             )
         })?;
+        // An empty list names no provider (Istio: the defaults); the control plane sends one.
+        let none_if_empty = |p: &mut Option<Vec<ProviderRef>>| {
+            if p.as_ref().is_some_and(Vec::is_empty) {
+                *p = None;
+            }
+        };
+        none_if_empty(&mut entry.providers);
+        for o in &mut entry.overrides {
+            none_if_empty(&mut o.providers);
+        }
         entries.push(entry);
     }
     let first_providers = entries

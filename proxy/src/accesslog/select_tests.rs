@@ -176,3 +176,17 @@ fn a_spec_alone_is_named_by_its_resource() {
             .is_some()
     );
 }
+
+#[test]
+fn the_control_planes_serialized_spec_selects_like_the_document() {
+    // What `jalin control` sends: the imported spec, empty lists and nulls included.
+    let spec = json!({"selector": null, "targetRef": null, "targetRefs": [], "tracing": [],
+    "metrics": [], "accessLogging": [
+        {"match": null, "providers": [{"name": "audit"}], "disabled": null, "filter": null, "format": null},
+        {"match": {"mode": "CLIENT"}, "providers": [], "disabled": true, "filter": null, "format": null}
+    ]});
+    let t = parse(&spec, Some("child-services/cst")).unwrap();
+    let s = select(&[t], &workload("child-services", &[]));
+    assert_eq!(s.server.unwrap().providers, vec!["audit"]);
+    assert!(s.client.is_none());
+}
