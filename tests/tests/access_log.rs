@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use jalin_tests::client::http1_client;
 use jalin_tests::upstream::HttpUpstream;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 const SEED: &str =
     include_str!("../../control/examples/demo/policies-24-telemetry-child-services-telemetry.yaml");
@@ -39,29 +39,20 @@ fn proxy_binary() -> PathBuf {
 struct RunningProxy {
     _child: Child,
     _dir: tempfile::TempDir,
+    file: PathBuf,
     stdout: Lines<BufReader<ChildStdout>>,
+    /// The proxy's JSON log (a few lines per test: the pipe never fills).
+    stderr: Lines<BufReader<ChildStderr>>,
     inbound: SocketAddr,
     outbound: SocketAddr,
 }
 
-/// Starts the binary with the seed Telemetry (after `edit`) and finds its listeners' addresses
-/// in its JSON log on stderr.
+/// Starts the binary with the seed Telemetry (after `edit`), finds its listeners' addresses in
+/// its JSON log on stderr, and returns once it is started.
 async fn start(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> RunningProxy {
-    let seed: String = edit(SEED)
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .map(|l| format!("    {l}\n"))
-        .collect();
-    let seed = seed.replacen("    apiVersion", "  - apiVersion", 1);
-    let yaml = format!(
-        "admin:\n  address: 127.0.0.1:0\nlisteners:\n  - name: in\n    address: 127.0.0.1:0\n    \
-         direction: inbound\n    service: app\n  - name: out\n    address: 127.0.0.1:0\n    \
-         direction: outbound\n    service: app\nservices:\n  - name: app\n    endpoints:\n      \
-         - address: {upstream}\naccess_log:\n  namespace: child-services\ntelemetry:\n{seed}"
-    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.yaml");
-    std::fs::write(&file, yaml).unwrap();
+    std::fs::write(&file, config(upstream, edit)).unwrap();
     let mut child = Command::new(proxy_binary())
         .arg("--config")
         .arg(&file)
@@ -75,9 +66,10 @@ async fn start(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> RunningPr
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut inbound, mut outbound) = (None, None);
+    let (mut inbound, mut outbound, mut started) = (None, None, false);
     let mut log = String::new();
-    while inbound.is_none() || outbound.is_none() {
+    // "started" comes once the file is watched: a rewrite after it is seen.
+    while inbound.is_none() || outbound.is_none() || !started {
         let line = tokio::time::timeout(PATIENCE, stderr.next_line())
             .await
             .expect("the proxy logs its listeners")
@@ -89,6 +81,9 @@ async fn start(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> RunningPr
             continue;
         };
         let f = &v["fields"];
+        if f["message"] == "jalin-proxy started" {
+            started = true;
+        }
         if f["message"] != "listening" {
             continue;
         }
@@ -99,15 +94,31 @@ async fn start(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> RunningPr
             _ => {}
         }
     }
-    // Keep draining stderr so the proxy never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
     RunningProxy {
         _child: child,
         _dir: dir,
+        file,
         stdout,
+        stderr,
         inbound: inbound.unwrap(),
         outbound: outbound.unwrap(),
     }
+}
+
+/// The proxy's file: one inbound and one outbound listener to the app, the seed Telemetry.
+fn config(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> String {
+    let seed: String = edit(SEED)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    let seed = seed.replacen("    apiVersion", "  - apiVersion", 1);
+    format!(
+        "admin:\n  address: 127.0.0.1:0\nlisteners:\n  - name: in\n    address: 127.0.0.1:0\n    \
+         direction: inbound\n    service: app\n  - name: out\n    address: 127.0.0.1:0\n    \
+         direction: outbound\n    service: app\nservices:\n  - name: app\n    endpoints:\n      \
+         - address: {upstream}\naccess_log:\n  namespace: child-services\ntelemetry:\n{seed}"
+    )
 }
 
 async fn request(addr: SocketAddr, path: &str) -> u16 {
@@ -134,13 +145,23 @@ async fn next_line(p: &mut RunningProxy) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_request_writes_one_json_line_in_the_seed_format() {
     let app = HttpUpstream::start("app").await.unwrap();
-    let mut p = start(app.addr, str::to_owned).await;
+    // The format also asks for the credential: it must be redacted, never written.
+    let with_auth = |s: &str| {
+        s.replacen(
+            "\"method\": \"%REQ(:METHOD)%\",",
+            "\"method\": \"%REQ(:METHOD)%\",\n          \"auth\": \"%REQ(AUTHORIZATION)%\",",
+            1,
+        )
+    };
+    assert_ne!(with_auth(SEED), SEED);
+    let mut p = start(app.addr, with_auth).await;
 
     assert_eq!(request(p.inbound, "/status/201?case=7").await, 201);
     let line = next_line(&mut p).await;
     assert!(!line.contains("child-secret-token"), "{line}");
     let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
     assert_eq!(v["method"], "GET", "{line}");
+    assert_eq!(v["auth"], "[REDACTED]", "{line}");
     assert_eq!(v["path"], "/status/201?case=7", "{line}");
     assert_eq!(v["response_code"], 201, "{line}");
     assert_eq!(v["protocol"], "HTTP/1.1", "{line}");
@@ -184,4 +205,43 @@ async fn a_disabled_mode_logs_nothing() {
     let line = next_line(&mut p).await;
     assert!(line.contains("/status/200?client"), "{line}");
     assert!(!line.contains("?server"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_telemetry_is_refused_with_its_field_path_and_the_last_good_one_stays() {
+    let app = HttpUpstream::start("app").await.unwrap();
+    let mut p = start(app.addr, str::to_owned).await;
+    let broken = config(app.addr, |s| {
+        s.replacen("%REQ(:METHOD)%", "%REQ(:METHOD)", 1)
+    });
+    let tmp = p.file.with_extension("yaml.tmp");
+    std::fs::write(&tmp, broken).unwrap();
+    std::fs::rename(&tmp, &p.file).unwrap();
+    let error = loop {
+        let line = tokio::time::timeout(PATIENCE, p.stderr.next_line())
+            .await
+            .expect("the reload outcome")
+            .unwrap()
+            .expect("stderr open");
+        if line.contains("configuration rejected") {
+            break line;
+        }
+    };
+    assert!(
+        error.contains("telemetry[0].spec.accessLogging[1].overrides[1].format"),
+        "{error}"
+    );
+    assert!(
+        error.contains("child-services/child-services-telemetry"),
+        "{error}"
+    );
+    assert!(error.contains("proxy.yaml"), "{error}");
+
+    assert_eq!(request(p.inbound, "/status/200?after").await, 200);
+    let line = next_line(&mut p).await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+    assert_eq!(
+        v["path"], "/status/200?after",
+        "the seed format is still in force: {line}"
+    );
 }

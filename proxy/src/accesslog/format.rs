@@ -220,7 +220,14 @@ fn template(s: &str, needs: &mut Needs, unknown: &mut Vec<String>) -> Result<Vec
             rest = r;
             continue;
         }
-        let Some(end) = after.find('%') else {
+        // An argument may hold `%` itself (`%START_TIME(%Y-%m-%d)%`): then it ends at `)%`.
+        let end = match after.find('%') {
+            Some(e) if after[..e].contains('(') && !after[..e].contains(')') => {
+                after.find(")%").map(|p| p + 1)
+            }
+            e => e,
+        };
+        let Some(end) = end else {
             let col = s.len() - rest.len() + i + 1;
             return Err(format!(
                 "`%` at character {col} starts no command operator; expected `%OPERATOR%`, or `%%` for a literal `%`"
@@ -238,6 +245,13 @@ fn template(s: &str, needs: &mut Needs, unknown: &mut Vec<String>) -> Result<Vec
             out.push(Segment::Lit(std::mem::take(&mut lit)));
         }
         let op = operator(token, needs);
+        if op == Op::StartTime && token != "START_TIME" {
+            let note =
+                format!("%{token}% (its time format is not applied; RFC 3339 UTC is written)");
+            if !unknown.contains(&note) {
+                unknown.push(note);
+            }
+        }
         let spelled = format!("%{token}%");
         if op == Op::Unknown && !QUIET_UNKNOWN.contains(&token) && !unknown.contains(&spelled) {
             unknown.push(spelled);
@@ -270,7 +284,7 @@ fn valid_token(t: &str) -> bool {
 fn operator(token: &str, needs: &mut Needs) -> Op {
     let (name, args, max) = split_token(token);
     match (name, args) {
-        ("START_TIME", None) => Op::StartTime,
+        ("START_TIME", _) => Op::StartTime,
         ("REQ" | "REQUEST_HEADER", Some(a)) => header_op(a, max, &mut needs.request, false),
         ("RESP" | "RESPONSE_HEADER", Some(a)) => header_op(a, max, &mut needs.response, true),
         ("PROTOCOL", None) => Op::Protocol,

@@ -152,3 +152,13 @@ fn malformed_formats_say_where_and_what_was_expected() {
     let e = compile(r#"{"a": ["%PROTOCOL%"]}"#, &mut needs).unwrap_err();
     assert!(e.message.contains("key `a`"), "{}", e.message);
 }
+
+#[test]
+fn a_start_time_format_with_percent_signs_parses_and_is_reported() {
+    let mut needs = Needs::default();
+    let (f, notes) = compile("[%START_TIME(%Y/%m/%dT%H:%M:%S%z)%] %PROTOCOL%", &mut needs).unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("START_TIME"), "{notes:?}");
+    let line = f.render(&record(&needs, &[], &[]));
+    assert_eq!(line, "[2026-11-18T11:06:40.123Z] HTTP/1.1\n");
+}
