@@ -7,6 +7,7 @@
 //! configuration is a [`snapshot::Snapshot`] read per request from an `ArcSwap`; [`config`] loads
 //! and validates it, and [`Proxy`] reloads it without dropping a request.
 
+pub mod accesslog;
 pub mod admin;
 pub mod admission;
 pub mod authz;

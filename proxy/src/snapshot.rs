@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub origin: ConfigOrigin,
     services: HashMap<String, Arc<Service>>,
     by_address: HashMap<SocketAddr, Arc<Service>>,
+    /// Access logging from the Telemetry resources, compiled for this workload.
+    pub access_log: crate::accesslog::AccessLog,
 }
 
 /// A service (cluster) as the data path sees it.
@@ -105,8 +107,10 @@ impl Snapshot {
             }
             services.insert(cluster.name.clone(), svc);
         }
+        let access_log = crate::accesslog::build(&config);
         Self {
             version,
+            access_log,
             config: Arc::new(config),
             origin,
             services,

@@ -204,6 +204,8 @@ pub struct RequestMeter {
     flag: ResponseFlag,
     complete: bool,
     recorded: bool,
+    /// The access-log record, when a Telemetry logs this request's mode.
+    access: Option<Box<crate::accesslog::Pending>>,
 }
 
 impl RequestMeter {
@@ -223,7 +225,18 @@ impl RequestMeter {
             flag: ResponseFlag::None,
             complete: false,
             recorded: false,
+            access: None,
         }
+    }
+
+    /// Logs this request when it is recorded (see [`crate::accesslog`]).
+    pub fn set_access_log(&mut self, pending: Box<crate::accesslog::Pending>) {
+        self.access = Some(pending);
+    }
+
+    /// The access-log record being filled, if this request is logged.
+    pub fn access_log(&mut self) -> Option<&mut crate::accesslog::Pending> {
+        self.access.as_deref_mut()
     }
 
     /// The response head: status, and gRPC status if the response is trailers-only.
@@ -270,10 +283,12 @@ impl RequestMeter {
             flag,
         };
         let handles = self.service.handles(key);
+        let elapsed = self.start.elapsed();
         handles.requests.increment(1);
-        handles
-            .duration
-            .record(self.start.elapsed().as_secs_f64() * 1000.0);
+        handles.duration.record(elapsed.as_secs_f64() * 1000.0);
+        if let Some(log) = self.access.take() {
+            log.finish(self.code, self.grpc_status, flag.as_str(), elapsed);
+        }
     }
 }
 

@@ -66,6 +66,12 @@ struct FileConfig {
     /// `hosts` name.
     #[serde(default)]
     routes: Vec<Spanned<RouteTable>>,
+    /// Access-log providers and the workload's selection labels (`crate::accesslog`).
+    #[serde(default)]
+    access_log: crate::accesslog::AccessLogSection,
+    /// Istio `telemetry.istio.io` Telemetry documents (their `accessLogging` is applied).
+    #[serde(default)]
+    telemetry: Vec<Spanned<serde_json::Value>>,
 }
 
 /// A validated configuration: what the proxy runs and what `/config_dump` shows.
@@ -84,6 +90,16 @@ pub struct ProxyConfig {
     pub authorization: crate::authz::AuthorizationSection,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteTable>,
+    /// Access-log providers and selection labels.
+    #[serde(skip_serializing_if = "is_default")]
+    pub access_log: crate::accesslog::AccessLogSection,
+    /// Telemetry documents: the file's, then the control plane's (named `ns/name`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub telemetry: Vec<serde_json::Value>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Where the text of a configuration came from.
@@ -456,7 +472,28 @@ fn validate(file: &str, raw: FileConfig, stage: Stage) -> Result<ProxyConfig, Co
         }
     }
 
+    let telemetry: Vec<serde_json::Value> = raw.telemetry.iter().map(|t| t.value.clone()).collect();
+    let workload = telemetry_workload(
+        &raw.access_log,
+        raw.identity.as_ref(),
+        raw.control_plane.as_ref().map(|c| &c.value),
+        &raw.authorization.root_namespace,
+    );
+    if let Err(e) = crate::accesslog::compile(
+        &crate::accesslog::documents(&telemetry),
+        &raw.access_log,
+        &workload,
+    ) {
+        let loc = e
+            .document
+            .and_then(|i| raw.telemetry.get(i))
+            .map_or(Location::UNKNOWN, |t| t.referenced);
+        return Err(at(loc, e.path, e.message, &e.hint));
+    }
+
     Ok(ProxyConfig {
+        access_log: raw.access_log,
+        telemetry,
         admin: raw.admin,
         routes: raw.routes.into_iter().map(|r| r.value).collect(),
         listeners: raw.listeners.into_iter().map(|l| l.value).collect(),
@@ -481,8 +518,51 @@ pub fn validate_config(source: &str, config: ProxyConfig) -> Result<ProxyConfig,
         identity: config.identity,
         authorization: config.authorization,
         routes: config.routes.into_iter().map(span).collect(),
+        access_log: config.access_log,
+        telemetry: config.telemetry.into_iter().map(span).collect(),
     };
     validate(source, raw, Stage::Merged)
+}
+
+/// The workload Telemetry selection sees: namespace and labels from `access_log`, else the
+/// identity, else the control plane node.
+fn telemetry_workload(
+    section: &crate::accesslog::AccessLogSection,
+    identity: Option<&crate::identity::IdentitySection>,
+    control_plane: Option<&ControlPlaneConfig>,
+    root_namespace: &str,
+) -> crate::accesslog::select::Workload {
+    let (namespace, labels) = match (identity, control_plane) {
+        (Some(id), _) => (id.namespace.clone(), id.labels.clone()),
+        (None, Some(cp)) => (cp.node.namespace.clone(), cp.node.labels.clone()),
+        (None, None) => (String::new(), Default::default()),
+    };
+    let root_namespace = if root_namespace.is_empty() {
+        jalin_xds::authz::DEFAULT_ROOT_NAMESPACE
+    } else {
+        root_namespace
+    };
+    crate::accesslog::select::Workload {
+        root_namespace: root_namespace.to_owned(),
+        namespace: section.namespace.clone().unwrap_or(namespace),
+        labels: if section.labels.is_empty() {
+            labels
+        } else {
+            section.labels.clone()
+        },
+    }
+}
+
+impl ProxyConfig {
+    /// The workload Telemetry selection sees for this configuration.
+    pub fn telemetry_workload(&self) -> crate::accesslog::select::Workload {
+        telemetry_workload(
+            &self.access_log,
+            self.identity.as_ref(),
+            self.control_plane.as_ref(),
+            &self.authorization.root_namespace,
+        )
+    }
 }
 
 /// DNS-label-like names, so they are safe in metric labels and logs; `|` too, for Istio's

@@ -31,6 +31,7 @@ use jalin_xds::model::cluster::UpstreamProtocol;
 use jalin_xds::model::listener::Direction;
 use metrics::SharedString;
 
+use crate::accesslog::{Downstream, Pending};
 use crate::balance::{PickContext, affinity_cookie, request_hash};
 use crate::endpoint::Wire;
 use crate::http::attempt::{self, Outgoing, Plan};
@@ -41,6 +42,7 @@ use crate::http::routing;
 use crate::http::upgrade;
 use crate::listener::ConnCtx;
 use crate::route::{CompiledRetryPolicy, RequestView};
+use crate::snapshot::Snapshot;
 use crate::telemetry::{RequestMeter, ResponseFlag, ServiceMetrics, parse_grpc_status};
 use crate::{inbound, outbound};
 
@@ -62,7 +64,8 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
                 .clone()
                 .unwrap_or_else(|| "unknown".to_owned());
             let metrics = Arc::new(ServiceMetrics::new(SharedString::from(label)));
-            let meter = RequestMeter::new(start, direction, metrics, grpc);
+            let mut meter = RequestMeter::new(start, direction, metrics, grpc);
+            access_log(&mut meter, &snapshot, &req, &conn);
             return error_response(&e, grpc, Some(meter));
         }
     };
@@ -77,6 +80,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     }
     headers::strip_hop_by_hop(req.headers_mut(), wants_upgrade);
     headers::ensure_request_id(req.headers_mut());
+    access_log(&mut meter, &snapshot, &req, &conn);
     if direction == Direction::Inbound {
         // 2b. Authentication and authorization (after TLS and detection, before routing).
         let security = conn.shared.security.load_full();
@@ -171,6 +175,12 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         let err = ProxyError::NoSubset(target_service.name.to_string(), subset.unwrap_or_default());
         return error_response(&err, grpc, Some(meter));
     };
+    if let Some(log) = meter.access_log() {
+        // The upstream host is known here when there is one candidate.
+        let eps = target_service.endpoints();
+        let host = (subset.is_none() && eps.len() == 1).then(|| eps[0].addr());
+        log.upstream(&target_service.name, host);
+    }
     if let Some(route) = route {
         routing::rewrite(&mut req, route, block);
         route.apply_request_headers(req.headers_mut());
@@ -282,6 +292,9 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         rsp.headers_mut().append(header::SET_COOKIE, c);
     }
+    if let Some(log) = meter.access_log() {
+        log.response(rsp.headers());
+    }
     meter.response(
         rsp.status().as_u16(),
         parse_grpc_status(rsp.headers().get("grpc-status")),
@@ -295,6 +308,25 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
             .holding(admission)
             .until(deadline, &cluster.name)
     })
+}
+
+/// Starts the request's access-log record when a Telemetry logs its mode; nothing otherwise.
+fn access_log(
+    meter: &mut RequestMeter,
+    snapshot: &Snapshot,
+    req: &Request<Incoming>,
+    conn: &ConnCtx,
+) {
+    let Some(log) = snapshot.access_log.for_direction(conn.info.direction) else {
+        return;
+    };
+    let san = conn.peer_info.as_ref().map(|p| p.tls.spiffe_id.to_string());
+    let down = Downstream {
+        remote: conn.peer,
+        local: conn.local,
+        peer_uri_san: san.as_deref(),
+    };
+    meter.set_access_log(Pending::begin(log, req, down));
 }
 
 /// The request's path and query, `/` when it has none (an authority-form request).

@@ -12,7 +12,9 @@
 //! - `AuthorizationPolicy` / `PeerAuthentication` / `RequestAuthentication` `<ns/name>`: the
 //!   authz model types;
 //! - `TrustBundle` `<trust domain>`: [`TrustBundle`];
-//! - `Telemetry` `<ns/name>`: kept as JSON (shown in `/config_dump`; no consumer yet).
+//! - `Telemetry` `<ns/name>`: an Istio Telemetry document as JSON (or its `spec` alone), merged
+//!   into the configuration's `telemetry` list; its `accessLogging` is compiled with the file's
+//!   (`crate::accesslog`), so a bad one is refused like a bad file.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -291,6 +293,18 @@ pub fn merge(
         &mut a.request_authentications,
         &dynamic.request_authentications,
         |p| p.meta.key(),
+    )?;
+    let telemetry: Vec<serde_json::Value> = dynamic
+        .telemetry
+        .iter()
+        .map(|(key, body)| crate::accesslog::document_from_resource(key, body))
+        .collect();
+    append(
+        &source,
+        "telemetry",
+        &mut config.telemetry,
+        &telemetry,
+        crate::accesslog::document_key,
     )?;
     let config = crate::config::validate_config(&source, config).map_err(|mut e| {
         let path = name_dynamic(

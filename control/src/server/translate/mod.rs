@@ -11,7 +11,10 @@
 //!   [`jalin_xds::model::cluster::Endpoint`];
 //! - `Route` `ns/name`: [`jalin_xds::model::route::RouteTable`] of a VirtualService bound to
 //!   the sidecars, hosts fully qualified (see [`routes`]);
-//! - `TrustBundle` `<trust domain>`: [`TrustBundle`].
+//! - `TrustBundle` `<trust domain>`: [`TrustBundle`];
+//! - `Telemetry` `ns/name`: the imported Istio Telemetry `spec`
+//!   ([`crate::istio::telemetry::TelemetrySpec`], the seeds' shapes already mapped), sent to the
+//!   workloads it may select; the proxy selects and compiles its access logging.
 //!
 //! Every version is a content hash, so an unchanged resource keeps its version across rebuilds
 //! and the server pushes only what changed, to the proxies that see it.
@@ -102,6 +105,15 @@ pub fn translate(
             key_of(&r),
             workload(&ra.meta.namespace, ra.selector.as_ref()),
         );
+        resources.push(r);
+    }
+
+    for t in &native.telemetry {
+        let r = encode(Kind::Telemetry, &t.meta.key(), &t.spec)?;
+        let selector = t.spec.selector.as_ref().map(|s| WorkloadSelector {
+            match_labels: s.match_labels.clone(),
+        });
+        visibility.insert(key_of(&r), workload(&t.meta.namespace, selector.as_ref()));
         resources.push(r);
     }
 
@@ -197,5 +209,59 @@ fn workload(namespace: &str, selector: Option<&WorkloadSelector>) -> Visibility 
     Visibility::Workload {
         namespace: namespace.to_owned(),
         selector: selector.cloned(),
+    }
+}
+
+#[cfg(test)]
+mod telemetry_tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_telemetry_is_sent_with_its_access_logging_in_the_mapped_shape() {
+        let mut loaded = crate::istio::parse::Loaded::default();
+        crate::istio::parse::load_str(
+            "policies-24.yaml",
+            include_str!(
+                "../../../examples/demo/policies-24-telemetry-child-services-telemetry.yaml"
+            ),
+            &mut loaded,
+        );
+        let mut findings = Vec::new();
+        let native = crate::istio::convert::convert(&loaded.resources, &mut findings);
+        let settings = Settings {
+            root_namespace: "istio-system".into(),
+            cluster_domain: "cluster.local".into(),
+        };
+        let out = translate(&native, &ServiceRegistry::default(), None, &settings).unwrap();
+        let name = "child-services/child-services-telemetry";
+        let entry = out
+            .snapshot
+            .get(Kind::Telemetry.type_url(), name)
+            .expect("the Telemetry is a resource");
+        let envelope = jalin_xds::transport::resource::decode_envelope(
+            Kind::Telemetry.type_url(),
+            &entry.value,
+        )
+        .unwrap();
+        let spec: serde_json::Value = serde_json::from_slice(&envelope.json).unwrap();
+        let entries = spec["accessLogging"].as_array().unwrap();
+        let server = entries
+            .iter()
+            .find(|e| e["match"]["mode"] == "SERVER")
+            .expect("the SERVER override is an entry of its own");
+        assert_eq!(server["providers"][0]["name"], "child-services-audit-log");
+        assert!(
+            server["format"]
+                .as_str()
+                .unwrap()
+                .contains("%REQ(X-CHILD-ACCESS-REASON)%")
+        );
+        let vis = out
+            .index
+            .visibility
+            .get(&(Arc::from(Kind::Telemetry.type_url()), Arc::from(name)));
+        assert!(
+            matches!(vis, Some(Visibility::Workload { namespace, selector: None }) if namespace == "child-services")
+        );
     }
 }
