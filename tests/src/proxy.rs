@@ -7,6 +7,31 @@ use std::time::Duration;
 
 use jalin_proxy::{ConfigSource, Proxy, ProxyHandle, ReloadEvent};
 
+/// The `jalin-proxy` binary, built into the running test's target directory (a no-op when up to
+/// date): this crate has no binary of its own, so `CARGO_BIN_EXE_*` does not name it. For tests
+/// that need the real process (signals, stdout, exit codes).
+pub fn binary() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-p", "jalin-proxy", "--bin", "jalin-proxy"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "cargo build -p jalin-proxy failed"
+    );
+    // Tests run from <target>/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("jalin-proxy"))
+        .unwrap_or_default();
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
 /// One listener in a generated configuration.
 #[derive(Debug, Clone)]
 pub struct ListenerSpec {

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,21 +20,6 @@ const SEED: &str =
 const TOKEN: &str = "Bearer eyJhbGciOiJSUzI1NiJ9.child-secret-token";
 /// Longest wait for a line or a listener; only reached when the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// `jalin-proxy`, built next to this test's binary (an up-to-date build is a no-op).
-fn proxy_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "-p", "jalin-proxy", "--bin", "jalin-proxy"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .status()
-        .expect("run cargo build -p jalin-proxy");
-    assert!(status.success(), "cargo build -p jalin-proxy failed");
-    dir.join("jalin-proxy")
-}
 
 struct RunningProxy {
     _child: Child,
@@ -53,7 +38,7 @@ async fn start(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> RunningPr
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.yaml");
     std::fs::write(&file, config(upstream, edit)).unwrap();
-    let mut child = Command::new(proxy_binary())
+    let mut child = Command::new(jalin_tests::proxy::binary())
         .arg("--config")
         .arg(&file)
         .arg("--log-json")

@@ -22,24 +22,6 @@ use tokio::sync::mpsc;
 /// Only stops a hung test (a 2-core machine shared by several builds); nothing asserts on time.
 const HANG: Duration = Duration::from_secs(120);
 
-/// `jalin-proxy`, built into this test's target directory (a no-op when up to date): the e2e
-/// crate has no binary of its own, so `CARGO_BIN_EXE_*` does not name it.
-fn proxy_binary() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "-p", "jalin-proxy", "--bin", "jalin-proxy"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .status()
-        .expect("run cargo build -p jalin-proxy");
-    assert!(status.success(), "cargo build -p jalin-proxy failed");
-    // This test runs from <target>/<profile>/deps/.
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("jalin-proxy");
-    assert!(path.exists(), "{} was not built", path.display());
-    path
-}
-
 /// The proxy as a child process (SIGKILLed on drop) with its JSON log lines.
 struct ProxyProcess {
     child: Child,
@@ -174,7 +156,7 @@ async fn hold_one_and_terminate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_flight_request_completes_within_the_drain_and_the_drain_bounds_the_exit() {
-    let binary = proxy_binary();
+    let binary = jalin_tests::proxy::binary();
 
     // 1. The upstream answers during the drain: the client gets the answer, the proxy exits
     //    cleanly without cutting anything.
