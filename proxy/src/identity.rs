@@ -118,13 +118,8 @@ impl ProxyIdentity {
         file: &str,
         external: Option<Arc<dyn CertificateSource>>,
     ) -> Result<Self, ConfigError> {
-        let err = |path: &str, message: String, hint: &str| ConfigError {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            path: format!("identity.{path}"),
-            message,
-            hint: hint.to_owned(),
+        let err = |path: &str, message: String, hint: &str| {
+            ConfigError::field(file, format!("identity.{path}"), message, hint)
         };
         let td = TrustDomain::new(&section.trust_domain).map_err(|e| {
             err(

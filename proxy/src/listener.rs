@@ -185,14 +185,13 @@ impl ListenerSet {
                 kept.insert(l.name.clone(), old.clone());
                 continue;
             }
-            let socket = bind(l.address).await.map_err(|e| ConfigError {
-                file: file.to_owned(),
-                line: 0,
-                column: 0,
-                path: format!("listeners[{i}].address"),
-                message: format!("cannot bind {}: {e}", l.address),
-                hint: "is another process using the port, or does binding it need privileges?"
-                    .into(),
+            let socket = bind(l.address).await.map_err(|e| {
+                ConfigError::field(
+                    file,
+                    format!("listeners[{i}].address"),
+                    format!("cannot bind {}: {e}", l.address),
+                    "is another process using the port, or does binding it need privileges?",
+                )
             })?;
             fresh.insert(l.name.clone(), socket);
         }

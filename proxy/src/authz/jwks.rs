@@ -35,13 +35,13 @@ pub async fn load(
 ) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut out = BTreeMap::new();
     for (uri, path) in &a.jwks_files {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            path: format!("authorization.jwks_files.{uri}"),
-            message: format!("cannot read {}: {e}", path.display()),
-            hint: "give the JWKS document (JSON) served at that URI".into(),
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::field(
+                file,
+                format!("authorization.jwks_files.{uri}"),
+                format!("cannot read {}: {e}", path.display()),
+                "give the JWKS document (JSON) served at that URI",
+            )
         })?;
         if text.len() > MAX_JWKS_BYTES {
             tracing::warn!(%uri, "JWKS file larger than 1 MiB ignored");
@@ -85,13 +85,13 @@ fn client(trust: &[PathBuf], file: &str) -> Result<JwksClient, ConfigError> {
     let (added, ignored) = roots.add_parsable_certificates(native.certs);
     tracing::debug!(added, ignored, "system trust store loaded for JWKS fetches");
     for (i, path) in trust.iter().enumerate() {
-        let bad = |message: String| ConfigError {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            path: format!("authorization.jwks_trust[{i}]"),
-            message,
-            hint: "give a PEM file of CA certificates that sign the JWKS servers".into(),
+        let bad = |message: String| {
+            ConfigError::field(
+                file,
+                format!("authorization.jwks_trust[{i}]"),
+                message,
+                "give a PEM file of CA certificates that sign the JWKS servers",
+            )
         };
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -108,13 +108,13 @@ fn client(trust: &[PathBuf], file: &str) -> Result<JwksClient, ConfigError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            path: "authorization.jwks_trust".into(),
-            message: format!("TLS for JWKS fetches: {e}"),
-            hint: "report this: the default TLS versions should always be available".into(),
+        .map_err(|e| {
+            ConfigError::field(
+                file,
+                "authorization.jwks_trust",
+                format!("TLS for JWKS fetches: {e}"),
+                "report this: the default TLS versions should always be available",
+            )
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();

@@ -108,13 +108,8 @@ impl Security {
     /// fetches `jwksUri`s (bounded); a URI that cannot be fetched rejects its issuer's tokens.
     pub async fn build(config: &ProxyConfig, file: &str) -> Result<Self, ConfigError> {
         let a = &config.authorization;
-        let err = |path: &str, message: String, hint: &str| ConfigError {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            path: format!("authorization.{path}"),
-            message,
-            hint: hint.to_owned(),
+        let err = |path: &str, message: String, hint: &str| {
+            ConfigError::field(file, format!("authorization.{path}"), message, hint)
         };
         let (namespace, labels, td) = match &config.identity {
             Some(id) => (

@@ -128,6 +128,26 @@ pub struct ConfigError {
     pub hint: String,
 }
 
+impl ConfigError {
+    /// An error about the field at `path` of `file` that is not tied to a line (found after
+    /// parsing: a value that cannot be used, a port that cannot be bound).
+    pub fn field(
+        file: &str,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            path: path.into(),
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;

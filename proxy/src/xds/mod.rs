@@ -165,15 +165,12 @@ impl XdsState {
         if running == config.control_plane.as_ref() {
             return Ok(());
         }
-        Err(ConfigError {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-            path: "control_plane".into(),
-            message: "changed while running; the proxy keeps its control-plane stream as started"
-                .into(),
-            hint: "restore the old section, or restart the proxy to change control planes".into(),
-        })
+        Err(ConfigError::field(
+            file,
+            "control_plane",
+            "changed while running; the proxy keeps its control-plane stream as started",
+            "restore the old section, or restart the proxy to change control planes",
+        ))
     }
 
     /// The `xds` section of `/config_dump`: connection, versions in force, last NACK.
