@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
+use super::retry::{Responses, push_order, seq_of};
 use super::snapshot::{Entry, Snapshot, set_version};
 use super::{
     MAX_NAMES_PER_TYPE, NodeInfo, ProtocolError, StreamEvent, Subscription, WILDCARD,
@@ -51,9 +52,8 @@ pub struct SotwOutcome {
 struct TypeState {
     subscription: Subscription,
     sent_version: Option<Arc<str>>,
-    sent_nonce: Option<String>,
-    /// Position of the last response of this type among every response of the stream.
-    sent_seq: u64,
+    /// Number (nonce) of the last response of this type.
+    sent_seq: Option<u64>,
     acked_version: Option<String>,
     /// The client NACKed the last response of this type, which has not been sent again since.
     refused: bool,
@@ -65,10 +65,7 @@ pub struct SotwStream {
     node: Option<NodeInfo>,
     types: HashMap<Arc<str>, TypeState>,
     view: Option<Arc<Snapshot>>,
-    next_nonce: u64,
-    /// Sequence number (nonce) of the last response that carried a change of the view or of a
-    /// subscription; a resend of a refused set is not one, so resends never owe each other.
-    last_change: u64,
+    responses: Responses,
 }
 
 impl SotwStream {
@@ -104,14 +101,17 @@ impl SotwStream {
         let mut retry_now = false;
 
         if !req.response_nonce.is_empty() {
-            if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
+            let Some(seq) = state
+                .sent_seq
+                .filter(|&sent| seq_of(&req.response_nonce) == Some(sent))
+            else {
                 // Stale: an answer to a response that has since been superseded.
                 return Ok(outcome);
-            }
+            };
             match &req.error_detail {
                 Some(status) => {
                     state.refused = true;
-                    retry_now = self.last_change > state.sent_seq;
+                    retry_now = self.responses.changed_since(seq);
                     outcome.event = Some(StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: state
@@ -164,26 +164,18 @@ impl SotwStream {
     /// response was NACKed, after the changed ones.
     pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<SotwPush> {
         self.view = Some(view.clone());
-        let mut changed = Vec::new();
-        let mut retry = Vec::new();
-        for (type_url, state) in &self.types {
+        let order = push_order(self.types.iter().map(|(type_url, state)| {
             let (version, resources) = select(view, type_url, &state.subscription);
-            if state.sent_version.as_deref() != Some(&*version) {
-                changed.push((state.refused, true, type_url.clone(), version, resources));
-            } else if state.refused {
-                retry.push((true, false, type_url.clone(), version, resources));
-            }
-        }
-        if changed.is_empty() {
-            // Nothing changed: a refused set is not sent again as it is.
-            return Vec::new();
-        }
-        changed.extend(retry);
-        // Types that were refused go last (a stable sort keeps the rest in place).
-        changed.sort_by_key(|(refused, ..)| *refused);
-        changed
+            let changed = state.sent_version.as_deref() != Some(&*version);
+            (
+                (type_url.clone(), version, resources),
+                changed,
+                state.refused,
+            )
+        }));
+        order
             .into_iter()
-            .map(|(_, change, url, version, resources)| self.push(url, version, resources, change))
+            .map(|((url, version, resources), change)| self.push(url, version, resources, change))
             .collect()
     }
 
@@ -196,21 +188,16 @@ impl SotwStream {
         resources: Vec<Arc<Entry>>,
         change: bool,
     ) -> SotwPush {
-        self.next_nonce += 1;
-        if change {
-            self.last_change = self.next_nonce;
-        }
-        let nonce = self.next_nonce.to_string();
+        let seq = self.responses.next(change);
         if let Some(state) = self.types.get_mut(&type_url) {
             state.sent_version = Some(version.clone());
-            state.sent_nonce = Some(nonce.clone());
-            state.sent_seq = self.next_nonce;
+            state.sent_seq = Some(seq);
             state.refused = false;
         }
         SotwPush {
             type_url,
             version,
-            nonce,
+            nonce: seq.to_string(),
             resources,
         }
     }
