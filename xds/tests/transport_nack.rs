@@ -50,6 +50,26 @@ fn ports(resp: &DeltaDiscoveryResponse) -> Vec<(String, u64)> {
         .collect()
 }
 
+fn is_ack(e: &ServerEvent) -> bool {
+    matches!(
+        e,
+        ServerEvent::Stream {
+            event: StreamEvent::Ack { .. },
+            ..
+        }
+    )
+}
+
+fn is_nack(e: &ServerEvent) -> bool {
+    matches!(
+        e,
+        ServerEvent::Stream {
+            event: StreamEvent::Nack { .. },
+            ..
+        }
+    )
+}
+
 fn answer(resp: &DeltaDiscoveryResponse, error: Option<&str>) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: resp.type_url.clone(),
@@ -97,16 +117,7 @@ async fn a_nacked_resource_is_resent_with_the_next_change_of_its_type() {
     let a = next(&mut inbound).await;
     assert_eq!(ports(&a), [("a".into(), 8080), ("b".into(), 8081)]);
     tx.send(answer(&a, None)).await.unwrap();
-    wait_event(&mut events, "ACK of A", |e| {
-        matches!(
-            e,
-            ServerEvent::Stream {
-                event: StreamEvent::Ack { .. },
-                ..
-            }
-        )
-    })
-    .await;
+    wait_event(&mut events, "ACK of A", is_ack).await;
 
     // B: b becomes invalid; the client refuses it and keeps A.
     server.push(clusters(8080, 0));
@@ -118,16 +129,7 @@ async fn a_nacked_resource_is_resent_with_the_next_change_of_its_type() {
     ))
     .await
     .unwrap();
-    wait_event(&mut events, "NACK of B", |e| {
-        matches!(
-            e,
-            ServerEvent::Stream {
-                event: StreamEvent::Nack { .. },
-                ..
-            }
-        )
-    })
-    .await;
+    wait_event(&mut events, "NACK of B", is_nack).await;
 
     // C: an unrelated change of the same type. The next response (nothing was sent on the NACK
     // itself, or it would come first and carry b alone) carries a's change and b again.
@@ -144,16 +146,7 @@ async fn a_nacked_resource_is_resent_with_the_next_change_of_its_type() {
 
     // Accepted this time (b's refusal depended on something that changed): nothing more owed.
     tx.send(answer(&c, None)).await.unwrap();
-    wait_event(&mut events, "ACK of C", |e| {
-        matches!(
-            e,
-            ServerEvent::Stream {
-                event: StreamEvent::Ack { .. },
-                ..
-            }
-        )
-    })
-    .await;
+    wait_event(&mut events, "ACK of C", is_ack).await;
     server.push(clusters(9091, 0));
     let d = next(&mut inbound).await;
     assert_eq!(

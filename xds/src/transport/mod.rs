@@ -5,7 +5,8 @@
 //! - [`resource`]: jalin's own resource messages (`type.googleapis.com/jalin.v1.<Kind>`) and the
 //!   JSON body codec;
 //! - [`snapshot`]: a set of resources encoded once and shared by every stream;
-//! - [`server_sotw`] and [`server_delta`]: the per-stream server state machines (no I/O);
+//! - [`server_sotw`] and [`server_delta`]: the per-stream server state machines (no I/O), with
+//!   the NACK-retry bookkeeping they share in `retry`;
 //! - [`frames`], [`wire`] and [`server`]: response framing without per-stream buffers, the ADS
 //!   service and [`XdsServer`];
 //! - [`client_state`]: the client state machine with warm-up and ACK/NACK (no I/O);
@@ -16,6 +17,7 @@ pub mod client;
 pub mod client_state;
 pub mod frames;
 pub mod resource;
+mod retry;
 pub mod server;
 pub mod server_delta;
 pub mod server_sotw;

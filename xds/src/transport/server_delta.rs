@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
+use super::retry::{Responses, push_order, seq_of};
 use super::snapshot::{Entry, Snapshot, TypeSet};
 use super::{
     MAX_NAMES_PER_TYPE, NodeInfo, ProtocolError, StreamEvent, Subscription, WILDCARD,
@@ -134,12 +135,10 @@ impl Known {
 /// The version `known` holds for a resource whose delivery a NACK refused.
 const UNKNOWN_VERSION: &str = "";
 
-/// A response not yet answered: its nonce, the set version it brought the type to, and the names
-/// it added, changed or removed (what a NACK of it refused).
+/// A response not yet answered: its number (the nonce), the set version it brought the type to,
+/// and the names it added, changed or removed (what a NACK of it refused).
 #[derive(Debug)]
 struct Outstanding {
-    nonce: String,
-    /// Position of the response among every response of the stream (the nonce as a number).
     seq: u64,
     version: Arc<str>,
     names: Box<[Arc<str>]>,
@@ -165,10 +164,7 @@ pub struct DeltaStream {
     node: Option<NodeInfo>,
     types: HashMap<Arc<str>, TypeState>,
     view: Option<Arc<Snapshot>>,
-    next_nonce: u64,
-    /// Sequence number (nonce) of the last response that carried a change of the view or of a
-    /// subscription; a resend of refused resources is not one, so resends never owe each other.
-    last_change: u64,
+    responses: Responses,
 }
 
 impl DeltaStream {
@@ -214,17 +210,13 @@ impl DeltaStream {
         let mut outcome = DeltaOutcome::default();
         let mut retry_now = false;
 
-        if !req.response_nonce.is_empty()
-            && let Some(pos) = state
-                .outstanding
-                .iter()
-                .position(|o| o.nonce == req.response_nonce)
+        if let Some(answered) = seq_of(&req.response_nonce)
+            && let Some(pos) = state.outstanding.iter().position(|o| o.seq == answered)
             // Earlier outstanding responses are superseded (answered with this one).
             && let Some(Outstanding {
                 version,
                 names,
                 seq,
-                ..
             }) = state.outstanding.drain(..=pos).next_back()
         {
             outcome.event = Some(match &req.error_detail {
@@ -233,7 +225,7 @@ impl DeltaStream {
                     // longer known to be delivered. It is sent again with the next push, or
                     // now if a push already followed it (the client refused without that change).
                     state.refused |= state.known.forget(names.iter(), &state.subscription);
-                    retry_now = state.refused && self.last_change > seq;
+                    retry_now = state.refused && self.responses.changed_since(seq);
                     StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: version.to_string(),
@@ -298,24 +290,14 @@ impl DeltaStream {
     /// NACK refused, after the changes (the refusal may have depended on them).
     pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<DeltaPush> {
         self.view = Some(view.clone());
-        // (type, its view changed); refused types after the others.
-        let mut urls: Vec<(Arc<str>, bool)> = Vec::new();
-        let mut retry: Vec<(Arc<str>, bool)> = Vec::new();
-        for (url, state) in &self.types {
-            let changed = self.view_changed(url, view);
-            if state.refused {
-                retry.push((url.clone(), changed));
-            } else if changed {
-                urls.push((url.clone(), true));
-            }
-        }
-        if urls.is_empty() && !retry.iter().any(|(_, changed)| *changed) {
-            // Nothing changed: a refused version is not sent again as it is.
-            return Vec::new();
-        }
-        urls.extend(retry);
-        urls.iter()
-            .filter_map(|(url, changed)| self.diff(url, view, *changed))
+        let order = push_order(
+            self.types
+                .iter()
+                .map(|(url, state)| (url.clone(), self.view_changed(url, view), state.refused)),
+        );
+        order
+            .into_iter()
+            .filter_map(|(url, changed)| self.diff(&url, view, changed))
             .collect()
     }
 
@@ -382,17 +364,12 @@ impl DeltaStream {
         }
         state.answered = true;
         removed.sort();
-        self.next_nonce += 1;
-        if change {
-            self.last_change = self.next_nonce;
-        }
-        let nonce = self.next_nonce.to_string();
+        let seq = self.responses.next(change);
         if state.outstanding.len() >= MAX_OUTSTANDING {
             state.outstanding.pop_front();
         }
         state.outstanding.push_back(Outstanding {
-            nonce: nonce.clone(),
-            seq: self.next_nonce,
+            seq,
             version: set_version.clone(),
             names: resources
                 .iter()
@@ -404,7 +381,7 @@ impl DeltaStream {
         Some(DeltaPush {
             type_url: type_url.clone(),
             system_version: set_version,
-            nonce,
+            nonce: seq.to_string(),
             resources,
             removed,
         })

@@ -270,6 +270,36 @@ fn acked(items: &[(&str, u32)]) -> DeltaStream {
     s
 }
 
+fn typed(mut r: DeltaDiscoveryRequest, type_url: &str) -> DeltaDiscoveryRequest {
+    r.type_url = type_url.into();
+    r
+}
+
+fn mixed(routes: &[(&str, u32)], clusters: &[(&str, u32)], listener: u32) -> Arc<Snapshot> {
+    let routes = routes.iter().map(|(n, v)| encode(Kind::Route, n, v));
+    let clusters = clusters.iter().map(|(n, v)| encode(Kind::Cluster, n, v));
+    let listener = encode(Kind::Listener, "inbound", &listener);
+    Arc::new(Snapshot::new(
+        routes.chain(clusters).chain([listener]).map(|r| r.unwrap()),
+    ))
+}
+
+/// A stream subscribed to routes and clusters that has ACKed a first configuration of route
+/// `r`, cluster `c` and listener `inbound`, each at version 1.
+fn acked_routes_and_clusters() -> DeltaStream {
+    let mut s = DeltaStream::new();
+    s.on_snapshot(&mixed(&[("r", 1)], &[("c", 1)], 1));
+    for url in [ROUTE, CLUSTER] {
+        let p = s
+            .on_request(&typed(req(&[], &[], ""), url))
+            .unwrap()
+            .push
+            .unwrap();
+        ack(&mut s, &p);
+    }
+    s
+}
+
 #[test]
 fn a_nacked_resource_is_resent_with_the_next_change_of_its_type_and_not_before() {
     let mut s = acked(&[("a", 1), ("b", 1)]);
@@ -357,16 +387,7 @@ fn only_the_refused_response_is_forgotten() {
 fn a_nack_overtaken_by_a_push_of_another_type_is_retried_at_once() {
     // The route is refused while the cluster it needs is on its way: the NACK crosses the
     // cluster's push, so the route is owed at once; a second refusal waits for a change.
-    let mut s = DeltaStream::new();
-    s.on_snapshot(&mixed(&[("r", 1)], &[("c", 1)], 1));
-    for url in [ROUTE, CLUSTER] {
-        let p = s
-            .on_request(&typed(req(&[], &[], ""), url))
-            .unwrap()
-            .push
-            .unwrap();
-        ack(&mut s, &p);
-    }
+    let mut s = acked_routes_and_clusters();
     let route = s.on_snapshot(&mixed(&[("r", 2)], &[("c", 1)], 1)).remove(0);
     let cluster = s.on_snapshot(&mixed(&[("r", 2)], &[("c", 2)], 1)).remove(0);
     assert_eq!(&*cluster.type_url, CLUSTER);
@@ -401,33 +422,10 @@ fn a_nack_forgets_only_names_still_subscribed() {
     assert!(p3.removed.is_empty(), "b is not the client's any more");
 }
 
-fn typed(mut r: DeltaDiscoveryRequest, type_url: &str) -> DeltaDiscoveryRequest {
-    r.type_url = type_url.into();
-    r
-}
-
-fn mixed(routes: &[(&str, u32)], clusters: &[(&str, u32)], listener: u32) -> Arc<Snapshot> {
-    let routes = routes.iter().map(|(n, v)| encode(Kind::Route, n, v));
-    let clusters = clusters.iter().map(|(n, v)| encode(Kind::Cluster, n, v));
-    let listener = encode(Kind::Listener, "inbound", &listener);
-    Arc::new(Snapshot::new(
-        routes.chain(clusters).chain([listener]).map(|r| r.unwrap()),
-    ))
-}
-
 #[test]
 fn a_refused_type_is_resent_after_a_change_of_another_subscribed_type() {
     // A route refused while its destination is ambiguous; a cluster change may resolve it.
-    let mut s = DeltaStream::new();
-    s.on_snapshot(&mixed(&[("r", 1)], &[("c", 1)], 1));
-    for url in [ROUTE, CLUSTER] {
-        let p = s
-            .on_request(&typed(req(&[], &[], ""), url))
-            .unwrap()
-            .push
-            .unwrap();
-        ack(&mut s, &p);
-    }
+    let mut s = acked_routes_and_clusters();
     let p2 = s.on_snapshot(&mixed(&[("r", 2)], &[("c", 1)], 1)).remove(0);
     assert_eq!(&*p2.type_url, ROUTE);
     nack(&mut s, &p2);
@@ -459,16 +457,7 @@ fn a_refused_type_is_resent_after_a_change_of_another_subscribed_type() {
 fn refusals_of_two_types_never_ping_pong() {
     // A client that refuses everything, answering each response as it comes: the resends one
     // NACK causes must not make the other type's NACK owe a resend, and so on forever.
-    let mut s = DeltaStream::new();
-    s.on_snapshot(&mixed(&[("r", 1)], &[("c", 1)], 1));
-    for url in [ROUTE, CLUSTER] {
-        let p = s
-            .on_request(&typed(req(&[], &[], ""), url))
-            .unwrap()
-            .push
-            .unwrap();
-        ack(&mut s, &p);
-    }
+    let mut s = acked_routes_and_clusters();
     let mut queue: VecDeque<DeltaPush> = s.on_snapshot(&mixed(&[("r", 2)], &[("c", 2)], 1)).into();
     assert_eq!(queue.len(), 2);
     let mut sent = 0;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 
+use super::retry::{Responses, push_order, seq_of};
 use super::snapshot::{Entry, Snapshot, set_version};
 use super::{
     MAX_NAMES_PER_TYPE, NodeInfo, ProtocolError, StreamEvent, Subscription, WILDCARD,
@@ -51,9 +52,8 @@ pub struct SotwOutcome {
 struct TypeState {
     subscription: Subscription,
     sent_version: Option<Arc<str>>,
-    sent_nonce: Option<String>,
-    /// Position of the last response of this type among every response of the stream.
-    sent_seq: u64,
+    /// Number (nonce) of the last response of this type.
+    sent_seq: Option<u64>,
     acked_version: Option<String>,
     /// The client NACKed the last response of this type, which has not been sent again since.
     refused: bool,
@@ -65,10 +65,7 @@ pub struct SotwStream {
     node: Option<NodeInfo>,
     types: HashMap<Arc<str>, TypeState>,
     view: Option<Arc<Snapshot>>,
-    next_nonce: u64,
-    /// Sequence number (nonce) of the last response that carried a change of the view or of a
-    /// subscription; a resend of a refused set is not one, so resends never owe each other.
-    last_change: u64,
+    responses: Responses,
 }
 
 impl SotwStream {
@@ -104,14 +101,17 @@ impl SotwStream {
         let mut retry_now = false;
 
         if !req.response_nonce.is_empty() {
-            if state.sent_nonce.as_deref() != Some(req.response_nonce.as_str()) {
+            let Some(seq) = state
+                .sent_seq
+                .filter(|&sent| seq_of(&req.response_nonce) == Some(sent))
+            else {
                 // Stale: an answer to a response that has since been superseded.
                 return Ok(outcome);
-            }
+            };
             match &req.error_detail {
                 Some(status) => {
                     state.refused = true;
-                    retry_now = self.last_change > state.sent_seq;
+                    retry_now = self.responses.changed_since(seq);
                     outcome.event = Some(StreamEvent::Nack {
                         type_url: type_url.clone(),
                         rejected_version: state
@@ -164,26 +164,18 @@ impl SotwStream {
     /// response was NACKed, after the changed ones.
     pub fn on_snapshot(&mut self, view: &Arc<Snapshot>) -> Vec<SotwPush> {
         self.view = Some(view.clone());
-        let mut changed = Vec::new();
-        let mut retry = Vec::new();
-        for (type_url, state) in &self.types {
+        let order = push_order(self.types.iter().map(|(type_url, state)| {
             let (version, resources) = select(view, type_url, &state.subscription);
-            if state.sent_version.as_deref() != Some(&*version) {
-                changed.push((state.refused, true, type_url.clone(), version, resources));
-            } else if state.refused {
-                retry.push((true, false, type_url.clone(), version, resources));
-            }
-        }
-        if changed.is_empty() {
-            // Nothing changed: a refused set is not sent again as it is.
-            return Vec::new();
-        }
-        changed.extend(retry);
-        // Types that were refused go last (a stable sort keeps the rest in place).
-        changed.sort_by_key(|(refused, ..)| *refused);
-        changed
+            let changed = state.sent_version.as_deref() != Some(&*version);
+            (
+                (type_url.clone(), version, resources),
+                changed,
+                state.refused,
+            )
+        }));
+        order
             .into_iter()
-            .map(|(_, change, url, version, resources)| self.push(url, version, resources, change))
+            .map(|((url, version, resources), change)| self.push(url, version, resources, change))
             .collect()
     }
 
@@ -196,21 +188,16 @@ impl SotwStream {
         resources: Vec<Arc<Entry>>,
         change: bool,
     ) -> SotwPush {
-        self.next_nonce += 1;
-        if change {
-            self.last_change = self.next_nonce;
-        }
-        let nonce = self.next_nonce.to_string();
+        let seq = self.responses.next(change);
         if let Some(state) = self.types.get_mut(&type_url) {
             state.sent_version = Some(version.clone());
-            state.sent_nonce = Some(nonce.clone());
-            state.sent_seq = self.next_nonce;
+            state.sent_seq = Some(seq);
             state.refused = false;
         }
         SotwPush {
             type_url,
             version,
-            nonce,
+            nonce: seq.to_string(),
             resources,
         }
     }
@@ -359,22 +346,41 @@ mod tests {
         assert_eq!(s.on_snapshot(&snap(&[("a", 3)])).len(), 1);
     }
 
-    #[test]
-    fn a_refused_type_is_resent_after_a_change_of_another_subscribed_type() {
-        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
-        let view = |route: u32, cluster: u32, listener: u32| {
-            Arc::new(Snapshot::new([
+    const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
+
+    fn typed(mut r: DiscoveryRequest, url: &str) -> DiscoveryRequest {
+        r.type_url = url.into();
+        r
+    }
+
+    /// Route `r` and cluster `c` at the given versions, and listener `inbound` if given.
+    fn view(route: u32, cluster: u32, listener: Option<u32>) -> Arc<Snapshot> {
+        let listener = listener.map(|l| encode(Kind::Listener, "inbound", &l).unwrap());
+        Arc::new(Snapshot::new(
+            [
                 encode(Kind::Route, "r", &route).unwrap(),
                 encode(Kind::Cluster, "c", &cluster).unwrap(),
-                encode(Kind::Listener, "inbound", &listener).unwrap(),
-            ]))
-        };
-        let typed = |mut r: DiscoveryRequest, url: &str| {
-            r.type_url = url.into();
-            r
-        };
+            ]
+            .into_iter()
+            .chain(listener),
+        ))
+    }
+
+    /// A NACK of `p` with `message`.
+    fn refuse(p: &SotwPush, message: &str) -> DiscoveryRequest {
+        let mut r = typed(req(&[], "", &p.nonce), &p.type_url);
+        r.error_detail = Some(Status {
+            code: 3,
+            message: message.into(),
+            details: vec![],
+        });
+        r
+    }
+
+    /// A stream subscribed to routes and clusters that has ACKed a first configuration of `v`.
+    fn acked_routes_and_clusters(v: &Arc<Snapshot>) -> SotwStream {
         let mut s = SotwStream::new();
-        s.on_snapshot(&view(1, 1, 1));
+        s.on_snapshot(v);
         for url in [ROUTE, CLUSTER] {
             let p = s
                 .on_request(&typed(req(&[], "", ""), url))
@@ -384,67 +390,40 @@ mod tests {
             s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
                 .unwrap();
         }
-        let p2 = s.on_snapshot(&view(2, 1, 1)).remove(0);
+        s
+    }
+
+    #[test]
+    fn a_refused_type_is_resent_after_a_change_of_another_subscribed_type() {
+        let mut s = acked_routes_and_clusters(&view(1, 1, Some(1)));
+        let p2 = s.on_snapshot(&view(2, 1, Some(1))).remove(0);
         assert_eq!(&*p2.type_url, ROUTE);
-        let mut nack = typed(req(&[], "", &p2.nonce), ROUTE);
-        nack.error_detail = Some(Status {
-            code: 3,
-            message: "route r: ambiguous destination".into(),
-            details: vec![],
-        });
-        let out = s.on_request(&nack).unwrap();
+        let out = s
+            .on_request(&refuse(&p2, "route r: ambiguous destination"))
+            .unwrap();
         assert!(matches!(out.event, Some(StreamEvent::Nack { .. })));
         assert!(out.push.is_none(), "a NACK itself never sends anything");
         // Unchanged, or changed only in a type this stream does not subscribe to: nothing.
-        assert!(s.on_snapshot(&view(2, 1, 1)).is_empty());
-        assert!(s.on_snapshot(&view(2, 1, 2)).is_empty());
+        assert!(s.on_snapshot(&view(2, 1, Some(1))).is_empty());
+        assert!(s.on_snapshot(&view(2, 1, Some(2))).is_empty());
         // The cluster change goes first, then the refused route set again.
-        let v3 = view(2, 2, 2);
+        let v3 = view(2, 2, Some(2));
         let pushes = s.on_snapshot(&v3);
         let order: Vec<(&str, &str)> = pushes.iter().map(|p| (&*p.type_url, &*p.version)).collect();
         let clusters = &v3.type_set(CLUSTER).unwrap().version;
         assert_eq!(order, [(CLUSTER, &**clusters), (ROUTE, &*p2.version)]);
         // Sent again: the next unrelated change does not repeat it.
-        let pushes = s.on_snapshot(&view(2, 3, 2));
+        let pushes = s.on_snapshot(&view(2, 3, Some(2)));
         assert_eq!(pushes.len(), 1);
         assert_eq!(&*pushes[0].type_url, CLUSTER);
     }
 
     #[test]
     fn a_nack_overtaken_by_a_push_of_another_type_is_retried_at_once() {
-        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
-        let view = |route: u32, cluster: u32| {
-            Arc::new(Snapshot::new([
-                encode(Kind::Route, "r", &route).unwrap(),
-                encode(Kind::Cluster, "c", &cluster).unwrap(),
-            ]))
-        };
-        let typed = |mut r: DiscoveryRequest, url: &str| {
-            r.type_url = url.into();
-            r
-        };
-        let refuse = |p: &SotwPush| {
-            let mut r = typed(req(&[], "", &p.nonce), &p.type_url);
-            r.error_detail = Some(Status {
-                code: 3,
-                message: "route r: no cluster serves its destination".into(),
-                details: vec![],
-            });
-            r
-        };
-        let mut s = SotwStream::new();
-        s.on_snapshot(&view(1, 1));
-        for url in [ROUTE, CLUSTER] {
-            let p = s
-                .on_request(&typed(req(&[], "", ""), url))
-                .unwrap()
-                .push
-                .unwrap();
-            s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
-                .unwrap();
-        }
-        let route = s.on_snapshot(&view(2, 1)).remove(0);
-        let cluster = s.on_snapshot(&view(2, 2)).remove(0);
+        let refuse = |p: &SotwPush| refuse(p, "route r: no cluster serves its destination");
+        let mut s = acked_routes_and_clusters(&view(1, 1, None));
+        let route = s.on_snapshot(&view(2, 1, None)).remove(0);
+        let cluster = s.on_snapshot(&view(2, 2, None)).remove(0);
         assert_eq!(&*cluster.type_url, CLUSTER);
         // The NACK crossed the cluster push: the route set is owed at once.
         let again = s.on_request(&refuse(&route)).unwrap().push.unwrap();
@@ -458,53 +437,27 @@ mod tests {
         let out = s.on_request(&refuse(&again)).unwrap();
         assert!(matches!(out.event, Some(StreamEvent::Nack { .. })));
         assert!(out.push.is_none());
-        assert!(s.on_snapshot(&view(2, 2)).is_empty());
+        assert!(s.on_snapshot(&view(2, 2, None)).is_empty());
     }
 
     #[test]
     fn refusals_of_two_types_never_ping_pong() {
-        const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
-        let view = |route: u32, cluster: u32| {
-            Arc::new(Snapshot::new([
-                encode(Kind::Route, "r", &route).unwrap(),
-                encode(Kind::Cluster, "c", &cluster).unwrap(),
-            ]))
-        };
-        let typed = |mut r: DiscoveryRequest, url: &str| {
-            r.type_url = url.into();
-            r
-        };
-        let mut s = SotwStream::new();
-        s.on_snapshot(&view(1, 1));
-        for url in [ROUTE, CLUSTER] {
-            let p = s
-                .on_request(&typed(req(&[], "", ""), url))
-                .unwrap()
-                .push
-                .unwrap();
-            s.on_request(&typed(req(&[], &p.version, &p.nonce), url))
-                .unwrap();
-        }
+        let mut s = acked_routes_and_clusters(&view(1, 1, None));
         // A client that refuses every response, answering each as it comes.
-        let mut queue: std::collections::VecDeque<SotwPush> = s.on_snapshot(&view(2, 2)).into();
+        let mut queue: std::collections::VecDeque<SotwPush> =
+            s.on_snapshot(&view(2, 2, None)).into();
         assert_eq!(queue.len(), 2);
         let mut sent = 0;
         while let Some(p) = queue.pop_front() {
             sent += 1;
             assert!(sent <= 3, "resends ping-pong: {sent} responses");
-            let mut nack = typed(req(&[], "", &p.nonce), &p.type_url);
-            nack.error_detail = Some(Status {
-                code: 3,
-                message: "refused".into(),
-                details: vec![],
-            });
-            queue.extend(s.on_request(&nack).unwrap().push);
+            queue.extend(s.on_request(&refuse(&p, "refused")).unwrap().push);
         }
         assert_eq!(
             sent, 3,
             "one resend owed: the first refusal crossed the second change"
         );
-        assert!(s.on_snapshot(&view(2, 2)).is_empty());
+        assert!(s.on_snapshot(&view(2, 2, None)).is_empty());
     }
 
     #[test]
