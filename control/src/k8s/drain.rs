@@ -17,7 +17,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
-use super::inject::InjectError;
+use super::inject::{InjectError, annotation, pod_name};
 use crate::istio::values::duration_ms;
 
 /// Istio's per-pod ProxyConfig override (YAML or JSON).
@@ -67,21 +67,12 @@ pub fn parse_drain(value: &str) -> Result<Duration, String> {
 }
 
 /// The drain of `pod`: its `proxy.istio.io/config` override, else `mesh_default`.
-pub fn pod_drain(
-    pod: &Pod,
-    pod_name: &str,
-    mesh_default: Duration,
-) -> Result<Duration, InjectError> {
-    let Some(text) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PROXY_CONFIG_ANNOTATION))
-    else {
+pub fn pod_drain(pod: &Pod, mesh_default: Duration) -> Result<Duration, InjectError> {
+    let Some(text) = annotation(pod, PROXY_CONFIG_ANNOTATION) else {
         return Ok(mesh_default);
     };
     let config: ProxyConfigOverride = serde_saphyr::from_str(text).map_err(|_| InjectError {
-        pod: pod_name.to_owned(),
+        pod: pod_name(pod),
         annotation: PROXY_CONFIG_ANNOTATION,
         value: text.clone(),
         expected: "a ProxyConfig in YAML or JSON, such as `{\"terminationDrainDuration\": \"20s\"}`",
@@ -92,11 +83,16 @@ pub fn pod_drain(
         (None, None) => return Ok(mesh_default),
     };
     parse_drain(&value).map_err(|_| InjectError {
-        pod: pod_name.to_owned(),
+        pod: pod_name(pod),
         annotation: field,
         value,
         expected: DRAIN_EXPECTED,
     })
+}
+
+/// `drain` as the proxy's `--drain-duration` takes it and the injection status records it.
+pub fn drain_arg(drain: Duration) -> String {
+    format!("{}s", drain.as_secs())
 }
 
 /// The injected proxy container's arguments.
@@ -105,7 +101,7 @@ pub fn proxy_args(drain: Duration) -> Vec<String> {
         "--config".into(),
         PROXY_CONFIG_PATH.into(),
         "--drain-duration".into(),
-        format!("{}s", drain.as_secs()),
+        drain_arg(drain),
     ]
 }
 
