@@ -22,11 +22,9 @@ use crate::istio::values::duration_ms;
 
 /// Istio's per-pod ProxyConfig override (YAML or JSON).
 pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
-/// The drain when neither the mesh nor the pod sets one: the proxy's own default
-/// (`jalin_proxy::limits::DRAIN_DEADLINE`), under Kubernetes' default 30 s grace period.
-pub const DEFAULT_DRAIN: Duration = Duration::from_secs(25);
-/// The longest drain: the proxy's `--drain-duration` bound (`jalin_proxy::MAX_DRAIN_DURATION`).
-pub const MAX_DRAIN_SECS: u64 = 600;
+/// The drain when neither the mesh nor the pod sets one (the proxy's own default), and the
+/// longest drain (the proxy's `--drain-duration` bound).
+pub use jalin_xds::model::drain::{DEFAULT_DRAIN, MAX_DRAIN};
 /// Kubernetes' `terminationGracePeriodSeconds` when the pod does not set it.
 pub const KUBERNETES_DEFAULT_GRACE_SECS: i64 = 30;
 /// Grace beyond the drain: the proxy's exit, final log lines and the kubelet's own latency.
@@ -60,7 +58,7 @@ pub fn parse_drain(value: &str) -> Result<Duration, String> {
             "`{value}` is not whole seconds; expected {DRAIN_EXPECTED}"
         ));
     }
-    if ms / 1000 > MAX_DRAIN_SECS {
+    if Duration::from_millis(ms) > MAX_DRAIN {
         return Err(format!("`{value}` is too long; expected {DRAIN_EXPECTED}"));
     }
     Ok(Duration::from_millis(ms))
