@@ -631,4 +631,4 @@ fn volumes(settings: &InjectSettings) -> Vec<Volume> {
 
 #[cfg(test)]
 #[path = "inject_tests.rs"]
-mod tests;
+pub(in crate::k8s) mod tests;
