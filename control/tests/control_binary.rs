@@ -37,10 +37,11 @@ fn field(line: &str, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn binary_serves_with_mesh_config_and_stops_on_sigterm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca_dir = dev_ca_dir(tmp.path());
-    let dir = tmp.path().join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+    let Sandbox {
+        tmp,
+        ca: ca_dir,
+        dir,
+    } = sandbox();
     write(
         &dir,
         "a.yaml",

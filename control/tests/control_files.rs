@@ -15,10 +15,7 @@ use jalin_xds::transport::Kind;
 
 #[tokio::test]
 async fn policy_edit_reaches_clients_and_invalid_edit_is_rejected_whole() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
-    let dir = tmp.path().join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+    let Sandbox { tmp: _tmp, ca, dir } = sandbox();
     write(
         &dir,
         "a.yaml",
@@ -134,10 +131,7 @@ async fn policy_edit_reaches_clients_and_invalid_edit_is_rejected_whole() {
 
 #[tokio::test]
 async fn restarted_control_plane_resyncs_and_restarted_proxy_gets_full_state() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
-    let dir = tmp.path().join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+    let Sandbox { tmp: _tmp, ca, dir } = sandbox();
     write(
         &dir,
         "a.yaml",
@@ -198,8 +192,7 @@ async fn restarted_control_plane_resyncs_and_restarted_proxy_gets_full_state() {
 
 #[tokio::test]
 async fn seed_directory_is_served_with_the_unknown_condition_imported_fail_closed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
+    let Sandbox { tmp: _tmp, ca, .. } = sandbox();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-policies");
     assert!(dir.is_dir(), "seed policies not found at {}", dir.display());
     let control = start(config(Some(&dir), &ca)).await;
@@ -218,10 +211,7 @@ async fn ads_on_the_ca_port_requires_a_workload_certificate() {
     use jalin_xds::transport::{AppliedConfig, ClientConfig, NodeInfo, XdsClient};
     use tonic::transport::{Certificate, ClientTlsConfig};
 
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
-    let dir = tmp.path().join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+    let Sandbox { tmp: _tmp, ca, dir } = sandbox();
     write(
         &dir,
         "a.yaml",

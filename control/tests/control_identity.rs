@@ -18,9 +18,7 @@ use jalin_ca::issue::WorkloadCa;
 use jalin_xds::transport::{Kind, NodeInfo};
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
-fn policies_dir(tmp: &std::path::Path) -> std::path::PathBuf {
-    let dir = tmp.join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+fn write_policies(dir: &std::path::Path) {
     let policies = [
         authz("a", "a-all", None, "p"),
         authz("b", "b-all", None, "p"),
@@ -28,8 +26,7 @@ fn policies_dir(tmp: &std::path::Path) -> std::path::PathBuf {
         authz("istio-system", "mesh-all", None, "p"),
     ]
     .join("---\n");
-    write(&dir, "policies.yaml", &policies);
-    dir
+    write(dir, "policies.yaml", &policies);
 }
 
 fn metadata(ns: Option<&str>, sa: Option<&str>, labels: &str) -> BTreeMap<String, String> {
@@ -102,9 +99,12 @@ fn ca_of(control: &jalin_control::server::Control) -> &WorkloadCa {
 
 #[tokio::test]
 async fn a_proxy_claiming_another_namespace_is_refused_and_an_honest_one_sees_only_its_own() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca_dir = dev_ca_dir(tmp.path());
-    let dir = policies_dir(tmp.path());
+    let Sandbox {
+        tmp: _tmp,
+        ca: ca_dir,
+        dir,
+    } = sandbox();
+    write_policies(&dir);
     let control = start(config(Some(&dir), &ca_dir)).await;
     let ca = ca_of(&control);
 
@@ -208,9 +208,12 @@ async fn a_proxy_claiming_another_namespace_is_refused_and_an_honest_one_sees_on
 
 #[tokio::test]
 async fn insecure_xds_trusts_metadata_only_on_plaintext_streams() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca_dir = dev_ca_dir(tmp.path());
-    let dir = policies_dir(tmp.path());
+    let Sandbox {
+        tmp: _tmp,
+        ca: ca_dir,
+        dir,
+    } = sandbox();
+    write_policies(&dir);
     let mut cfg = config(Some(&dir), &ca_dir);
     cfg.insecure_xds = true;
     let control = start(cfg).await;

@@ -26,8 +26,7 @@ fn addrs(eps: &[Endpoint]) -> Vec<String> {
 
 #[tokio::test]
 async fn services_slices_and_policies_from_kubernetes_reach_a_proxy() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
+    let Sandbox { tmp: _tmp, ca, .. } = sandbox();
     let fake = FakeApiServer::start().await.unwrap();
     let mut cfg = config(None, &ca);
     cfg.kube_client = Some(fake.client().unwrap());

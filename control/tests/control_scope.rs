@@ -14,10 +14,7 @@ use jalin_xds::transport::server::ServerEvent;
 
 #[tokio::test]
 async fn a_proxy_gets_only_the_policies_that_select_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
-    let dir = tmp.path().join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+    let Sandbox { tmp: _tmp, ca, dir } = sandbox();
     let policies = [
         authz("a", "a-web", Some("web"), "p"),
         authz("a", "a-db", Some("db"), "p"),
@@ -72,23 +69,20 @@ async fn a_proxy_gets_only_the_policies_that_select_it() {
     control.shutdown().await;
 }
 
-fn se_dir(tmp: &std::path::Path) -> std::path::PathBuf {
-    let dir = tmp.join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+fn write_services(dir: &std::path::Path) {
     write(
-        &dir,
+        dir,
         "svc-a.yaml",
         &service_entry("a", "svc-a", "svc.a.svc.cluster.local", &["10.0.1.1"]),
     );
     write(
-        &dir,
+        dir,
         "svc-b.yaml",
         &service_entry("b", "svc-b", "svc.b.svc.cluster.local", &["10.0.2.1"]),
     );
     // Proxies in `a` see only their namespace's services; proxies in `b` see everything.
-    write(&dir, "sidecar-a.yaml", &sidecar("a", &["./*"]));
-    write(&dir, "mesh.yaml", &authz("istio-system", "mesh", None, "p"));
-    dir
+    write(dir, "sidecar-a.yaml", &sidecar("a", &["./*"]));
+    write(dir, "mesh.yaml", &authz("istio-system", "mesh", None, "p"));
 }
 
 const CLUSTER_A: &str = "outbound|80||svc.a.svc.cluster.local";
@@ -96,9 +90,8 @@ const CLUSTER_B: &str = "outbound|80||svc.b.svc.cluster.local";
 
 #[tokio::test]
 async fn a_change_to_one_service_is_pushed_only_to_the_proxies_that_see_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
-    let dir = se_dir(tmp.path());
+    let Sandbox { tmp: _tmp, ca, dir } = sandbox();
+    write_services(&dir);
     let control = start(config(Some(&dir), &ca)).await;
     let mut in_a = proxy(&control, "in-a", "a", "app=x");
     let mut in_b = proxy(&control, "in-b", "b", "app=x");
@@ -188,10 +181,7 @@ async fn a_change_to_one_service_is_pushed_only_to_the_proxies_that_see_it() {
 
 #[tokio::test]
 async fn destination_rules_are_chosen_per_client_namespace() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
-    let dir = tmp.path().join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+    let Sandbox { tmp: _tmp, ca, dir } = sandbox();
     write(
         &dir,
         "svc.yaml",
@@ -257,9 +247,8 @@ async fn destination_rules_are_chosen_per_client_namespace() {
 
 #[tokio::test]
 async fn a_proxy_gets_the_clusters_its_routes_need_beyond_its_sidecar() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
-    let dir = se_dir(tmp.path());
+    let Sandbox { tmp: _tmp, ca, dir } = sandbox();
+    write_services(&dir);
     let control = start(config(Some(&dir), &ca)).await;
     let mut in_a = proxy(&control, "in-a", "a", "app=x");
     in_a.until("svc-a", |s| version(s, Kind::Cluster, CLUSTER_A).is_some())

@@ -100,8 +100,11 @@ fn webhook() -> WebhookConfig {
 
 #[tokio::test]
 async fn control_plane_serves_the_injection_webhook_with_a_certificate_from_its_ca() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca_dir = dev_ca_dir(tmp.path());
+    let Sandbox {
+        tmp: _tmp,
+        ca: ca_dir,
+        ..
+    } = sandbox();
     let fake = FakeApiServer::start().await.unwrap();
     fake.apply(&namespace("child-services", "enabled")).unwrap();
     fake.apply(&namespace("government", "disabled")).unwrap();
@@ -171,10 +174,11 @@ async fn control_plane_serves_the_injection_webhook_with_a_certificate_from_its_
 
 #[tokio::test]
 async fn the_webhook_needs_kubernetes_and_the_ca() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca_dir = dev_ca_dir(tmp.path());
-    let dir = tmp.path().join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+    let Sandbox {
+        tmp: _tmp,
+        ca: ca_dir,
+        dir,
+    } = sandbox();
     let mut cfg = config(Some(&dir), &ca_dir);
     cfg.webhook = Some(webhook());
     let err = jalin_control::server::Control::start(cfg)

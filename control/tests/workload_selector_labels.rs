@@ -76,10 +76,7 @@ fn sidecar_selector_is_labels_too() {
 
 #[tokio::test]
 async fn a_service_entry_selecting_by_labels_gets_the_matching_workload_entries() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ca = dev_ca_dir(tmp.path());
-    let dir = tmp.path().join("config");
-    std::fs::create_dir_all(&dir).unwrap();
+    let Sandbox { tmp: _tmp, ca, dir } = sandbox();
     write(&dir, "se.yaml", &selected_service_entry("labels"));
     write(
         &dir,

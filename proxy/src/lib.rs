@@ -424,11 +424,8 @@ impl ProxyHandle {
     }
 }
 
-/// The longest `--drain-duration` accepted: a drain is a bounded wait like every other, and a
-/// pod that needs more than ten minutes to finish its requests needs a different shutdown, not a
-/// longer one (Istio caps its drain at one hour; Kubernetes must also grant the time as
-/// `terminationGracePeriodSeconds`).
-pub const MAX_DRAIN_DURATION: Duration = Duration::from_secs(600);
+/// The longest `--drain-duration` accepted, shared with the injector that renders the flag.
+pub use jalin_xds::model::drain::MAX_DRAIN as MAX_DRAIN_DURATION;
 
 /// Parses `--drain-duration`: whole seconds or minutes (`25s`, `2m`; a bare number is seconds),
 /// at least 1 s (a zero drain cuts every in-flight request) and at most

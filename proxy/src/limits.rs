@@ -81,7 +81,7 @@ pub const MAX_DOWNSTREAM_CONNECTIONS: usize = 65_536;
 /// exits anyway, unless `--drain-duration` (or the injector, from the mesh's
 /// `injection.drainDuration` or the pod's `proxy.istio.io/config`) says otherwise; Kubernetes'
 /// default termination grace period is 30 s, so stay under it.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
+pub const DRAIN_DEADLINE: Duration = jalin_xds::model::drain::DEFAULT_DRAIN;
 
 /// Quiet period after a file-change event before the configuration is reloaded, so an editor's
 /// write-rename-chmod sequence triggers one reload, not three.

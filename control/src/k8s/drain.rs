@@ -17,16 +17,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 
-use super::inject::InjectError;
+use super::inject::{InjectError, annotation, pod_name};
 use crate::istio::values::duration_ms;
 
 /// Istio's per-pod ProxyConfig override (YAML or JSON).
 pub const PROXY_CONFIG_ANNOTATION: &str = "proxy.istio.io/config";
-/// The drain when neither the mesh nor the pod sets one: the proxy's own default
-/// (`jalin_proxy::limits::DRAIN_DEADLINE`), under Kubernetes' default 30 s grace period.
-pub const DEFAULT_DRAIN: Duration = Duration::from_secs(25);
-/// The longest drain: the proxy's `--drain-duration` bound (`jalin_proxy::MAX_DRAIN_DURATION`).
-pub const MAX_DRAIN_SECS: u64 = 600;
+/// The drain when neither the mesh nor the pod sets one (the proxy's own default), and the
+/// longest drain (the proxy's `--drain-duration` bound).
+pub use jalin_xds::model::drain::{DEFAULT_DRAIN, MAX_DRAIN};
 /// Kubernetes' `terminationGracePeriodSeconds` when the pod does not set it.
 pub const KUBERNETES_DEFAULT_GRACE_SECS: i64 = 30;
 /// Grace beyond the drain: the proxy's exit, final log lines and the kubelet's own latency.
@@ -60,28 +58,19 @@ pub fn parse_drain(value: &str) -> Result<Duration, String> {
             "`{value}` is not whole seconds; expected {DRAIN_EXPECTED}"
         ));
     }
-    if ms / 1000 > MAX_DRAIN_SECS {
+    if Duration::from_millis(ms) > MAX_DRAIN {
         return Err(format!("`{value}` is too long; expected {DRAIN_EXPECTED}"));
     }
     Ok(Duration::from_millis(ms))
 }
 
 /// The drain of `pod`: its `proxy.istio.io/config` override, else `mesh_default`.
-pub fn pod_drain(
-    pod: &Pod,
-    pod_name: &str,
-    mesh_default: Duration,
-) -> Result<Duration, InjectError> {
-    let Some(text) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PROXY_CONFIG_ANNOTATION))
-    else {
+pub fn pod_drain(pod: &Pod, mesh_default: Duration) -> Result<Duration, InjectError> {
+    let Some(text) = annotation(pod, PROXY_CONFIG_ANNOTATION) else {
         return Ok(mesh_default);
     };
     let config: ProxyConfigOverride = serde_saphyr::from_str(text).map_err(|_| InjectError {
-        pod: pod_name.to_owned(),
+        pod: pod_name(pod),
         annotation: PROXY_CONFIG_ANNOTATION,
         value: text.clone(),
         expected: "a ProxyConfig in YAML or JSON, such as `{\"terminationDrainDuration\": \"20s\"}`",
@@ -92,11 +81,16 @@ pub fn pod_drain(
         (None, None) => return Ok(mesh_default),
     };
     parse_drain(&value).map_err(|_| InjectError {
-        pod: pod_name.to_owned(),
+        pod: pod_name(pod),
         annotation: field,
         value,
         expected: DRAIN_EXPECTED,
     })
+}
+
+/// `drain` as the proxy's `--drain-duration` takes it and the injection status records it.
+pub fn drain_arg(drain: Duration) -> String {
+    format!("{}s", drain.as_secs())
 }
 
 /// The injected proxy container's arguments.
@@ -105,7 +99,7 @@ pub fn proxy_args(drain: Duration) -> Vec<String> {
         "--config".into(),
         PROXY_CONFIG_PATH.into(),
         "--drain-duration".into(),
-        format!("{}s", drain.as_secs()),
+        drain_arg(drain),
     ]
 }
 

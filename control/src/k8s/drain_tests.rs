@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::Patch;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::k8s::inject::tests::apply;
 use crate::k8s::inject::{InjectSettings, PROXY_CONTAINER, STATUS_ANNOTATION, inject};
 use crate::server::mesh::MeshInjection;
 
@@ -21,12 +21,6 @@ fn pod(annotations: &Value, grace: Option<i64>) -> Pod {
         "spec": spec,
     }))
     .unwrap()
-}
-
-fn apply(pod: &Pod, patch: &Patch) -> Pod {
-    let mut doc = serde_json::to_value(pod).unwrap();
-    json_patch::patch(&mut doc, patch).unwrap();
-    serde_json::from_value(doc).unwrap()
 }
 
 fn enabled() -> BTreeMap<String, String> {

@@ -253,11 +253,7 @@ pub fn decide(
 
 /// Whether the pod already carries the proxy.
 pub fn is_injected(pod: &Pod) -> bool {
-    let annotated = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(STATUS_ANNOTATION));
+    let annotated = annotation(pod, STATUS_ANNOTATION).is_some();
     let has_container = pod.spec.as_ref().is_some_and(|s| {
         s.containers
             .iter()
@@ -282,7 +278,7 @@ pub fn inject(
         });
     }
     let redirect = redirect_config(pod, settings)?;
-    let drain = drain::pod_drain(pod, &pod_name(pod), settings.drain_duration)?;
+    let drain = drain::pod_drain(pod, settings.drain_duration)?;
     let spec = pod.spec.clone().unwrap_or_default();
     let rewrite = if settings.rewrite_app_probes && probes::rewrite_enabled(pod) {
         probes::rewrite(&spec.containers, settings.health_port)
@@ -314,7 +310,7 @@ pub fn inject(
         "initContainers": [INIT_CONTAINER],
         "containers": [],
         "volumes": [TOKEN_VOLUME, DATA_VOLUME],
-        "drainDuration": format!("{}s", drain.as_secs()),
+        "drainDuration": drain::drain_arg(drain),
     });
     // The kubelet's SIGKILL must not land mid-drain.
     let mut warnings = Vec::new();
@@ -394,7 +390,8 @@ fn to_json<T: Serialize>(object: &T) -> Value {
     serde_json::to_value(object).expect("k8s-openapi objects encode as JSON")
 }
 
-fn pod_name(pod: &Pod) -> String {
+/// `namespace/name` (or `generateName`) of `pod`, as errors and warnings name it.
+pub(super) fn pod_name(pod: &Pod) -> String {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let name = pod
         .metadata
@@ -405,17 +402,17 @@ fn pod_name(pod: &Pod) -> String {
     format!("{ns}/{name}")
 }
 
+/// The value of `pod`'s annotation `key`, if it has one.
+pub(super) fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a String> {
+    pod.metadata.annotations.as_ref().and_then(|a| a.get(key))
+}
+
 fn parse_list<T: std::str::FromStr>(
     pod: &Pod,
     annotation: &'static str,
     expected: &'static str,
 ) -> Result<Vec<T>, InjectError> {
-    let Some(value) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(annotation))
-    else {
+    let Some(value) = self::annotation(pod, annotation) else {
         return Ok(Vec::new());
     };
     value
@@ -634,4 +631,4 @@ fn volumes(settings: &InjectSettings) -> Vec<Volume> {
 
 #[cfg(test)]
 #[path = "inject_tests.rs"]
-mod tests;
+pub(in crate::k8s) mod tests;

@@ -27,7 +27,8 @@ fn app_pod() -> Pod {
     }))
 }
 
-fn apply(pod: &Pod, patch: &Patch) -> Pod {
+/// `pod` after the injection `patch`, as the API server stores it.
+pub(in crate::k8s) fn apply(pod: &Pod, patch: &Patch) -> Pod {
     let mut doc = serde_json::to_value(pod).unwrap();
     json_patch::patch(&mut doc, patch).unwrap();
     serde_json::from_value(doc).unwrap()

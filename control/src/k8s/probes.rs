@@ -11,6 +11,8 @@ use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
+use super::inject::annotation;
+
 /// Pod annotation that turns the rewrite off (`"false"`), Istio's name.
 pub const REWRITE_PROBES_ANNOTATION: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
 /// Environment variable of the proxy container holding the original probes.
@@ -38,10 +40,7 @@ pub struct ProbeRewrite {
 
 /// Whether the pod lets its probes be rewritten.
 pub fn rewrite_enabled(pod: &Pod) -> bool {
-    pod.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REWRITE_PROBES_ANNOTATION))
+    annotation(pod, REWRITE_PROBES_ANNOTATION)
         .is_none_or(|v| !v.trim().eq_ignore_ascii_case("false"))
 }
 

@@ -44,6 +44,23 @@ pub fn dev_ca_dir(root: &Path) -> PathBuf {
     dir
 }
 
+/// One test's temporary tree: a development CA ([`dev_ca_dir`]) and an empty configuration
+/// directory for the control plane to watch, both inside `tmp` and removed with it.
+pub struct Sandbox {
+    pub tmp: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// A new [`Sandbox`].
+pub fn sandbox() -> Sandbox {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = dev_ca_dir(tmp.path());
+    let dir = tmp.path().join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    Sandbox { tmp, ca, dir }
+}
+
 /// Loads the CA of `ca_dir` (as the control plane does).
 pub fn load_ca(ca_dir: &Path) -> WorkloadCa {
     let (audit, _) = AuditLog::in_memory();

@@ -6,6 +6,7 @@
 
 pub mod authz;
 pub mod cluster;
+pub mod drain;
 pub mod listener;
 pub mod meta;
 pub mod peer_auth;
