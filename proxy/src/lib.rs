@@ -306,28 +306,23 @@ impl Inner {
             return Ok(current.version);
         }
         if config.admin.address != current.config.admin.address {
-            return Err(ConfigError {
-                file: origin.file,
-                line: 0,
-                column: 0,
-                path: "admin.address".into(),
-                message: format!(
+            return Err(ConfigError::field(
+                &origin.file,
+                "admin.address",
+                format!(
                     "changed from {} to {}; the admin server cannot move while running",
                     current.config.admin.address, config.admin.address
                 ),
-                hint: "restore the old address, or restart the proxy to move the admin server"
-                    .into(),
-            });
+                "restore the old address, or restart the proxy to move the admin server",
+            ));
         }
         if config.identity != current.config.identity {
-            return Err(ConfigError {
-                file: origin.file,
-                line: 0,
-                column: 0,
-                path: "identity".into(),
-                message: "changed; the workload identity cannot change while running".into(),
-                hint: "restore the old section, or restart the proxy".into(),
-            });
+            return Err(ConfigError::field(
+                &origin.file,
+                "identity",
+                "changed; the workload identity cannot change while running",
+                "restore the old section, or restart the proxy",
+            ));
         }
         let security = authz::Security::build(&config, &origin.file).await?;
         // xDS mode before the first configuration: still nothing bound (see `start`).
