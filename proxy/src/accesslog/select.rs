@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use jalin_xds::model::meta::WorkloadSelector;
 use serde::Deserialize;
 
 /// Traffic direction as Istio's `match.mode` names it.
@@ -130,7 +131,7 @@ struct Rule {
 pub struct Telemetry {
     pub namespace: String,
     pub name: String,
-    selector: Option<BTreeMap<String, String>>,
+    selector: Option<WorkloadSelector>,
     targeted: bool,
     rules: Vec<Rule>,
 }
@@ -248,7 +249,9 @@ pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetr
     Ok(Telemetry {
         namespace: d.metadata.namespace,
         name: d.metadata.name,
-        selector: d.spec.selector.map(|s| s.match_labels),
+        selector: d.spec.selector.map(|s| WorkloadSelector {
+            match_labels: s.match_labels,
+        }),
         targeted: d.spec.target_ref.is_some() || !d.spec.target_refs.is_empty(),
         rules,
     })
@@ -330,7 +333,7 @@ pub fn select(all: &[Telemetry], w: &Workload) -> Selection {
             None if t.namespace == w.root_namespace => 0,
             None if t.namespace == w.namespace => 1,
             Some(sel) if t.namespace == w.namespace => {
-                if !sel.iter().all(|(k, v)| w.labels.get(k) == Some(v)) {
+                if !sel.matches(&w.labels) {
                     continue;
                 }
                 2
