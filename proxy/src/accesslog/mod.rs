@@ -145,14 +145,6 @@ impl AccessLog {
     }
 }
 
-/// Telemetry documents with, for those from the control plane, their resource name.
-pub type Documents<'a> = [(&'a serde_json::Value, Option<&'a str>)];
-
-/// The documents of a configuration's `telemetry` list (all carry their `metadata`).
-pub fn documents(docs: &[serde_json::Value]) -> Vec<(&serde_json::Value, Option<&str>)> {
-    docs.iter().map(|d| (d, None)).collect()
-}
-
 /// A control plane's Telemetry resource `ns/name` as a document with `metadata`: the body may
 /// be a whole document or its `spec` alone.
 pub fn document_from_resource(key: &str, body: &serde_json::Value) -> serde_json::Value {
@@ -178,8 +170,11 @@ pub fn document_key(doc: &serde_json::Value) -> String {
 /// Compiles a validated configuration's access logging (what the snapshot runs). Warnings are
 /// logged here, once per applied configuration.
 pub fn build(config: &crate::config::ProxyConfig) -> AccessLog {
-    let docs = documents(&config.telemetry);
-    match compile(&docs, &config.access_log, &config.telemetry_workload()) {
+    match compile(
+        &config.telemetry,
+        &config.access_log,
+        &config.telemetry_workload(),
+    ) {
         Ok(plan) => {
             for w in &plan.warnings {
                 tracing::warn!(warning = %w, "access logging");
@@ -194,21 +189,22 @@ pub fn build(config: &crate::config::ProxyConfig) -> AccessLog {
     }
 }
 
-/// Compiles `docs` for `workload` with the providers of `section`. Pure.
+/// Compiles the Telemetry documents `docs` (a configuration's `telemetry` list, each with its
+/// `metadata`) for `workload` with the providers of `section`. Pure.
 pub fn compile(
-    docs: &Documents<'_>,
+    docs: &[serde_json::Value],
     section: &AccessLogSection,
     workload: &Workload,
 ) -> Result<Plan, CompileError> {
     let mut parsed = Vec::with_capacity(docs.len());
-    for (i, (doc, fallback)) in docs.iter().enumerate() {
-        let t = select::parse(doc, *fallback).map_err(|e| CompileError {
+    for (i, doc) in docs.iter().enumerate() {
+        let t = select::parse(doc).map_err(|e| CompileError {
             document: Some(i),
             path: join(&format!("telemetry[{i}]"), &e.path),
             message: e.message,
             hint: "fix the Telemetry; the previous configuration stays in force".into(),
         })?;
-        parsed.push((i, t));
+        parsed.push(t);
     }
     for (p, provider) in section.providers.iter().enumerate() {
         if section.providers[..p]
@@ -234,10 +230,9 @@ pub fn compile(
             });
         }
     }
-    let telemetries: Vec<_> = parsed.iter().map(|(_, t)| t.clone()).collect();
-    let selection = select::select(&telemetries, workload);
+    let selection = select::select(&parsed, workload);
     let mut warnings = selection.warnings;
-    let doc_of = |key: &str| parsed.iter().find(|(_, t)| t.key() == key).map(|(i, _)| *i);
+    let doc_of = |key: &str| parsed.iter().position(|t| t.key() == key);
     let mut mode = |s: Option<Selected>| -> Result<Option<ModePlan>, CompileError> {
         let Some(s) = s else { return Ok(None) };
         let mut needs = Needs::default();
