@@ -337,17 +337,17 @@ pub struct Pending {
 }
 
 /// Where a request came from, for the `DOWNSTREAM_*` operators.
-#[derive(Debug, Clone, Copy)]
-pub struct Downstream<'a> {
+#[derive(Debug, Clone)]
+pub struct Downstream {
     pub remote: SocketAddr,
     pub local: SocketAddr,
-    /// The verified mTLS peer's SPIFFE ID.
-    pub peer_uri_san: Option<&'a str>,
+    /// The verified mTLS peer's SPIFFE ID (moved into the record).
+    pub peer_uri_san: Option<String>,
 }
 
 impl Pending {
     /// Captures the request's start and the request values `log`'s formats name.
-    pub fn begin<B>(log: &Arc<ModeLog>, req: &http::Request<B>, down: Downstream<'_>) -> Box<Self> {
+    pub fn begin<B>(log: &Arc<ModeLog>, req: &http::Request<B>, down: Downstream) -> Box<Self> {
         let headers = req.headers();
         let authority = || {
             headers
@@ -388,7 +388,7 @@ impl Pending {
                 protocol,
                 downstream_remote: Some(down.remote),
                 downstream_local: Some(down.local),
-                peer_uri_san: down.peer_uri_san.map(str::to_owned),
+                peer_uri_san: down.peer_uri_san,
                 bytes_received: content_length(headers),
                 ..Record::default()
             },

@@ -320,11 +320,10 @@ fn access_log(
     let Some(log) = snapshot.access_log.for_direction(conn.info.direction) else {
         return;
     };
-    let san = conn.peer_info.as_ref().map(|p| p.tls.spiffe_id.to_string());
     let down = Downstream {
         remote: conn.peer,
         local: conn.local,
-        peer_uri_san: san.as_deref(),
+        peer_uri_san: conn.peer_info.as_ref().map(|p| p.tls.spiffe_id.to_string()),
     };
     meter.set_access_log(Pending::begin(log, req, down));
 }
