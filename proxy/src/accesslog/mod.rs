@@ -20,6 +20,7 @@ use http::HeaderMap;
 use jalin_xds::model::listener::Direction;
 use serde::{Deserialize, Serialize};
 
+use crate::http::forward;
 use format::{Format, Needs, Record};
 use select::{Selected, Workload};
 use writer::{Destination, Sink};
@@ -349,26 +350,14 @@ impl Pending {
     /// Captures the request's start and the request values `log`'s formats name.
     pub fn begin<B>(log: &Arc<ModeLog>, req: &http::Request<B>, down: Downstream) -> Box<Self> {
         let headers = req.headers();
-        let authority = || {
-            headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-                .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
-        };
         let request_headers = log
             .needs
             .request
             .iter()
             .map(|n| match n.as_str() {
                 ":method" => Some(req.method().as_str().to_owned()),
-                ":path" => Some(
-                    req.uri()
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_owned(),
-                ),
-                ":authority" => authority(),
+                ":path" => Some(forward::path_and_query(req).to_owned()),
+                ":authority" => forward::authority(req).map(str::to_owned),
                 ":scheme" => Some(req.uri().scheme_str().unwrap_or("http").to_owned()),
                 name => header_value(headers, name),
             })
