@@ -242,7 +242,7 @@ pub fn compile(
             let provider = section.providers.iter().position(|p| &p.name == name);
             let (text, path, dest) = match (&s.format, provider) {
                 (Some(f), p) => (
-                    Fmt::Text(f.clone()),
+                    Fmt::Text(f),
                     doc_of(&s.resource).map_or_else(
                         || format!("Telemetry {} {}.format", s.resource, s.format_path),
                         |i| format!("telemetry[{i}].{}.format", s.format_path),
@@ -257,15 +257,15 @@ pub fn compile(
                     let fmt = match &fal.log_format {
                         Some(LogFormat {
                             labels: Some(l), ..
-                        }) => Fmt::Labels(l.clone()),
-                        Some(LogFormat { text: Some(t), .. }) => Fmt::Text(t.clone()),
-                        _ => Fmt::Text(format::DEFAULT_TEXT_FORMAT.into()),
+                        }) => Fmt::Labels(l),
+                        Some(LogFormat { text: Some(t), .. }) => Fmt::Text(t),
+                        _ => Fmt::Text(format::DEFAULT_TEXT_FORMAT),
                     };
                     (fmt, path, Destination::from_path(&fal.path))
                 }
                 (None, None) => (
-                    Fmt::Text(format::DEFAULT_TEXT_FORMAT.into()),
-                    String::new(),
+                    Fmt::Text(format::DEFAULT_TEXT_FORMAT),
+                    format!("Telemetry {}", s.resource),
                     Destination::Stdout,
                 ),
             };
@@ -276,17 +276,13 @@ pub fn compile(
                     s.resource
                 ));
             }
-            let compiled = match &text {
+            let compiled = match text {
                 Fmt::Text(t) => format::compile(t, &mut needs),
                 Fmt::Labels(l) => format::compile_labels(l, &mut needs),
             };
             let (fmt, unknown) = compiled.map_err(|e| CompileError {
                 document: doc_of(&s.resource),
-                path: if path.is_empty() {
-                    format!("Telemetry {}", s.resource)
-                } else {
-                    path.clone()
-                },
+                path,
                 message: format!(
                     "Telemetry {}: the access-log format: {}",
                     s.resource, e.message
@@ -317,9 +313,10 @@ pub fn compile(
     })
 }
 
-enum Fmt {
-    Text(String),
-    Labels(serde_json::Map<String, serde_json::Value>),
+/// A format as written, before it is compiled.
+enum Fmt<'a> {
+    Text(&'a str),
+    Labels(&'a serde_json::Map<String, serde_json::Value>),
 }
 
 fn join(a: &str, b: &str) -> String {
