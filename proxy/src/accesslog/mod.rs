@@ -117,22 +117,22 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the plan's sinks (a writer thread per destination, shared process-wide).
-    pub fn start(plan: &Plan) -> Self {
-        let activate = |m: &Option<ModePlan>| {
-            m.as_ref().map(|m| {
+    pub fn start(plan: Plan) -> Self {
+        let activate = |m: Option<ModePlan>| {
+            m.map(|m| {
                 Arc::new(ModeLog {
-                    needs: m.needs.clone(),
+                    needs: m.needs,
                     targets: m
                         .targets
-                        .iter()
-                        .map(|(f, d)| (f.clone(), writer::sink(d)))
+                        .into_iter()
+                        .map(|(f, d)| (f, writer::sink(&d)))
                         .collect(),
                 })
             })
         };
         Self {
-            client: activate(&plan.client),
-            server: activate(&plan.server),
+            client: activate(plan.client),
+            server: activate(plan.server),
         }
     }
 
@@ -180,7 +180,7 @@ pub fn build(config: &crate::config::ProxyConfig) -> AccessLog {
             for w in &plan.warnings {
                 tracing::warn!(warning = %w, "access logging");
             }
-            AccessLog::start(&plan)
+            AccessLog::start(plan)
         }
         Err(e) => {
             // Validated on load: not reached for a configuration that was accepted.
