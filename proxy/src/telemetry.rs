@@ -202,7 +202,6 @@ pub struct RequestMeter {
     code: u16,
     grpc_status: Option<u8>,
     flag: ResponseFlag,
-    complete: bool,
     recorded: bool,
     /// The access-log record, when a Telemetry logs this request's mode.
     access: Option<Box<crate::accesslog::Pending>>,
@@ -223,7 +222,6 @@ impl RequestMeter {
             code: 0,
             grpc_status: None,
             flag: ResponseFlag::None,
-            complete: false,
             recorded: false,
             access: None,
         }
@@ -261,16 +259,16 @@ impl RequestMeter {
 
     /// The response body's last frame was handed on: records the request now.
     pub fn complete(&mut self) {
-        self.complete = true;
-        self.record();
+        self.record(true);
     }
 
-    /// Records the request unless it already was.
-    fn record(&mut self) {
+    /// Records the request unless it already was; `complete`: its response was handed on whole
+    /// (else, without a more precise flag, it is `DC`).
+    fn record(&mut self, complete: bool) {
         if std::mem::replace(&mut self.recorded, true) {
             return;
         }
-        let flag = if self.complete || self.flag != ResponseFlag::None {
+        let flag = if complete || self.flag != ResponseFlag::None {
             self.flag
         } else {
             ResponseFlag::DownstreamTerminated
@@ -294,7 +292,7 @@ impl RequestMeter {
 
 impl Drop for RequestMeter {
     fn drop(&mut self) {
-        self.record();
+        self.record(false);
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use jalin_tests::client::http1_client;
+use jalin_tests::proxy::{ListenerSpec, ServiceSpec, config_yaml};
 use jalin_tests::upstream::HttpUpstream;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
@@ -98,12 +99,14 @@ fn config(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> String {
         .map(|l| format!("    {l}\n"))
         .collect();
     let seed = seed.replacen("    apiVersion", "  - apiVersion", 1);
-    format!(
-        "admin:\n  address: 127.0.0.1:0\nlisteners:\n  - name: in\n    address: 127.0.0.1:0\n    \
-         direction: inbound\n    service: app\n  - name: out\n    address: 127.0.0.1:0\n    \
-         direction: outbound\n    service: app\nservices:\n  - name: app\n    endpoints:\n      \
-         - address: {upstream}\naccess_log:\n  namespace: child-services\ntelemetry:\n{seed}"
-    )
+    let base = config_yaml(
+        &[
+            ListenerSpec::inbound("in", "app"),
+            ListenerSpec::outbound("out", "app"),
+        ],
+        &[ServiceSpec::new("app", &[upstream])],
+    );
+    format!("{base}access_log:\n  namespace: child-services\ntelemetry:\n{seed}")
 }
 
 async fn request(addr: SocketAddr, path: &str) -> u16 {

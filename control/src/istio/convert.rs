@@ -76,7 +76,8 @@ fn meta(r: &Resource) -> ResourceMeta {
     }
 }
 
-fn selector(s: Option<&sec::WorkloadSelector>) -> Option<WorkloadSelector> {
+/// An Istio `selector` as the native model's.
+pub(crate) fn selector(s: Option<&sec::WorkloadSelector>) -> Option<WorkloadSelector> {
     s.map(|s| WorkloadSelector {
         match_labels: s.match_labels.clone(),
     })

@@ -10,19 +10,22 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::http::headers::JALIN_PREFIX;
+
 /// What a redacted value is written as.
 pub const REDACTED: &str = "[REDACTED]";
 
 /// Istio's default text format (`meshConfig.accessLogFormat` unset), as Istio documents it.
 pub const DEFAULT_TEXT_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
 
-/// Headers whose values are never written (credentials and jalin's identity headers).
+/// Headers whose values are never written: credentials, and jalin's own headers (those
+/// [`crate::http::headers::strip_untrusted`] drops from outside the mesh).
 pub fn is_sensitive(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
         n.as_str(),
         "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-    ) || n.starts_with("x-jalin-")
+    ) || n.starts_with(JALIN_PREFIX)
 }
 
 /// Operators of Istio's default format that jalin has no value for (Envoy internals); they

@@ -20,6 +20,7 @@ use http::HeaderMap;
 use jalin_xds::model::listener::Direction;
 use serde::{Deserialize, Serialize};
 
+use crate::http::forward;
 use format::{Format, Needs, Record};
 use select::{Selected, Workload};
 use writer::{Destination, Sink};
@@ -116,22 +117,22 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the plan's sinks (a writer thread per destination, shared process-wide).
-    pub fn start(plan: &Plan) -> Self {
-        let activate = |m: &Option<ModePlan>| {
-            m.as_ref().map(|m| {
+    pub fn start(plan: Plan) -> Self {
+        let activate = |m: Option<ModePlan>| {
+            m.map(|m| {
                 Arc::new(ModeLog {
-                    needs: m.needs.clone(),
+                    needs: m.needs,
                     targets: m
                         .targets
-                        .iter()
-                        .map(|(f, d)| (f.clone(), writer::sink(d)))
+                        .into_iter()
+                        .map(|(f, d)| (f, writer::sink(&d)))
                         .collect(),
                 })
             })
         };
         Self {
-            client: activate(&plan.client),
-            server: activate(&plan.server),
+            client: activate(plan.client),
+            server: activate(plan.server),
         }
     }
 
@@ -143,14 +144,6 @@ impl AccessLog {
             Direction::Inbound => self.server.as_ref(),
         }
     }
-}
-
-/// Telemetry documents with, for those from the control plane, their resource name.
-pub type Documents<'a> = [(&'a serde_json::Value, Option<&'a str>)];
-
-/// The documents of a configuration's `telemetry` list (all carry their `metadata`).
-pub fn documents(docs: &[serde_json::Value]) -> Vec<(&serde_json::Value, Option<&str>)> {
-    docs.iter().map(|d| (d, None)).collect()
 }
 
 /// A control plane's Telemetry resource `ns/name` as a document with `metadata`: the body may
@@ -178,13 +171,16 @@ pub fn document_key(doc: &serde_json::Value) -> String {
 /// Compiles a validated configuration's access logging (what the snapshot runs). Warnings are
 /// logged here, once per applied configuration.
 pub fn build(config: &crate::config::ProxyConfig) -> AccessLog {
-    let docs = documents(&config.telemetry);
-    match compile(&docs, &config.access_log, &config.telemetry_workload()) {
+    match compile(
+        &config.telemetry,
+        &config.access_log,
+        &config.telemetry_workload(),
+    ) {
         Ok(plan) => {
             for w in &plan.warnings {
                 tracing::warn!(warning = %w, "access logging");
             }
-            AccessLog::start(&plan)
+            AccessLog::start(plan)
         }
         Err(e) => {
             // Validated on load: not reached for a configuration that was accepted.
@@ -194,21 +190,22 @@ pub fn build(config: &crate::config::ProxyConfig) -> AccessLog {
     }
 }
 
-/// Compiles `docs` for `workload` with the providers of `section`. Pure.
+/// Compiles the Telemetry documents `docs` (a configuration's `telemetry` list, each with its
+/// `metadata`) for `workload` with the providers of `section`. Pure.
 pub fn compile(
-    docs: &Documents<'_>,
+    docs: &[serde_json::Value],
     section: &AccessLogSection,
     workload: &Workload,
 ) -> Result<Plan, CompileError> {
     let mut parsed = Vec::with_capacity(docs.len());
-    for (i, (doc, fallback)) in docs.iter().enumerate() {
-        let t = select::parse(doc, *fallback).map_err(|e| CompileError {
+    for (i, doc) in docs.iter().enumerate() {
+        let t = select::parse(doc).map_err(|e| CompileError {
             document: Some(i),
             path: join(&format!("telemetry[{i}]"), &e.path),
             message: e.message,
             hint: "fix the Telemetry; the previous configuration stays in force".into(),
         })?;
-        parsed.push((i, t));
+        parsed.push(t);
     }
     for (p, provider) in section.providers.iter().enumerate() {
         if section.providers[..p]
@@ -234,10 +231,9 @@ pub fn compile(
             });
         }
     }
-    let telemetries: Vec<_> = parsed.iter().map(|(_, t)| t.clone()).collect();
-    let selection = select::select(&telemetries, workload);
+    let selection = select::select(&parsed, workload);
     let mut warnings = selection.warnings;
-    let doc_of = |key: &str| parsed.iter().find(|(_, t)| t.key() == key).map(|(i, _)| *i);
+    let doc_of = |key: &str| parsed.iter().position(|t| t.key() == key);
     let mut mode = |s: Option<Selected>| -> Result<Option<ModePlan>, CompileError> {
         let Some(s) = s else { return Ok(None) };
         let mut needs = Needs::default();
@@ -246,7 +242,7 @@ pub fn compile(
             let provider = section.providers.iter().position(|p| &p.name == name);
             let (text, path, dest) = match (&s.format, provider) {
                 (Some(f), p) => (
-                    Fmt::Text(f.clone()),
+                    Fmt::Text(f),
                     doc_of(&s.resource).map_or_else(
                         || format!("Telemetry {} {}.format", s.resource, s.format_path),
                         |i| format!("telemetry[{i}].{}.format", s.format_path),
@@ -261,15 +257,15 @@ pub fn compile(
                     let fmt = match &fal.log_format {
                         Some(LogFormat {
                             labels: Some(l), ..
-                        }) => Fmt::Labels(l.clone()),
-                        Some(LogFormat { text: Some(t), .. }) => Fmt::Text(t.clone()),
-                        _ => Fmt::Text(format::DEFAULT_TEXT_FORMAT.into()),
+                        }) => Fmt::Labels(l),
+                        Some(LogFormat { text: Some(t), .. }) => Fmt::Text(t),
+                        _ => Fmt::Text(format::DEFAULT_TEXT_FORMAT),
                     };
                     (fmt, path, Destination::from_path(&fal.path))
                 }
                 (None, None) => (
-                    Fmt::Text(format::DEFAULT_TEXT_FORMAT.into()),
-                    String::new(),
+                    Fmt::Text(format::DEFAULT_TEXT_FORMAT),
+                    format!("Telemetry {}", s.resource),
                     Destination::Stdout,
                 ),
             };
@@ -280,17 +276,13 @@ pub fn compile(
                     s.resource
                 ));
             }
-            let compiled = match &text {
+            let compiled = match text {
                 Fmt::Text(t) => format::compile(t, &mut needs),
                 Fmt::Labels(l) => format::compile_labels(l, &mut needs),
             };
             let (fmt, unknown) = compiled.map_err(|e| CompileError {
                 document: doc_of(&s.resource),
-                path: if path.is_empty() {
-                    format!("Telemetry {}", s.resource)
-                } else {
-                    path.clone()
-                },
+                path,
                 message: format!(
                     "Telemetry {}: the access-log format: {}",
                     s.resource, e.message
@@ -321,9 +313,10 @@ pub fn compile(
     })
 }
 
-enum Fmt {
-    Text(String),
-    Labels(serde_json::Map<String, serde_json::Value>),
+/// A format as written, before it is compiled.
+enum Fmt<'a> {
+    Text(&'a str),
+    Labels(&'a serde_json::Map<String, serde_json::Value>),
 }
 
 fn join(a: &str, b: &str) -> String {
@@ -342,38 +335,26 @@ pub struct Pending {
 }
 
 /// Where a request came from, for the `DOWNSTREAM_*` operators.
-#[derive(Debug, Clone, Copy)]
-pub struct Downstream<'a> {
+#[derive(Debug, Clone)]
+pub struct Downstream {
     pub remote: SocketAddr,
     pub local: SocketAddr,
-    /// The verified mTLS peer's SPIFFE ID.
-    pub peer_uri_san: Option<&'a str>,
+    /// The verified mTLS peer's SPIFFE ID (moved into the record).
+    pub peer_uri_san: Option<String>,
 }
 
 impl Pending {
     /// Captures the request's start and the request values `log`'s formats name.
-    pub fn begin<B>(log: &Arc<ModeLog>, req: &http::Request<B>, down: Downstream<'_>) -> Box<Self> {
+    pub fn begin<B>(log: &Arc<ModeLog>, req: &http::Request<B>, down: Downstream) -> Box<Self> {
         let headers = req.headers();
-        let authority = || {
-            headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-                .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
-        };
         let request_headers = log
             .needs
             .request
             .iter()
             .map(|n| match n.as_str() {
                 ":method" => Some(req.method().as_str().to_owned()),
-                ":path" => Some(
-                    req.uri()
-                        .path_and_query()
-                        .map_or("/", |p| p.as_str())
-                        .to_owned(),
-                ),
-                ":authority" => authority(),
+                ":path" => Some(forward::path_and_query(req).to_owned()),
+                ":authority" => forward::authority(req).map(str::to_owned),
                 ":scheme" => Some(req.uri().scheme_str().unwrap_or("http").to_owned()),
                 name => header_value(headers, name),
             })
@@ -393,7 +374,7 @@ impl Pending {
                 protocol,
                 downstream_remote: Some(down.remote),
                 downstream_local: Some(down.local),
-                peer_uri_san: down.peer_uri_san.map(str::to_owned),
+                peer_uri_san: down.peer_uri_san,
                 bytes_received: content_length(headers),
                 ..Record::default()
             },

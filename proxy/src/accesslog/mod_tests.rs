@@ -26,7 +26,7 @@ telemetry:
 fn plan_of(text: &str) -> Plan {
     let (config, _) = parse("f.yaml", text).unwrap();
     compile(
-        &documents(&config.telemetry),
+        &config.telemetry,
         &config.access_log,
         &config.telemetry_workload(),
     )
@@ -120,7 +120,7 @@ fn control_plane_telemetry_is_merged_and_a_bad_one_is_refused() {
     let (merged, _) = merge(config.clone(), &origin, &dynamic).unwrap();
     assert_eq!(document_key(&merged.telemetry[0]), "child-services/cst");
     let plan = compile(
-        &documents(&merged.telemetry),
+        &merged.telemetry,
         &merged.access_log,
         &merged.telemetry_workload(),
     )

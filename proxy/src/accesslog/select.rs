@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use jalin_xds::model::meta::WorkloadSelector;
 use serde::Deserialize;
 
 /// Traffic direction as Istio's `match.mode` names it.
@@ -130,7 +131,7 @@ struct Rule {
 pub struct Telemetry {
     pub namespace: String,
     pub name: String,
-    selector: Option<BTreeMap<String, String>>,
+    selector: Option<WorkloadSelector>,
     targeted: bool,
     rules: Vec<Rule>,
 }
@@ -149,25 +150,14 @@ pub struct ParseError {
     pub message: String,
 }
 
-/// Reads a Telemetry document. `fallback` names it (`ns/name`) when it has no `metadata`:
-/// the control plane may send the spec alone under the resource name.
-pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetry, ParseError> {
+/// Reads a Telemetry document (with its `metadata`; a control plane's spec alone is made one
+/// by [`super::document_from_resource`]).
+pub fn parse(doc: &serde_json::Value) -> Result<Telemetry, ParseError> {
     let err = |path: &str, message: String| ParseError {
         path: path.to_owned(),
         message,
     };
-    let wrapped;
-    let doc = match (doc.get("metadata"), fallback) {
-        (None, Some(key)) => {
-            let (ns, name) = key.split_once('/').unwrap_or(("", key));
-            let spec = doc.get("spec").cloned().unwrap_or_else(|| doc.clone());
-            wrapped =
-                serde_json::json!({"metadata": {"name": name, "namespace": ns}, "spec": spec});
-            &wrapped
-        }
-        _ => doc,
-    };
-    let d: Doc = serde_json::from_value(doc.clone()).map_err(|e| {
+    let d = Doc::deserialize(doc).map_err(|e| {
         err(
             "",
             format!("{e}; expected a telemetry.istio.io Telemetry with metadata.name and spec"),
@@ -190,11 +180,10 @@ pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetr
     let raw = doc
         .pointer("/spec/accessLogging")
         .and_then(|v| v.as_array())
-        .cloned()
-        .unwrap_or_default();
+        .map_or(&[][..], Vec::as_slice);
     let mut entries = Vec::with_capacity(raw.len());
     for (i, e) in raw.iter().enumerate() {
-        let mut entry: Entry = serde_json::from_value(e.clone()).map_err(|x| {
+        let mut entry = Entry::deserialize(e).map_err(|x| {
             err(
                 &format!("spec.accessLogging[{i}]"),
                 format!(
@@ -248,7 +237,9 @@ pub fn parse(doc: &serde_json::Value, fallback: Option<&str>) -> Result<Telemetr
     Ok(Telemetry {
         namespace: d.metadata.namespace,
         name: d.metadata.name,
-        selector: d.spec.selector.map(|s| s.match_labels),
+        selector: d.spec.selector.map(|s| WorkloadSelector {
+            match_labels: s.match_labels,
+        }),
         targeted: d.spec.target_ref.is_some() || !d.spec.target_refs.is_empty(),
         rules,
     })
@@ -330,7 +321,7 @@ pub fn select(all: &[Telemetry], w: &Workload) -> Selection {
             None if t.namespace == w.root_namespace => 0,
             None if t.namespace == w.namespace => 1,
             Some(sel) if t.namespace == w.namespace => {
-                if !sel.iter().all(|(k, v)| w.labels.get(k) == Some(v)) {
+                if !sel.matches(&w.labels) {
                     continue;
                 }
                 2

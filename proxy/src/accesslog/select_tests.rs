@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::accesslog::document_from_resource;
 
 fn workload(ns: &str, labels: &[(&str, &str)]) -> Workload {
     Workload {
@@ -18,7 +19,6 @@ fn telemetry(ns: &str, name: &str, spec: serde_json::Value) -> Telemetry {
     parse(
         &json!({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
                 "metadata": {"name": name, "namespace": ns}, "spec": spec}),
-        None,
     )
     .unwrap()
 }
@@ -159,16 +159,16 @@ fn two_telemetries_on_one_level_use_the_first_by_name_and_say_so() {
 fn bad_entries_name_their_path() {
     let doc = json!({"metadata": {"name": "t", "namespace": "n"},
                      "spec": {"accessLogging": [{"providers": []}, {"match": {"mode": "BOTH"}}]}});
-    let e = parse(&doc, None).unwrap_err();
+    let e = parse(&doc).unwrap_err();
     assert_eq!(e.path, "spec.accessLogging[1]");
     assert!(e.message.contains("BOTH"), "{}", e.message);
     let doc = json!({"kind": "Sidecar", "metadata": {"name": "t"}});
-    assert_eq!(parse(&doc, None).unwrap_err().path, "kind");
+    assert_eq!(parse(&doc).unwrap_err().path, "kind");
 }
 
 #[test]
 fn a_spec_alone_is_named_by_its_resource() {
-    let t = parse(&seed_shape(), Some("child-services/cst")).unwrap();
+    let t = parse(&document_from_resource("child-services/cst", &seed_shape())).unwrap();
     assert_eq!(t.key(), "child-services/cst");
     assert!(
         select(&[t], &workload("child-services", &[]))
@@ -185,7 +185,7 @@ fn the_control_planes_serialized_spec_selects_like_the_document() {
         {"match": null, "providers": [{"name": "audit"}], "disabled": null, "filter": null, "format": null},
         {"match": {"mode": "CLIENT"}, "providers": [], "disabled": true, "filter": null, "format": null}
     ]});
-    let t = parse(&spec, Some("child-services/cst")).unwrap();
+    let t = parse(&document_from_resource("child-services/cst", &spec)).unwrap();
     let s = select(&[t], &workload("child-services", &[]));
     assert_eq!(s.server.unwrap().providers, vec!["audit"]);
     assert!(s.client.is_none());

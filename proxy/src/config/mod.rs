@@ -499,11 +499,7 @@ fn validate(file: &str, raw: FileConfig, stage: Stage) -> Result<ProxyConfig, Co
         raw.control_plane.as_ref().map(|c| &c.value),
         &raw.authorization.root_namespace,
     );
-    if let Err(e) = crate::accesslog::compile(
-        &crate::accesslog::documents(&telemetry),
-        &raw.access_log,
-        &workload,
-    ) {
+    if let Err(e) = crate::accesslog::compile(&telemetry, &raw.access_log, &workload) {
         let loc = e
             .document
             .and_then(|i| raw.telemetry.get(i))

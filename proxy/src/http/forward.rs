@@ -100,13 +100,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
 
     // 3. Route: first matching route of the service's table (none: the service itself, no
     //    timeout, Istio's default retry policy outbound and no retries inbound).
-    let authority = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_default();
+    let authority = authority(&req).unwrap_or_default().to_owned();
     let (route, block) = match service.routes.as_deref() {
         None => (None, None),
         Some(table) => {
@@ -320,18 +314,25 @@ fn access_log(
     let Some(log) = snapshot.access_log.for_direction(conn.info.direction) else {
         return;
     };
-    let san = conn.peer_info.as_ref().map(|p| p.tls.spiffe_id.to_string());
     let down = Downstream {
         remote: conn.peer,
         local: conn.local,
-        peer_uri_san: san.as_deref(),
+        peer_uri_san: conn.peer_info.as_ref().map(|p| p.tls.spiffe_id.to_string()),
     };
     meter.set_access_log(Pending::begin(log, req, down));
 }
 
 /// The request's path and query, `/` when it has none (an authority-form request).
-fn path_and_query<B>(req: &Request<B>) -> &str {
+pub(crate) fn path_and_query<B>(req: &Request<B>) -> &str {
     req.uri().path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// The request's authority: its Host header (HTTP/1.1), else the URI's (`:authority`).
+pub(crate) fn authority<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// The retry policy of a service without a route table, as Istio's default routes have it.

@@ -110,9 +110,7 @@ pub fn translate(
 
     for t in &native.telemetry {
         let r = encode(Kind::Telemetry, &t.meta.key(), &t.spec)?;
-        let selector = t.spec.selector.as_ref().map(|s| WorkloadSelector {
-            match_labels: s.match_labels.clone(),
-        });
+        let selector = crate::istio::convert::selector(t.spec.selector.as_ref());
         visibility.insert(key_of(&r), workload(&t.meta.namespace, selector.as_ref()));
         resources.push(r);
     }
