@@ -172,13 +172,13 @@ impl fmt::Display for ConfigError {
 /// Reads and validates the file at `path`.
 pub fn load_file(path: &Path) -> Result<(ProxyConfig, ConfigOrigin), ConfigError> {
     let file = path.display().to_string();
-    let unreadable = |message: String| ConfigError {
-        file: file.clone(),
-        line: 0,
-        column: 0,
-        path: String::new(),
-        message,
-        hint: "check the path given with --config and the file's permissions".into(),
+    let unreadable = |message: String| {
+        ConfigError::field(
+            &file,
+            "",
+            message,
+            "check the path given with --config and the file's permissions",
+        )
     };
     let meta = std::fs::metadata(path).map_err(|e| unreadable(format!("cannot read: {e}")))?;
     if meta.len() > MAX_CONFIG_BYTES {

@@ -349,16 +349,12 @@ fn append<T: Clone>(
     for item in dynamic {
         let name = name_of(item);
         if let Some(&i) = index.get(&name) {
-            return Err(ConfigError {
-                file: source.to_owned(),
-                line: 0,
-                column: 0,
-                path: format!("{what}[{i}]"),
-                message: format!(
-                    "`{name}` comes from the bootstrap file and from the control plane"
-                ),
-                hint: "remove it from the bootstrap file or rename it in the control plane".into(),
-            });
+            return Err(ConfigError::field(
+                source,
+                format!("{what}[{i}]"),
+                format!("`{name}` comes from the bootstrap file and from the control plane"),
+                "remove it from the bootstrap file or rename it in the control plane",
+            ));
         }
         index.insert(name, statics.len());
         statics.push(item.clone());
