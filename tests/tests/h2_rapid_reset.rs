@@ -196,6 +196,18 @@ async fn attack(
     .await?
 }
 
+/// After an attack on another connection: the client's connection opened before it is still
+/// served, and so is a new one.
+async fn others_are_served(good: &mut GoodClient, addr: SocketAddr) {
+    assert_eq!(
+        good.get(addr).await,
+        200,
+        "the open connection is still served"
+    );
+    let mut fresh = GoodClient::connect(addr).await;
+    assert_eq!(fresh.get(addr).await, 200, "a new connection is served");
+}
+
 /// A well-behaved h2c client: GET `/` on its own connection.
 struct GoodClient {
     send: h2::client::SendRequest<Bytes>,
@@ -285,13 +297,7 @@ async fn rapid_reset_burst_gets_goaway_and_other_connections_are_served() {
         .unwrap();
     assert_calmed(verdict, &format!("{burst} rapid resets"));
 
-    assert_eq!(
-        good.get(addr).await,
-        200,
-        "the open connection is still served"
-    );
-    let mut fresh = GoodClient::connect(addr).await;
-    assert_eq!(fresh.get(addr).await, 200, "a new connection is served");
+    others_are_served(&mut good, addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,13 +323,7 @@ async fn refused_stream_flood_gets_goaway_and_other_connections_are_served() {
 
     up.set(Mode::Ok);
     up.release();
-    assert_eq!(
-        good.get(addr).await,
-        200,
-        "the open connection is still served"
-    );
-    let mut fresh = GoodClient::connect(addr).await;
-    assert_eq!(fresh.get(addr).await, 200, "a new connection is served");
+    others_are_served(&mut good, addr).await;
 }
 
 /// Streams opened and reset per round trip by the paced attacker: well under
@@ -456,13 +456,7 @@ async fn paced_resets_under_the_h2_limit_get_the_connection_closed() {
         "{PREMATURE_RESET_CLOSED} counts the closed connection"
     );
 
-    assert_eq!(
-        good.get(addr).await,
-        200,
-        "the open connection is still served"
-    );
-    let mut fresh = GoodClient::connect(addr).await;
-    assert_eq!(fresh.get(addr).await, 200, "a new connection is served");
+    others_are_served(&mut good, addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
