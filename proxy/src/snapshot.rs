@@ -82,10 +82,12 @@ impl Snapshot {
                 }
             }
         }
-        // Validated on load; a table that does not compile here is skipped.
+        // Validated on load; a table that does not compile here is skipped. Only tables bound to
+        // the sidecars (`mesh`) attach to services; gateway-bound ones serve gateway listeners.
         let tables: Vec<Arc<CompiledRouteTable>> = config
             .routes
             .iter()
+            .filter(|t| t.binds_mesh())
             .filter_map(|t| CompiledRouteTable::compile(t).ok().map(Arc::new))
             .collect();
         let mut services = HashMap::new();

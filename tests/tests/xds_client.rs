@@ -94,6 +94,9 @@ fn listener(name: &str, address: &str, service: &str) -> Listener {
         service: Some(service.into()),
         protocol: ListenerProtocol::Detect,
         mtls: None,
+        gateway: None,
+        tls: None,
+        http3: false,
     }
 }
 

@@ -86,6 +86,9 @@ fn snapshot(upstream: SocketAddr) -> Snapshot {
         service: Some(SERVICE.into()),
         protocol: ListenerProtocol::Detect,
         mtls: None,
+        gateway: None,
+        tls: None,
+        http3: false,
     };
     Snapshot::new([
         encode_with_deps(

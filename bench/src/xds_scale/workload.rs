@@ -150,6 +150,7 @@ fn resource(
             let body = RouteTable {
                 meta: meta(&name, ns, "virtual-services"),
                 hosts: vec![host.clone(), format!("svc-{service:05}")],
+                gateways: Vec::new(),
                 http: vec![HttpRoute {
                     name: Some("primary".to_owned()),
                     destinations: vec![dest("v1", 90), dest("v2", 10)],

@@ -251,6 +251,9 @@ pub fn server_config(
         service: Some(INBOUND_CLUSTER.to_owned()),
         protocol: ListenerProtocol::Http1,
         mtls: None,
+        gateway: None,
+        tls: None,
+        http3: false,
     }];
     render(instance.name, addrs.admin, listeners, services, id, cp)
 }
@@ -277,6 +280,9 @@ pub fn client_config(
             service: Some(outbound_cluster(host, native)?),
             protocol: ListenerProtocol::Http1,
             mtls: None,
+            gateway: None,
+            tls: None,
+            http3: false,
         });
     }
     render(client.name, addrs.admin, listeners, Vec::new(), id, cp)

@@ -67,16 +67,6 @@ pub fn virtual_service(
             out
         })
         .collect();
-    let table = route::RouteTable {
-        meta,
-        hosts: s.hosts.clone(),
-        http,
-    };
-    if let Err(e) = table.validate() {
-        let path = format!("spec.{}", e.path);
-        f.findings
-            .push(r.finding(Severity::Error, &path, e.message));
-    }
     let gateways = if s.gateways.is_empty() {
         vec![MESH_GATEWAY.to_string()]
     } else {
@@ -91,6 +81,22 @@ pub fn virtual_service(
             })
             .collect()
     };
+    let table = route::RouteTable {
+        meta,
+        hosts: s.hosts.clone(),
+        // Istio's default binding (`mesh` only) stays implicit in the native table.
+        gateways: if s.gateways.is_empty() {
+            Vec::new()
+        } else {
+            gateways.clone()
+        },
+        http,
+    };
+    if let Err(e) = table.validate() {
+        let path = format!("spec.{}", e.path);
+        f.findings
+            .push(r.finding(Severity::Error, &path, e.message));
+    }
     BoundRoutes { gateways, table }
 }
 

@@ -42,6 +42,7 @@ fn seed_policy_17() -> RouteTable {
     RouteTable {
         meta: meta(),
         hosts: vec![svc.into()],
+        gateways: Vec::new(),
         http: vec![
             HttpRoute {
                 matches: vec![header_block(
@@ -102,6 +103,7 @@ fn single(m: RouteMatch) -> CompiledRouteTable {
     CompiledRouteTable::compile(&RouteTable {
         meta: meta(),
         hosts: vec!["*".into()],
+        gateways: Vec::new(),
         http: vec![HttpRoute {
             matches: vec![m],
             destinations: vec![dest("a", None, 1)],
@@ -187,6 +189,7 @@ fn first_match_wins_blocks_or_conditions_and() {
     let t = CompiledRouteTable::compile(&RouteTable {
         meta: meta(),
         hosts: vec!["*".into()],
+        gateways: Vec::new(),
         http: vec![
             HttpRoute {
                 name: Some("both".into()),
@@ -383,6 +386,7 @@ fn weighted_choice_90_10_within_3_percent() {
     let t = CompiledRouteTable::compile(&RouteTable {
         meta: meta(),
         hosts: vec!["*".into()],
+        gateways: Vec::new(),
         http: vec![HttpRoute {
             destinations: vec![dest("a", Some("v1"), 90), dest("a", Some("v2"), 10)],
             ..Default::default()
@@ -447,6 +451,7 @@ fn fault_mirror_rewrite_redirect_headers() {
     let t = CompiledRouteTable::compile(&RouteTable {
         meta: meta(),
         hosts: vec!["*".into()],
+        gateways: Vec::new(),
         http: vec![route],
     })
     .unwrap();
@@ -491,6 +496,7 @@ fn fault_mirror_rewrite_redirect_headers() {
     let t = CompiledRouteTable::compile(&RouteTable {
         meta: meta(),
         hosts: vec!["*".into()],
+        gateways: Vec::new(),
         http: vec![re],
     })
     .unwrap();
@@ -519,6 +525,7 @@ fn fault_mirror_rewrite_redirect_headers() {
     let t = CompiledRouteTable::compile(&RouteTable {
         meta: meta(),
         hosts: vec!["*".into()],
+        gateways: Vec::new(),
         http: vec![redirect, direct],
     })
     .unwrap();
@@ -537,6 +544,7 @@ fn compile_errors_name_the_field() {
     let bad = RouteTable {
         meta: meta(),
         hosts: vec!["*".into()],
+        gateways: Vec::new(),
         http: vec![HttpRoute {
             destinations: vec![dest("a", None, 1)],
             retries: RetryPolicy {
@@ -561,6 +569,7 @@ fn compile_errors_name_the_field() {
     let e = CompiledRouteTable::compile(&RouteTable {
         meta: meta(),
         hosts: vec![],
+        gateways: Vec::new(),
         http: vec![bad_header],
     })
     .unwrap_err();

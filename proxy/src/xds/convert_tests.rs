@@ -58,6 +58,9 @@ fn listener(name: &str, service: &str) -> Listener {
         service: Some(service.into()),
         protocol: ListenerProtocol::Detect,
         mtls: None,
+        gateway: None,
+        tls: None,
+        http3: false,
     }
 }
 
@@ -182,6 +185,7 @@ fn route(dest_host: &str, port: Option<u16>) -> jalin_xds::model::route::RouteTa
             source: None,
         },
         hosts: vec!["echo.prod.svc.cluster.local".into()],
+        gateways: Vec::new(),
         http: vec![HttpRoute {
             destinations: vec![RouteDestination {
                 destination: Destination {

@@ -228,6 +228,7 @@ mod tests {
                 source: None,
             },
             hosts: vec![ECHO.into()],
+            gateways: Vec::new(),
             http: vec![HttpRoute {
                 destinations: dests
                     .into_iter()

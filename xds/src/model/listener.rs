@@ -1,6 +1,7 @@
 //! Native listener: an address the proxy accepts connections on, its direction, and how the
-//! destination of each connection is found (transparent original destination, or one named
-//! service for bare metal).
+//! destination of each connection is found (transparent original destination, one named service
+//! for bare metal, or, at a gateway, each request's authority against the route tables bound to
+//! the gateway), plus the server TLS a gateway listener terminates itself.
 
 use std::net::SocketAddr;
 
@@ -51,11 +52,69 @@ pub struct Listener {
     /// overriding the PeerAuthentication policies; absent: resolved from those policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<super::peer_auth::MtlsMode>,
+    /// Gateway mode when set (`namespace/name` of an Istio Gateway): each request goes where the
+    /// first route table bound to this gateway (`RouteTable::gateways`) whose `hosts` match the
+    /// request's authority sends it. Exclusive with `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Server TLS this listener terminates with its own certificate (Istio Gateway
+    /// `servers[].tls`), instead of the mesh's mTLS: a gateway's government-certified
+    /// certificate towards clients outside the mesh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
+    /// Also serve HTTP/3 (QUIC) on the same port over UDP, and advertise it with `Alt-Svc` on the
+    /// TCP listener's responses. Needs `tls`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub http3: bool,
+}
+
+/// How a listener's own server TLS treats clients (Istio `ServerTLSSettings.TLSmode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerTlsMode {
+    /// Server certificate only (Istio `SIMPLE`).
+    #[default]
+    Simple,
+    /// Client certificate required and verified against `ca_certificates` (Istio `MUTUAL`).
+    Mutual,
+}
+
+/// TLS versions a listener accepts at least (Istio `minProtocolVersion`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum TlsProtocolVersion {
+    /// TLS 1.2 and 1.3 (Istio's gateway default).
+    #[default]
+    #[serde(rename = "TLSV1_2")]
+    Tls12,
+    #[serde(rename = "TLSV1_3")]
+    Tls13,
+}
+
+/// A listener's server TLS: certificate files (PEM), re-read on every configuration reload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    #[serde(default)]
+    pub mode: ServerTlsMode,
+    /// PEM certificate chain, leaf first (Istio `serverCertificate`).
+    pub certificate_chain: String,
+    /// PEM private key of the leaf (Istio `privateKey`). Never logged.
+    pub private_key: String,
+    /// PEM roots that client certificates must chain to; required in `MUTUAL` mode (Istio
+    /// `caCertificates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
+    /// In `MUTUAL` mode, the client certificate must carry one of these SANs (Istio
+    /// `subjectAltNames`); empty: any client the roots verify.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    #[serde(default)]
+    pub min_protocol_version: TlsProtocolVersion,
 }
 
 impl Listener {
     /// True when the listener finds destinations by original destination address.
     pub fn is_transparent(&self) -> bool {
-        self.service.is_none()
+        self.service.is_none() && self.gateway.is_none()
     }
 }

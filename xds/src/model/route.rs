@@ -20,6 +20,8 @@ pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 /// The status codes Istio's default policy retries under `retriable-status-codes`: 503 only.
 pub const DEFAULT_RETRIABLE_STATUS_CODES: &[u16] = &[503];
+/// The gateway name that binds a route table to the sidecars (Istio's reserved `mesh`).
+pub const MESH_GATEWAY: &str = "mesh";
 /// Istio's default `mirrorPercentage` when a mirror is given without one: all traffic.
 pub const DEFAULT_MIRROR_PERCENT: f64 = 100.0;
 /// Istio's default redirect status (`redirectCode`): 301 Moved Permanently.
@@ -34,8 +36,25 @@ pub struct RouteTable {
     pub meta: ResourceMeta,
     /// `spec.hosts`: the authorities this table serves (`*` and `*.suffix` wildcards allowed).
     pub hosts: Vec<String>,
+    /// `spec.gateways` as `namespace/name`, and `mesh` for the sidecars. Empty means `mesh` only,
+    /// Istio's default: a table applies to sidecars when this is empty or names `mesh`, and to a
+    /// gateway listener when it names that listener's gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
     /// `spec.http`, in order.
     pub http: Vec<HttpRoute>,
+}
+
+impl RouteTable {
+    /// True when the table applies to sidecars: no `gateways`, or `mesh` among them.
+    pub fn binds_mesh(&self) -> bool {
+        self.gateways.is_empty() || self.gateways.iter().any(|g| g == MESH_GATEWAY)
+    }
+
+    /// True when the table applies to the gateway listener of `gateway` (`namespace/name`).
+    pub fn binds_gateway(&self, gateway: &str) -> bool {
+        self.gateways.iter().any(|g| g == gateway)
+    }
 }
 
 /// One `http:` entry: how a matching request is routed.
@@ -456,8 +475,22 @@ mod tests {
                 source: None,
             },
             hosts: vec!["svc".into()],
+            gateways: Vec::new(),
             http: vec![route],
         }
+    }
+
+    #[test]
+    fn tables_bind_to_the_mesh_by_default_and_to_named_gateways() {
+        let mut t = table(HttpRoute::default());
+        assert!(t.binds_mesh());
+        assert!(!t.binds_gateway("istio-system/ingress"));
+        t.gateways = vec!["istio-system/ingress".into()];
+        assert!(!t.binds_mesh());
+        assert!(t.binds_gateway("istio-system/ingress"));
+        assert!(!t.binds_gateway("istio-system/other"));
+        t.gateways.push(MESH_GATEWAY.into());
+        assert!(t.binds_mesh());
     }
 
     fn dest(weight: u32) -> RouteDestination {
