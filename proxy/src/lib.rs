@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod detect;
 pub mod endpoint;
+pub mod h3;
 pub mod http;
 pub mod identity;
 pub mod inbound;

@@ -8,11 +8,11 @@ use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
 use http::{Request, StatusCode, header};
-use hyper::body::Incoming;
 use jalin_xds::authz::{Decision, PeerIdentity, RequestAttrs, remote_ip};
 use jalin_xds::model::authz::Action;
 
 use super::Security;
+use crate::http::body::RequestBody;
 use crate::listener::ConnCtx;
 
 /// Counter of authorization decisions by `policy` (`ns/name` or `-`), `action` and `result`.
@@ -41,7 +41,7 @@ fn action_label(a: Action) -> &'static str {
 /// Authenticates and authorizes an inbound request. On `Ok` the request may go on (token
 /// headers stripped and claim headers set as the RequestAuthentication says).
 pub async fn check(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     conn: &ConnCtx,
     sec: &Security,
 ) -> Result<(), Refused> {
@@ -176,7 +176,7 @@ pub fn check_tcp(conn: &ConnCtx, sec: &Security) -> bool {
     decision.is_allowed()
 }
 
-fn set_path(req: &mut Request<Incoming>, path: &str) {
+fn set_path(req: &mut Request<RequestBody>, path: &str) {
     let pq = match req.uri().query() {
         Some(q) => format!("{path}?{q}"),
         None => path.to_owned(),
@@ -190,7 +190,7 @@ fn set_path(req: &mut Request<Incoming>, path: &str) {
     }
 }
 
-fn request_id(req: &Request<Incoming>) -> &str {
+fn request_id(req: &Request<RequestBody>) -> &str {
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())

@@ -1,4 +1,8 @@
-//! The response body the proxy returns: the upstream's body streamed frame by frame (never
+//! The bodies the proxy carries: [`RequestBody`], the downstream request's body (hyper's for
+//! HTTP/1.1 and HTTP/2, the request stream's for HTTP/3), and [`ProxyBody`], the response body
+//! the proxy returns.
+//!
+//! The response body is the upstream's body streamed frame by frame (never
 //! buffered), or a small local body for responses the proxy makes itself. It carries the
 //! request's meter, which records the request's metrics once: when the last frame is handed on,
 //! or when the body is dropped before that (client gone: `DC`; upstream body failed: `UC`;
@@ -33,6 +37,66 @@ pub const ROUTE_TIMEOUT_METRIC: &str = "jalin_upstream_route_timeout_total";
 pub(crate) fn count_route_timeout(cluster: &str, phase: &'static str) {
     metrics::counter!(ROUTE_TIMEOUT_METRIC, "cluster" => cluster.to_owned(), "phase" => phase)
         .increment(1);
+}
+
+/// The downstream request's body, whatever the client spoke. Static dispatch over the two
+/// transports; the HTTP/1.1 and HTTP/2 case is hyper's body moved in as is (no allocation),
+/// the HTTP/3 one is boxed (once per HTTP/3 request) so the common case stays small.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// HTTP/1.1 or HTTP/2, from hyper's server.
+    Http(Incoming),
+    /// HTTP/3: the request stream's DATA frames and trailers.
+    H3(Box<crate::h3::body::H3Body>),
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        Self::Http(body)
+    }
+}
+
+/// Why the downstream request body failed (the client reset or cut it, or broke the protocol).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    #[error("HTTP/3 request stream: {0}")]
+    H3(#[from] ::h3::error::StreamError),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        match self.get_mut() {
+            Self::Http(b) => Pin::new(b).poll_frame(cx).map_err(RequestBodyError::Http),
+            Self::H3(b) => Pin::new(&mut **b)
+                .poll_frame(cx)
+                .map_err(RequestBodyError::H3),
+        }
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Http(b) => b.is_end_stream(),
+            Self::H3(b) => b.is_end_stream(),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Http(b) => b.size_hint(),
+            Self::H3(b) => b.size_hint(),
+        }
+    }
 }
 
 /// The error a proxied body ends with: the upstream's, or the route timeout.

@@ -26,7 +26,6 @@ use jalin_xds::model::traffic::{H2UpgradePolicy, HashKey, LoadBalancer};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
 use jalin_xds::model::cluster::UpstreamProtocol;
 use jalin_xds::model::listener::Direction;
 use metrics::SharedString;
@@ -35,7 +34,7 @@ use crate::accesslog::{Downstream, Pending};
 use crate::balance::{PickContext, affinity_cookie, request_hash};
 use crate::endpoint::Wire;
 use crate::http::attempt::{self, Outgoing, Plan};
-use crate::http::body::ProxyBody;
+use crate::http::body::{ProxyBody, RequestBody};
 use crate::http::headers;
 use crate::http::respond::{ProxyError, error_response};
 use crate::http::routing;
@@ -48,7 +47,7 @@ use crate::{inbound, outbound};
 
 /// Proxies one request and returns the response to send downstream. Never fails: errors become
 /// responses (see [`crate::http::respond`]).
-pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response<ProxyBody> {
+pub async fn forward(mut req: Request<RequestBody>, conn: Arc<ConnCtx>) -> Response<ProxyBody> {
     let start = Instant::now();
     let direction = conn.info.direction;
     let grpc = is_grpc(req.headers());
@@ -72,7 +71,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let mut meter = RequestMeter::new(start, direction, service.metrics.clone(), grpc);
 
     // 2. Header rules: trust by direction, hop-by-hop, request id, forwarded-*.
-    let downstream_h2 = req.version() == Version::HTTP_2;
+    let downstream_h2 = matches!(req.version(), Version::HTTP_2 | Version::HTTP_3);
     let wants_upgrade = !downstream_h2 && headers::wants_upgrade(req.headers());
     match direction {
         Direction::Inbound => inbound::sanitize_request(req.headers_mut()),
@@ -308,7 +307,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
 fn access_log(
     meter: &mut RequestMeter,
     snapshot: &Snapshot,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     conn: &ConnCtx,
 ) {
     let Some(log) = snapshot.access_log.for_direction(conn.info.direction) else {
@@ -366,7 +365,7 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// The value for `x-forwarded-host` when the client set none: the Host header or `:authority`.
-fn forwarded_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn forwarded_host(req: &Request<RequestBody>) -> Option<HeaderValue> {
     if req.headers().contains_key(&headers::X_FORWARDED_HOST) {
         return None;
     }
@@ -379,7 +378,7 @@ fn forwarded_host(req: &Request<Incoming>) -> Option<HeaderValue> {
 
 /// Gives the request an absolute URI (`http://authority/path`), which keys the endpoint's pool:
 /// the authority is the request's own (Host header for HTTP/1.1), or the endpoint's address.
-fn make_absolute(req: &mut Request<Incoming>, fallback: std::net::SocketAddr) {
+fn make_absolute(req: &mut Request<RequestBody>, fallback: std::net::SocketAddr) {
     if req.uri().scheme().is_some() && req.uri().authority().is_some() {
         return;
     }

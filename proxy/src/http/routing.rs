@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use jalin_xds::model::route::AbortError;
 use tokio::sync::Semaphore;
 
@@ -18,7 +18,7 @@ use crate::balance::PickContext;
 use crate::cluster::ClusterState;
 use crate::endpoint::{UpstreamBody, Wire};
 use crate::http::attempt::MAX_REPLAY_BODY;
-use crate::http::body::ProxyBody;
+use crate::http::body::{ProxyBody, RequestBody};
 use crate::retry::TriedHosts;
 use crate::route::CompiledRoute;
 use crate::telemetry::{RequestMeter, ResponseFlag};
@@ -72,7 +72,7 @@ pub fn abort_answer(err: &AbortError, meter: RequestMeter) -> Response<ProxyBody
 }
 
 /// Rewrites the path (keeping the query) and the authority as the route says.
-pub fn rewrite(req: &mut Request<Incoming>, route: &CompiledRoute, block: Option<usize>) {
+pub fn rewrite(req: &mut Request<RequestBody>, route: &CompiledRoute, block: Option<usize>) {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     let new_path = route.rewrite_path(&path, block);
@@ -109,7 +109,7 @@ pub fn rewrite(req: &mut Request<Incoming>, route: &CompiledRoute, block: Option
 /// The body to send: buffered (replayable) when it is empty or declares a length of at most
 /// [`MAX_REPLAY_BODY`], else streamed. `Err` when the client's body failed while buffering.
 pub async fn prepare_body(
-    body: Incoming,
+    body: RequestBody,
     headers: &http::HeaderMap,
 ) -> Result<UpstreamBody, String> {
     if body.is_end_stream() {

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::detect::Protocol;
+use crate::http::body::RequestBody;
 use crate::http::forward::forward;
 use crate::http::keepalive::KeepAlive;
 use crate::http::premature::{ConnTracker, PREMATURE_RESET_CLOSED, PrematureResetConfig};
@@ -42,7 +43,7 @@ where
         // drops the future, and with it the guard, before the response head exists.
         let guard = tracker.stream();
         async move {
-            let rsp = forward(req, conn).await;
+            let rsp = forward(req.map(RequestBody::Http), conn).await;
             guard.responded();
             Ok::<_, Infallible>(rsp)
         }
