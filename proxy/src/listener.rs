@@ -40,6 +40,8 @@ pub struct ListenerInfo {
     pub protocol: ListenerProtocol,
     /// The listener's own peer-authentication mode, overriding the policies.
     pub mtls: Option<jalin_xds::model::peer_auth::MtlsMode>,
+    /// `Alt-Svc` for the TCP listener's responses while its HTTP/3 endpoint runs.
+    pub alt_svc: Option<::http::HeaderValue>,
 }
 
 impl ListenerInfo {
@@ -50,6 +52,7 @@ impl ListenerInfo {
             service: l.service.clone(),
             protocol: l.protocol,
             mtls: l.mtls,
+            alt_svc: None,
         }
     }
 }
@@ -159,6 +162,8 @@ struct Running {
     local: SocketAddr,
     info: Arc<ArcSwap<ListenerInfo>>,
     stop: CancellationToken,
+    /// The HTTP/3 endpoint on the same port (`http3: true`).
+    h3: Option<crate::h3::Server>,
 }
 
 /// Sockets bound for a new configuration, not yet accepting.
@@ -211,12 +216,14 @@ impl ListenerSet {
     ) -> HashMap<String, SocketAddr> {
         let mut next = HashMap::new();
         for l in prepared.wanted {
-            let info = ListenerInfo::from_config(&l);
-            if let Some(old) = prepared
+            let mut info = ListenerInfo::from_config(&l);
+            if let Some(mut old) = prepared
                 .kept
                 .get(&l.name)
                 .and_then(|o| self.running.remove(o))
             {
+                old.h3 = crate::h3::reconcile(old.h3.take(), &l, old.local, &old.info, shared);
+                info.alt_svc = old.h3.as_ref().map(crate::h3::Server::alt_svc);
                 old.info.store(Arc::new(info));
                 next.insert(l.name.clone(), Running { config: l, ..old });
             } else if let Some(socket) = prepared.fresh.remove(&l.name) {
@@ -224,6 +231,12 @@ impl ListenerSet {
                     continue;
                 };
                 let info = Arc::new(ArcSwap::from_pointee(info));
+                let h3 = crate::h3::reconcile(None, &l, local, &info, shared);
+                if let Some(h3) = &h3 {
+                    let mut with_alt_svc = ListenerInfo::from_config(&l);
+                    with_alt_svc.alt_svc = Some(h3.alt_svc());
+                    info.store(Arc::new(with_alt_svc));
+                }
                 let stop = CancellationToken::new();
                 tracing::info!(listener = %l.name, address = %local, "listening");
                 tokio::spawn(accept_loop(
@@ -239,6 +252,7 @@ impl ListenerSet {
                         local,
                         info,
                         stop,
+                        h3,
                     },
                 );
             }
@@ -246,6 +260,9 @@ impl ListenerSet {
         for (name, old) in self.running.drain() {
             tracing::info!(listener = %name, address = %old.local, "listener removed");
             old.stop.cancel();
+            if let Some(h3) = &old.h3 {
+                h3.stop();
+            }
         }
         self.running = next;
         self.running
@@ -402,6 +419,7 @@ services:
             service: service.map(str::to_owned),
             protocol: ListenerProtocol::Detect,
             mtls: None,
+            alt_svc: None,
         }
     }
 

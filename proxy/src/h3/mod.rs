@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
+use jalin_xds::model::listener::Listener;
 use quinn::crypto::rustls::QuicServerConfig;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -180,5 +181,51 @@ impl Server {
     /// then closes the endpoint (a listener removed by a reload).
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+}
+
+/// Brings listener `l`'s HTTP/3 endpoint in line with its configuration at a (re)load: binds it
+/// on the TCP listener's bound address `local` when `l.http3` is set and none runs, swaps in
+/// `l.tls`'s freshly read certificate when one runs, stops it when `http3` was turned off.
+/// Returns the endpoint now running. A TLS or bind failure is logged and leaves the previous
+/// endpoint (if any) serving with its previous certificate: the TCP listener is not affected.
+pub fn reconcile(
+    running: Option<Server>,
+    l: &Listener,
+    local: SocketAddr,
+    info: &Arc<ArcSwap<ListenerInfo>>,
+    shared: &Arc<Shared>,
+) -> Option<Server> {
+    let tls = match (&l.tls, l.http3) {
+        (Some(tls), true) => tls,
+        (None, true) => {
+            tracing::error!(listener = %l.name, "http3: true needs the listener's tls; HTTP/3 is not served (add tls, or set http3: false)");
+            running.as_ref().map(Server::stop);
+            return None;
+        }
+        (_, false) => {
+            running.as_ref().map(Server::stop);
+            return None;
+        }
+    };
+    let config = match crate::tls::server::server_config(tls, &[ALPN_H3]) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(listener = %l.name, field = e.field(), error = %e, hint = e.hint(), "HTTP/3 keeps its previous certificate, if any");
+            return running;
+        }
+    };
+    if let Some(server) = running {
+        if let Err(e) = server.set_server_config(&config) {
+            tracing::error!(listener = %l.name, error = %e, "HTTP/3 keeps its previous certificate");
+        }
+        return Some(server);
+    }
+    match Server::bind(local, &config, info.clone(), shared.clone()) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            tracing::error!(listener = %l.name, error = %e, "HTTP/3 is not served on this listener");
+            None
+        }
     }
 }

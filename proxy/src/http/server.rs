@@ -39,11 +39,16 @@ where
     let counts = tracker.clone();
     let svc = service_fn(move |req| {
         let conn = conn.clone();
+        // Set while the listener's HTTP/3 endpoint runs (`http3: true`).
+        let alt_svc = conn.info.alt_svc.clone();
         // Made when the request is accepted, before its future is first polled: a client reset
         // drops the future, and with it the guard, before the response head exists.
         let guard = tracker.stream();
         async move {
-            let rsp = forward(req.map(RequestBody::Http), conn).await;
+            let mut rsp = forward(req.map(RequestBody::Http), conn).await;
+            if let Some(v) = alt_svc {
+                rsp.headers_mut().insert(http::header::ALT_SVC, v);
+            }
             guard.responded();
             Ok::<_, Infallible>(rsp)
         }
