@@ -222,7 +222,14 @@ impl ListenerSet {
                 .get(&l.name)
                 .and_then(|o| self.running.remove(o))
             {
-                old.h3 = crate::h3::reconcile(old.h3.take(), &l, old.local, &old.info, shared);
+                let h3_tls = crate::h3::tls_for(&l);
+                old.h3 = crate::h3::reconcile(
+                    old.h3.take(),
+                    h3_tls.as_deref(),
+                    old.local,
+                    &old.info,
+                    shared,
+                );
                 info.alt_svc = old.h3.as_ref().map(crate::h3::Server::alt_svc);
                 old.info.store(Arc::new(info));
                 next.insert(l.name.clone(), Running { config: l, ..old });
@@ -231,7 +238,8 @@ impl ListenerSet {
                     continue;
                 };
                 let info = Arc::new(ArcSwap::from_pointee(info));
-                let h3 = crate::h3::reconcile(None, &l, local, &info, shared);
+                let h3_tls = crate::h3::tls_for(&l);
+                let h3 = crate::h3::reconcile(None, h3_tls.as_deref(), local, &info, shared);
                 if let Some(h3) = &h3 {
                     let mut with_alt_svc = ListenerInfo::from_config(&l);
                     with_alt_svc.alt_svc = Some(h3.alt_svc());

@@ -97,13 +97,7 @@ impl AcceptLoop {
                 return;
             }
         };
-        let ctx = Arc::new(ConnCtx::new(
-            info.clone(),
-            self.shared.clone(),
-            peer,
-            local,
-            None,
-        ));
+        let ctx = Arc::new(ConnCtx::new(info, self.shared.clone(), peer, local, None));
         let stop = self.stop.clone();
         let task = async move {
             let conn = match connecting.await {

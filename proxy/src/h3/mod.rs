@@ -14,6 +14,8 @@
 
 pub mod body;
 mod conn;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::net::SocketAddr;
@@ -134,7 +136,7 @@ impl Server {
         addr: SocketAddr,
         tls: &rustls::ServerConfig,
         info: Arc<ArcSwap<ListenerInfo>>,
-        shared: Arc<Shared>,
+        shared: &Arc<Shared>,
     ) -> Result<Self, H3Error> {
         let config = server_config(tls)?;
         let endpoint = quinn::Endpoint::server(config, addr)
@@ -184,47 +186,48 @@ impl Server {
     }
 }
 
-/// Brings listener `l`'s HTTP/3 endpoint in line with its configuration at a (re)load: binds it
-/// on the TCP listener's bound address `local` when `l.http3` is set and none runs, swaps in
-/// `l.tls`'s freshly read certificate when one runs, stops it when `http3` was turned off.
-/// Returns the endpoint now running. A TLS or bind failure is logged and leaves the previous
-/// endpoint (if any) serving with its previous certificate: the TCP listener is not affected.
+/// The listener's TLS with ALPN `h3`, read from `l.tls`'s files, when `l.http3` is set. Errors
+/// are logged (the configuration check rejects a bad file before this runs).
+pub fn tls_for(l: &Listener) -> Option<Arc<rustls::ServerConfig>> {
+    let tls = l.tls.as_ref().filter(|_| l.http3)?;
+    match crate::tls::server::server_config(tls, &[ALPN_H3]) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(listener = %l.name, field = e.field(), error = %e, hint = e.hint(), "HTTP/3 not (re)configured");
+            None
+        }
+    }
+}
+
+/// Brings a listener's HTTP/3 endpoint in line with its configuration at a (re)load. `tls` is
+/// the listener's TLS with ALPN `h3` when it has `http3: true` (else `None`). Binds the endpoint
+/// on the TCP listener's bound address `local` (so port 0 shares the TCP port) when none runs,
+/// swaps in the new certificate when one runs, stops it when `tls` is `None`. Returns the
+/// endpoint now running; a bind failure is logged and leaves the TCP listener unaffected.
 pub fn reconcile(
     running: Option<Server>,
-    l: &Listener,
+    tls: Option<&rustls::ServerConfig>,
     local: SocketAddr,
     info: &Arc<ArcSwap<ListenerInfo>>,
     shared: &Arc<Shared>,
 ) -> Option<Server> {
-    let tls = match (&l.tls, l.http3) {
-        (Some(tls), true) => tls,
-        (None, true) => {
-            tracing::error!(listener = %l.name, "http3: true needs the listener's tls; HTTP/3 is not served (add tls, or set http3: false)");
-            running.as_ref().map(Server::stop);
-            return None;
+    let name = info.load().name.clone();
+    let Some(tls) = tls else {
+        if let Some(server) = running {
+            server.stop();
         }
-        (_, false) => {
-            running.as_ref().map(Server::stop);
-            return None;
-        }
-    };
-    let config = match crate::tls::server::server_config(tls, &[ALPN_H3]) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(listener = %l.name, field = e.field(), error = %e, hint = e.hint(), "HTTP/3 keeps its previous certificate, if any");
-            return running;
-        }
+        return None;
     };
     if let Some(server) = running {
-        if let Err(e) = server.set_server_config(&config) {
-            tracing::error!(listener = %l.name, error = %e, "HTTP/3 keeps its previous certificate");
+        if let Err(e) = server.set_server_config(tls) {
+            tracing::error!(listener = %name, error = %e, "HTTP/3 keeps its previous certificate");
         }
         return Some(server);
     }
-    match Server::bind(local, &config, info.clone(), shared.clone()) {
+    match Server::bind(local, tls, info.clone(), shared) {
         Ok(server) => Some(server),
         Err(e) => {
-            tracing::error!(listener = %l.name, error = %e, "HTTP/3 is not served on this listener");
+            tracing::error!(listener = %name, error = %e, "HTTP/3 is not served on this listener");
             None
         }
     }
