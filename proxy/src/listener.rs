@@ -1,11 +1,15 @@
 //! Listeners: binds the configured addresses, accepts connections, finds each connection's
-//! destination (explicit service or original destination), detects its protocol and hands it to
-//! the HTTP server or the TCP forwarder. On reload the set is reconciled: new listeners are
+//! destination (explicit service, original destination, or per request at a gateway), terminates
+//! the listener's own TLS when it has one (ALPN picks HTTP/2 or HTTP/1.1), detects the protocol
+//! otherwise, and hands the connection to the HTTP server or the TCP forwarder. On reload the set is reconciled: new listeners are
 //! bound before the new configuration takes effect, removed ones stop accepting while their
 //! connections finish.
 //!
 //! Invariant: a listener kept across a reload keeps its socket, so no connection attempt is
 //! refused during a reload; a listener whose settings changed picks them up for new connections.
+//! A listener's server TLS config is built (its files read) in [`ListenerSet::prepare`], so a
+//! bad certificate rejects the reload and the last good one keeps serving; the config in force
+//! is [`ListenerInfo::tls`], read through [`ListenerSet::info`].
 
 use std::collections::HashMap;
 use std::io;
@@ -24,7 +28,7 @@ use crate::config::ConfigError;
 use crate::detect::{self, Protocol, Rewind};
 use crate::http::respond::ProxyError;
 use crate::snapshot::{Service, Snapshot};
-use crate::{http, inbound, outbound, tcp};
+use crate::{gateway, http, inbound, outbound, tcp};
 
 /// Pause after a failed `accept` (for example `EMFILE`), so a full file table does not spin a
 /// core while connections drain.
@@ -40,17 +44,33 @@ pub struct ListenerInfo {
     pub protocol: ListenerProtocol,
     /// The listener's own peer-authentication mode, overriding the policies.
     pub mtls: Option<jalin_xds::model::peer_auth::MtlsMode>,
+    /// Gateway mode's gateway (`namespace/name`): each request is routed by its authority over
+    /// the route tables bound to it.
+    pub gateway: Option<String>,
+    /// The listener's own server TLS in force (ALPN `h2`, `http/1.1`), built from its files at
+    /// the last accepted (re)load. An HTTP/3 endpoint on the same listener clones it and sets
+    /// `alpn_protocols = [b"h3"]`, or builds its own with
+    /// [`crate::tls::server::server_config`]`(tls, &[b"h3"])`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ListenerInfo {
-    fn from_config(l: &Listener) -> Self {
+    fn from_config(l: &Listener, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         Self {
             name: Arc::from(l.name.as_str()),
             direction: l.direction,
             service: l.service.clone(),
             protocol: l.protocol,
             mtls: l.mtls,
+            gateway: l.gateway.clone(),
+            tls,
         }
+    }
+
+    /// True when the listener faces clients outside the mesh (a gateway, or its own TLS): no
+    /// identity or jalin header they send is trusted.
+    pub fn is_edge(&self) -> bool {
+        self.gateway.is_some() || self.tls.is_some()
     }
 }
 
@@ -65,6 +85,8 @@ pub struct ConnCtx {
     pub orig_dst: Option<SocketAddr>,
     /// The verified mTLS peer of an inbound connection; `None` for plaintext.
     pub peer_info: Option<Arc<inbound::PeerInfo>>,
+    /// The verified client certificate of a `MUTUAL` listener-TLS connection.
+    pub client_cert: Option<Arc<gateway::ClientCert>>,
     /// The passthrough service for an original destination no service claims, made once per
     /// connection.
     passthrough: OnceLock<Arc<Service>>,
@@ -86,6 +108,7 @@ impl ConnCtx {
             local,
             orig_dst,
             peer_info: None,
+            client_cert: None,
             passthrough: OnceLock::new(),
         }
     }
@@ -94,6 +117,35 @@ impl ConnCtx {
     pub fn with_peer(mut self, peer: Option<Arc<inbound::PeerInfo>>) -> Self {
         self.peer_info = peer;
         self
+    }
+
+    /// The same connection with the verified client certificate of its listener's own TLS.
+    pub fn with_client_cert(mut self, cert: Option<Arc<gateway::ClientCert>>) -> Self {
+        self.client_cert = cert;
+        self
+    }
+
+    /// Step 1 of a request: the service it goes to. At a gateway, the route-only service of the
+    /// table bound to the gateway that serves `authority` (none: [`ProxyError::NoRoute`], 404
+    /// `NR`); elsewhere the connection's destination.
+    pub fn request_destination(
+        &self,
+        snapshot: &Snapshot,
+        authority: Option<&str>,
+    ) -> Result<Arc<Service>, ProxyError> {
+        let Some(gw) = &self.info.gateway else {
+            return self.destination(snapshot);
+        };
+        let authority = authority.unwrap_or_default();
+        snapshot
+            .gateway_service(gw, authority)
+            .cloned()
+            .ok_or_else(|| {
+                ProxyError::NoRoute(format!(
+                    "host `{}`: no route table bound to gateway {gw} serves it",
+                    gateway::host_of(authority)
+                ))
+            })
     }
 
     /// The service this connection's requests go to, in the current snapshot.
@@ -124,6 +176,12 @@ pub fn resolve(
     orig_dst: Option<SocketAddr>,
     snapshot: &Snapshot,
 ) -> Result<Resolved, ProxyError> {
+    if let Some(gw) = &info.gateway {
+        // Routed per request by authority; a connection alone has no destination.
+        return Err(ProxyError::NoRoute(format!(
+            "gateway {gw} routes HTTP requests only; this connection is not HTTP"
+        )));
+    }
     if let Some(name) = &info.service {
         return snapshot
             .service(name)
@@ -166,6 +224,8 @@ struct Running {
 pub struct Prepared {
     wanted: Vec<Listener>,
     fresh: HashMap<String, TcpListener>,
+    /// Server TLS configs built from the listeners' files, by listener name.
+    tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// New name -> old name, for listeners that keep a running socket.
     kept: HashMap<String, String>,
 }
@@ -175,7 +235,13 @@ impl ListenerSet {
     pub async fn prepare(&self, wanted: &[Listener], file: &str) -> Result<Prepared, ConfigError> {
         let mut fresh = HashMap::new();
         let mut kept = HashMap::new();
+        let mut tls = HashMap::new();
         for (i, l) in wanted.iter().enumerate() {
+            if let Some(t) = &l.tls {
+                let config = crate::tls::server::server_config(t, LISTENER_ALPN)
+                    .map_err(|e| crate::config::server_tls_error(file, i, &e))?;
+                tls.insert(l.name.clone(), config);
+            }
             let reuse = self.running.iter().find(|(name, r)| {
                 r.config.address == l.address && (name.as_str() == l.name || l.address.port() != 0)
             });
@@ -199,6 +265,7 @@ impl ListenerSet {
             wanted: wanted.to_vec(),
             fresh,
             kept,
+            tls,
         })
     }
 
@@ -211,7 +278,7 @@ impl ListenerSet {
     ) -> HashMap<String, SocketAddr> {
         let mut next = HashMap::new();
         for l in prepared.wanted {
-            let info = ListenerInfo::from_config(&l);
+            let info = ListenerInfo::from_config(&l, prepared.tls.remove(&l.name));
             if let Some(old) = prepared
                 .kept
                 .get(&l.name)
@@ -254,6 +321,17 @@ impl ListenerSet {
             .collect()
     }
 }
+
+impl ListenerSet {
+    /// The live settings of listener `name` (swapped on every accepted reload): an HTTP/3
+    /// endpoint sharing the listener reads its [`ListenerInfo::tls`] here.
+    pub fn info(&self, name: &str) -> Option<Arc<ArcSwap<ListenerInfo>>> {
+        self.running.get(name).map(|r| r.info.clone())
+    }
+}
+
+/// ALPN of a listener's own TLS over TCP, in preference order.
+pub const LISTENER_ALPN: &[&[u8]] = &[jalin_ca::tls::ALPN_H2, jalin_ca::tls::ALPN_HTTP11];
 
 async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     // tokio sets SO_REUSEADDR, so a restarted proxy rebinds while old connections sit in
@@ -306,13 +384,27 @@ async fn handle(stream: TcpStream, peer: SocketAddr, info: Arc<ListenerInfo>, sh
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let orig_dst = if info.service.is_none() {
+    let orig_dst = if info.service.is_none() && info.gateway.is_none() {
         Some(original_dst(&stream).unwrap_or(local))
     } else {
         None
     };
-    // Peer authentication (inbound with an identity): the port's mTLS mode decides.
+    // The listener's own TLS, else peer authentication (inbound with an identity): the port's
+    // mTLS mode decides.
+    let mut client_cert = None;
     let accepted = match (&shared.identity, info.direction) {
+        _ if info.tls.is_some() => {
+            let Some(config) = info.tls.clone() else {
+                return;
+            };
+            match gateway::accept_tls(stream, config, peer).await {
+                Some((a, cert)) => {
+                    client_cert = cert.map(Arc::new);
+                    a
+                }
+                None => return,
+            }
+        }
         (Some(identity), Direction::Inbound) => {
             let port = orig_dst.unwrap_or(local).port();
             let mode = info
@@ -346,7 +438,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, info: Arc<ListenerInfo>, sh
         (_, ListenerProtocol::Tcp) => (Protocol::Opaque, Rewind::new(Bytes::new(), stream)),
     };
     tracing::trace!(listener = %info.name, %peer, protocol = protocol.as_str(), "accepted");
-    let conn = Arc::new(ConnCtx::new(info, shared, peer, local, orig_dst).with_peer(accepted.peer));
+    let conn = Arc::new(
+        ConnCtx::new(info, shared, peer, local, orig_dst)
+            .with_peer(accepted.peer)
+            .with_client_cert(client_cert),
+    );
     match protocol {
         Protocol::Opaque => tcp::forward(io, conn).await,
         Protocol::Http1 | Protocol::Http2 => http::server::serve(io, protocol, conn).await,
@@ -402,6 +498,8 @@ services:
             service: service.map(str::to_owned),
             protocol: ListenerProtocol::Detect,
             mtls: None,
+            gateway: None,
+            tls: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The HTTP request's way through the proxy, in request order (the one place the stack is
 //! written down):
 //!
-//! 1. destination: the listener's service or the original destination's;
+//! 1. destination: the listener's service or the original destination's; at a gateway, the
+//!    route table bound to it that serves the request's authority ([`crate::gateway`]);
 //! 2. header rules: trust by direction, hop-by-hop, request id, forwarded-*;
 //! 3. route: first matching route of the service's table (none: no timeout, and Istio's
 //!    default retry policy outbound, no retries inbound); direct response, redirect, fault
@@ -55,7 +56,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let snapshot = conn.shared.snapshot.load_full();
 
     // 1. Destination: the listener's service, or the connection's original destination.
-    let service = match conn.destination(&snapshot) {
+    let service = match conn.request_destination(&snapshot, authority(&req)) {
         Ok(s) => s,
         Err(e) => {
             let label = conn
@@ -76,7 +77,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let wants_upgrade = !downstream_h2 && headers::wants_upgrade(req.headers());
     match direction {
         Direction::Inbound => inbound::sanitize_request(req.headers_mut()),
-        Direction::Outbound => outbound::sanitize_request(req.headers_mut()),
+        Direction::Outbound => outbound::sanitize_request(req.headers_mut(), &conn),
     }
     headers::strip_hop_by_hop(req.headers_mut(), wants_upgrade);
     headers::ensure_request_id(req.headers_mut());
