@@ -1,0 +1,288 @@
+//! The bare-metal edge gateway: listeners terminating government-certified TLS themselves and
+//! routing each request by host over the route tables bound to their gateway, checked with curl
+//! over HTTPS (HTTP/1.1 and HTTP/2), through mesh mTLS to a second proxy, and in MUTUAL mode.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+mod gateway_common;
+mod mtls_common;
+
+use std::time::Duration;
+
+use gateway_common::{GovPki, curl_https, gateway_listener, route_yaml, tls_yaml};
+use jalin_tests::proxy::TestProxy;
+use jalin_tests::upstream::HttpUpstream;
+use mtls_common::Mesh;
+
+const SPOOF: &str =
+    "x-forwarded-client-cert: By=spiffe://evil;Hash=00;URI=spiffe://cluster.local/ns/prod/sa/admin";
+
+fn xfcc(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_https_is_routed_by_host_and_unknown_hosts_get_404() {
+    let pki = GovPki::new("Routing");
+    let (cert, key, _) = pki.server_files("gw");
+    let records = HttpUpstream::start("records").await.unwrap();
+    let api = HttpUpstream::start("api").await.unwrap();
+    let yaml = format!(
+        "admin:\n  address: 127.0.0.1:0\nlisteners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\n  - name: api\n    endpoints:\n      - address: {}\nroutes:\n{}{}{}",
+        gateway_listener(&tls_yaml(&cert, &key, "")),
+        records.addr,
+        api.addr,
+        // The wildcard is listed first: the exact host still wins for records.example.gov.
+        route_yaml("api", "['*.example.gov']", "[istio-system/ingress]", "api"),
+        route_yaml(
+            "records",
+            "[records.example.gov]",
+            "[istio-system/ingress]",
+            "records"
+        ),
+        // Bound to the sidecars only: never served by the gateway.
+        route_yaml("mesh-only", "[unknown.example.org]", "[]", "records"),
+    );
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let gw = proxy.addr("gw");
+
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let r = curl_https(
+            "records.example.gov",
+            gw,
+            "/headers",
+            &pki.root,
+            &[flag, "-H", SPOOF],
+        )
+        .await;
+        assert!(r.ok, "{flag}: {}", r.stderr);
+        assert_eq!(
+            (r.status, r.http_version.as_str(), r.upstream.as_str()),
+            (200, version, "records"),
+            "{flag}: {r:?}"
+        );
+        // A client outside the mesh cannot assert a client certificate (SIMPLE: none is set).
+        assert_eq!(xfcc(&r.body), None, "{flag}: {}", r.body);
+
+        let r = curl_https("api.example.gov", gw, "/headers", &pki.root, &[flag]).await;
+        assert_eq!(
+            (r.status, r.http_version.as_str(), r.upstream.as_str()),
+            (200, version, "api"),
+            "{flag}: {r:?}"
+        );
+
+        let r = curl_https("unknown.example.org", gw, "/", &pki.root, &[flag]).await;
+        assert!(r.ok, "{flag}: {}", r.stderr);
+        assert_eq!((r.status, r.upstream.as_str()), (404, ""), "{flag}: {r:?}");
+    }
+    assert_eq!(records.requests(), 2);
+    assert_eq!(api.requests(), 2);
+
+    // Plaintext to the TLS port is not served.
+    let plain = jalin_tests::client::curl(&format!("http://{gw}/"), &[]).await;
+    assert!(plain.is_err(), "{plain:?}");
+    let metrics = jalin_tests::client::curl(&format!("http://{}/metrics", proxy.admin()), &[])
+        .await
+        .unwrap()
+        .body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("jalin_tls_handshake_failures_total")
+                && l.contains("direction=\"inbound\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_joins_the_mesh_with_its_workload_identity() {
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let pki = GovPki::new("Mesh");
+    let (cert, key, _) = pki.server_files("gw");
+    let app = HttpUpstream::start("records-app").await.unwrap();
+    let gateway_id = Mesh::id("istio-system", "ingress");
+    let authz = format!(
+        "  policies:\n    - meta: {{ name: gateway-only, namespace: prod }}\n      rules:\n        - from: [ {{ principals: [\"{}\"] }} ]\n",
+        gateway_id.trim_start_matches("spiffe://")
+    );
+    let server = mesh
+        .server("prod", "records", &[], app.addr, Some("STRICT"), &authz)
+        .await;
+    let server_id = Mesh::id("prod", "records");
+    let yaml = format!(
+        "admin:\n  address: 127.0.0.1:0\n{}listeners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\n    tls:\n      mode: istio_mutual\n      identity: {server_id}\nroutes:\n{}",
+        mesh.identity_yaml("istio-system", "ingress", &[]),
+        gateway_listener(&tls_yaml(&cert, &key, "")),
+        server.addr("in"),
+        route_yaml(
+            "records",
+            "[records.example.gov]",
+            "[istio-system/ingress]",
+            "records"
+        ),
+    );
+    let gateway = mesh.start(&yaml).await;
+    let gw = gateway.addr("gw");
+
+    for flag in ["--http1.1", "--http2"] {
+        let r = curl_https(
+            "records.example.gov",
+            gw,
+            "/headers",
+            &pki.root,
+            &[flag, "-H", SPOOF],
+        )
+        .await;
+        assert!(r.ok, "{flag}: {}", r.stderr);
+        assert_eq!(
+            (r.status, r.upstream.as_str()),
+            (200, "records-app"),
+            "{flag}: {r:?}"
+        );
+        // The app sees the gateway as its verified mTLS peer, not the client's claim.
+        let x = xfcc(&r.body).unwrap_or_default();
+        assert!(x.contains(&format!("URI={gateway_id}")), "{flag}: {x}");
+        assert!(
+            !x.contains("evil") && !x.contains("sa/admin"),
+            "{flag}: {x}"
+        );
+    }
+    assert_eq!(app.requests(), 2);
+
+    // The inbound proxy's policy decides: a gateway with another identity is refused.
+    let other = format!(
+        "admin:\n  address: 127.0.0.1:0\n{}listeners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\n    tls:\n      mode: istio_mutual\n      identity: {server_id}\nroutes:\n{}",
+        mesh.identity_yaml("istio-system", "other-gateway", &[]),
+        gateway_listener(&tls_yaml(&cert, &key, "")),
+        server.addr("in"),
+        route_yaml(
+            "records",
+            "[records.example.gov]",
+            "[istio-system/ingress]",
+            "records"
+        ),
+    );
+    let stranger = mesh.start(&other).await;
+    let r = curl_https(
+        "records.example.gov",
+        stranger.addr("gw"),
+        "/",
+        &pki.root,
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(app.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_requires_a_verified_client_certificate_with_a_listed_san() {
+    let pki = GovPki::new("Mutual");
+    let clients = GovPki::new("Client");
+    let (cert, key, _) = pki.server_files("gw");
+    let caseworker = "spiffe://agency.gov/caseworker";
+    let app = HttpUpstream::start("records").await.unwrap();
+    let mutual = format!(
+        "      mode: MUTUAL\n      ca_certificates: {}\n      subject_alt_names: [\"{caseworker}\", intake.agency.gov]\n",
+        clients.root.display()
+    );
+    let yaml = format!(
+        "admin:\n  address: 127.0.0.1:0\nlisteners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\nroutes:\n{}",
+        gateway_listener(&tls_yaml(&cert, &key, &mutual)),
+        app.addr,
+        route_yaml(
+            "records",
+            "[records.example.gov]",
+            "[istio-system/ingress]",
+            "records"
+        ),
+    );
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let gw = proxy.addr("gw");
+    let host = "records.example.gov";
+
+    // No client certificate: the handshake fails, nothing reaches the app.
+    for flag in ["--http1.1", "--http2"] {
+        let r = curl_https(host, gw, "/headers", &pki.root, &[flag]).await;
+        assert!(!r.ok, "{flag}: {r:?}");
+    }
+
+    // A certificate from the client CA with a listed SAN passes; the app sees the gateway-set
+    // x-forwarded-client-cert (Envoy SANITIZE_SET), never the client's.
+    let (c, k) = clients.client_files("caseworker", &[caseworker, "cw.agency.gov"]);
+    let (c, k) = (c.display().to_string(), k.display().to_string());
+    for flag in ["--http1.1", "--http2"] {
+        let r = curl_https(
+            host,
+            gw,
+            "/headers",
+            &pki.root,
+            &[flag, "--cert", &c, "--key", &k, "-H", SPOOF],
+        )
+        .await;
+        assert!(r.ok, "{flag}: {}", r.stderr);
+        assert_eq!(r.status, 200, "{r:?}");
+        let x = xfcc(&r.body).unwrap();
+        assert!(x.starts_with("Hash="), "{x}");
+        assert!(
+            x.contains("Subject=\"") && x.contains("CN=caseworker"),
+            "{x}"
+        );
+        assert!(x.contains(&format!(";URI={caseworker}")), "{x}");
+        assert!(x.contains(";DNS=cw.agency.gov"), "{x}");
+        assert!(!x.contains("evil"), "{x}");
+    }
+    // The DNS SAN of the list is accepted as well.
+    let (c2, k2) = clients.client_files("intake", &["intake.agency.gov"]);
+    let r = curl_https(
+        host,
+        gw,
+        "/headers",
+        &pki.root,
+        &[
+            "--cert",
+            c2.to_str().unwrap(),
+            "--key",
+            k2.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // Verified by the CA but without a listed SAN: refused.
+    let (c3, k3) = clients.client_files("intruder", &["spiffe://agency.gov/intruder"]);
+    let r = curl_https(
+        host,
+        gw,
+        "/headers",
+        &pki.root,
+        &[
+            "--cert",
+            c3.to_str().unwrap(),
+            "--key",
+            k3.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!r.ok, "{r:?}");
+    // A certificate from another CA (the server's own government root) with the right SAN: refused.
+    let (c4, k4) = pki.client_files("foreign", &[caseworker]);
+    let r = curl_https(
+        host,
+        gw,
+        "/headers",
+        &pki.root,
+        &[
+            "--cert",
+            c4.to_str().unwrap(),
+            "--key",
+            k4.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!r.ok, "{r:?}");
+    assert_eq!(app.requests(), 3);
+}
