@@ -533,6 +533,72 @@ services:
     }
 
     #[tokio::test]
+    async fn gateway_requests_go_to_the_bound_table_serving_their_host() {
+        let yaml = "\
+services:
+  - name: reviews
+    endpoints:
+      - address: 10.1.0.5:9080
+routes:
+  - meta: { name: exact, namespace: prod }
+    hosts: [reviews.example.gov]
+    gateways: [istio-system/ingress]
+    http:
+      - destinations:
+          - destination: { host: reviews }
+            weight: 100
+  - meta: { name: wild, namespace: prod }
+    hosts: ['*.example.gov']
+    gateways: [istio-system/ingress, mesh]
+    http:
+      - destinations:
+          - destination: { host: reviews }
+            weight: 100
+  - meta: { name: sidecars, namespace: prod }
+    hosts: [internal.example.gov, reviews]
+    http:
+      - destinations:
+          - destination: { host: reviews }
+            weight: 100
+";
+        let (config, origin) = crate::config::parse("t.yaml", yaml).unwrap();
+        let snap = Snapshot::build(1, config, origin, None);
+        let mut gw = info(None, Direction::Outbound);
+        gw.gateway = Some("istio-system/ingress".into());
+        let name = |authority: &str| {
+            snap.gateway_service("istio-system/ingress", authority)
+                .map(|s| s.name.to_string())
+        };
+        assert_eq!(
+            name("reviews.example.gov:443").as_deref(),
+            Some("prod/exact")
+        );
+        assert_eq!(name("internal.example.gov").as_deref(), Some("prod/wild"));
+        assert_eq!(name("reviews"), None, "a mesh-only table");
+        assert!(
+            snap.gateway_service("istio-system/other", "reviews.example.gov")
+                .is_none()
+        );
+        // The sidecars keep their own table for the service.
+        assert_eq!(
+            snap.service("reviews")
+                .unwrap()
+                .routes
+                .as_ref()
+                .unwrap()
+                .name,
+            "prod/sidecars"
+        );
+
+        // A gateway connection has no destination of its own (opaque bytes are not routed).
+        let local = "127.0.0.1:443".parse().unwrap();
+        assert!(matches!(
+            resolve(&gw, local, None, &snap),
+            Err(ProxyError::NoRoute(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn explicit_destinations() {
         let snap = snapshot();
         let local: SocketAddr = "127.0.0.1:15001".parse().unwrap();

@@ -141,3 +141,24 @@ fn missing_and_broken_files_name_the_field_and_the_file() {
     assert!(e.message.contains("no PRIVATE KEY"), "{e}");
     assert!(e.hint.contains("PEM"), "{e}");
 }
+
+#[test]
+fn the_systemd_example_gateway_config_is_valid() {
+    let f = files();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd/gateway.yaml");
+    let text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("/etc/jalin/gateway/tls.crt", &f.cert)
+        .replace("/etc/jalin/gateway/tls.key", &f.key);
+    let (config, _) = parse("gateway.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let l = &config.listeners[0];
+    assert_eq!(l.gateway.as_deref(), Some("istio-system/ingress"));
+    assert!(l.http3 && l.tls.is_some());
+    assert!(
+        config
+            .routes
+            .iter()
+            .all(|r| r.binds_gateway("istio-system/ingress"))
+    );
+}
