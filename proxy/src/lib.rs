@@ -226,7 +226,25 @@ impl Proxy {
             attempts: std::sync::atomic::AtomicU64::new(0),
         });
         if let ConfigSource::File(path) = &source {
-            let mut triggers = config::watch::spawn(path, shared.drain.clone())?;
+            // Listeners' certificate files: replacing them reloads as SIGHUP does.
+            let cert_files: Vec<std::path::PathBuf> = shared
+                .snapshot
+                .load()
+                .config
+                .listeners
+                .iter()
+                .filter_map(|l| l.tls.as_ref())
+                .flat_map(|t| {
+                    [
+                        Some(&t.certificate_chain),
+                        Some(&t.private_key),
+                        t.ca_certificates.as_ref(),
+                    ]
+                })
+                .flatten()
+                .map(std::path::PathBuf::from)
+                .collect();
+            let mut triggers = config::watch::spawn(path, &cert_files, shared.drain.clone())?;
             let reloader = inner.clone();
             tokio::spawn(async move {
                 while triggers.recv().await.is_some() {
