@@ -9,7 +9,10 @@ mod mtls_common;
 
 use std::time::Duration;
 
-use gateway_common::{GovPki, curl_https, gateway_listener, route_yaml, tls_yaml};
+use gateway_common::{
+    GovPki, client_cert_args, curl_https, gateway_listener, records_gateway_yaml, route_yaml,
+    tls_yaml,
+};
 use jalin_tests::proxy::TestProxy;
 use jalin_tests::upstream::HttpUpstream;
 use mtls_common::Mesh;
@@ -112,18 +115,16 @@ async fn the_gateway_joins_the_mesh_with_its_workload_identity() {
         .server("prod", "records", &[], app.addr, Some("STRICT"), &authz)
         .await;
     let server_id = Mesh::id("prod", "records");
-    let yaml = format!(
-        "admin:\n  address: 127.0.0.1:0\n{}listeners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\n    tls:\n      mode: istio_mutual\n      identity: {server_id}\nroutes:\n{}",
-        mesh.identity_yaml("istio-system", "ingress", &[]),
-        gateway_listener(&tls_yaml(&cert, &key, "")),
-        server.addr("in"),
-        route_yaml(
-            "records",
-            "[records.example.gov]",
-            "[istio-system/ingress]",
-            "records"
-        ),
-    );
+    let mesh_tls = format!("    tls:\n      mode: istio_mutual\n      identity: {server_id}\n");
+    let gateway_yaml = |sa: &str| {
+        records_gateway_yaml(
+            &mesh.identity_yaml("istio-system", sa, &[]),
+            &tls_yaml(&cert, &key, ""),
+            server.addr("in"),
+            &mesh_tls,
+        )
+    };
+    let yaml = gateway_yaml("ingress");
     let gateway = mesh.start(&yaml).await;
     let gw = gateway.addr("gw");
 
@@ -153,18 +154,7 @@ async fn the_gateway_joins_the_mesh_with_its_workload_identity() {
     assert_eq!(app.requests(), 2);
 
     // The inbound proxy's policy decides: a gateway with another identity is refused.
-    let other = format!(
-        "admin:\n  address: 127.0.0.1:0\n{}listeners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\n    tls:\n      mode: istio_mutual\n      identity: {server_id}\nroutes:\n{}",
-        mesh.identity_yaml("istio-system", "other-gateway", &[]),
-        gateway_listener(&tls_yaml(&cert, &key, "")),
-        server.addr("in"),
-        route_yaml(
-            "records",
-            "[records.example.gov]",
-            "[istio-system/ingress]",
-            "records"
-        ),
-    );
+    let other = gateway_yaml("other-gateway");
     let stranger = mesh.start(&other).await;
     let r = curl_https(
         "records.example.gov",
@@ -189,17 +179,7 @@ async fn mutual_requires_a_verified_client_certificate_with_a_listed_san() {
         "      mode: MUTUAL\n      ca_certificates: {}\n      subject_alt_names: [\"{caseworker}\", intake.agency.gov]\n",
         clients.root.display()
     );
-    let yaml = format!(
-        "admin:\n  address: 127.0.0.1:0\nlisteners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\nroutes:\n{}",
-        gateway_listener(&tls_yaml(&cert, &key, &mutual)),
-        app.addr,
-        route_yaml(
-            "records",
-            "[records.example.gov]",
-            "[istio-system/ingress]",
-            "records"
-        ),
-    );
+    let yaml = records_gateway_yaml("", &tls_yaml(&cert, &key, &mutual), app.addr, "");
     let proxy = TestProxy::start(&yaml).await.unwrap();
     let gw = proxy.addr("gw");
     let host = "records.example.gov";
@@ -235,54 +215,24 @@ async fn mutual_requires_a_verified_client_certificate_with_a_listed_san() {
         assert!(x.contains(";DNS=cw.agency.gov"), "{x}");
         assert!(!x.contains("evil"), "{x}");
     }
+    // With a certificate `files`: the status, 0 when the handshake failed.
+    let status_with = |files: (std::path::PathBuf, std::path::PathBuf)| {
+        let root = pki.root.clone();
+        async move {
+            let args = client_cert_args(&files);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let r = curl_https(host, gw, "/headers", &root, &args).await;
+            if r.ok { r.status } else { 0 }
+        }
+    };
     // The DNS SAN of the list is accepted as well.
-    let (c2, k2) = clients.client_files("intake", &["intake.agency.gov"]);
-    let r = curl_https(
-        host,
-        gw,
-        "/headers",
-        &pki.root,
-        &[
-            "--cert",
-            c2.to_str().unwrap(),
-            "--key",
-            k2.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{r:?}");
-
+    let intake = clients.client_files("intake", &["intake.agency.gov"]);
+    assert_eq!(status_with(intake).await, 200);
     // Verified by the CA but without a listed SAN: refused.
-    let (c3, k3) = clients.client_files("intruder", &["spiffe://agency.gov/intruder"]);
-    let r = curl_https(
-        host,
-        gw,
-        "/headers",
-        &pki.root,
-        &[
-            "--cert",
-            c3.to_str().unwrap(),
-            "--key",
-            k3.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert!(!r.ok, "{r:?}");
+    let intruder = clients.client_files("intruder", &["spiffe://agency.gov/intruder"]);
+    assert_eq!(status_with(intruder).await, 0);
     // A certificate from another CA (the server's own government root) with the right SAN: refused.
-    let (c4, k4) = pki.client_files("foreign", &[caseworker]);
-    let r = curl_https(
-        host,
-        gw,
-        "/headers",
-        &pki.root,
-        &[
-            "--cert",
-            c4.to_str().unwrap(),
-            "--key",
-            k4.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert!(!r.ok, "{r:?}");
+    let foreign = pki.client_files("foreign", &[caseworker]);
+    assert_eq!(status_with(foreign).await, 0);
     assert_eq!(app.requests(), 3);
 }

@@ -10,7 +10,7 @@ mod gateway_common;
 use std::path::Path;
 use std::time::Duration;
 
-use gateway_common::{GovPki, curl_https, gateway_listener, route_yaml, served_leaf, tls_yaml};
+use gateway_common::{GovPki, curl_https, records_gateway_yaml, served_leaf, tls_yaml};
 use jalin_proxy::ReloadEvent;
 use jalin_tests::proxy::TestProxy;
 use jalin_tests::upstream::HttpUpstream;
@@ -52,17 +52,7 @@ async fn sighup_rotates_the_certificate_and_a_broken_key_keeps_the_last_good_one
     let pki = GovPki::new("Rotation");
     let (cert, key, first) = pki.server_files("gw");
     let app = HttpUpstream::start("records").await.unwrap();
-    let yaml = format!(
-        "admin:\n  address: 127.0.0.1:0\nlisteners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\nroutes:\n{}",
-        gateway_listener(&tls_yaml(&cert, &key, "")),
-        app.addr,
-        route_yaml(
-            "records",
-            "[records.example.gov]",
-            "[istio-system/ingress]",
-            "records"
-        ),
-    );
+    let yaml = records_gateway_yaml("", &tls_yaml(&cert, &key, ""), app.addr, "");
     let proxy = TestProxy::start(&yaml).await.unwrap();
     let gw = proxy.addr("gw");
     let host = "records.example.gov";

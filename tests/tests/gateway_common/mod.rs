@@ -204,3 +204,34 @@ pub async fn served_leaf(gw: SocketAddr, host: &str, root: &Path) -> anyhow::Res
         .ok_or_else(|| anyhow::anyhow!("no server certificate"))?;
     Ok(leaf.to_vec())
 }
+
+/// A gateway configuration: `preamble` (an `identity` section or nothing), listener `gw` with
+/// `tls` (a [`tls_yaml`] block), one service `records` at `upstream` with the extra
+/// `service_extra` lines, and the table for `records.example.gov` bound to the gateway.
+pub fn records_gateway_yaml(
+    preamble: &str,
+    tls: &str,
+    upstream: SocketAddr,
+    service_extra: &str,
+) -> String {
+    format!(
+        "admin:\n  address: 127.0.0.1:0\n{preamble}listeners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {upstream}\n{service_extra}routes:\n{}",
+        gateway_listener(tls),
+        route_yaml(
+            "records",
+            "[records.example.gov]",
+            "[istio-system/ingress]",
+            "records"
+        ),
+    )
+}
+
+/// curl arguments presenting the client certificate `cert` with its key `key`.
+pub fn client_cert_args((cert, key): &(PathBuf, PathBuf)) -> Vec<String> {
+    vec![
+        "--cert".into(),
+        cert.display().to_string(),
+        "--key".into(),
+        key.display().to_string(),
+    ]
+}
