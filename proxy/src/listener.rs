@@ -148,6 +148,16 @@ impl ConnCtx {
             })
     }
 
+    /// The scheme clients used: `https` on a listener terminating its own TLS, else `http`
+    /// (`x-forwarded-proto`, redirects).
+    pub fn scheme(&self) -> &'static str {
+        if self.info.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The service this connection's requests go to, in the current snapshot.
     pub fn destination(&self, snapshot: &Snapshot) -> Result<Arc<Service>, ProxyError> {
         match resolve(&self.info, self.local, self.orig_dst, snapshot)? {

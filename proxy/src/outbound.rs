@@ -14,10 +14,13 @@ pub const PASSTHROUGH: &str = "PassthroughCluster";
 
 /// Header trust for outbound requests: only the peer's proxy may assert a client certificate;
 /// at an edge listener every identity and jalin header from the client is dropped, and the
-/// verified client certificate of a `MUTUAL` connection is set as `x-forwarded-client-cert`.
+/// verified client certificate of a `MUTUAL` connection is set as `x-forwarded-client-cert`;
+/// a client's `x-forwarded-proto` is replaced by the scheme the listener saw.
 pub fn sanitize_request(h: &mut HeaderMap, conn: &ConnCtx) {
     if conn.info.is_edge() {
         headers::strip_untrusted(h);
+        // The scheme is the one this listener saw (Envoy's `use_remote_address` at the edge).
+        h.remove(&headers::X_FORWARDED_PROTO);
     } else {
         h.remove(&X_FORWARDED_CLIENT_CERT);
     }

@@ -19,6 +19,9 @@ use mtls_common::Mesh;
 
 const SPOOF: &str =
     "x-forwarded-client-cert: By=spiffe://evil;Hash=00;URI=spiffe://cluster.local/ns/prod/sa/admin";
+/// Headers a client outside the mesh must not be able to set.
+const SPOOF_PROTO: &str = "x-forwarded-proto: http";
+const SPOOF_JALIN: &str = "x-jalin-priority: emergency";
 
 fn xfcc(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -58,7 +61,7 @@ async fn curl_over_https_is_routed_by_host_and_unknown_hosts_get_404() {
             gw,
             "/headers",
             &pki.root,
-            &[flag, "-H", SPOOF],
+            &[flag, "-H", SPOOF, "-H", SPOOF_PROTO, "-H", SPOOF_JALIN],
         )
         .await;
         assert!(r.ok, "{flag}: {}", r.stderr);
@@ -69,6 +72,10 @@ async fn curl_over_https_is_routed_by_host_and_unknown_hosts_get_404() {
         );
         // A client outside the mesh cannot assert a client certificate (SIMPLE: none is set).
         assert_eq!(xfcc(&r.body), None, "{flag}: {}", r.body);
+        // Nor the scheme, nor a jalin decision header.
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["headers"]["x-forwarded-proto"], "https", "{}", r.body);
+        assert!(v["headers"].get("x-jalin-priority").is_none(), "{}", r.body);
 
         let r = curl_https("api.example.gov", gw, "/headers", &pki.root, &[flag]).await;
         assert_eq!(

@@ -97,7 +97,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         }
     }
     let host = forwarded_host(&req);
-    headers::set_forwarded(req.headers_mut(), conn.peer.ip(), "http", host);
+    headers::set_forwarded(req.headers_mut(), conn.peer.ip(), conn.scheme(), host);
 
     // 3. Route: first matching route of the service's table (none: the service itself, no
     //    timeout, Istio's default retry policy outbound and no retries inbound).
@@ -137,7 +137,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     if let Some(route) = route.filter(|r| r.redirect.is_some()) {
         let pq = path_and_query(&req);
         let view = RequestView::new(req.method().as_str(), pq, &authority, req.headers(), 0);
-        if let Some((code, location)) = route.redirect_location(&view, "http") {
+        if let Some((code, location)) = route.redirect_location(&view, conn.scheme()) {
             return routing::local_answer(
                 code,
                 Bytes::new(),
