@@ -9,7 +9,8 @@
 //! refused during a reload; a listener whose settings changed picks them up for new connections.
 //! A listener's server TLS config is built (its files read) in [`ListenerSet::prepare`], so a
 //! bad certificate rejects the reload and the last good one keeps serving; the config in force
-//! is [`ListenerInfo::tls`], read through [`ListenerSet::info`].
+//! is [`ListenerInfo::tls`] (and [`ListenerInfo::h3_tls`] for HTTP/3), read through
+//! [`ListenerSet::info`].
 
 use std::collections::HashMap;
 use std::io;
@@ -48,14 +49,16 @@ pub struct ListenerInfo {
     /// the route tables bound to it.
     pub gateway: Option<String>,
     /// The listener's own server TLS in force (ALPN `h2`, `http/1.1`), built from its files at
-    /// the last accepted (re)load. An HTTP/3 endpoint on the same listener clones it and sets
-    /// `alpn_protocols = [b"h3"]`, or builds its own with
-    /// [`crate::tls::server::server_config`]`(tls, &[b"h3"])`.
+    /// the last accepted (re)load.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The same certificate with ALPN `h3`, for the HTTP/3 (QUIC) endpoint of a listener with
+    /// `http3: true`, built from the same files at the same (re)load.
+    pub h3_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ListenerInfo {
-    fn from_config(l: &Listener, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    fn from_config(l: &Listener, tls: Option<ListenerTls>) -> Self {
+        let (tls, h3_tls) = tls.map_or((None, None), |t| (Some(t.tcp), t.h3));
         Self {
             name: Arc::from(l.name.as_str()),
             direction: l.direction,
@@ -64,6 +67,7 @@ impl ListenerInfo {
             mtls: l.mtls,
             gateway: l.gateway.clone(),
             tls,
+            h3_tls,
         }
     }
 
@@ -235,7 +239,7 @@ pub struct Prepared {
     wanted: Vec<Listener>,
     fresh: HashMap<String, TcpListener>,
     /// Server TLS configs built from the listeners' files, by listener name.
-    tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    tls: HashMap<String, ListenerTls>,
     /// New name -> old name, for listeners that keep a running socket.
     kept: HashMap<String, String>,
 }
@@ -248,9 +252,17 @@ impl ListenerSet {
         let mut tls = HashMap::new();
         for (i, l) in wanted.iter().enumerate() {
             if let Some(t) = &l.tls {
-                let config = crate::tls::server::server_config(t, LISTENER_ALPN)
-                    .map_err(|e| crate::config::server_tls_error(file, i, &e))?;
-                tls.insert(l.name.clone(), config);
+                let build = |alpn| {
+                    crate::tls::server::server_config(t, alpn)
+                        .map_err(|e| crate::config::server_tls_error(file, i, &e))
+                };
+                let h3 = if l.http3 {
+                    Some(build(&[ALPN_H3])?)
+                } else {
+                    None
+                };
+                let tcp = build(LISTENER_ALPN)?;
+                tls.insert(l.name.clone(), ListenerTls { tcp, h3 });
             }
             let reuse = self.running.iter().find(|(name, r)| {
                 r.config.address == l.address && (name.as_str() == l.name || l.address.port() != 0)
@@ -339,6 +351,16 @@ impl ListenerSet {
         self.running.get(name).map(|r| r.info.clone())
     }
 }
+
+/// A listener's own server TLS configs, built together from its files.
+#[derive(Debug)]
+struct ListenerTls {
+    tcp: Arc<rustls::ServerConfig>,
+    h3: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// ALPN of HTTP/3 (RFC 9114).
+pub const ALPN_H3: &[u8] = b"h3";
 
 /// ALPN of a listener's own TLS over TCP, in preference order.
 pub const LISTENER_ALPN: &[&[u8]] = &[jalin_ca::tls::ALPN_H2, jalin_ca::tls::ALPN_HTTP11];
@@ -510,6 +532,7 @@ services:
             mtls: None,
             gateway: None,
             tls: None,
+            h3_tls: None,
         }
     }
 
@@ -606,6 +629,40 @@ routes:
             resolve(&gw, local, None, &snap),
             Err(ProxyError::NoRoute(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn prepare_builds_the_listener_tls_for_tcp_and_http3_or_names_the_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["gw.example.gov".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        let yaml = format!(
+            "listeners:\n  - name: gw\n    address: 127.0.0.1:0\n    direction: outbound\n    gateway: ns/gw\n    http3: true\n    tls:\n      certificate_chain: {}\n      private_key: {}\nservices: []\n",
+            c.display(),
+            k.display()
+        );
+        let (config, _) = crate::config::parse("t.yaml", &yaml).unwrap();
+        let set = ListenerSet::default();
+        let prepared = set.prepare(&config.listeners, "t.yaml").await.unwrap();
+        let tls = &prepared.tls["gw"];
+        assert_eq!(
+            tls.tcp.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(
+            tls.h3.as_ref().unwrap().alpn_protocols,
+            vec![b"h3".to_vec()]
+        );
+
+        std::fs::write(&k, "garbage").unwrap();
+        let err = set.prepare(&config.listeners, "t.yaml").await.unwrap_err();
+        assert_eq!(err.path, "listeners[0].tls.private_key");
     }
 
     #[tokio::test]
