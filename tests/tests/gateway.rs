@@ -123,9 +123,14 @@ async fn the_gateway_joins_the_mesh_with_its_workload_identity() {
         .await;
     let server_id = Mesh::id("prod", "records");
     let mesh_tls = format!("    tls:\n      mode: istio_mutual\n      identity: {server_id}\n");
+    // Policies selecting the gateway apply at the gateway (JWT, paths), as Istio's do.
+    let gateway_authz = "authorization:\n  policies:\n    - meta: { name: no-admin, namespace: istio-system }\n      action: DENY\n      rules:\n        - to: [ { paths: [\"/admin*\"] } ]\n";
     let gateway_yaml = |sa: &str| {
         records_gateway_yaml(
-            &mesh.identity_yaml("istio-system", sa, &[]),
+            &format!(
+                "{}{gateway_authz}",
+                mesh.identity_yaml("istio-system", sa, &[])
+            ),
             &tls_yaml(&cert, &key, ""),
             server.addr("in"),
             &mesh_tls,
@@ -158,6 +163,9 @@ async fn the_gateway_joins_the_mesh_with_its_workload_identity() {
             "{flag}: {x}"
         );
     }
+    assert_eq!(app.requests(), 2);
+    let r = curl_https("records.example.gov", gw, "/admin/users", &pki.root, &[]).await;
+    assert_eq!(r.status, 403, "{r:?}");
     assert_eq!(app.requests(), 2);
 
     // The inbound proxy's policy decides: a gateway with another identity is refused.

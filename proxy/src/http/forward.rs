@@ -82,8 +82,9 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     headers::strip_hop_by_hop(req.headers_mut(), wants_upgrade);
     headers::ensure_request_id(req.headers_mut());
     access_log(&mut meter, &snapshot, &req, &conn);
-    if direction == Direction::Inbound {
-        // 2b. Authentication and authorization (after TLS and detection, before routing).
+    if direction == Direction::Inbound || conn.info.is_edge() {
+        // 2b. Authentication and authorization (after TLS and detection, before routing); at a
+        //     gateway too, where Istio applies the policies selecting the gateway workload.
         let security = conn.shared.security.load_full();
         if let Err(refused) = crate::authz::check(&mut req, &conn, &security).await {
             meter.response(refused.status.as_u16(), None, ResponseFlag::None);
