@@ -15,7 +15,8 @@
 //!    back-off, tried hosts skipped, retry budgets;
 //! 6. upgrade bridging; 7. response header operations, affinity cookie, metering.
 //!
-//! Inbound and outbound differ only in the header trust step.
+//! Inbound and outbound differ only in the header trust step and in authorization (inbound and
+//! edge listeners only).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
