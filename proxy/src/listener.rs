@@ -253,16 +253,16 @@ impl ListenerSet {
         for (i, l) in wanted.iter().enumerate() {
             if let Some(t) = &l.tls {
                 let build = |alpn| {
-                    crate::tls::server::server_config(t, alpn)
+                    crate::tls::server::server_config_with_leaf(t, alpn)
                         .map_err(|e| crate::config::server_tls_error(file, i, &e))
                 };
                 let h3 = if l.http3 {
-                    Some(build(&[ALPN_H3])?)
+                    Some(build(&[ALPN_H3])?.0)
                 } else {
                     None
                 };
-                let tcp = build(LISTENER_ALPN)?;
-                tls.insert(l.name.clone(), ListenerTls { tcp, h3 });
+                let (tcp, leaf) = build(LISTENER_ALPN)?;
+                tls.insert(l.name.clone(), ListenerTls { tcp, h3, leaf });
             }
             let reuse = self.running.iter().find(|(name, r)| {
                 r.config.address == l.address && (name.as_str() == l.name || l.address.port() != 0)
@@ -300,7 +300,11 @@ impl ListenerSet {
     ) -> HashMap<String, SocketAddr> {
         let mut next = HashMap::new();
         for l in prepared.wanted {
-            let info = ListenerInfo::from_config(&l, prepared.tls.remove(&l.name));
+            let tls = prepared.tls.remove(&l.name);
+            if let Some(t) = &tls {
+                t.announce(&l.name);
+            }
+            let info = ListenerInfo::from_config(&l, tls);
             if let Some(old) = prepared
                 .kept
                 .get(&l.name)
@@ -357,6 +361,31 @@ impl ListenerSet {
 struct ListenerTls {
     tcp: Arc<rustls::ServerConfig>,
     h3: Option<Arc<rustls::ServerConfig>>,
+    /// The leaf served, for the expiry gauge and the log line.
+    leaf: rustls_pki_types::CertificateDer<'static>,
+}
+
+/// Gauge of the notAfter (Unix seconds) of the certificate each listener with its own TLS
+/// serves, set on every accepted (re)load: alert when it comes near.
+pub const CERTIFICATE_EXPIRY_METRIC: &str = "jalin_listener_certificate_expiry_timestamp_seconds";
+
+impl ListenerTls {
+    /// Logs the certificate now in force for `listener` and sets its expiry gauge.
+    fn announce(&self, listener: &str) {
+        let der = self.leaf.as_ref();
+        let not_after = crate::tls::server::not_after_unix(der);
+        tracing::info!(
+            listener,
+            subject = crate::tls::server::subject_of(der).as_deref().unwrap_or("-"),
+            sha256 = %jalin_ca::tls::fingerprint_sha256(der),
+            not_after_unix = not_after.unwrap_or_default(),
+            "listener certificate in force"
+        );
+        if let Some(t) = not_after {
+            metrics::gauge!(CERTIFICATE_EXPIRY_METRIC, "listener" => listener.to_owned())
+                .set(t as f64);
+        }
+    }
 }
 
 /// ALPN of HTTP/3 (RFC 9114).

@@ -105,6 +105,20 @@ async fn curl_over_https_is_routed_by_host_and_unknown_hosts_get_404() {
                 && l.contains("direction=\"inbound\"")),
         "{metrics}"
     );
+    // The served certificate's expiry, for alerting.
+    let expiry = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("jalin_listener_certificate_expiry_timestamp_seconds{listener=\"gw\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no expiry gauge in {metrics}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expiry > now, "{expiry}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
