@@ -458,11 +458,7 @@ async fn drain_sends_goaway_and_in_flight_requests_finish() {
 }
 
 /// The TCP listener's responses (HTTPS) advertise the HTTP/3 endpoint on the same port.
-///
-/// Needs the TCP side's own TLS termination from the `gw` branch (listener.rs): on the `h3`
-/// branch alone a `tls` listener's TCP side is not TLS yet.
 #[tokio::test]
-#[ignore = "needs the gw branch's listener TLS termination; run after merging h3 and gw"]
 async fn tcp_responses_carry_alt_svc_with_the_udp_port() {
     let pki = Pki::new();
     let upstream = Upstream::start().await;

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
-use jalin_xds::model::listener::Listener;
 use quinn::crypto::rustls::QuicServerConfig;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -183,19 +182,6 @@ impl Server {
     /// then closes the endpoint (a listener removed by a reload).
     pub fn stop(&self) {
         self.stop.cancel();
-    }
-}
-
-/// The listener's TLS with ALPN `h3`, read from `l.tls`'s files, when `l.http3` is set. Errors
-/// are logged (the configuration check rejects a bad file before this runs).
-pub fn tls_for(l: &Listener) -> Option<Arc<rustls::ServerConfig>> {
-    let tls = l.tls.as_ref().filter(|_| l.http3)?;
-    match crate::tls::server::server_config(tls, &[ALPN_H3]) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::error!(listener = %l.name, field = e.field(), error = %e, hint = e.hint(), "HTTP/3 not (re)configured");
-            None
-        }
     }
 }
 

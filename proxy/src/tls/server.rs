@@ -146,6 +146,15 @@ pub fn policy(tls: &ServerTls) -> TlsPolicy {
 /// `subject_alt_names`). `alpn` is offered in order (`[b"h2", b"http/1.1"]` for TCP, `[b"h3"]`
 /// for QUIC). Reads the files on every call: call it again to pick up rotated files.
 pub fn server_config(tls: &ServerTls, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, ServerTlsError> {
+    server_config_with_leaf(tls, alpn).map(|(config, _)| config)
+}
+
+/// [`server_config`], also returning the leaf certificate it serves (for its expiry metric and
+/// log line).
+pub fn server_config_with_leaf(
+    tls: &ServerTls,
+    alpn: &[&[u8]],
+) -> Result<(Arc<ServerConfig>, CertificateDer<'static>), ServerTlsError> {
     let policy = policy(tls);
     let provider = policy.shared_provider();
     let chain = read_certs(&tls.certificate_chain, TlsFile::CertificateChain)?;
@@ -156,6 +165,14 @@ pub fn server_config(tls: &ServerTls, alpn: &[&[u8]]) -> Result<Arc<ServerConfig
         .map_err(|e| ServerTlsError::Key {
             path: tls.private_key.clone(),
             reason: key_error(&e),
+        })?;
+    let leaf = chain
+        .first()
+        .cloned()
+        .ok_or_else(|| ServerTlsError::Empty {
+            file: TlsFile::CertificateChain,
+            path: tls.certificate_chain.clone(),
+            what: "CERTIFICATE block",
         })?;
     let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
@@ -205,7 +222,13 @@ pub fn server_config(tls: &ServerTls, alpn: &[&[u8]]) -> Result<Arc<ServerConfig
     };
     let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), leaf))
+}
+
+/// The leaf's notAfter as Unix seconds.
+pub fn not_after_unix(der: &[u8]) -> Option<i64> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 fn read_file(path: &str, file: TlsFile) -> Result<Vec<u8>, ServerTlsError> {
