@@ -16,10 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::Shared;
 use crate::h3::body::H3Body;
-use crate::h3::{H3_CONNECTIONS, MAX_HANDSHAKES};
+use crate::h3::{H3_CONNECTIONS, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 use crate::http::body::{ProxyBody, RequestBody};
 use crate::http::forward::forward;
-use crate::limits::MAX_H2_HEADER_LIST_BYTES;
+use crate::limits::{HEADER_READ_TIMEOUT, MAX_H2_HEADER_LIST_BYTES};
 use crate::listener::{ConnCtx, ListenerInfo};
 
 type H3Conn = ::h3::server::Connection<h3_quinn::Connection, Bytes>;
@@ -100,9 +100,14 @@ impl AcceptLoop {
         let ctx = Arc::new(ConnCtx::new(info, self.shared.clone(), peer, local, None));
         let stop = self.stop.clone();
         let task = async move {
-            let conn = match connecting.await {
-                Ok(c) => c,
-                Err(e) => {
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+                Ok(Ok(c)) => c,
+                Err(_elapsed) => {
+                    count("failed");
+                    tracing::debug!(%peer, "QUIC handshake timed out");
+                    return;
+                }
+                Ok(Err(e)) => {
                     count("failed");
                     tracing::debug!(error = %e, %peer, "QUIC handshake failed");
                     return;
@@ -140,9 +145,10 @@ async fn serve_connection(quic: quinn::Connection, ctx: Arc<ConnCtx>, stop: Canc
                     let ctx = ctx.clone();
                     let quic = quic.clone();
                     requests.spawn(async move {
-                        match resolver.resolve_request().await {
-                            Ok((req, stream)) => serve_request(req, stream, ctx, quic).await,
-                            Err(e) => tracing::debug!(error = %e, %peer, "HTTP/3 request head refused"),
+                        match tokio::time::timeout(HEADER_READ_TIMEOUT, resolver.resolve_request()).await {
+                            Ok(Ok((req, stream))) => serve_request(req, stream, ctx, quic).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, %peer, "HTTP/3 request head refused"),
+                            Err(_elapsed) => tracing::debug!(%peer, "HTTP/3 request head not received in time"),
                         }
                     });
                 }

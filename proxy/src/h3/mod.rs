@@ -9,6 +9,11 @@
 //!   in flight ([`MAX_HANDSHAKES`]) and open connections (the proxy-wide
 //!   [`crate::limits::MAX_DOWNSTREAM_CONNECTIONS`] semaphore the TCP listeners share).
 //! - Request bodies are flow-controlled by QUIC: a frame is read only when the upstream takes it.
+//! - A request stream's QUIC credit returns to the client only once the proxy has finished or
+//!   reset its response side, so a client resetting streams (HTTP/2's rapid reset) never has
+//!   more than [`crate::limits::MAX_CONCURRENT_STREAMS`] forwards in flight per connection.
+//! - A request head must arrive within [`crate::limits::HEADER_READ_TIMEOUT`] of its stream, a
+//!   handshake must finish within [`HANDSHAKE_TIMEOUT`].
 //! - On drain (or [`Server::stop`]) every connection gets GOAWAY, its in-flight requests finish
 //!   (the drain deadline bounds them), then the endpoint closes.
 
@@ -45,6 +50,10 @@ pub const H3_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// first (a Retry round trip, against spoofed-source floods); past all of it, new connection
 /// attempts are refused until handshakes finish.
 pub const MAX_HANDSHAKES: usize = 1024;
+
+/// Time a QUIC handshake may take before it is abandoned and its slot freed (the TCP side's
+/// request-head bound, [`crate::limits::HEADER_READ_TIMEOUT`], for the same slowloris reason).
+pub const HANDSHAKE_TIMEOUT: Duration = crate::limits::HEADER_READ_TIMEOUT;
 
 /// Unidirectional streams a client may open: HTTP/3 needs three (control, QPACK encoder and
 /// decoder); a few more leave room for GREASE streams and extensions it ignores.
