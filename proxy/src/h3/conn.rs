@@ -10,11 +10,13 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, Version, header};
 use http_body_util::BodyExt;
+use rustls::pki_types::CertificateDer;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Shared;
+use crate::gateway::ClientCert;
 use crate::h3::body::H3Body;
 use crate::h3::{H3_CONNECTIONS, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 use crate::http::body::{ProxyBody, RequestBody};
@@ -97,7 +99,7 @@ impl AcceptLoop {
                 return;
             }
         };
-        let ctx = Arc::new(ConnCtx::new(info, self.shared.clone(), peer, local, None));
+        let ctx = ConnCtx::new(info, self.shared.clone(), peer, local, None);
         let stop = self.stop.clone();
         let task = async move {
             let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
@@ -115,6 +117,13 @@ impl AcceptLoop {
             };
             drop(handshake);
             count("accepted");
+            // A `MUTUAL` listener's verified client certificate, as its TCP side records it.
+            let cert = conn
+                .peer_identity()
+                .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .and_then(|chain| ClientCert::from_chain(&chain))
+                .map(Arc::new);
+            let ctx = Arc::new(ctx.with_client_cert(cert));
             serve_connection(conn, ctx, stop).await;
             drop(slot);
         };
