@@ -104,5 +104,8 @@ fn the_request_body_costs_hyper_s_path_at_most_a_word() {
     // HTTP/3's body is boxed so the HTTP/1.1 and HTTP/2 path moves hyper's body and a tag.
     let ours = std::mem::size_of::<crate::http::body::RequestBody>();
     let hyper = std::mem::size_of::<hyper::body::Incoming>();
-    assert!(ours <= hyper + std::mem::size_of::<usize>(), "{ours} vs {hyper}");
+    assert!(
+        ours <= hyper + std::mem::size_of::<usize>(),
+        "{ours} vs {hyper}"
+    );
 }
