@@ -32,7 +32,10 @@ type BoxBody =
 /// A test root, the gateway's certificate files it issued, and a client config trusting it.
 pub struct Pki {
     _dir: tempfile::TempDir,
+    issuer: Issuer<'static, KeyPair>,
     pub root: rustls::pki_types::CertificateDer<'static>,
+    /// The root's PEM file, for a `MUTUAL` listener's `ca_certificates`.
+    pub ca: String,
     pub chain: String,
     pub key: String,
 }
@@ -56,7 +59,11 @@ impl Pki {
         std::fs::write(&chain, cert.pem()).unwrap();
         let key_path = dir.path().join("gw.key");
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, root.pem()).unwrap();
         Self {
+            issuer,
+            ca: ca.display().to_string(),
             root: root.der().clone(),
             chain: chain.display().to_string(),
             key: key_path.display().to_string(),
@@ -65,13 +72,35 @@ impl Pki {
     }
 
     pub fn client_tls(&self, alpn: &[u8]) -> rustls::ClientConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.root.clone()).unwrap();
         let mut c = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
+            .with_root_certificates(self.roots())
             .with_no_client_auth();
         c.alpn_protocols = vec![alpn.to_vec()];
         c
+    }
+
+    /// [`Pki::client_tls`] presenting a client certificate the root issued, with DNS SAN `san`.
+    pub fn client_tls_with_cert(&self, alpn: &[u8], san: &str) -> rustls::ClientConfig {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::DnsName(san.try_into().unwrap())];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client");
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let mut c = rustls::ClientConfig::builder()
+            .with_root_certificates(self.roots())
+            .with_client_auth_cert(vec![cert.der().clone()], key)
+            .unwrap();
+        c.alpn_protocols = vec![alpn.to_vec()];
+        c
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.root.clone()).unwrap();
+        roots
     }
 }
 
@@ -180,6 +209,7 @@ async fn answer(
         }
         _ => {
             let method = req.method().to_string();
+            let xfcc = req.headers().get("x-forwarded-client-cert").cloned();
             let te = req
                 .headers()
                 .get("transfer-encoding")
@@ -189,6 +219,9 @@ async fn answer(
                 .insert("x-method", method.parse().unwrap());
             rsp.headers_mut()
                 .insert("x-transfer-encoding", te.parse().unwrap());
+            if let Some(xfcc) = xfcc {
+                rsp.headers_mut().insert("x-seen-xfcc", xfcc);
+            }
             rsp
         }
     }
@@ -219,25 +252,29 @@ pub struct H3Client {
 
 impl H3Client {
     pub async fn connect(pki: &Pki, addr: SocketAddr) -> Self {
-        let tls = pki.client_tls(b"h3");
+        Self::try_connect(pki.client_tls(b"h3"), addr)
+            .await
+            .unwrap()
+    }
+
+    /// Connects with `tls` (its ALPN must be `h3`); fails when the handshake does.
+    pub async fn try_connect(tls: rustls::ClientConfig, addr: SocketAddr) -> anyhow::Result<Self> {
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let conn = endpoint.connect(addr, HOST).unwrap().await.unwrap();
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
-            .await
-            .unwrap();
+        let conn = endpoint.connect(addr, HOST)?.await?;
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn)).await?;
         let (tx, closed) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
             let e = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
             let _ = tx.send(e.to_string());
         });
-        Self {
+        Ok(Self {
             send,
             closed,
             _driver: AbortOnDrop(task),
             _endpoint: endpoint,
-        }
+        })
     }
 
     /// Sends `method path` with `body` (none: the head ends the stream) and returns the
