@@ -11,13 +11,16 @@ mod http3_common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use jalin_tests::AbortOnDrop;
 
-use http3_common::{H3Client, HANG, HOST, Pki, Seen, Upstream, metrics, proxy};
+use http3_common::{
+    H3Client, HANG, HOST, Pki, Seen, Upstream, await_goaway, hold, metrics, proxy,
+    release_and_finish,
+};
 
 #[tokio::test]
 async fn get_and_post_with_a_large_body_and_grpc_trailers() {
@@ -77,13 +80,8 @@ async fn many_streams_on_one_connection_and_a_reset_disturbs_none() {
     let client = H3Client::connect(&pki, proxy.addr("gw")).await;
 
     // A held request, then reset by the client.
+    let mut held = hold(&client, &mut upstream).await;
     let mut send = client.send.clone();
-    let req = Request::get(format!("https://{HOST}/hold"))
-        .body(())
-        .unwrap();
-    let mut held = send.send_request(req).await.unwrap();
-    held.finish().await.unwrap();
-    assert!(matches!(upstream.next().await, Seen::Held));
     held.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
     held.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
     drop(held);
@@ -132,53 +130,13 @@ async fn drain_sends_goaway_and_in_flight_requests_finish() {
     let proxy = proxy(&pki, upstream.addr).await;
     let mut client = H3Client::connect(&pki, proxy.addr("gw")).await;
 
-    let mut send = client.send.clone();
-    let req = Request::get(format!("https://{HOST}/hold"))
-        .body(())
-        .unwrap();
-    let mut held = send.send_request(req).await.unwrap();
-    held.finish().await.unwrap();
-    assert!(matches!(upstream.next().await, Seen::Held));
-
+    let held = hold(&client, &mut upstream).await;
     let handle = proxy.handle.clone();
     let drained = tokio::spawn(async move { handle.shutdown(HANG).await });
 
-    // GOAWAY: the client refuses new requests on this connection once it has it. Each probe is
-    // either refused locally (GOAWAY seen) or sent and rejected or answered by the server.
-    let goaway = tokio::time::timeout(HANG, async {
-        loop {
-            let probe = Request::get(format!("https://{HOST}/echo"))
-                .body(())
-                .unwrap();
-            match send.send_request(probe).await {
-                Err(e) => break e,
-                Ok(mut s) => {
-                    let _ = s.finish().await;
-                    let _ = s.recv_response().await;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        goaway.to_string().to_lowercase().contains("clos"),
-        "{goaway}"
-    );
-
-    // The in-flight request still completes.
-    upstream.release.notify_one();
-    let rsp = tokio::time::timeout(HANG, held.recv_response())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rsp.status(), StatusCode::OK);
-    let mut data = BytesMut::new();
-    while let Some(mut c) = held.recv_data().await.unwrap() {
-        data.extend_from_slice(&c.copy_to_bytes(c.remaining()));
-    }
-    assert_eq!(&data[..], b"held");
-    drop(held);
+    // GOAWAY reaches the client, and the in-flight request still completes.
+    await_goaway(&client).await;
+    release_and_finish(&upstream, held).await;
 
     // Then the proxy finishes draining and the connection is closed.
     tokio::time::timeout(HANG, drained).await.unwrap().unwrap();

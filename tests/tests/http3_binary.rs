@@ -10,14 +10,16 @@ mod http3_common;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
-use bytes::{Buf, Bytes, BytesMut};
-use http::{Request, StatusCode};
+use bytes::Bytes;
+use http::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use http3_common::{H3Client, HANG, HOST, Pki, Seen, Upstream, proxy_yaml};
+use http3_common::{
+    H3Client, HANG, Pki, Upstream, await_goaway, hold, proxy_yaml, release_and_finish,
+};
 
 fn message(line: &Value) -> &str {
     line["fields"]["message"].as_str().unwrap_or_default()
@@ -93,13 +95,7 @@ async fn the_binary_serves_http3_and_drains_it_on_sigterm() {
     assert!(body == big, "the 1 MiB body came back altered");
 
     // One request held by the upstream, then SIGTERM.
-    let mut send = client.send.clone();
-    let req = Request::get(format!("https://{HOST}/hold"))
-        .body(())
-        .unwrap();
-    let mut held = send.send_request(req).await.unwrap();
-    held.finish().await.unwrap();
-    assert!(matches!(upstream.next().await, Seen::Held));
+    let held = hold(&client, &mut upstream).await;
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -108,41 +104,9 @@ async fn the_binary_serves_http3_and_drains_it_on_sigterm() {
     assert!(killed.success());
     line(&mut lines, |l| message(l) == "draining").await;
 
-    // GOAWAY reaches the client: it refuses new requests on the connection.
-    let goaway = tokio::time::timeout(HANG, async {
-        loop {
-            let probe = Request::get(format!("https://{HOST}/echo"))
-                .body(())
-                .unwrap();
-            match send.send_request(probe).await {
-                Err(e) => break e,
-                Ok(mut s) => {
-                    let _ = s.finish().await;
-                    let _ = s.recv_response().await;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        goaway.to_string().to_lowercase().contains("clos"),
-        "{goaway}"
-    );
-
-    // The held request completes, then the process exits cleanly.
-    upstream.release.notify_one();
-    let rsp = tokio::time::timeout(HANG, held.recv_response())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(rsp.status(), StatusCode::OK);
-    let mut data = BytesMut::new();
-    while let Some(mut c) = held.recv_data().await.unwrap() {
-        data.extend_from_slice(&c.copy_to_bytes(c.remaining()));
-    }
-    assert_eq!(&data[..], b"held");
-    drop(held);
+    // GOAWAY reaches the client; the held request completes, then the process exits cleanly.
+    await_goaway(&client).await;
+    release_and_finish(&upstream, held).await;
     let status = tokio::time::timeout(HANG, child.wait())
         .await
         .expect("hung waiting for the proxy to exit")

@@ -56,8 +56,13 @@ async fn the_quic_config_offers_h3_alone() {
         let incoming = endpoint.accept().await.unwrap();
         incoming.accept().unwrap().await.map(|_| ())
     });
-    let client_side = c.connect(addr, "gw.example.gov").unwrap().await;
-    assert!(client_side.is_err(), "a client without h3 was accepted");
+    let refused = c
+        .connect(addr, "gw.example.gov")
+        .unwrap()
+        .await
+        .expect_err("a client without h3 was accepted");
+    // TLS alert 120, no_application_protocol: refused for ALPN, not for the certificate.
+    assert!(refused.to_string().contains("error 120"), "{refused}");
     assert!(server.await.unwrap().is_err());
 }
 

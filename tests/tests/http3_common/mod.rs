@@ -325,3 +325,59 @@ pub async fn metrics(proxy: &TestProxy) -> String {
         .unwrap();
     String::from_utf8(body.to_vec()).unwrap()
 }
+
+/// A client request stream.
+pub type ClientStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// Sends `GET /hold` on `client` and returns its stream once the upstream holds it.
+pub async fn hold(client: &H3Client, upstream: &mut Upstream) -> ClientStream {
+    let mut send = client.send.clone();
+    let req = Request::get(format!("https://{HOST}/hold"))
+        .body(())
+        .unwrap();
+    let mut held = send.send_request(req).await.unwrap();
+    held.finish().await.unwrap();
+    assert!(matches!(upstream.next().await, Seen::Held));
+    held
+}
+
+/// Waits until the client has the server's GOAWAY, which makes it refuse new requests on the
+/// connection. Each probe before that is sent and then rejected or answered by the server.
+pub async fn await_goaway(client: &H3Client) {
+    let mut send = client.send.clone();
+    let refused = tokio::time::timeout(HANG, async {
+        loop {
+            let probe = Request::get(format!("https://{HOST}/echo"))
+                .body(())
+                .unwrap();
+            match send.send_request(probe).await {
+                Err(e) => break e,
+                Ok(mut s) => {
+                    let _ = s.finish().await;
+                    let _ = s.recv_response().await;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        refused.to_string().to_lowercase().contains("clos"),
+        "{refused}"
+    );
+}
+
+/// Releases the held request and checks that its whole response arrives.
+pub async fn release_and_finish(upstream: &Upstream, mut held: ClientStream) {
+    upstream.release.notify_one();
+    let rsp = tokio::time::timeout(HANG, held.recv_response())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rsp.status(), http::StatusCode::OK);
+    let mut data = BytesMut::new();
+    while let Some(mut c) = held.recv_data().await.unwrap() {
+        data.extend_from_slice(&c.copy_to_bytes(c.remaining()));
+    }
+    assert_eq!(&data[..], b"held");
+}
