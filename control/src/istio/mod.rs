@@ -5,6 +5,7 @@ pub mod compat;
 pub mod convert;
 pub mod destination_rule;
 pub mod diag;
+pub mod gateway;
 pub mod parse;
 pub mod routes;
 pub mod security;

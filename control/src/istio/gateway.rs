@@ -1,0 +1,261 @@
+//! Istio Gateway binding: which VirtualServices apply at which Gateway, and with which hosts.
+//!
+//! Semantics (Istio `networking.v1.Gateway` and `VirtualService.gateways`/`hosts`):
+//! - a VirtualService applies at the Gateways its `spec.gateways` names (`namespace/name`, short
+//!   names resolved in the VirtualService's namespace, done in [`super::routes`]);
+//! - at a Gateway, each of its hosts is kept when it intersects a host of one of the Gateway's
+//!   servers: a server host is `namespace/dnsName` (no namespace part: `*/`; `.`: the Gateway's
+//!   namespace) and selects VirtualServices of that namespace; the dnsName is `*`, `*.suffix` or
+//!   exact. Where one side is a wildcard that covers the other, the narrower host is kept (a
+//!   VirtualService host `*` at a server `api.gov.example` serves `api.gov.example`), as Istio's
+//!   gateway host intersection does;
+//! - hosts that match no server are dropped at that Gateway, with a warning on `spec.hosts[j]`; a
+//!   Gateway that does not exist is a warning on `spec.gateways[i]` (Istio analyzer IST0101);
+//! - `httpsRedirect: true` on a server answers that server's port with a 301 to `https`, for the
+//!   hosts it serves: the binding carries those ports so the route table sent to the gateway
+//!   starts with a redirect route matching them.
+//!
+//! Pure: no I/O; the translation and the importer both call [`bind`].
+
+use std::collections::BTreeMap;
+
+use super::convert::NativeConfig;
+use super::diag::{Finding, Severity};
+use super::routes::MESH_GATEWAY;
+use super::service::GatewaySpec;
+
+/// One VirtualService as it applies at one Gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayBinding {
+    /// The Gateway, `namespace/name`.
+    pub gateway: String,
+    /// The VirtualService, `namespace/name` (an index into [`NativeConfig::routes`] by key).
+    pub route: String,
+    /// Its hosts that the Gateway's servers serve, narrowed as Istio does, in order.
+    pub hosts: Vec<String>,
+    /// Ports of servers with `tls.httpsRedirect: true` that serve one of `hosts`.
+    pub https_redirect_ports: Vec<u16>,
+}
+
+/// Every binding of VirtualServices to Gateways, and what was dropped.
+#[derive(Debug, Default)]
+pub struct Bindings {
+    pub bindings: Vec<GatewayBinding>,
+    /// Warnings about missing Gateways and hosts no server serves.
+    pub findings: Vec<Finding>,
+}
+
+/// The `(namespace, dnsName)` of a server host.
+fn split_server_host<'a>(host: &'a str, gateway_ns: &'a str) -> (&'a str, &'a str) {
+    match host.split_once('/') {
+        Some((".", dns)) => (gateway_ns, dns),
+        Some((ns, dns)) => (ns, dns),
+        None => ("*", host),
+    }
+}
+
+/// True when the host pattern `pattern` (`*`, `*.suffix` or exact) covers `host` (which may
+/// itself be a wildcard: `*.a.example` is covered by `*.example`).
+pub fn covers(pattern: &str, host: &str) -> bool {
+    if pattern == "*" || pattern == host {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.ends_with(suffix) && host.len() > suffix.len(),
+        None => false,
+    }
+}
+
+/// The host a VirtualService of `vs_ns` serves through the server host `server_host` of a Gateway
+/// of `gateway_ns`: the narrower of the two when one covers the other, else none.
+pub fn server_host_match(
+    server_host: &str,
+    gateway_ns: &str,
+    vs_ns: &str,
+    vs_host: &str,
+) -> Option<String> {
+    let (ns, dns) = split_server_host(server_host, gateway_ns);
+    if ns != "*" && ns != vs_ns {
+        return None;
+    }
+    if covers(dns, vs_host) {
+        Some(vs_host.to_owned())
+    } else if covers(vs_host, dns) {
+        Some(dns.to_owned())
+    } else {
+        None
+    }
+}
+
+/// The hosts of a VirtualService of `vs_ns` that a Gateway serves (each host's matches, in the
+/// order of the VirtualService's hosts, without repeats), and the httpsRedirect ports involved.
+/// `None` at index `j` means host `j` matched no server.
+fn serve(
+    gateway: &GatewaySpec,
+    gateway_ns: &str,
+    vs_ns: &str,
+    hosts: &[String],
+) -> (Vec<Vec<String>>, Vec<u16>) {
+    let mut redirect = Vec::new();
+    let per_host = hosts
+        .iter()
+        .map(|h| {
+            let mut out: Vec<String> = Vec::new();
+            for s in &gateway.servers {
+                let matched: Vec<String> = s
+                    .hosts
+                    .iter()
+                    .filter_map(|sh| server_host_match(sh, gateway_ns, vs_ns, h))
+                    .collect();
+                if matched.is_empty() {
+                    continue;
+                }
+                if s.tls.as_ref().and_then(|t| t.https_redirect) == Some(true)
+                    && let Some(port) = s.port.as_ref().and_then(|p| u16::try_from(p.number).ok())
+                    && !redirect.contains(&port)
+                {
+                    redirect.push(port);
+                }
+                for m in matched {
+                    if !out.contains(&m) {
+                        out.push(m);
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    (per_host, redirect)
+}
+
+/// Binds every VirtualService of `native` to the Gateways it names. `qualify` turns a
+/// VirtualService host into the form the proxies match (short names fully qualified).
+pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bindings {
+    let gateways: BTreeMap<String, &super::convert::Kept<GatewaySpec>> = native
+        .gateways
+        .iter()
+        .map(|g| (g.meta.key(), g))
+        .collect();
+    let mut out = Bindings::default();
+    for bound in &native.routes {
+        let meta = &bound.table.meta;
+        let vs_ns = meta.namespace.as_str();
+        let hosts: Vec<String> = bound
+            .table
+            .hosts
+            .iter()
+            .map(|h| qualify(h, vs_ns))
+            .collect();
+        for (i, name) in bound.gateways.iter().enumerate() {
+            if name == MESH_GATEWAY {
+                continue;
+            }
+            let Some(gw) = gateways.get(name) else {
+                let known: Vec<&str> = gateways.keys().map(String::as_str).collect();
+                out.findings.push(native.finding(
+                    "VirtualService",
+                    meta,
+                    Severity::Warning,
+                    &format!("spec.gateways[{i}]"),
+                    format!(
+                        "Gateway `{name}` not found (Istio IST0101): this VirtualService is served at no gateway for it; define the Gateway `{name}` (metadata.namespace `{}`, metadata.name `{}`) or name an existing one ({}); a short name means the VirtualService's namespace",
+                        name.split('/').next().unwrap_or_default(),
+                        name.rsplit('/').next().unwrap_or_default(),
+                        if known.is_empty() { "none are defined".to_owned() } else { known.join(", ") },
+                    ),
+                ));
+                continue;
+            };
+            let (per_host, redirect) = serve(&gw.spec, &gw.meta.namespace, vs_ns, &hosts);
+            let server_hosts: Vec<&str> = gw
+                .spec
+                .servers
+                .iter()
+                .flat_map(|s| s.hosts.iter().map(String::as_str))
+                .collect();
+            let mut kept: Vec<String> = Vec::new();
+            for (j, served) in per_host.into_iter().enumerate() {
+                if served.is_empty() {
+                    out.findings.push(native.finding(
+                        "VirtualService",
+                        meta,
+                        Severity::Warning,
+                        &format!("spec.hosts[{j}]"),
+                        format!(
+                            "host `{}` matches no server host of Gateway `{name}` ({}), so it is dropped there; add it to a server's `hosts` (for a VirtualService of namespace `{vs_ns}`: `{vs_ns}/<host>`, `*/<host>` or `<host>`) or remove it",
+                            hosts[j],
+                            server_hosts.join(", "),
+                        ),
+                    ));
+                }
+                for h in served {
+                    if !kept.contains(&h) {
+                        kept.push(h);
+                    }
+                }
+            }
+            if !kept.is_empty() {
+                out.bindings.push(GatewayBinding {
+                    gateway: name.clone(),
+                    route: meta.key(),
+                    hosts: kept,
+                    https_redirect_ports: redirect,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_hosts_select_by_namespace_and_narrow_wildcards() {
+        // No namespace part: any namespace.
+        assert_eq!(
+            server_host_match("api.gov.example", "gw", "a", "api.gov.example").as_deref(),
+            Some("api.gov.example")
+        );
+        assert_eq!(
+            server_host_match("a/api.gov.example", "gw", "b", "api.gov.example"),
+            None
+        );
+        assert_eq!(
+            server_host_match("./api.gov.example", "gw", "gw", "api.gov.example").as_deref(),
+            Some("api.gov.example")
+        );
+        assert_eq!(
+            server_host_match("./api.gov.example", "gw", "a", "api.gov.example"),
+            None
+        );
+        assert_eq!(
+            server_host_match("*/*.gov.example", "gw", "a", "api.gov.example").as_deref(),
+            Some("api.gov.example")
+        );
+        // The VirtualService's wildcard narrows to the server's host.
+        assert_eq!(
+            server_host_match("api.gov.example", "gw", "a", "*").as_deref(),
+            Some("api.gov.example")
+        );
+        assert_eq!(
+            server_host_match("api.gov.example", "gw", "a", "*.gov.example").as_deref(),
+            Some("api.gov.example")
+        );
+        assert_eq!(
+            server_host_match("*.gov.example", "gw", "a", "*.x.gov.example").as_deref(),
+            Some("*.x.gov.example")
+        );
+        assert_eq!(
+            server_host_match("*.gov.example", "gw", "a", "gov.example"),
+            None
+        );
+        assert_eq!(
+            server_host_match("api.gov.example", "gw", "a", "web.gov.example"),
+            None
+        );
+        assert!(covers("*", "anything"));
+        assert!(!covers("*.example", ".example"));
+    }
+}
