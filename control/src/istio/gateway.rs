@@ -131,11 +131,8 @@ fn serve(
 /// Binds every VirtualService of `native` to the Gateways it names. `qualify` turns a
 /// VirtualService host into the form the proxies match (short names fully qualified).
 pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bindings {
-    let gateways: BTreeMap<String, &super::convert::Kept<GatewaySpec>> = native
-        .gateways
-        .iter()
-        .map(|g| (g.meta.key(), g))
-        .collect();
+    let gateways: BTreeMap<String, &super::convert::Kept<GatewaySpec>> =
+        native.gateways.iter().map(|g| (g.meta.key(), g)).collect();
     let mut out = Bindings::default();
     for bound in &native.routes {
         let meta = &bound.table.meta;

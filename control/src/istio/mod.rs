@@ -6,6 +6,7 @@ pub mod convert;
 pub mod destination_rule;
 pub mod diag;
 pub mod gateway;
+pub mod gateway_servers;
 pub mod parse;
 pub mod routes;
 pub mod security;

@@ -87,7 +87,12 @@ pub fn translate(
         };
         let table = at_gateway(qualified(&bound.table, domain), b);
         let name = gateway_route_name(&b.route, &b.gateway);
-        out.push(translated(&name, table, Some(b.gateway.clone()), service_ns)?);
+        out.push(translated(
+            &name,
+            table,
+            Some(b.gateway.clone()),
+            service_ns,
+        )?);
     }
     Ok(out)
 }
