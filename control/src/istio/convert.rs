@@ -122,6 +122,14 @@ pub(crate) fn selector(s: Option<&sec::WorkloadSelector>) -> Option<WorkloadSele
 /// VirtualServices' references to Gateways that do not exist and hosts no server of their
 /// Gateway serves ([`super::gateway::bind`], short hosts qualified under `cluster.local`).
 pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeConfig {
+    let out = convert_only(resources, findings);
+    let qualify = |h: &str, ns: &str| crate::lint::fqdn(h, ns);
+    findings.extend(super::gateway::bind(&out, &qualify).findings);
+    out
+}
+
+/// As [`convert`], without the findings about Gateway bindings.
+pub fn convert_only(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeConfig {
     let mut out = NativeConfig::default();
     for r in resources {
         out.locators.insert(r.id(), Arc::new(r.locator.clone()));
@@ -162,8 +170,6 @@ pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeCon
             }),
         }
     }
-    let qualify = |h: &str, ns: &str| crate::lint::fqdn(h, ns);
-    findings.extend(super::gateway::bind(&out, &qualify).findings);
     out
 }
 

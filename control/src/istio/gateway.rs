@@ -155,7 +155,7 @@ pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bi
                     Severity::Warning,
                     &format!("spec.gateways[{i}]"),
                     format!(
-                        "Gateway `{name}` not found (Istio IST0101): this VirtualService is served at no gateway for it; define the Gateway `{name}` (metadata.namespace `{}`, metadata.name `{}`) or name an existing one ({}); a short name means the VirtualService's namespace",
+                        "Gateway `{name}` not found (Istio IST0101), so no gateway serves these routes for it; define a Gateway with metadata.namespace `{}` and metadata.name `{}`, or name an existing one ({}); a name without `namespace/` means the VirtualService's namespace",
                         name.split('/').next().unwrap_or_default(),
                         name.rsplit('/').next().unwrap_or_default(),
                         if known.is_empty() { "none are defined".to_owned() } else { known.join(", ") },
@@ -202,6 +202,47 @@ pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bi
         }
     }
     out
+}
+
+/// One line per Gateway saying which workloads it selects and what it serves, for the import
+/// report: `gateway ns/name (file:line) selects k=v: serves VirtualService ns/name for hosts`.
+pub fn summary(native: &NativeConfig, bound: &Bindings) -> Vec<String> {
+    native
+        .gateways
+        .iter()
+        .map(|g| {
+            let key = g.meta.key();
+            let at = g
+                .meta
+                .source
+                .as_ref()
+                .map(|s| format!(" ({}:{})", s.file, s.line))
+                .unwrap_or_default();
+            let selects = if g.spec.selector.is_empty() {
+                "no selector, so no proxy".to_owned()
+            } else {
+                let labels: Vec<String> = g
+                    .spec
+                    .selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!("proxies labelled {}", labels.join(","))
+            };
+            let served: Vec<String> = bound
+                .bindings
+                .iter()
+                .filter(|b| b.gateway == key)
+                .map(|b| format!("VirtualService {} for {}", b.route, b.hosts.join(", ")))
+                .collect();
+            let serves = if served.is_empty() {
+                "no VirtualService is bound to it".to_owned()
+            } else {
+                format!("serves {}", served.join("; "))
+            };
+            format!("gateway {key}{at} selects {selects}: {serves}")
+        })
+        .collect()
 }
 
 #[cfg(test)]
