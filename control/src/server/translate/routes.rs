@@ -79,7 +79,7 @@ pub fn translate(
         }
         let table = qualified(&bound.table, domain);
         let key = table.meta.key();
-        out.push(translated(&key, table, None, service_ns)?);
+        out.push(translated(&key, &table, None, service_ns)?);
     }
     for b in &bindings.bindings {
         let Some(bound) = by_key.get(&b.route) else {
@@ -89,7 +89,7 @@ pub fn translate(
         let name = gateway_route_name(&b.route, &b.gateway);
         out.push(translated(
             &name,
-            table,
+            &table,
             Some(b.gateway.clone()),
             service_ns,
         )?);
@@ -140,7 +140,7 @@ fn at_gateway(mut table: RouteTable, b: &GatewayBinding) -> RouteTable {
 
 fn translated(
     name: &str,
-    table: RouteTable,
+    table: &RouteTable,
     gateway: Option<String>,
     service_ns: &HashMap<&str, &str>,
 ) -> Result<TranslatedRoute, ResourceError> {
@@ -166,7 +166,7 @@ fn translated(
         })
         .collect();
     Ok(TranslatedRoute {
-        resource: encode(Kind::Route, name, &table)?,
+        resource: encode(Kind::Route, name, table)?,
         scope: RouteScope {
             hosts,
             destinations,
