@@ -51,7 +51,8 @@ pub struct BootstrapArgs {
     /// The gateway workload's namespace (default: the Gateway's).
     #[arg(long)]
     pub namespace: Option<String>,
-    /// The gateway workload's service account (default: the Gateway's name).
+    /// The gateway workload's service account (default: the Gateway's name); with the namespace,
+    /// it must be the SPIFFE ID of `--cert`, which the control plane checks.
     #[arg(long)]
     pub service_account: Option<String>,
     /// The workload certificate chain (PEM), as `jalin ca issue` writes it.

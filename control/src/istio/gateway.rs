@@ -251,48 +251,54 @@ mod tests {
 
     #[test]
     fn server_hosts_select_by_namespace_and_narrow_wildcards() {
-        // No namespace part: any namespace.
-        assert_eq!(
-            server_host_match("api.gov.example", "gw", "a", "api.gov.example").as_deref(),
-            Some("api.gov.example")
-        );
-        assert_eq!(
-            server_host_match("a/api.gov.example", "gw", "b", "api.gov.example"),
-            None
-        );
-        assert_eq!(
-            server_host_match("./api.gov.example", "gw", "gw", "api.gov.example").as_deref(),
-            Some("api.gov.example")
-        );
-        assert_eq!(
-            server_host_match("./api.gov.example", "gw", "a", "api.gov.example"),
-            None
-        );
-        assert_eq!(
-            server_host_match("*/*.gov.example", "gw", "a", "api.gov.example").as_deref(),
-            Some("api.gov.example")
-        );
-        // The VirtualService's wildcard narrows to the server's host.
-        assert_eq!(
-            server_host_match("api.gov.example", "gw", "a", "*").as_deref(),
-            Some("api.gov.example")
-        );
-        assert_eq!(
-            server_host_match("api.gov.example", "gw", "a", "*.gov.example").as_deref(),
-            Some("api.gov.example")
-        );
-        assert_eq!(
-            server_host_match("*.gov.example", "gw", "a", "*.x.gov.example").as_deref(),
-            Some("*.x.gov.example")
-        );
-        assert_eq!(
-            server_host_match("*.gov.example", "gw", "a", "gov.example"),
-            None
-        );
-        assert_eq!(
-            server_host_match("api.gov.example", "gw", "a", "web.gov.example"),
-            None
-        );
+        // (server host, VirtualService namespace, VirtualService host, served host); the
+        // Gateway is in namespace `gw`.
+        let cases = [
+            // No namespace part: any namespace.
+            (
+                "api.gov.example",
+                "a",
+                "api.gov.example",
+                Some("api.gov.example"),
+            ),
+            ("a/api.gov.example", "b", "api.gov.example", None),
+            (
+                "./api.gov.example",
+                "gw",
+                "api.gov.example",
+                Some("api.gov.example"),
+            ),
+            ("./api.gov.example", "a", "api.gov.example", None),
+            (
+                "*/*.gov.example",
+                "a",
+                "api.gov.example",
+                Some("api.gov.example"),
+            ),
+            // The VirtualService's wildcard narrows to the server's host.
+            ("api.gov.example", "a", "*", Some("api.gov.example")),
+            (
+                "api.gov.example",
+                "a",
+                "*.gov.example",
+                Some("api.gov.example"),
+            ),
+            (
+                "*.gov.example",
+                "a",
+                "*.x.gov.example",
+                Some("*.x.gov.example"),
+            ),
+            ("*.gov.example", "a", "gov.example", None),
+            ("api.gov.example", "a", "web.gov.example", None),
+        ];
+        for (server, ns, host, want) in cases {
+            assert_eq!(
+                server_host_match(server, "gw", ns, host).as_deref(),
+                want,
+                "{server} / {ns} {host}"
+            );
+        }
         assert!(covers("*", "anything"));
         assert!(!covers("*.example", ".example"));
     }

@@ -174,3 +174,57 @@ fn translated(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::ServiceRegistry;
+    use crate::server::translate::{Settings, translate as translate_all};
+
+    const CONFIG: &str = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: edge}
+spec:
+  selector: {istio: ingress}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [\"*.gov.example\"]
+    tls: {mode: SIMPLE, serverCertificate: /c.pem, privateKey: /k.pem}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: a}
+spec:
+  hosts:
+  - api.gov.example
+  - intranet.corp
+  gateways: [edge/ingress, edge/missing]
+  http:
+  - route:
+    - destination: {host: svc}
+";
+
+    #[test]
+    fn the_translation_warns_with_file_line_and_path_and_names_tables_per_gateway() {
+        let mut loaded = crate::istio::Loaded::default();
+        crate::istio::load_str("gw.yaml", CONFIG, &mut loaded);
+        assert!(!loaded.has_errors(), "{:?}", loaded.findings);
+        let native = crate::istio::convert::convert_only(&loaded.resources, &mut Vec::new());
+        let settings = Settings {
+            root_namespace: "istio-system".into(),
+            cluster_domain: "example.internal".into(),
+        };
+        let out = translate_all(&native, &ServiceRegistry::default(), None, &settings).unwrap();
+        assert_eq!(out.warnings.len(), 2, "{:#?}", out.warnings);
+        assert!(out.warnings[0].starts_with("warning: gw.yaml:17: VirtualService/a/api: spec.hosts[1]: host `intranet.corp` matches no server host of Gateway `edge/ingress`"), "{}", out.warnings[0]);
+        assert!(out.warnings[1].starts_with("warning: gw.yaml:18: VirtualService/a/api: spec.gateways[1]: Gateway `edge/missing` not found (Istio IST0101)"), "{}", out.warnings[1]);
+        // Gateway-only: no sidecar table; one table at the existing Gateway.
+        let routes = out.snapshot.type_set(Kind::Route.type_url()).unwrap();
+        let names: Vec<&str> = routes.resources.keys().map(|k| &**k).collect();
+        assert_eq!(names, ["a/api@edge/ingress"]);
+        let scope = &out.index.routes[0];
+        assert_eq!(scope.gateway.as_deref(), Some("edge/ingress"));
+        assert_eq!(scope.destinations, ["svc.a.svc.example.internal"]);
+        assert_eq!(out.index.gateways[0].gateway, "edge/ingress");
+    }
+}
