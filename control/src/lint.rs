@@ -94,19 +94,14 @@ pub fn lint(loaded: &Loaded, extra_workloads: &[Workload]) -> Vec<Finding> {
 }
 
 /// VirtualServices naming a Gateway that does not exist (`lint/gateway-not-found`, Istio's
-/// IST0101) and hosts no server of their Gateway serves (`lint/host-not-on-gateway`).
+/// IST0101), hosts no server of their Gateway serves (`lint/host-not-on-gateway`) and Gateways
+/// without a selector (`lint/gateway-selects-nothing`).
 fn gateway_bindings(loaded: &Loaded, out: &mut Vec<Finding>) {
     let mut ignored = Vec::new();
     let native = crate::istio::convert::convert_only(&loaded.resources, &mut ignored);
     let bound = crate::istio::gateway::bind(&native, &|h: &str, ns: &str| fqdn(h, ns));
     out.extend(bound.findings.into_iter().map(|mut f| {
-        let code = if f.path.starts_with("spec.gateways") {
-            "lint/gateway-not-found"
-        } else {
-            "lint/host-not-on-gateway"
-        };
         f.severity = Severity::Lint;
-        f.code = Some(code.into());
         f
     }));
 }

@@ -345,4 +345,46 @@ fn hosts_no_server_serves_are_warnings_on_the_host() {
     let w: Vec<String> = findings.iter().map(ToString::to_string).collect();
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("gw.yaml:34: VirtualService/edge/api: spec.hosts[1]: host `intranet.corp.example` matches no server host of Gateway `edge/ingress` (*.gov.example, api.gov.example, partners.gov.example), so it is dropped there"), "{}", w[0]);
+    assert_eq!(
+        findings[0].code.as_deref(),
+        Some("lint/host-not-on-gateway")
+    );
+    // The bootstrap says so too, and what the gateway serves instead.
+    let out = bootstrap(
+        &args("edge/ingress", vec![tmp.path().to_path_buf()]),
+        &loaded,
+    )
+    .unwrap();
+    let notes: Vec<String> = out.notes.iter().map(ToString::to_string).collect();
+    assert_eq!(notes, w);
+    assert_eq!(
+        out.served,
+        ["gateway edge/ingress: serves VirtualService edge/api for api.gov.example"]
+    );
+}
+
+#[test]
+fn a_gateway_without_selector_is_a_warning_and_is_not_rendered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("gw.yaml");
+    std::fs::write(
+        &file,
+        SERVERS.replace("  selector:\n    istio: ingress\n", ""),
+    )
+    .unwrap();
+    let loaded = load_paths(std::slice::from_ref(&file));
+    let lint = jalin_control::lint::lint(&loaded, &[]);
+    assert_eq!(lint.len(), 1, "{lint:?}");
+    assert_eq!(
+        lint[0].code.as_deref(),
+        Some("lint/gateway-selects-nothing")
+    );
+    assert_eq!((lint[0].line, lint[0].path.as_str()), (6, "spec.selector"));
+    let errors = bootstrap(&args("edge/ingress", vec![file]), &loaded).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("a Gateway without `selector` selects no jalin proxy")
+    );
 }

@@ -123,15 +123,10 @@ pub fn bootstrap(args: &BootstrapArgs, loaded: &Loaded) -> Result<Bootstrap, Vec
     let Spec::Gateway(spec) = &gateway.spec else {
         return Err(Vec::new());
     };
-    let mut findings = Vec::new();
-    let native = convert::convert(&loaded.resources, &mut findings);
-    notes.extend(
-        findings
-            .into_iter()
-            .filter(|f| f.severity == Severity::Warning),
-    );
-    let (served, none) = served_routes(&native, gateway);
-    notes.extend(none);
+    let mut findings = Vec::new(); // Load-time findings are reported by `jalin validate`.
+    let native = convert::convert_only(&loaded.resources, &mut findings);
+    let (served, dropped) = served_routes(&native, gateway);
+    notes.extend(dropped);
     let namespace = args
         .namespace
         .clone()
@@ -201,12 +196,13 @@ fn find<'a>(loaded: &'a Loaded, key: &str) -> Result<&'a Resource, Vec<Finding>>
         })
 }
 
-/// What the Gateway gets: one line per VirtualService bound to it, with its hosts there; a
-/// warning when none is.
+/// What the Gateway gets: one line per VirtualService bound to it, with its hosts there; and
+/// the warnings about it (hosts dropped, VirtualServices naming it that it does not serve), or
+/// a warning that no VirtualService is bound to it.
 fn served_routes(
     native: &crate::istio::convert::NativeConfig,
     gateway: &Resource,
-) -> (Vec<String>, Option<Finding>) {
+) -> (Vec<String>, Vec<Finding>) {
     let key = format!("{}/{}", gateway.namespace, gateway.name);
     let bindings =
         crate::istio::gateway::bind(native, &|h: &str, ns: &str| crate::lint::fqdn(h, ns));
@@ -222,8 +218,14 @@ fn served_routes(
             )
         })
         .collect();
-    let none = lines.is_empty().then(|| {
-        gateway.finding(Severity::Warning, "spec.servers", format!("no VirtualService names this Gateway in `spec.gateways` (as `{key}`, or by its short name from namespace `{}`), so it answers every request 404; bind one", gateway.namespace))
-    });
-    (lines, none)
+    let named = format!("Gateway `{key}`");
+    let mut notes: Vec<Finding> = bindings
+        .findings
+        .into_iter()
+        .filter(|f| f.message.contains(&named))
+        .collect();
+    if lines.is_empty() {
+        notes.push(gateway.finding(Severity::Warning, "spec.servers", format!("no VirtualService names this Gateway in `spec.gateways` (as `{key}`, or by its short name from namespace `{}`), so it answers every request 404; bind one", gateway.namespace)));
+    }
+    (lines, notes)
 }

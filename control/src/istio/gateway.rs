@@ -24,6 +24,13 @@ use super::diag::{Finding, Severity};
 use super::routes::MESH_GATEWAY;
 use super::service::GatewaySpec;
 
+/// Finding code: a VirtualService names a Gateway that does not exist (Istio IST0101).
+pub const CODE_GATEWAY_NOT_FOUND: &str = "lint/gateway-not-found";
+/// Finding code: a VirtualService host that no server of its Gateway serves.
+pub const CODE_HOST_NOT_ON_GATEWAY: &str = "lint/host-not-on-gateway";
+/// Finding code: a Gateway without `selector`.
+pub const CODE_SELECTS_NOTHING: &str = "lint/gateway-selects-nothing";
+
 /// One VirtualService as it applies at one Gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayBinding {
@@ -134,6 +141,19 @@ pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bi
     let gateways: BTreeMap<String, &super::convert::Kept<GatewaySpec>> =
         native.gateways.iter().map(|g| (g.meta.key(), g)).collect();
     let mut out = Bindings::default();
+    for g in &native.gateways {
+        if g.spec.selector.is_empty() {
+            let mut f = native.finding(
+                "Gateway",
+                &g.meta,
+                Severity::Warning,
+                "spec.selector",
+                "no `selector`: this Gateway selects no jalin proxy (a proxy is a gateway when its labels match a Gateway's selector), so nothing serves its routes; set the gateway workload's labels, for example `istio: ingressgateway`",
+            );
+            f.code = Some(CODE_SELECTS_NOTHING.into());
+            out.findings.push(f);
+        }
+    }
     for bound in &native.routes {
         let meta = &bound.table.meta;
         let vs_ns = meta.namespace.as_str();
@@ -149,7 +169,7 @@ pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bi
             }
             let Some(gw) = gateways.get(name) else {
                 let known: Vec<&str> = gateways.keys().map(String::as_str).collect();
-                out.findings.push(native.finding(
+                let mut f = native.finding(
                     "VirtualService",
                     meta,
                     Severity::Warning,
@@ -160,7 +180,9 @@ pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bi
                         name.rsplit('/').next().unwrap_or_default(),
                         if known.is_empty() { "none are defined".to_owned() } else { known.join(", ") },
                     ),
-                ));
+                );
+                f.code = Some(CODE_GATEWAY_NOT_FOUND.into());
+                out.findings.push(f);
                 continue;
             };
             let (per_host, redirect) = serve(&gw.spec, &gw.meta.namespace, vs_ns, &hosts);
@@ -173,7 +195,7 @@ pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bi
             let mut kept: Vec<String> = Vec::new();
             for (j, served) in per_host.into_iter().enumerate() {
                 if served.is_empty() {
-                    out.findings.push(native.finding(
+                    let mut f = native.finding(
                         "VirtualService",
                         meta,
                         Severity::Warning,
@@ -183,7 +205,9 @@ pub fn bind(native: &NativeConfig, qualify: &dyn Fn(&str, &str) -> String) -> Bi
                             hosts[j],
                             server_hosts.join(", "),
                         ),
-                    ));
+                    );
+                    f.code = Some(CODE_HOST_NOT_ON_GATEWAY.into());
+                    out.findings.push(f);
                 }
                 for h in served {
                     if !kept.contains(&h) {
