@@ -2,7 +2,8 @@
 //!
 //! A connection's way: [`listener`] (accept; original destination or explicit service) ->
 //! [`detect`] (HTTP/1.1, HTTP/2, opaque) -> [`http::server`] or [`tcp`]. An HTTP request's way:
-//! [`http::forward`] (destination, header rules from [`inbound`] / [`outbound`], endpoint choice)
+//! [`http::forward`] (destination, or at a [`gateway`] the route table serving the authority;
+//! header rules from [`inbound`] / [`outbound`], endpoint choice)
 //! -> [`endpoint`] (pooled upstream connection) -> response, metered by [`telemetry`]. The live
 //! configuration is a [`snapshot::Snapshot`] read per request from an `ArcSwap`; [`config`] loads
 //! and validates it, and [`Proxy`] reloads it without dropping a request.
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod detect;
 pub mod endpoint;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod inbound;
@@ -224,7 +226,25 @@ impl Proxy {
             attempts: std::sync::atomic::AtomicU64::new(0),
         });
         if let ConfigSource::File(path) = &source {
-            let mut triggers = config::watch::spawn(path, shared.drain.clone())?;
+            // Listeners' certificate files: replacing them reloads as SIGHUP does.
+            let cert_files: Vec<std::path::PathBuf> = shared
+                .snapshot
+                .load()
+                .config
+                .listeners
+                .iter()
+                .filter_map(|l| l.tls.as_ref())
+                .flat_map(|t| {
+                    [
+                        Some(&t.certificate_chain),
+                        Some(&t.private_key),
+                        t.ca_certificates.as_ref(),
+                    ]
+                })
+                .flatten()
+                .map(std::path::PathBuf::from)
+                .collect();
+            let mut triggers = config::watch::spawn(path, &cert_files, shared.drain.clone())?;
             let reloader = inner.clone();
             tokio::spawn(async move {
                 while triggers.recv().await.is_some() {
@@ -358,7 +378,10 @@ impl Inner {
             (config, origin) = xds::convert::merge(config, &origin, d)?;
         }
         let current = self.shared.snapshot.load_full();
-        if origin.sha256 == current.origin.sha256 {
+        // Unchanged text is a no-op, unless listeners terminate TLS with their own certificate
+        // files: a reload (SIGHUP) is how rotated files are read again.
+        let own_tls = config.listeners.iter().any(|l| l.tls.is_some());
+        if origin.sha256 == current.origin.sha256 && !own_tls {
             return Ok(current.version);
         }
         if config.admin.address != current.config.admin.address {

@@ -1,11 +1,16 @@
 //! Listeners: binds the configured addresses, accepts connections, finds each connection's
-//! destination (explicit service or original destination), detects its protocol and hands it to
-//! the HTTP server or the TCP forwarder. On reload the set is reconciled: new listeners are
+//! destination (explicit service, original destination, or per request at a gateway), terminates
+//! the listener's own TLS when it has one (ALPN picks HTTP/2 or HTTP/1.1), detects the protocol
+//! otherwise, and hands the connection to the HTTP server or the TCP forwarder. On reload the set is reconciled: new listeners are
 //! bound before the new configuration takes effect, removed ones stop accepting while their
 //! connections finish.
 //!
 //! Invariant: a listener kept across a reload keeps its socket, so no connection attempt is
 //! refused during a reload; a listener whose settings changed picks them up for new connections.
+//! A listener's server TLS config is built (its files read) in [`ListenerSet::prepare`], so a
+//! bad certificate rejects the reload and the last good one keeps serving; the config in force
+//! is [`ListenerInfo::tls`] (and [`ListenerInfo::h3_tls`] for HTTP/3), read through
+//! [`ListenerSet::info`].
 
 use std::collections::HashMap;
 use std::io;
@@ -24,7 +29,7 @@ use crate::config::ConfigError;
 use crate::detect::{self, Protocol, Rewind};
 use crate::http::respond::ProxyError;
 use crate::snapshot::{Service, Snapshot};
-use crate::{http, inbound, outbound, tcp};
+use crate::{gateway, http, inbound, outbound, tcp};
 
 /// Pause after a failed `accept` (for example `EMFILE`), so a full file table does not spin a
 /// core while connections drain.
@@ -40,17 +45,36 @@ pub struct ListenerInfo {
     pub protocol: ListenerProtocol,
     /// The listener's own peer-authentication mode, overriding the policies.
     pub mtls: Option<jalin_xds::model::peer_auth::MtlsMode>,
+    /// Gateway mode's gateway (`namespace/name`): each request is routed by its authority over
+    /// the route tables bound to it.
+    pub gateway: Option<String>,
+    /// The listener's own server TLS in force (ALPN `h2`, `http/1.1`), built from its files at
+    /// the last accepted (re)load.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The same certificate with ALPN `h3`, for the HTTP/3 (QUIC) endpoint of a listener with
+    /// `http3: true`, built from the same files at the same (re)load.
+    pub h3_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ListenerInfo {
-    fn from_config(l: &Listener) -> Self {
+    fn from_config(l: &Listener, tls: Option<ListenerTls>) -> Self {
+        let (tls, h3_tls) = tls.map_or((None, None), |t| (Some(t.tcp), t.h3));
         Self {
             name: Arc::from(l.name.as_str()),
             direction: l.direction,
             service: l.service.clone(),
             protocol: l.protocol,
             mtls: l.mtls,
+            gateway: l.gateway.clone(),
+            tls,
+            h3_tls,
         }
+    }
+
+    /// True when the listener faces clients outside the mesh (a gateway, or its own TLS): no
+    /// identity or jalin header they send is trusted.
+    pub fn is_edge(&self) -> bool {
+        self.gateway.is_some() || self.tls.is_some()
     }
 }
 
@@ -65,6 +89,8 @@ pub struct ConnCtx {
     pub orig_dst: Option<SocketAddr>,
     /// The verified mTLS peer of an inbound connection; `None` for plaintext.
     pub peer_info: Option<Arc<inbound::PeerInfo>>,
+    /// The verified client certificate of a `MUTUAL` listener-TLS connection.
+    pub client_cert: Option<Arc<gateway::ClientCert>>,
     /// The passthrough service for an original destination no service claims, made once per
     /// connection.
     passthrough: OnceLock<Arc<Service>>,
@@ -86,6 +112,7 @@ impl ConnCtx {
             local,
             orig_dst,
             peer_info: None,
+            client_cert: None,
             passthrough: OnceLock::new(),
         }
     }
@@ -94,6 +121,45 @@ impl ConnCtx {
     pub fn with_peer(mut self, peer: Option<Arc<inbound::PeerInfo>>) -> Self {
         self.peer_info = peer;
         self
+    }
+
+    /// The same connection with the verified client certificate of its listener's own TLS.
+    pub fn with_client_cert(mut self, cert: Option<Arc<gateway::ClientCert>>) -> Self {
+        self.client_cert = cert;
+        self
+    }
+
+    /// Step 1 of a request: the service it goes to. At a gateway, the route-only service of the
+    /// table bound to the gateway that serves `authority` (none: [`ProxyError::NoRoute`], 404
+    /// `NR`); elsewhere the connection's destination.
+    pub fn request_destination(
+        &self,
+        snapshot: &Snapshot,
+        authority: Option<&str>,
+    ) -> Result<Arc<Service>, ProxyError> {
+        let Some(gw) = &self.info.gateway else {
+            return self.destination(snapshot);
+        };
+        let authority = authority.unwrap_or_default();
+        snapshot
+            .gateway_service(gw, authority)
+            .cloned()
+            .ok_or_else(|| {
+                ProxyError::NoRoute(format!(
+                    "host `{}`: no route table bound to gateway {gw} serves it",
+                    gateway::host_of(authority)
+                ))
+            })
+    }
+
+    /// The scheme clients used: `https` on a listener terminating its own TLS, else `http`
+    /// (`x-forwarded-proto`, redirects).
+    pub fn scheme(&self) -> &'static str {
+        if self.info.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The service this connection's requests go to, in the current snapshot.
@@ -124,6 +190,12 @@ pub fn resolve(
     orig_dst: Option<SocketAddr>,
     snapshot: &Snapshot,
 ) -> Result<Resolved, ProxyError> {
+    if let Some(gw) = &info.gateway {
+        // Routed per request by authority; a connection alone has no destination.
+        return Err(ProxyError::NoRoute(format!(
+            "gateway {gw} routes HTTP requests only; this connection is not HTTP"
+        )));
+    }
     if let Some(name) = &info.service {
         return snapshot
             .service(name)
@@ -166,6 +238,8 @@ struct Running {
 pub struct Prepared {
     wanted: Vec<Listener>,
     fresh: HashMap<String, TcpListener>,
+    /// Server TLS configs built from the listeners' files, by listener name.
+    tls: HashMap<String, ListenerTls>,
     /// New name -> old name, for listeners that keep a running socket.
     kept: HashMap<String, String>,
 }
@@ -175,7 +249,21 @@ impl ListenerSet {
     pub async fn prepare(&self, wanted: &[Listener], file: &str) -> Result<Prepared, ConfigError> {
         let mut fresh = HashMap::new();
         let mut kept = HashMap::new();
+        let mut tls = HashMap::new();
         for (i, l) in wanted.iter().enumerate() {
+            if let Some(t) = &l.tls {
+                let build = |alpn| {
+                    crate::tls::server::server_config_with_leaf(t, alpn)
+                        .map_err(|e| crate::config::server_tls_error(file, i, &e))
+                };
+                let h3 = if l.http3 {
+                    Some(build(&[ALPN_H3])?.0)
+                } else {
+                    None
+                };
+                let (tcp, leaf) = build(LISTENER_ALPN)?;
+                tls.insert(l.name.clone(), ListenerTls { tcp, h3, leaf });
+            }
             let reuse = self.running.iter().find(|(name, r)| {
                 r.config.address == l.address && (name.as_str() == l.name || l.address.port() != 0)
             });
@@ -199,6 +287,7 @@ impl ListenerSet {
             wanted: wanted.to_vec(),
             fresh,
             kept,
+            tls,
         })
     }
 
@@ -211,7 +300,11 @@ impl ListenerSet {
     ) -> HashMap<String, SocketAddr> {
         let mut next = HashMap::new();
         for l in prepared.wanted {
-            let info = ListenerInfo::from_config(&l);
+            let tls = prepared.tls.remove(&l.name);
+            if let Some(t) = &tls {
+                t.announce(&l.name);
+            }
+            let info = ListenerInfo::from_config(&l, tls);
             if let Some(old) = prepared
                 .kept
                 .get(&l.name)
@@ -254,6 +347,52 @@ impl ListenerSet {
             .collect()
     }
 }
+
+impl ListenerSet {
+    /// The live settings of listener `name` (swapped on every accepted reload): an HTTP/3
+    /// endpoint sharing the listener reads its [`ListenerInfo::tls`] here.
+    pub fn info(&self, name: &str) -> Option<Arc<ArcSwap<ListenerInfo>>> {
+        self.running.get(name).map(|r| r.info.clone())
+    }
+}
+
+/// A listener's own server TLS configs, built together from its files.
+#[derive(Debug)]
+struct ListenerTls {
+    tcp: Arc<rustls::ServerConfig>,
+    h3: Option<Arc<rustls::ServerConfig>>,
+    /// The leaf served, for the expiry gauge and the log line.
+    leaf: rustls_pki_types::CertificateDer<'static>,
+}
+
+/// Gauge of the notAfter (Unix seconds) of the certificate each listener with its own TLS
+/// serves, set on every accepted (re)load: alert when it comes near.
+pub const CERTIFICATE_EXPIRY_METRIC: &str = "jalin_listener_certificate_expiry_timestamp_seconds";
+
+impl ListenerTls {
+    /// Logs the certificate now in force for `listener` and sets its expiry gauge.
+    fn announce(&self, listener: &str) {
+        let der = self.leaf.as_ref();
+        let not_after = crate::tls::server::not_after_unix(der);
+        tracing::info!(
+            listener,
+            subject = crate::tls::server::subject_of(der).as_deref().unwrap_or("-"),
+            sha256 = %jalin_ca::tls::fingerprint_sha256(der),
+            not_after_unix = not_after.unwrap_or_default(),
+            "listener certificate in force"
+        );
+        if let Some(t) = not_after {
+            metrics::gauge!(CERTIFICATE_EXPIRY_METRIC, "listener" => listener.to_owned())
+                .set(t as f64);
+        }
+    }
+}
+
+/// ALPN of HTTP/3 (RFC 9114).
+pub const ALPN_H3: &[u8] = b"h3";
+
+/// ALPN of a listener's own TLS over TCP, in preference order.
+pub const LISTENER_ALPN: &[&[u8]] = &[jalin_ca::tls::ALPN_H2, jalin_ca::tls::ALPN_HTTP11];
 
 async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     // tokio sets SO_REUSEADDR, so a restarted proxy rebinds while old connections sit in
@@ -306,13 +445,27 @@ async fn handle(stream: TcpStream, peer: SocketAddr, info: Arc<ListenerInfo>, sh
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let orig_dst = if info.service.is_none() {
+    let orig_dst = if info.service.is_none() && info.gateway.is_none() {
         Some(original_dst(&stream).unwrap_or(local))
     } else {
         None
     };
-    // Peer authentication (inbound with an identity): the port's mTLS mode decides.
+    // The listener's own TLS, else peer authentication (inbound with an identity): the port's
+    // mTLS mode decides.
+    let mut client_cert = None;
     let accepted = match (&shared.identity, info.direction) {
+        _ if info.tls.is_some() => {
+            let Some(config) = info.tls.clone() else {
+                return;
+            };
+            match gateway::accept_tls(stream, config, peer).await {
+                Some((a, cert)) => {
+                    client_cert = cert.map(Arc::new);
+                    a
+                }
+                None => return,
+            }
+        }
         (Some(identity), Direction::Inbound) => {
             let port = orig_dst.unwrap_or(local).port();
             let mode = info
@@ -346,7 +499,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, info: Arc<ListenerInfo>, sh
         (_, ListenerProtocol::Tcp) => (Protocol::Opaque, Rewind::new(Bytes::new(), stream)),
     };
     tracing::trace!(listener = %info.name, %peer, protocol = protocol.as_str(), "accepted");
-    let conn = Arc::new(ConnCtx::new(info, shared, peer, local, orig_dst).with_peer(accepted.peer));
+    let conn = Arc::new(
+        ConnCtx::new(info, shared, peer, local, orig_dst)
+            .with_peer(accepted.peer)
+            .with_client_cert(client_cert),
+    );
     match protocol {
         Protocol::Opaque => tcp::forward(io, conn).await,
         Protocol::Http1 | Protocol::Http2 => http::server::serve(io, protocol, conn).await,
@@ -402,6 +559,9 @@ services:
             service: service.map(str::to_owned),
             protocol: ListenerProtocol::Detect,
             mtls: None,
+            gateway: None,
+            tls: None,
+            h3_tls: None,
         }
     }
 
@@ -432,6 +592,106 @@ services:
         // Not redirected: the destination is the listener itself, which would loop.
         let err = resolve(&out, local, Some(local), &snap).unwrap_err();
         assert!(err.to_string().contains("iptables"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn gateway_requests_go_to_the_bound_table_serving_their_host() {
+        let yaml = "\
+services:
+  - name: reviews
+    endpoints:
+      - address: 10.1.0.5:9080
+routes:
+  - meta: { name: exact, namespace: prod }
+    hosts: [reviews.example.gov]
+    gateways: [istio-system/ingress]
+    http:
+      - destinations:
+          - destination: { host: reviews }
+            weight: 100
+  - meta: { name: wild, namespace: prod }
+    hosts: ['*.example.gov']
+    gateways: [istio-system/ingress, mesh]
+    http:
+      - destinations:
+          - destination: { host: reviews }
+            weight: 100
+  - meta: { name: sidecars, namespace: prod }
+    hosts: [internal.example.gov, reviews]
+    http:
+      - destinations:
+          - destination: { host: reviews }
+            weight: 100
+";
+        let (config, origin) = crate::config::parse("t.yaml", yaml).unwrap();
+        let snap = Snapshot::build(1, config, origin, None);
+        let mut gw = info(None, Direction::Outbound);
+        gw.gateway = Some("istio-system/ingress".into());
+        let name = |authority: &str| {
+            snap.gateway_service("istio-system/ingress", authority)
+                .map(|s| s.name.to_string())
+        };
+        assert_eq!(
+            name("reviews.example.gov:443").as_deref(),
+            Some("prod/exact")
+        );
+        assert_eq!(name("internal.example.gov").as_deref(), Some("prod/wild"));
+        assert_eq!(name("reviews"), None, "a mesh-only table");
+        assert!(
+            snap.gateway_service("istio-system/other", "reviews.example.gov")
+                .is_none()
+        );
+        // The sidecars keep their own table for the service.
+        assert_eq!(
+            snap.service("reviews")
+                .unwrap()
+                .routes
+                .as_ref()
+                .unwrap()
+                .name,
+            "prod/sidecars"
+        );
+
+        // A gateway connection has no destination of its own (opaque bytes are not routed).
+        let local = "127.0.0.1:443".parse().unwrap();
+        assert!(matches!(
+            resolve(&gw, local, None, &snap),
+            Err(ProxyError::NoRoute(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn prepare_builds_the_listener_tls_for_tcp_and_http3_or_names_the_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["gw.example.gov".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        let yaml = format!(
+            "listeners:\n  - name: gw\n    address: 127.0.0.1:0\n    direction: outbound\n    gateway: ns/gw\n    http3: true\n    tls:\n      certificate_chain: {}\n      private_key: {}\nservices: []\n",
+            c.display(),
+            k.display()
+        );
+        let (config, _) = crate::config::parse("t.yaml", &yaml).unwrap();
+        let set = ListenerSet::default();
+        let prepared = set.prepare(&config.listeners, "t.yaml").await.unwrap();
+        let tls = &prepared.tls["gw"];
+        assert_eq!(
+            tls.tcp.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(
+            tls.h3.as_ref().unwrap().alpn_protocols,
+            vec![b"h3".to_vec()]
+        );
+
+        std::fs::write(&k, "garbage").unwrap();
+        let err = set.prepare(&config.listeners, "t.yaml").await.unwrap_err();
+        assert_eq!(err.path, "listeners[0].tls.private_key");
     }
 
     #[tokio::test]

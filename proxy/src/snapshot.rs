@@ -33,8 +33,18 @@ pub struct Snapshot {
     pub origin: ConfigOrigin,
     services: HashMap<String, Arc<Service>>,
     by_address: HashMap<SocketAddr, Arc<Service>>,
+    /// Gateway name (`namespace/name`) -> the route tables bound to it, in configuration order.
+    gateways: HashMap<String, Vec<GatewayTable>>,
     /// Access logging from the Telemetry resources, compiled for this workload.
     pub access_log: crate::accesslog::AccessLog,
+}
+
+/// A route table bound to a gateway: its hosts, and a route-only service carrying the
+/// compiled table (its routes name the destination services).
+#[derive(Debug)]
+struct GatewayTable {
+    hosts: Vec<String>,
+    service: Arc<Service>,
 }
 
 /// A service (cluster) as the data path sees it.
@@ -109,10 +119,12 @@ impl Snapshot {
             }
             services.insert(cluster.name.clone(), svc);
         }
+        let gateways = gateway_tables(&config);
         let access_log = crate::accesslog::build(&config);
         Self {
             version,
             access_log,
+            gateways,
             config: Arc::new(config),
             origin,
             services,
@@ -125,10 +137,48 @@ impl Snapshot {
         self.services.get(name)
     }
 
+    /// The route-only service of the route table bound to `gateway` that serves `authority`
+    /// (see [`crate::gateway::select`] for the host precedence); `None`: no table serves it.
+    pub fn gateway_service(&self, gateway: &str, authority: &str) -> Option<&Arc<Service>> {
+        let tables = self.gateways.get(gateway)?;
+        let i = crate::gateway::select(
+            tables.iter().map(|t| t.hosts.iter().map(String::as_str)),
+            authority,
+        )?;
+        tables.get(i).map(|t| &t.service)
+    }
+
     /// The service a transparent connection to `dst` is for, if `dst` is one of its addresses.
     pub fn service_for_address(&self, dst: &SocketAddr) -> Option<&Arc<Service>> {
         self.by_address.get(dst)
     }
+}
+
+/// The route tables bound to each gateway, compiled (validated on load; a table that does not
+/// compile is skipped, as for sidecars).
+fn gateway_tables(config: &ProxyConfig) -> HashMap<String, Vec<GatewayTable>> {
+    let mut out: HashMap<String, Vec<GatewayTable>> = HashMap::new();
+    for table in &config.routes {
+        let bound: Vec<&String> = table
+            .gateways
+            .iter()
+            .filter(|g| g.as_str() != jalin_xds::model::route::MESH_GATEWAY)
+            .collect();
+        if bound.is_empty() {
+            continue;
+        }
+        let Ok(compiled) = CompiledRouteTable::compile(table) else {
+            continue;
+        };
+        let service = Arc::new(Service::route_only(Arc::new(compiled)));
+        for g in bound {
+            out.entry(g.clone()).or_default().push(GatewayTable {
+                hosts: table.hosts.clone(),
+                service: service.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// The host a route table must serve to apply to the cluster `name`: the name itself, or, for a
@@ -237,6 +287,24 @@ impl Service {
             ),
             subsets: HashMap::new(),
             endpoints: vec![ep],
+        }
+    }
+
+    /// A service with no endpoints carrying a gateway-bound route table: its routes say where
+    /// requests go (a route without a destination finds no endpoint: 503 `UH`). Named after the
+    /// table (`namespace/name`).
+    pub fn route_only(routes: Arc<CompiledRouteTable>) -> Self {
+        let name: Arc<str> = Arc::from(routes.name.as_str());
+        let settings = PoolSettings::default();
+        Self {
+            metrics: Arc::new(ServiceMetrics::new(SharedString::from(name.clone()))),
+            cluster: ClusterState::build(&name, &TrafficPolicy::default(), Vec::new(), None),
+            name,
+            protocol: UpstreamProtocol::Auto,
+            connect_timeout: settings.connect_timeout,
+            routes: Some(routes),
+            subsets: HashMap::new(),
+            endpoints: Vec::new(),
         }
     }
 

@@ -5,8 +5,11 @@
 //! `listeners[1].service`), what was expected and what to do. A file is accepted whole or
 //! rejected whole; nothing is applied from a file that has one error.
 
+mod gateway;
 mod path;
 pub mod watch;
+
+pub use gateway::server_tls_error;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -374,6 +377,9 @@ fn validate(file: &str, raw: FileConfig, stage: Stage) -> Result<ProxyConfig, Co
         }
     }
 
+    for (i, l) in raw.listeners.iter().enumerate() {
+        gateway::check_listener(file, i, l.referenced, &l.value)?;
+    }
     if let Some(cp) = &raw.control_plane
         && let Err(p) = cp.value.validate()
     {

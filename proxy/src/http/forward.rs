@@ -1,7 +1,8 @@
 //! The HTTP request's way through the proxy, in request order (the one place the stack is
 //! written down):
 //!
-//! 1. destination: the listener's service or the original destination's;
+//! 1. destination: the listener's service or the original destination's; at a gateway, the
+//!    route table bound to it that serves the request's authority ([`crate::gateway`]);
 //! 2. header rules: trust by direction, hop-by-hop, request id, forwarded-*;
 //! 3. route: first matching route of the service's table (none: no timeout, and Istio's
 //!    default retry policy outbound, no retries inbound); direct response, redirect, fault
@@ -14,7 +15,8 @@
 //!    back-off, tried hosts skipped, retry budgets;
 //! 6. upgrade bridging; 7. response header operations, affinity cookie, metering.
 //!
-//! Inbound and outbound differ only in the header trust step.
+//! Inbound and outbound differ only in the header trust step and in authorization (inbound and
+//! edge listeners only).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -55,7 +57,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let snapshot = conn.shared.snapshot.load_full();
 
     // 1. Destination: the listener's service, or the connection's original destination.
-    let service = match conn.destination(&snapshot) {
+    let service = match conn.request_destination(&snapshot, authority(&req)) {
         Ok(s) => s,
         Err(e) => {
             let label = conn
@@ -76,13 +78,14 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     let wants_upgrade = !downstream_h2 && headers::wants_upgrade(req.headers());
     match direction {
         Direction::Inbound => inbound::sanitize_request(req.headers_mut()),
-        Direction::Outbound => outbound::sanitize_request(req.headers_mut()),
+        Direction::Outbound => outbound::sanitize_request(req.headers_mut(), &conn),
     }
     headers::strip_hop_by_hop(req.headers_mut(), wants_upgrade);
     headers::ensure_request_id(req.headers_mut());
     access_log(&mut meter, &snapshot, &req, &conn);
-    if direction == Direction::Inbound {
-        // 2b. Authentication and authorization (after TLS and detection, before routing).
+    if direction == Direction::Inbound || conn.info.is_edge() {
+        // 2b. Authentication and authorization (after TLS and detection, before routing); at a
+        //     gateway too, where Istio applies the policies selecting the gateway workload.
         let security = conn.shared.security.load_full();
         if let Err(refused) = crate::authz::check(&mut req, &conn, &security).await {
             meter.response(refused.status.as_u16(), None, ResponseFlag::None);
@@ -96,7 +99,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
         }
     }
     let host = forwarded_host(&req);
-    headers::set_forwarded(req.headers_mut(), conn.peer.ip(), "http", host);
+    headers::set_forwarded(req.headers_mut(), conn.peer.ip(), conn.scheme(), host);
 
     // 3. Route: first matching route of the service's table (none: the service itself, no
     //    timeout, Istio's default retry policy outbound and no retries inbound).
@@ -136,7 +139,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     if let Some(route) = route.filter(|r| r.redirect.is_some()) {
         let pq = path_and_query(&req);
         let view = RequestView::new(req.method().as_str(), pq, &authority, req.headers(), 0);
-        if let Some((code, location)) = route.redirect_location(&view, "http") {
+        if let Some((code, location)) = route.redirect_location(&view, conn.scheme()) {
             return routing::local_answer(
                 code,
                 Bytes::new(),

@@ -7,6 +7,8 @@
 //! Invariant: the client configs read the certificate through the identity's resolver and the
 //! roots through its trust store, so rotations apply to new connections only.
 
+pub mod server;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
