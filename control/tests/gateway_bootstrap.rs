@@ -29,6 +29,42 @@ fn gateway_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gateway/emergency-gateway.yaml")
 }
 
+/// Real certificate files in `dir` (the proxy's loader reads and checks them): `cert.pem` and
+/// `key.pem` for the gateway, `partners-ca.pem` for MUTUAL.
+fn write_certs(dir: &Path) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    std::fs::write(
+        dir.join("partners-ca.pem"),
+        ca.self_signed(&ca_key).unwrap().pem(),
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["emergency.gov.example".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// `text` with its certificate directories pointed at `dir`, where [`write_certs`] wrote files.
+fn with_certs(text: &str, dir: &Path) -> String {
+    let d = format!("{}/", dir.display());
+    text.replace("/etc/gw/", &d)
+        .replace("/etc/jalin/gateway/", &d)
+}
+
+/// The Gateway fixture copied into `dir` (same file name, same lines) with real certificates.
+fn gateway_fixture_in(dir: &Path) -> PathBuf {
+    write_certs(dir);
+    let text = std::fs::read_to_string(gateway_fixture()).unwrap();
+    let path = dir.join("emergency-gateway.yaml");
+    std::fs::write(&path, with_certs(&text, dir)).unwrap();
+    path
+}
+
 fn args(gateway: &str, paths: Vec<PathBuf>) -> BootstrapArgs {
     BootstrapArgs {
         gateway: gateway.into(),
@@ -89,7 +125,8 @@ spec:
 #[test]
 fn simple_mutual_and_plain_servers_render_a_file_the_proxy_loads() {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("gw.yaml"), SERVERS).unwrap();
+    write_certs(tmp.path());
+    std::fs::write(tmp.path().join("gw.yaml"), with_certs(SERVERS, tmp.path())).unwrap();
     let loaded = load_paths(&[tmp.path().to_path_buf()]);
     let mut a = args("edge/ingress", vec![tmp.path().to_path_buf()]);
     a.http3 = true;
@@ -122,17 +159,15 @@ fn simple_mutual_and_plain_servers_render_a_file_the_proxy_loads() {
     let simple = l[1].tls.as_ref().unwrap();
     assert_eq!(l[1].address.port(), 8443);
     assert_eq!(simple.mode, ServerTlsMode::Simple);
-    assert_eq!(simple.certificate_chain, "/etc/gw/cert.pem");
-    assert_eq!(simple.private_key, "/etc/gw/key.pem");
+    let file = |name: &str| tmp.path().join(name).display().to_string();
+    assert_eq!(simple.certificate_chain, file("cert.pem"));
+    assert_eq!(simple.private_key, file("key.pem"));
     assert_eq!(simple.ca_certificates, None);
     assert_eq!(simple.min_protocol_version, TlsProtocolVersion::Tls12);
     assert!(l[1].http3);
     let mutual = l[2].tls.as_ref().unwrap();
     assert_eq!(mutual.mode, ServerTlsMode::Mutual);
-    assert_eq!(
-        mutual.ca_certificates.as_deref(),
-        Some("/etc/gw/partners-ca.pem")
-    );
+    assert_eq!(mutual.ca_certificates, Some(file("partners-ca.pem")));
     assert_eq!(
         mutual.subject_alt_names,
         ["spiffe://partner.example/ns/a/sa/b"]
@@ -153,7 +188,8 @@ fn simple_mutual_and_plain_servers_render_a_file_the_proxy_loads() {
 
 #[test]
 fn the_seed_gateway_renders_and_its_redirect_is_announced() {
-    let paths = vec![seed_32(), gateway_fixture()];
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = vec![seed_32(), gateway_fixture_in(tmp.path())];
     let loaded = load_paths(&paths);
     let out = bootstrap(&args("emergency/emergency-gateway", paths), &loaded).unwrap();
     jalin_proxy::config::parse("gateway.yaml", &out.yaml).unwrap();
@@ -255,7 +291,8 @@ fn what_cannot_be_honoured_is_refused_with_file_line_and_field() {
 
 #[test]
 fn the_command_prints_the_file_or_the_errors() {
-    let gw = gateway_fixture();
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = gateway_fixture_in(tmp.path());
     let seed = seed_32();
     let ok = jalin(&[
         "gateway",
