@@ -119,7 +119,7 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
             match table.match_route_hit(&view) {
                 Some(hit) => (Some(hit.route), hit.block),
                 None => {
-                    let what = format!("{} {}", req.method(), pq);
+                    let what = format!("{} {} in the service's route table", req.method(), pq);
                     return error_response(&ProxyError::NoRoute(what), grpc, Some(meter));
                 }
             }
