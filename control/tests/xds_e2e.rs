@@ -162,21 +162,26 @@ async fn until_status(client: SocketAddr, want: u16, what: &str) -> Answer {
     .await
 }
 
+/// A development mesh CA under `root/ca` (`jalin ca init-dev`).
+fn init_ca(root: &Path) -> PathBuf {
+    let ca = root.join("ca");
+    jalin(&[
+        "ca",
+        "init-dev",
+        "--out-dir",
+        &ca.display().to_string(),
+        "--trust-domain",
+        "cluster.local",
+    ]);
+    ca
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_edits_reach_running_proxies_and_survive_restarts() {
     let bin = proxy_binary();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let ca = root.join("ca");
-    let ca_s = ca.display().to_string();
-    jalin(&[
-        "ca",
-        "init-dev",
-        "--out-dir",
-        &ca_s,
-        "--trust-domain",
-        "cluster.local",
-    ]);
+    let ca = init_ca(root);
     let dir = root.join("config");
     std::fs::create_dir_all(&dir).unwrap();
     write(&dir, "policy.yaml", &policy(CLIENT_PRINCIPAL));
@@ -373,16 +378,7 @@ async fn an_istio_gateway_serves_https_into_the_mesh() {
     let bin = proxy_binary();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let ca = root.join("ca");
-    let ca_s = ca.display().to_string();
-    jalin(&[
-        "ca",
-        "init-dev",
-        "--out-dir",
-        &ca_s,
-        "--trust-domain",
-        "cluster.local",
-    ]);
+    let ca = init_ca(root);
     let (agency_root, agency_cert, agency_key) = agency_certificate(root);
     let dir = root.join("config");
     std::fs::create_dir_all(&dir).unwrap();
