@@ -102,9 +102,15 @@ pub async fn forward(mut req: Request<Incoming>, conn: Arc<ConnCtx>) -> Response
     headers::set_forwarded(req.headers_mut(), conn.peer.ip(), conn.scheme(), host);
 
     // 3. Route: first matching route of the service's table (none: the service itself, no
-    //    timeout, Istio's default retry policy outbound and no retries inbound).
+    //    timeout, Istio's default retry policy outbound and no retries inbound). Inbound never
+    //    routes: as in Istio, a VirtualService acts on the calling side only, so its faults,
+    //    retries and rewrites are applied once, not again by the server's proxy.
     let authority = authority(&req).unwrap_or_default().to_owned();
-    let (route, block) = match service.routes.as_deref() {
+    let table = match direction {
+        Direction::Outbound => service.routes.as_deref(),
+        Direction::Inbound => None,
+    };
+    let (route, block) = match table {
         None => (None, None),
         Some(table) => {
             let pq = path_and_query(&req);
