@@ -89,7 +89,21 @@ pub fn lint(loaded: &Loaded, extra_workloads: &[Workload]) -> Vec<Finding> {
     jwt_without_request_authentication(&all, &mut out);
     overlapping_virtual_services(&all, &mut out);
     unused_subsets(&all, &mut out);
+    gateway_bindings(loaded, &mut out);
     out
+}
+
+/// VirtualServices naming a Gateway that does not exist (`lint/gateway-not-found`, Istio's
+/// IST0101), hosts no server of their Gateway serves (`lint/host-not-on-gateway`) and Gateways
+/// without a selector (`lint/gateway-selects-nothing`).
+fn gateway_bindings(loaded: &Loaded, out: &mut Vec<Finding>) {
+    let mut ignored = Vec::new();
+    let native = crate::istio::convert::convert_only(&loaded.resources, &mut ignored);
+    let bound = crate::istio::gateway::bind(&native, &|h: &str, ns: &str| fqdn(h, ns));
+    out.extend(bound.findings.into_iter().map(|mut f| {
+        f.severity = Severity::Lint;
+        f
+    }));
 }
 
 fn rule_parts(rule: &Rule) -> (bool, bool, bool) {

@@ -6,6 +6,8 @@
 //! answer is printed); an invalid edit is rejected with its reason and traffic is unaffected;
 //! with the control plane killed traffic continues, and an edit made meanwhile applies after the
 //! restart; a restarted proxy gets the full state and enforces the policy as soon as it serves.
+//! An Istio Gateway and a VirtualService bound to it, from the same directory, become a gateway
+//! proxy (`jalin gateway bootstrap`) that curl reaches over HTTPS with the agency's certificate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -160,21 +162,26 @@ async fn until_status(client: SocketAddr, want: u16, what: &str) -> Answer {
     .await
 }
 
+/// A development mesh CA under `root/ca` (`jalin ca init-dev`).
+fn init_ca(root: &Path) -> PathBuf {
+    let ca = root.join("ca");
+    jalin(&[
+        "ca",
+        "init-dev",
+        "--out-dir",
+        &ca.display().to_string(),
+        "--trust-domain",
+        "cluster.local",
+    ]);
+    ca
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_edits_reach_running_proxies_and_survive_restarts() {
     let bin = proxy_binary();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let ca = root.join("ca");
-    let ca_s = ca.display().to_string();
-    jalin(&[
-        "ca",
-        "init-dev",
-        "--out-dir",
-        &ca_s,
-        "--trust-domain",
-        "cluster.local",
-    ]);
+    let ca = init_ca(root);
     let dir = root.join("config");
     std::fs::create_dir_all(&dir).unwrap();
     write(&dir, "policy.yaml", &policy(CLIENT_PRINCIPAL));
@@ -316,6 +323,176 @@ async fn policy_edits_reach_running_proxies_and_survive_restarts() {
     assert!(first.body.contains("RBAC: access denied"), "{first:?}");
 
     drop(client);
+    drop(server);
+    drop(control);
+}
+
+/// The agency's TLS certificate for `api.gov.example`, from a root that is not the mesh's.
+/// Returns (root, chain, key) paths.
+fn agency_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let root_key = rcgen::KeyPair::generate().unwrap();
+    let mut root = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Distinct names: a leaf whose issuer equals its subject would look self-signed to curl.
+    root.distinguished_name
+        .push(rcgen::DnType::CommonName, "Agency Root CA");
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let issuer = rcgen::Issuer::new(root, root_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["api.gov.example".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "api.gov.example");
+    let leaf = leaf.signed_by(&key, &issuer).unwrap();
+    let paths = (
+        dir.join("agency-root.pem"),
+        dir.join("agency-cert.pem"),
+        dir.join("agency-key.pem"),
+    );
+    std::fs::write(&paths.0, root_cert.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// `curl https://<host>:<port>/` resolved to `addr`, trusting `root`, with `Host: <header>`:
+/// (status, headers and body).
+async fn curl_https(addr: SocketAddr, host: &str, header: &str, root: &Path) -> (u16, String) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-i", "-w", "\n%{http_code}"])
+        .args(["-H", &format!("host: {header}")])
+        .arg("--resolve")
+        .arg(format!("{host}:{}:{}", addr.port(), addr.ip()))
+        .arg("--cacert")
+        .arg(root)
+        .arg(format!("https://{host}:{}/", addr.port()))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), answer.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_istio_gateway_serves_https_into_the_mesh() {
+    let bin = proxy_binary();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let ca = init_ca(root);
+    let (agency_root, agency_cert, agency_key) = agency_certificate(root);
+    let dir = root.join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    // An Istio Gateway terminating the agency's certificate, and the echo workload's policy
+    // allowing only the gateway's mesh identity.
+    write(
+        &dir,
+        "gateway.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: ingress\n  namespace: edge\nspec:\n  selector:\n    istio: ingress\n  servers:\n  - port: {{number: 8443, name: https, protocol: HTTPS}}\n    hosts: [api.gov.example]\n    tls:\n      mode: SIMPLE\n      serverCertificate: {}\n      privateKey: {}\n",
+            agency_cert.display(),
+            agency_key.display()
+        ),
+    );
+    write(
+        &dir,
+        "policy.yaml",
+        &policy("cluster.local/ns/edge/sa/ingress"),
+    );
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let control = start_control(&dir, &ca, any).await;
+
+    // The echo workload: STRICT mTLS in front of the upstream.
+    let upstream = Upstream::start().await;
+    let echo = Workload {
+        name: "echo-1",
+        ns: "prod",
+        sa: "echo",
+        app: "echo",
+    };
+    let echo_certs = issue(&ca, root, "prod", "echo");
+    let server_yaml = bootstrap(
+        &echo,
+        &ca,
+        &echo_certs,
+        control.xds,
+        &format!(
+            "listeners:\n  - name: inbound\n    address: 127.0.0.1:0\n    direction: inbound\n    service: local\n    protocol: http1\n    mtls: STRICT\nservices:\n  - name: local\n    endpoints:\n      - address: {}\n",
+            upstream.addr
+        ),
+    );
+    let server = start_proxy(&bin, root, "echo-1", &server_yaml, "inbound").await;
+    // The service, and a VirtualService bound to the Gateway only.
+    write(
+        &dir,
+        "service.yaml",
+        &format!(
+            "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: api\n  namespace: edge\nspec:\n  hosts: [api.gov.example]\n  gateways: [ingress]\n  http:\n  - route:\n    - destination:\n        host: {ECHO}\n    headers:\n      response:\n        set:\n          x-routed-by: edge-api\n",
+            service_entry(server.listener)
+        ),
+    );
+
+    // The gateway's proxy, rendered from the same Istio YAML by `jalin gateway bootstrap`.
+    let (cert, key) = issue(&ca, root, "edge", "ingress");
+    let s = |p: &Path| p.display().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_jalin"))
+        .args(["gateway", "bootstrap", "--gateway", "edge/ingress", "-f"])
+        .arg(&dir)
+        .args(["--control-plane", &control.xds.to_string()])
+        .args(["--cert", &s(&cert), "--key", &s(&key)])
+        .args(["--trust-bundle", &s(&ca.join("root.pem"))])
+        .args(["--admin", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // On this machine the listener takes a free port instead of the Gateway's 8443.
+    let yaml = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("0.0.0.0:8443", "127.0.0.1:0");
+    let gateway = start_proxy(&bin, root, "gateway", &yaml, "https-8443").await;
+
+    // curl, as a client outside the mesh: HTTPS with the agency's certificate, routed by the
+    // Gateway's VirtualService, over mesh mTLS to the echo workload, whose policy allows it.
+    let (status, answer) = until("200 through the gateway", || async {
+        let (status, answer) = curl_https(
+            gateway.listener,
+            "api.gov.example",
+            "api.gov.example",
+            &agency_root,
+        )
+        .await;
+        (status == 200).then_some((status, answer))
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert!(answer.contains("x-routed-by: edge-api"), "{answer}");
+    assert!(answer.ends_with("ok\n"), "{answer}");
+    // A host no VirtualService binds to the gateway: 404.
+    let (status, answer) = curl_https(
+        gateway.listener,
+        "api.gov.example",
+        "other.gov.example",
+        &agency_root,
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    // The echo workload's policy decides on the gateway's mesh identity.
+    write(&dir, "policy.yaml", &policy("cluster.local/ns/other/sa/x"));
+    until(
+        "403 once the policy no longer names the gateway",
+        || async {
+            let (status, _) = curl_https(
+                gateway.listener,
+                "api.gov.example",
+                "api.gov.example",
+                &agency_root,
+            )
+            .await;
+            (status == 403).then_some(())
+        },
+    )
+    .await;
+
+    drop(gateway);
     drop(server);
     drop(control);
 }

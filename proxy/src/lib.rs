@@ -253,6 +253,7 @@ impl Proxy {
                 }
             });
         }
+        tokio::spawn(inner.clone().refresh_jwks());
         if let Some(state) = xds_state {
             xds::start(inner.clone(), state)
                 .await
@@ -274,6 +275,61 @@ struct Inner {
 }
 
 impl Inner {
+    /// Fetches the remote JWKS documents again every refresh interval (sooner after a failed
+    /// fetch) and puts changed keys in force, so an identity provider's key rotation needs no
+    /// reload. Serialized with reloads; a round that raced a reload is dropped, as the reload
+    /// fetched the documents anew. A failed fetch keeps the last good document.
+    async fn refresh_jwks(self: Arc<Self>) {
+        let mut failed = false;
+        loop {
+            let interval =
+                authz::Security::jwks_refresh_interval(&self.shared.snapshot.load().config);
+            let delay = if failed {
+                interval.min(authz::JWKS_RETRY_AFTER)
+            } else {
+                interval
+            };
+            tokio::select! {
+                () = self.shared.stopped.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            let snapshot = self.shared.snapshot.load_full();
+            let security = self.shared.security.load_full();
+            let (file, config) = (&snapshot.origin.file, &snapshot.config);
+            let round = match security.refresh_jwks(config, file).await {
+                None => {
+                    failed = false;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "JWKS refresh failed; the last good keys stay");
+                    metrics::counter!(authz::JWKS_REFRESHES, "outcome" => "failed").increment(1);
+                    failed = true;
+                    continue;
+                }
+                Some(Ok(round)) => round,
+            };
+            failed = round.failed > 0;
+            metrics::counter!(authz::JWKS_REFRESHES, "outcome" => round.outcome()).increment(1);
+            if !round.changed {
+                continue;
+            }
+            let _reloads = self.listeners.lock().await;
+            if self.shared.snapshot.load().version != snapshot.version {
+                continue;
+            }
+            match authz::Security::build_with_jwks(config, file, round.documents) {
+                Ok(next) => {
+                    self.shared.security.store(Arc::new(next));
+                    tracing::info!("JWKS refreshed: the identity provider's new keys are in force");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "refreshed JWKS rejected; the last good keys stay");
+                }
+            }
+        }
+    }
+
     /// Loads the source again; applies it whole or not at all.
     async fn reload(&self) -> Result<u64, ConfigError> {
         self.reload_with(None).await

@@ -196,7 +196,7 @@ pub fn resolve(
     if let Some(gw) = &info.gateway {
         // Routed per request by authority; a connection alone has no destination.
         return Err(ProxyError::NoRoute(format!(
-            "gateway {gw} routes HTTP requests only; this connection is not HTTP"
+            "a connection that is not HTTP: gateway {gw} routes HTTP requests only"
         )));
     }
     if let Some(name) = &info.service {

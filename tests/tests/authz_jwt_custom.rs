@@ -1,5 +1,6 @@
 //! Request authentication and the other authorization paths end to end: JWTs (ES256, JWKS from
-//! a file, or fetched over HTTPS from an IdP with a private CA) validated by the server proxy with 401 on an invalid token, `requestPrincipals`
+//! a file, or fetched over HTTPS from an IdP with a private CA, and fetched again so the IdP's key
+//! rotation takes effect without a reload) validated by the server proxy with 401 on an invalid token, `requestPrincipals`
 //! matched, claims copied to headers and the token stripped; a CUSTOM policy asking an external
 //! HTTP authorizer (allow, deny, and a provider that never answers: fail closed within the
 //! timeout); and opaque TCP connections authorized with `evaluate_tcp` and closed on deny.
@@ -302,6 +303,142 @@ async fn jwks_is_fetched_over_https_from_an_idp_with_a_private_ca() {
     .await
     .unwrap();
     assert_eq!(status, 401, "JWKS server not trusted: {body}");
+}
+
+/// An IdP's JWKS endpoint over HTTP whose document the test swaps (`None`: 500, an IdP outage).
+struct RotatingIdp {
+    addr: SocketAddr,
+    document: std::sync::Arc<std::sync::Mutex<Option<Bytes>>>,
+    _task: AbortOnDrop,
+}
+
+impl RotatingIdp {
+    async fn start(document: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let document = std::sync::Arc::new(std::sync::Mutex::new(Some(Bytes::from(document))));
+        let served = document.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                let served = served.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                        let doc = served.lock().unwrap().clone();
+                        async move {
+                            let mut rsp =
+                                http::Response::new(Full::new(doc.clone().unwrap_or_default()));
+                            if doc.is_none() {
+                                *rsp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                            Ok::<_, Infallible>(rsp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            document,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    fn serve(&self, document: Option<String>) {
+        *self.document.lock().unwrap() = document.map(Bytes::from);
+    }
+}
+
+/// The value of `jalin_jwks_refreshes_total{outcome="..."}` in a Prometheus text page.
+fn refreshes(page: &str, outcome: &str) -> u64 {
+    let prefix = format!("jalin_jwks_refreshes_total{{outcome=\"{outcome}\"}} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idp_key_rotation_takes_effect_without_a_reload() {
+    let mesh = Mesh::new(Duration::from_secs(3600));
+    let app = HttpUpstream::start("app").await.unwrap();
+    let (old_key, new_key) = (Signer::new(), Signer::new());
+    let idp = RotatingIdp::start(old_key.jwks()).await;
+    let server = mesh
+        .server(
+            "ns",
+            "records",
+            &[],
+            app.addr,
+            Some("PERMISSIVE"),
+            &format!(
+                "  jwks_refresh_ms: 1000\n  request_authentications:\n    - meta: {{ name: idp, namespace: ns }}\n      jwt_rules:\n        - issuer: \"{ISS}\"\n          jwks_uri: \"http://{}/keys\"\n  policies:\n    - meta: {{ name: callers, namespace: ns }}\n      rules:\n        - from: [ {{ request_principals: [\"{ISS}/alice\"] }} ]\n",
+                idp.addr
+            ),
+        )
+        .await;
+    let call = |signer: &Signer| {
+        let token = format!("Bearer {}", signer.token("alice"));
+        let addr = server.addr("in");
+        async move {
+            request(addr, "GET", "/x", &[("authorization", &token)])
+                .await
+                .unwrap()
+        }
+    };
+    // Waits, on the proxy's own counter, until a refresh round with `outcome` has completed
+    // after `since` of them.
+    let rounds_after = |outcome: &'static str, since: u64| {
+        let server = &server;
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    let n = refreshes(&server.metrics().await, outcome);
+                    if n > since {
+                        return n;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("no JWKS refresh round within 30 s")
+        }
+    };
+
+    assert_eq!(call(&old_key).await.0, 200, "the IdP's current key");
+    assert_eq!(
+        call(&new_key).await.0,
+        401,
+        "a key the IdP has not published"
+    );
+
+    // The IdP rotates: only the new key is published. Without any reload the proxy takes it.
+    let updated = refreshes(&server.metrics().await, "updated");
+    idp.serve(Some(new_key.jwks()));
+    rounds_after("updated", updated).await;
+    assert_eq!(
+        call(&new_key).await.0,
+        200,
+        "the rotated-in key is accepted"
+    );
+    assert_eq!(
+        call(&old_key).await.0,
+        401,
+        "the rotated-out key is refused"
+    );
+
+    // The IdP fails: the last good keys stay in force.
+    let failed = refreshes(&server.metrics().await, "failed");
+    idp.serve(None);
+    rounds_after("failed", failed).await;
+    assert_eq!(
+        call(&new_key).await.0,
+        200,
+        "the last good keys survive an IdP outage"
+    );
+    assert_eq!(call(&old_key).await.0, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -268,3 +268,49 @@ async fn consistent_hash_cookie_is_generated_then_sticky() {
         }
     }
 }
+
+/// A VirtualService acts on the calling side only, as in Istio: the same route table with a
+/// 100 % abort answers the outbound listener's request, while the inbound listener in front of
+/// the same service passes its request to the app untouched (no second fault, retry or rewrite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_tables_apply_on_the_calling_side_only() {
+    let app = HttpUpstream::start("app").await.unwrap();
+    let yaml = format!(
+        r#"admin:
+  address: 127.0.0.1:0
+listeners:
+  - name: out
+    address: 127.0.0.1:0
+    direction: outbound
+    service: records
+  - name: in
+    address: 127.0.0.1:0
+    direction: inbound
+    service: records
+services:
+  - name: records
+    endpoints:
+      - address: {}
+routes:
+  - meta: {{ name: records, namespace: default }}
+    hosts: [records]
+    http:
+      - fault: {{ abort: {{ error: {{ http_status: 429 }}, percentage: 100.0 }} }}
+        destinations:
+          - destination: {{ host: records }}
+            weight: 100
+"#,
+        app.addr
+    );
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let out = curl(&format!("http://{}/x", proxy.addr("out")), &[])
+        .await
+        .unwrap();
+    assert_eq!(out.status, 429, "the caller's side applies the route");
+    assert_eq!(app.requests(), 0);
+    let inbound = curl(&format!("http://{}/x", proxy.addr("in")), &[])
+        .await
+        .unwrap();
+    assert_eq!(inbound.status, 200, "the server's side does not route");
+    assert_eq!(app.requests(), 1);
+}

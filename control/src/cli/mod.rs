@@ -5,6 +5,7 @@
 //! command set ([`jalin_ca::cli::CaCommand`]).
 
 pub mod authz;
+pub mod gateway;
 pub mod policy;
 
 use std::path::PathBuf;
@@ -81,6 +82,9 @@ pub enum Command {
         #[arg(long)]
         rules: PathBuf,
     },
+    /// Istio Gateways on bare metal: render the jalin-proxy configuration of a gateway.
+    #[command(subcommand)]
+    Gateway(gateway::GatewayCommand),
     /// Start a whole demo mesh on this machine (dev CA, sidecars, apps, traffic) with a live summary.
     Demo(crate::demo::DemoArgs),
     /// Run the control plane: watch configuration, serve xDS and the CA.
@@ -102,6 +106,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Control(args) => crate::server::run(*args),
         Command::Ca(cmd) => ca(cmd),
         Command::Authz(cmd) => authz::run(cmd),
+        Command::Gateway(cmd) => gateway::run(cmd),
     }
 }
 

@@ -101,6 +101,12 @@ pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
     for r in &loaded.resources {
         text.push_str(&format!("imported: {}:{}: {}\n", r.file, r.line, r.id()));
     }
+    let bound = crate::istio::gateway::bind(&native, &|h: &str, ns: &str| crate::lint::fqdn(h, ns));
+    let gateways = crate::istio::gateway::summary(&native, &bound);
+    for line in &gateways {
+        text.push_str(line);
+        text.push('\n');
+    }
     for f in &loaded.findings {
         text.push_str(&render(f));
         text.push('\n');
@@ -137,6 +143,11 @@ pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
         }
     }
     emit(inputs.format, ok, &loaded, &loaded.findings);
+    if inputs.format == Format::Text {
+        for line in &gateways {
+            eprintln!("{line}");
+        }
+    }
     if ok || keep_going {
         eprintln!("wrote {}", out.display());
     } else {

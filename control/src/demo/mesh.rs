@@ -107,7 +107,8 @@ impl Identity {
 /// The control plane the sidecars connect to: its xDS address, SPIFFE ID and TLS server name.
 #[derive(Debug, Clone)]
 pub struct ControlPlane {
-    pub address: SocketAddr,
+    /// `host:port` of the control plane's ADS endpoint.
+    pub address: String,
     pub identity: String,
     pub server_name: String,
 }
@@ -188,7 +189,7 @@ fn identity_section(id: &Identity) -> IdentitySection {
 
 fn control_plane_section(name: &str, id: &Identity, cp: &ControlPlane) -> ControlPlaneSection {
     ControlPlaneSection {
-        address: cp.address.to_string(),
+        address: cp.address.clone(),
         identity: cp.identity.clone(),
         tls: ControlPlaneTls {
             ca: id.bundle.clone(),
@@ -307,7 +308,9 @@ pub fn outbound_cluster(host: &str, native: &NativeConfig) -> Result<String, Dem
     }
 }
 
-fn render(
+/// The proxy file (`jalin-proxy --config`) for `listeners` and `services`, with the workload
+/// identity from files and the control plane reached over mTLS with that identity.
+pub fn render(
     name: &str,
     admin: SocketAddr,
     listeners: Vec<Listener>,
@@ -348,7 +351,7 @@ mod tests {
 
     fn cp() -> ControlPlane {
         ControlPlane {
-            address: "127.0.0.1:15010".parse().unwrap(),
+            address: "127.0.0.1:15010".into(),
             identity: "spiffe://cluster.local/ns/jalin-system/sa/jalin-ca".into(),
             server_name: "localhost".into(),
         }

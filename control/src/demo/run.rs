@@ -115,7 +115,7 @@ pub(super) async fn run(args: &DemoArgs) -> Result<bool, DemoError> {
         imported.resources, imported.warnings, imported.unsupported
     ));
     let cp = mesh::ControlPlane {
-        address: control.xds_addr,
+        address: control.xds_addr.to_string(),
         identity: mesh::Identity::spiffe_id(
             TRUST_DOMAIN,
             jalin_ca::server::CA_NAMESPACE,

@@ -5,7 +5,8 @@
 //! produced by a later stage (ServiceEntry, Sidecar, Gateway, WorkloadEntry, Telemetry) are
 //! carried as their typed, validated Istio form.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use jalin_xds::model::{ResourceMeta, SourceRef, WorkloadSelector, authz, peer_auth, traffic};
 use serde::Serialize;
@@ -21,6 +22,7 @@ use super::service::{GatewaySpec, ServiceEntrySpec, SidecarSpec, WorkloadEntrySp
 use super::telemetry::TelemetrySpec;
 use super::validate::security::DRY_RUN_ANNOTATION;
 use super::values::{duration_ms, unevaluable_key};
+use super::yaml::Locator;
 
 /// A resource kept in its typed Istio form, with its native identity.
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +65,39 @@ pub struct NativeConfig {
     pub gateways: Vec<Kept<GatewaySpec>>,
     pub workload_entries: Vec<Kept<WorkloadEntrySpec>>,
     pub telemetry: Vec<Kept<TelemetrySpec>>,
+    /// Where each field of each resource was written (`Kind/namespace/name`), for findings
+    /// raised after conversion (gateway binding in the translation).
+    #[serde(skip)]
+    pub locators: HashMap<String, Arc<Locator>>,
+}
+
+impl NativeConfig {
+    /// A finding about `path` of the `kind` resource `meta`, at the line its field was written
+    /// (the resource's own line when the field is not known).
+    pub fn finding(
+        &self,
+        kind: &str,
+        meta: &ResourceMeta,
+        severity: Severity,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Finding {
+        let id = format!("{kind}/{}/{}", meta.namespace, meta.name);
+        let source = meta.source.as_ref();
+        let (line, written) = match self.locators.get(&id) {
+            Some(l) => (l.line(path), l.written(path)),
+            None => (source.map_or(0, |s| s.line), path.to_owned()),
+        };
+        Finding {
+            severity,
+            file: source.map(|s| s.file.clone()).unwrap_or_default(),
+            line,
+            resource: Some(id),
+            path: written,
+            message: message.into(),
+            code: None,
+        }
+    }
 }
 
 fn meta(r: &Resource) -> ResourceMeta {
@@ -83,10 +118,21 @@ pub(crate) fn selector(s: Option<&sec::WorkloadSelector>) -> Option<WorkloadSele
     })
 }
 
-/// Convert valid resources; unsupported fields are appended to `findings`.
+/// Convert valid resources; unsupported fields are appended to `findings`, and so are the
+/// VirtualServices' references to Gateways that do not exist and hosts no server of their
+/// Gateway serves ([`super::gateway::bind`], short hosts qualified under `cluster.local`).
 pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeConfig {
+    let out = convert_only(resources, findings);
+    let qualify = |h: &str, ns: &str| crate::lint::fqdn(h, ns);
+    findings.extend(super::gateway::bind(&out, &qualify).findings);
+    out
+}
+
+/// As [`convert`], without the findings about Gateway bindings.
+pub fn convert_only(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeConfig {
     let mut out = NativeConfig::default();
     for r in resources {
+        out.locators.insert(r.id(), Arc::new(r.locator.clone()));
         match &r.spec {
             Spec::AuthorizationPolicy(s) => {
                 out.authorization_policies.push(authorization_policy(r, s))

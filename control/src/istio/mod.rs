@@ -5,6 +5,8 @@ pub mod compat;
 pub mod convert;
 pub mod destination_rule;
 pub mod diag;
+pub mod gateway;
+pub mod gateway_servers;
 pub mod parse;
 pub mod routes;
 pub mod security;

@@ -9,6 +9,11 @@
 //! - clusters and endpoints of the services its Sidecar's `egress.hosts` admit (every exported
 //!   service when no Sidecar selects it), with the DestinationRule chosen for its namespace
 //!   (client namespace, then the service's, then the root namespace);
+//! - a gateway proxy (one whose labels an Istio Gateway's `selector` matches, in any namespace,
+//!   Istio's default) gets the route tables of the VirtualServices bound to its Gateways and no
+//!   sidecar (`mesh`) route table; Sidecar resources do not apply to it (as in Istio), so it
+//!   gets every service exported to its namespace. Every other proxy is a sidecar and gets the
+//!   `mesh` route tables only;
 //! - everything else (trust bundle) as is.
 //!
 //! Invariant: the view only shares entries already encoded by the translation; it never
@@ -47,6 +52,11 @@ pub enum Visibility {
     Route {
         /// The hosts the table is for.
         hosts: Vec<(String, String)>,
+    },
+    /// Proxies selected by the Gateway `gateway` (`namespace/name`).
+    Gateway {
+        /// The Gateway.
+        gateway: String,
     },
     /// Proxies whose Sidecar scope admits the service and to which it is exported.
     Service {
@@ -96,6 +106,17 @@ pub struct RouteScope {
     pub hosts: Vec<(String, String)>,
     /// Every destination host of its routes and mirrors (fully qualified).
     pub destinations: Vec<String>,
+    /// The Gateway (`namespace/name`) this table is served at; `None`: the sidecars.
+    pub gateway: Option<String>,
+}
+
+/// An Istio Gateway's workload selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayScope {
+    /// The Gateway, `namespace/name`.
+    pub gateway: String,
+    /// Its `selector` (never empty: a Gateway without one selects no jalin proxy).
+    pub selector: WorkloadSelector,
 }
 
 /// Variant entries for proxies of one namespace (its own DestinationRules).
@@ -121,6 +142,8 @@ pub struct ScopeIndex {
     /// VirtualService routes: a proxy whose Sidecar admits a routed host also needs the
     /// clusters that host's routes send to.
     pub routes: Vec<RouteScope>,
+    /// Gateways and the workloads they select.
+    pub gateways: Vec<GatewayScope>,
 }
 
 /// A proxy's identity, from its node metadata.
@@ -194,6 +217,16 @@ impl ScopeIndex {
             })
     }
 
+    /// The Gateways (`namespace/name`) whose selector matches `proxy`'s labels, in any
+    /// namespace; empty for a sidecar.
+    pub fn gateways_of(&self, proxy: &ProxyIdentity) -> Vec<String> {
+        self.gateways
+            .iter()
+            .filter(|g| g.selector.matches(&proxy.labels))
+            .map(|g| g.gateway.clone())
+            .collect()
+    }
+
     /// Hosts a proxy with Sidecar scope `sidecar` needs because the routes of hosts it admits
     /// send traffic there.
     pub fn route_needs(&self, sidecar: Option<&SidecarScope>) -> HashSet<String> {
@@ -202,17 +235,19 @@ impl ScopeIndex {
         };
         self.routes
             .iter()
+            .filter(|r| r.gateway.is_none())
             .filter(|r| r.hosts.iter().any(|(ns, h)| sidecar.admits(ns, h)))
             .flat_map(|r| r.destinations.iter().cloned())
             .collect()
     }
 
-    /// True when `proxy` (with Sidecar scope `sidecar`, whose routes need `needed`) sees a
-    /// resource of visibility `v`.
+    /// True when `proxy` (a gateway of `gateways`, a sidecar when that is empty, with Sidecar
+    /// scope `sidecar`, whose routes need `needed`) sees a resource of visibility `v`.
     pub fn visible(
         &self,
         v: &Visibility,
         proxy: &ProxyIdentity,
+        gateways: &[String],
         sidecar: Option<&SidecarScope>,
         needed: &HashSet<String>,
     ) -> bool {
@@ -226,8 +261,10 @@ impl ScopeIndex {
                     && selector.as_ref().is_none_or(|s| s.matches(&proxy.labels))
             }
             Visibility::Route { hosts } => {
-                sidecar.is_none_or(|s| hosts.iter().any(|(ns, h)| s.admits(ns, h)))
+                gateways.is_empty()
+                    && sidecar.is_none_or(|s| hosts.iter().any(|(ns, h)| s.admits(ns, h)))
             }
+            Visibility::Gateway { gateway } => gateways.contains(gateway),
             Visibility::Service {
                 namespace,
                 host,
@@ -247,7 +284,13 @@ impl ScopeIndex {
 
     /// The view of `snapshot` for `proxy`.
     pub fn view(&self, proxy: &ProxyIdentity, snapshot: &Snapshot) -> Snapshot {
-        let sidecar = self.sidecar_for(proxy);
+        let gateways = self.gateways_of(proxy);
+        // Sidecar resources apply to sidecars only (Istio): a gateway sees every exported service.
+        let sidecar = if gateways.is_empty() {
+            self.sidecar_for(proxy)
+        } else {
+            None
+        };
         let needed = self.route_needs(sidecar);
         let variant = self.variants.get(&proxy.namespace);
         let mut by_type: BTreeMap<Arc<str>, BTreeMap<Arc<str>, Arc<Entry>>> = BTreeMap::new();
@@ -256,7 +299,7 @@ impl ScopeIndex {
             let seen = self
                 .visibility
                 .get(&key)
-                .is_none_or(|v| self.visible(v, proxy, sidecar, &needed));
+                .is_none_or(|v| self.visible(v, proxy, &gateways, sidecar, &needed));
             if seen {
                 by_type
                     .entry(entry.type_url.clone())
@@ -432,10 +475,10 @@ mod tests {
             namespace: ns.into(),
             selector,
         };
-        assert!(idx.visible(&w("istio-system", None), &proxy, None, &HashSet::new()));
-        assert!(idx.visible(&w("a", sel("web")), &proxy, None, &HashSet::new()));
-        assert!(!idx.visible(&w("a", sel("db")), &proxy, None, &HashSet::new()));
-        assert!(!idx.visible(&w("b", None), &proxy, None, &HashSet::new()));
-        assert!(!idx.visible(&w("b", sel("web")), &proxy, None, &HashSet::new()));
+        assert!(idx.visible(&w("istio-system", None), &proxy, &[], None, &HashSet::new()));
+        assert!(idx.visible(&w("a", sel("web")), &proxy, &[], None, &HashSet::new()));
+        assert!(!idx.visible(&w("a", sel("db")), &proxy, &[], None, &HashSet::new()));
+        assert!(!idx.visible(&w("b", None), &proxy, &[], None, &HashSet::new()));
+        assert!(!idx.visible(&w("b", sel("web")), &proxy, &[], None, &HashSet::new()));
     }
 }

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::istio::convert::{NativeConfig, convert};
+use crate::istio::convert::NativeConfig;
 use crate::istio::{Finding, Loaded, Mode, Resource, load_str_with};
 use crate::k8s::{IstioObject, ObjectKey, ServiceRegistry};
 
@@ -182,8 +182,9 @@ impl ConfigStore {
             .chain(self.kube.values().flat_map(|(r, _)| r.iter()))
             .cloned()
             .collect();
+        // Gateway binding findings come from the translation, with the cluster domain in force.
         let mut findings = Vec::new();
-        convert(&all, &mut findings)
+        crate::istio::convert::convert_only(&all, &mut findings)
     }
 
     /// The Kubernetes service registry in force.

@@ -1,8 +1,10 @@
 //! JWKS documents for RequestAuthentication `jwksUri`s: read from the files the configuration
-//! maps them to, otherwise fetched over HTTPS (or HTTP) once per configuration load, bounded in
+//! maps them to, otherwise fetched over HTTPS (or HTTP) on every configuration load and again
+//! every `authorization.jwks_refresh_ms` (5 minutes, Envoy's `cache_duration` default), so an
+//! identity provider's key rotation reaches the proxy without a reload. Fetches are bounded in
 //! time and size. HTTPS verifies the server against the system's trust store plus the CA files in
-//! `authorization.jwks_trust`. A document that cannot be had is left out, so its issuer's tokens
-//! are rejected.
+//! `authorization.jwks_trust`. At load, a document that cannot be had is left out, so its
+//! issuer's tokens are rejected; on a refresh, a failed fetch keeps the last good document.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,6 +29,17 @@ use crate::config::ConfigError;
 pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS document accepted.
 pub const MAX_JWKS_BYTES: usize = 1 << 20;
+/// How often fetched JWKS documents are fetched again when the file says nothing (Envoy's
+/// `remote_jwks.cache_duration` default).
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+/// Bounds of `authorization.jwks_refresh_ms`.
+pub const JWKS_REFRESH_RANGE_MS: std::ops::RangeInclusive<u64> = 1_000..=86_400_000;
+/// After a refresh in which a fetch failed, the next one comes this soon (or at the refresh
+/// interval, if that is shorter), so a brief outage of the identity provider is bridged quickly.
+pub const JWKS_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Refresh rounds, labelled `outcome`: `updated` (a document changed and is in force),
+/// `unchanged`, `failed` (at least one fetch failed; the last good document stays).
+pub const JWKS_REFRESHES: &str = "jalin_jwks_refreshes_total";
 
 /// The JWKS document of every `jwksUri` that could be loaded.
 pub async fn load(
@@ -58,19 +71,92 @@ pub async fn load(
     }
     let client = client(&a.jwks_trust, file)?;
     for uri in missing {
-        match tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch(&client, &uri)).await {
-            Ok(Ok(doc)) => {
+        match fetch_bounded(&client, &uri).await {
+            Ok(doc) => {
                 out.insert(uri, doc);
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(%uri, error = %e, "JWKS fetch failed; tokens of its issuer are rejected");
-            }
-            Err(_) => {
-                tracing::warn!(%uri, "JWKS fetch timed out; tokens of its issuer are rejected");
             }
         }
     }
     Ok(out)
+}
+
+/// What a refresh round found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The documents to use: fetched ones, and the previous one for each URI whose fetch failed.
+    pub documents: BTreeMap<String, String>,
+    /// True when a document differs from `previous`.
+    pub changed: bool,
+    /// How many fetches failed.
+    pub failed: usize,
+}
+
+impl Refreshed {
+    /// The outcome label of [`JWKS_REFRESHES`].
+    pub fn outcome(&self) -> &'static str {
+        match (self.changed, self.failed) {
+            (true, _) => "updated",
+            (false, 0) => "unchanged",
+            (false, _) => "failed",
+        }
+    }
+}
+
+/// Fetches every `jwksUri` not mapped to a file again. A failed fetch keeps the document in
+/// `previous` (the last good one), or stays absent if there was none. `None` when no URI is
+/// fetched (all come from files, or there is no RequestAuthentication).
+pub async fn refresh(
+    a: &AuthorizationSection,
+    file: &str,
+    previous: &BTreeMap<String, String>,
+) -> Option<Result<Refreshed, ConfigError>> {
+    let remote: Vec<String> = jwks_uris(&a.request_authentications)
+        .into_iter()
+        .filter(|u| !a.jwks_files.contains_key(u))
+        .collect();
+    if remote.is_empty() {
+        return None;
+    }
+    let client = match client(&a.jwks_trust, file) {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut documents = previous.clone();
+    let mut failed = 0;
+    for uri in remote {
+        match fetch_bounded(&client, &uri).await {
+            Ok(doc) => {
+                documents.insert(uri, doc);
+            }
+            Err(e) => {
+                failed += 1;
+                let kept = previous.contains_key(&uri);
+                tracing::warn!(%uri, error = %e, kept_last_good = kept, "JWKS refresh failed");
+            }
+        }
+    }
+    let changed = documents != *previous;
+    Some(Ok(Refreshed {
+        documents,
+        changed,
+        failed,
+    }))
+}
+
+/// The refresh interval of `a`.
+pub fn refresh_interval(a: &AuthorizationSection) -> Duration {
+    a.jwks_refresh_ms
+        .map_or(DEFAULT_JWKS_REFRESH, Duration::from_millis)
+}
+
+/// [`fetch`] under [`JWKS_FETCH_TIMEOUT`].
+async fn fetch_bounded(client: &JwksClient, uri: &str) -> Result<String, String> {
+    tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetch(client, uri))
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {JWKS_FETCH_TIMEOUT:?}")))
 }
 
 type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;

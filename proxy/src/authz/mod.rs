@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use check::{AUTHZ_DECISIONS, check, check_tcp};
 pub use custom::CustomClient;
+pub use jwks::{JWKS_REFRESHES, JWKS_RETRY_AFTER, Refreshed};
 
 use crate::config::{ConfigError, ProxyConfig};
 
@@ -60,6 +61,10 @@ pub struct AuthorizationSection {
     /// (an agency's private PKI).
     #[serde(default)]
     pub jwks_trust: Vec<PathBuf>,
+    /// How often fetched `jwksUri`s are fetched again, so an identity provider's key rotation
+    /// takes effect without a reload; absent: 5 minutes (Envoy's default). 1 s to 24 h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refresh_ms: Option<u64>,
     /// Proxies in front of this one whose `x-forwarded-for` entries are trusted (`remote.ip`).
     #[serde(default)]
     pub num_trusted_proxies: u32,
@@ -101,16 +106,37 @@ pub struct Security {
     /// Headers RequestAuthentication fills from claims: removed from every request first, so
     /// a client without a token cannot write them.
     pub claim_headers: Vec<http::HeaderName>,
+    /// The JWKS documents in force, by `jwksUri` (files and fetched), for the next refresh.
+    pub jwks: BTreeMap<String, String>,
 }
 
 impl Security {
     /// Compiles the section for the workload of the `identity` section. Reads JWKS files and
     /// fetches `jwksUri`s (bounded); a URI that cannot be fetched rejects its issuer's tokens.
     pub async fn build(config: &ProxyConfig, file: &str) -> Result<Self, ConfigError> {
+        let fetched = jwks::load(&config.authorization, file).await?;
+        Self::build_with_jwks(config, file, fetched)
+    }
+
+    /// [`Security::build`] with the JWKS documents already at hand (a refresh round's).
+    pub fn build_with_jwks(
+        config: &ProxyConfig,
+        file: &str,
+        fetched: BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
         let a = &config.authorization;
         let err = |path: &str, message: String, hint: &str| {
             ConfigError::field(file, format!("authorization.{path}"), message, hint)
         };
+        if let Some(ms) = a.jwks_refresh_ms
+            && !jwks::JWKS_REFRESH_RANGE_MS.contains(&ms)
+        {
+            return Err(err(
+                "jwks_refresh_ms",
+                format!("{ms} ms is out of range"),
+                "use 1000..=86400000 ms (1 s to 24 h); leave it out for 5 minutes",
+            ));
+        }
         let (namespace, labels, td) = match &config.identity {
             Some(id) => (
                 id.namespace.clone(),
@@ -143,7 +169,6 @@ impl Security {
                 "fix the policy; the previous configuration stays in force",
             )
         })?;
-        let fetched = jwks::load(a, file).await?;
         let authn = Authn::compile(&a.request_authentications, &a.root_namespace, &fetched)
             .map_err(|errors| {
                 err(
@@ -195,7 +220,23 @@ impl Security {
             labels,
             num_trusted_proxies: a.num_trusted_proxies,
             providers,
+            jwks: fetched,
         })
+    }
+
+    /// Fetches the remote JWKS documents again (see [`jwks::refresh`]); `None` when there are
+    /// none to fetch.
+    pub async fn refresh_jwks(
+        &self,
+        config: &ProxyConfig,
+        file: &str,
+    ) -> Option<Result<Refreshed, ConfigError>> {
+        jwks::refresh(&config.authorization, file, &self.jwks).await
+    }
+
+    /// How often `config`'s JWKS documents are refreshed.
+    pub fn jwks_refresh_interval(config: &ProxyConfig) -> Duration {
+        jwks::refresh_interval(&config.authorization)
     }
 
     /// The PeerAuthentication mode of `port` for this workload.
@@ -256,5 +297,36 @@ mod tests {
             config("  providers:\n    ext: { url: \"http://127.0.0.1:1\", timeout_ms: 60000 }\n");
         let err = Security::build(&cfg, "f.yaml").await.unwrap_err();
         assert_eq!(err.path, "authorization.providers.ext.timeout_ms");
+    }
+
+    #[tokio::test]
+    async fn jwks_refresh_is_bounded() {
+        for ms in [0, 999, 86_400_001] {
+            let cfg = config(&format!("  jwks_refresh_ms: {ms}\n"));
+            let err = Security::build(&cfg, "f.yaml").await.unwrap_err();
+            assert_eq!(err.path, "authorization.jwks_refresh_ms", "{ms}");
+        }
+        let cfg = config("  jwks_refresh_ms: 1000\n");
+        assert_eq!(
+            Security::jwks_refresh_interval(&cfg),
+            Duration::from_secs(1)
+        );
+        Security::build(&cfg, "f.yaml").await.unwrap();
+        assert_eq!(
+            Security::jwks_refresh_interval(&config("  jwks_trust: []\n")),
+            jwks::DEFAULT_JWKS_REFRESH
+        );
+    }
+
+    #[test]
+    fn a_refresh_round_is_labelled_by_what_it_found() {
+        let round = |changed, failed| Refreshed {
+            documents: BTreeMap::new(),
+            changed,
+            failed,
+        };
+        assert_eq!(round(true, 1).outcome(), "updated");
+        assert_eq!(round(false, 0).outcome(), "unchanged");
+        assert_eq!(round(false, 2).outcome(), "failed");
     }
 }

@@ -101,9 +101,15 @@ pub async fn forward(mut req: Request<RequestBody>, conn: Arc<ConnCtx>) -> Respo
     headers::set_forwarded(req.headers_mut(), conn.peer.ip(), conn.scheme(), host);
 
     // 3. Route: first matching route of the service's table (none: the service itself, no
-    //    timeout, Istio's default retry policy outbound and no retries inbound).
+    //    timeout, Istio's default retry policy outbound and no retries inbound). Inbound never
+    //    routes: as in Istio, a VirtualService acts on the calling side only, so its faults,
+    //    retries and rewrites are applied once, not again by the server's proxy.
     let authority = authority(&req).unwrap_or_default().to_owned();
-    let (route, block) = match service.routes.as_deref() {
+    let table = match direction {
+        Direction::Outbound => service.routes.as_deref(),
+        Direction::Inbound => None,
+    };
+    let (route, block) = match table {
         None => (None, None),
         Some(table) => {
             let pq = path_and_query(&req);
@@ -118,7 +124,7 @@ pub async fn forward(mut req: Request<RequestBody>, conn: Arc<ConnCtx>) -> Respo
             match table.match_route_hit(&view) {
                 Some(hit) => (Some(hit.route), hit.block),
                 None => {
-                    let what = format!("{} {}", req.method(), pq);
+                    let what = format!("{} {} in the service's route table", req.method(), pq);
                     return error_response(&ProxyError::NoRoute(what), grpc, Some(meter));
                 }
             }

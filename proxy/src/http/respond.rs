@@ -52,8 +52,9 @@ pub enum ProxyError {
     /// Upstream: no response headers within the route timeout or perTryTimeout.
     #[error("upstream request timeout after {0} ms (route timeout / perTryTimeout)")]
     Timeout(u128),
-    /// Policy: the service's route table has no route for the request.
-    #[error("no route for {0} in the service's route table")]
+    /// Policy: no route for the request (the service's route table has none, or no table bound
+    /// to the gateway serves the host). The text says which.
+    #[error("no route for {0}")]
     NoRoute(String),
     /// Policy: the route names a subset the service does not define.
     #[error("service `{0}` has no subset `{1}`")]

@@ -10,7 +10,8 @@
 //! - `Endpoints` `outbound|port|subset|host`: a JSON array of
 //!   [`jalin_xds::model::cluster::Endpoint`];
 //! - `Route` `ns/name`: [`jalin_xds::model::route::RouteTable`] of a VirtualService bound to
-//!   the sidecars, hosts fully qualified (see [`routes`]);
+//!   the sidecars, hosts fully qualified; `Route` `ns/name@gwns/gwname`: the same VirtualService
+//!   as served at a Gateway it is bound to, for the proxies the Gateway selects (see [`routes`]);
 //! - `TrustBundle` `<trust domain>`: [`TrustBundle`];
 //! - `Telemetry` `ns/name`: the imported Istio Telemetry `spec`
 //!   ([`crate::istio::telemetry::TelemetrySpec`], the seeds' shapes already mapped), sent to the
@@ -30,7 +31,7 @@ use jalin_xds::model::WorkloadSelector;
 use jalin_xds::transport::{EncodedResource, Entry, Kind, ResourceError, Snapshot, encode};
 use serde::{Deserialize, Serialize};
 
-use super::scope::{NamespaceVariant, ScopeIndex, SidecarScope, Visibility};
+use super::scope::{GatewayScope, NamespaceVariant, ScopeIndex, SidecarScope, Visibility};
 use crate::istio::convert::NativeConfig;
 use crate::k8s::ServiceRegistry;
 
@@ -130,16 +131,37 @@ pub fn translate(
         .iter()
         .map(|s| (s.host.as_str(), s.namespace.as_str()))
         .collect();
-    for route in routes::translate(native, &service_ns, domain, &mut out.warnings)? {
-        visibility.insert(
-            key_of(&route.resource),
-            Visibility::Route {
+    let bindings = routes::bindings(native, domain);
+    out.warnings.extend(
+        bindings
+            .findings
+            .iter()
+            .map(|f| format!("{}: {f}", f.severity.as_str())),
+    );
+    for route in routes::translate(native, &bindings, &service_ns, domain)? {
+        let vis = match &route.scope.gateway {
+            Some(gateway) => Visibility::Gateway {
+                gateway: gateway.clone(),
+            },
+            None => Visibility::Route {
                 hosts: route.scope.hosts.clone(),
             },
-        );
+        };
+        visibility.insert(key_of(&route.resource), vis);
         resources.push(route.resource);
         out.index.routes.push(route.scope);
     }
+    out.index.gateways = native
+        .gateways
+        .iter()
+        .filter(|g| !g.spec.selector.is_empty())
+        .map(|g| GatewayScope {
+            gateway: g.meta.key(),
+            selector: WorkloadSelector {
+                match_labels: g.spec.selector.clone(),
+            },
+        })
+        .collect();
     for svc in &discovered {
         let vis = Visibility::Service {
             namespace: svc.namespace.clone(),
