@@ -38,6 +38,8 @@ pub struct Pki {
     pub ca: String,
     pub chain: String,
     pub key: String,
+    /// The gateway leaf now in the files.
+    pub leaf: rustls::pki_types::CertificateDer<'static>,
 }
 
 impl Pki {
@@ -50,21 +52,17 @@ impl Pki {
         let root_key = KeyPair::generate().unwrap();
         let root = params.self_signed(&root_key).unwrap();
         let issuer = Issuer::new(params, root_key);
-        let mut leaf = CertificateParams::new(Vec::<String>::new()).unwrap();
-        leaf.subject_alt_names = vec![SanType::DnsName(HOST.try_into().unwrap())];
-        let key = KeyPair::generate().unwrap();
-        let cert = leaf.signed_by(&key, &issuer).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let chain = dir.path().join("gw.pem");
-        std::fs::write(&chain, cert.pem()).unwrap();
         let key_path = dir.path().join("gw.key");
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let leaf = issue(&issuer, &chain, &key_path);
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, root.pem()).unwrap();
         Self {
             issuer,
             ca: ca.display().to_string(),
             root: root.der().clone(),
+            leaf,
             chain: chain.display().to_string(),
             key: key_path.display().to_string(),
             _dir: dir,
@@ -97,11 +95,31 @@ impl Pki {
         c
     }
 
+    /// Writes a new gateway leaf and key over the files (a rotation) and returns the leaf.
+    pub fn reissue(&self) -> rustls::pki_types::CertificateDer<'static> {
+        issue(&self.issuer, self.chain.as_ref(), self.key.as_ref())
+    }
+
     fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.root.clone()).unwrap();
         roots
     }
+}
+
+/// Writes a leaf for [`HOST`] that `issuer` signs, with a fresh key, to `chain` and `key`.
+fn issue(
+    issuer: &Issuer<'static, KeyPair>,
+    chain: &std::path::Path,
+    key: &std::path::Path,
+) -> rustls::pki_types::CertificateDer<'static> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![SanType::DnsName(HOST.try_into().unwrap())];
+    let leaf_key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&leaf_key, issuer).unwrap();
+    std::fs::write(chain, cert.pem()).unwrap();
+    std::fs::write(key, leaf_key.serialize_pem()).unwrap();
+    cert.der().clone()
 }
 
 /// What the upstream reports to the test.
@@ -245,6 +263,8 @@ pub type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 /// One HTTP/3 client connection; its driver runs in a task that reports when it ends.
 pub struct H3Client {
     pub send: SendRequest,
+    /// The certificate the server presented.
+    pub leaf: rustls::pki_types::CertificateDer<'static>,
     pub closed: tokio::sync::oneshot::Receiver<String>,
     _driver: AbortOnDrop,
     _endpoint: quinn::Endpoint,
@@ -263,6 +283,14 @@ impl H3Client {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
         let conn = endpoint.connect(addr, HOST)?.await?;
+        let leaf = conn
+            .peer_identity()
+            .and_then(|id| {
+                id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
+            .and_then(|chain| chain.first().cloned())
+            .ok_or_else(|| anyhow::anyhow!("no server certificate"))?;
         let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn)).await?;
         let (tx, closed) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
@@ -271,6 +299,7 @@ impl H3Client {
         });
         Ok(Self {
             send,
+            leaf,
             closed,
             _driver: AbortOnDrop(task),
             _endpoint: endpoint,
