@@ -599,6 +599,25 @@ mod tests {
     }
 
     #[test]
+    fn http3_needs_https_and_parses_as_3() {
+        assert_eq!("3".parse::<HttpVersion>(), Ok(HttpVersion::Http3));
+        assert_eq!("h3".parse::<HttpVersion>(), Ok(HttpVersion::Http3));
+        let err = Connector::new(
+            Target::parse("http://127.0.0.1:8080/").unwrap(),
+            HttpVersion::Http3,
+            &ClientTls::default(),
+            RequestSpec::parse(None, &[], 0).unwrap(),
+            10,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("HTTP/3 needs an https URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn http1_requests_use_origin_form_and_a_host_header() {
         let c = connector(
             "http://127.0.0.1:8080/a/b?q=1",
