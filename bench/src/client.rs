@@ -1,5 +1,6 @@
-//! HTTP connections the generator manages itself: one hyper client connection per [`HttpClient`]
-//! (HTTP/1.1 keep-alive or HTTP/2, cleartext or TLS), reconnected on demand after a failure.
+//! HTTP connections the generator manages itself: one client connection per [`HttpClient`]
+//! (HTTP/1.1 keep-alive or HTTP/2 with hyper, cleartext or TLS; HTTP/3 over QUIC with
+//! [`crate::quic`]), reconnected on demand after a failure.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub enum HttpVersion {
     /// HTTP/2: prior knowledge (h2c) in cleartext, ALPN `h2` over TLS.
     #[serde(rename = "2")]
     Http2,
+    /// HTTP/3 over QUIC (ALPN `h3`); needs an `https` target.
+    #[serde(rename = "3")]
+    Http3,
 }
 
 impl std::str::FromStr for HttpVersion {
@@ -44,7 +48,10 @@ impl std::str::FromStr for HttpVersion {
         match s {
             "1.1" | "1" | "http1" | "http/1.1" => Ok(Self::Http1),
             "2" | "h2" | "h2c" | "http2" => Ok(Self::Http2),
-            other => Err(format!("unknown HTTP version {other:?}: expected 1.1 or 2")),
+            "3" | "h3" | "http3" => Ok(Self::Http3),
+            other => Err(format!(
+                "unknown HTTP version {other:?}: expected 1.1, 2 or 3"
+            )),
         }
     }
 }
@@ -54,6 +61,7 @@ impl std::fmt::Display for HttpVersion {
         f.write_str(match self {
             Self::Http1 => "HTTP/1.1",
             Self::Http2 => "HTTP/2",
+            Self::Http3 => "HTTP/3",
         })
     }
 }
@@ -197,6 +205,8 @@ pub struct Connector {
     target: Target,
     version: HttpVersion,
     tls: Option<TlsConnector>,
+    /// The QUIC client configuration, for HTTP/3.
+    quic: Option<quinn::ClientConfig>,
     spec: RequestSpec,
     h2_streams: usize,
     connect_timeout: Duration,
@@ -222,19 +232,38 @@ impl Connector {
         h2_streams: usize,
         connect_timeout: Duration,
     ) -> Result<Arc<Self>, ClientError> {
-        let tls = if target.tls {
-            let alpn: &[&[u8]] = match version {
-                HttpVersion::Http1 => &[b"http/1.1"],
-                HttpVersion::Http2 => &[b"h2"],
-            };
-            Some(TlsConnector::from(client_config(tls, alpn)?))
-        } else {
-            None
+        let mut quic = None;
+        let tls = match (target.tls, version) {
+            (false, HttpVersion::Http3) => {
+                return Err(ClientError::Url {
+                    url: target.url,
+                    what: "HTTP/3 needs an https URL (QUIC is always encrypted)".to_owned(),
+                });
+            }
+            (true, HttpVersion::Http3) => {
+                let config = crate::quic::client_config(client_config(tls, &[b"h3"])?).map_err(
+                    |detail| ClientError::Connect {
+                        url: target.url.clone(),
+                        detail,
+                    },
+                )?;
+                quic = Some(config);
+                None
+            }
+            (true, _) => {
+                let alpn: &[&[u8]] = match version {
+                    HttpVersion::Http2 => &[b"h2"],
+                    _ => &[b"http/1.1"],
+                };
+                Some(TlsConnector::from(client_config(tls, alpn)?))
+            }
+            (false, _) => None,
         };
         Ok(Arc::new(Self {
             target,
             version,
             tls,
+            quic,
             spec,
             h2_streams: h2_streams.max(1),
             connect_timeout,
@@ -259,7 +288,7 @@ impl Connector {
                     req.headers_mut().insert(HOST, host);
                 }
             }
-            HttpVersion::Http2 => {
+            HttpVersion::Http2 | HttpVersion::Http3 => {
                 let scheme = if self.target.tls {
                     Scheme::HTTPS
                 } else {
@@ -279,6 +308,23 @@ impl Connector {
     }
 
     async fn connect(&self) -> Result<Live, String> {
+        if let Some(quic) = &self.quic {
+            let name = self
+                .target
+                .authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let c = crate::quic::connect(quic, &self.target.connect_to, name, self.connect_timeout)
+                .await?;
+            return Ok(Live {
+                sender: Sender::H3 {
+                    send: c.send,
+                    _endpoint: c.endpoint,
+                },
+                task: c.task,
+            });
+        }
         let tcp = tokio::time::timeout(
             self.connect_timeout,
             TcpStream::connect(&self.target.connect_to),
@@ -298,8 +344,8 @@ impl Connector {
                 .map_err(|_| "tls: handshake timeout".to_owned())?
                 .map_err(|e| format!("tls: {e}"))?;
                 let want: &[u8] = match self.version {
-                    HttpVersion::Http1 => b"http/1.1",
                     HttpVersion::Http2 => b"h2",
+                    _ => b"http/1.1",
                 };
                 match stream.get_ref().1.alpn_protocol() {
                     Some(got) if got == want => {}
@@ -324,7 +370,7 @@ impl Connector {
     {
         let io = TokioIo::new(io);
         match self.version {
-            HttpVersion::Http1 => {
+            HttpVersion::Http1 | HttpVersion::Http3 => {
                 let (sender, conn) = http1::handshake(io)
                     .await
                     .map_err(|e| format!("http1: {e}"))?;
@@ -356,6 +402,11 @@ impl Connector {
 enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
+    /// The request side and the endpoint (its UDP socket) of an HTTP/3 connection.
+    H3 {
+        send: crate::quic::SendRequest,
+        _endpoint: quinn::Endpoint,
+    },
 }
 
 /// A live connection and the task that drives it (aborted when the connection is dropped).
@@ -440,6 +491,10 @@ impl HttpClient {
                 sender: Sender::H2(s),
                 ..
             }) => !s.is_closed(),
+            Some(Live {
+                sender: Sender::H3 { .. },
+                task,
+            }) => !task.is_finished(),
             None => false,
         };
         if !usable {
@@ -448,10 +503,10 @@ impl HttpClient {
         }
         let ready = match self.live.as_mut() {
             Some(live) => match &mut live.sender {
-                Sender::H1(s) => s.ready().await,
-                Sender::H2(s) => s.ready().await,
-            }
-            .map_err(|e| error_text("connection: ", &e)),
+                Sender::H1(s) => s.ready().await.map_err(|e| error_text("connection: ", &e)),
+                Sender::H2(s) => s.ready().await.map_err(|e| error_text("connection: ", &e)),
+                Sender::H3 { .. } => Ok(()),
+            },
             None => Err("connect: no connection".to_owned()),
         };
         if let Err(text) = ready {
@@ -508,13 +563,14 @@ impl Client for HttpClient {
                     }
                 })
             }
+            Sender::H3 { send, .. } => Box::pin(crate::quic::send(send.clone(), request)),
         }
     }
 
     fn max_in_flight(&self) -> usize {
         match self.connector.version {
             HttpVersion::Http1 => 1,
-            HttpVersion::Http2 => self.connector.h2_streams,
+            HttpVersion::Http2 | HttpVersion::Http3 => self.connector.h2_streams,
         }
     }
 
@@ -540,6 +596,25 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn http3_needs_https_and_parses_as_3() {
+        assert_eq!("3".parse::<HttpVersion>(), Ok(HttpVersion::Http3));
+        assert_eq!("h3".parse::<HttpVersion>(), Ok(HttpVersion::Http3));
+        let err = Connector::new(
+            Target::parse("http://127.0.0.1:8080/").unwrap(),
+            HttpVersion::Http3,
+            &ClientTls::default(),
+            RequestSpec::parse(None, &[], 0).unwrap(),
+            10,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("HTTP/3 needs an https URL"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod driver;
 pub mod pacer;
+pub mod quic;
 pub mod record;
 pub mod report;
 pub mod scenario;

@@ -50,7 +50,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// HTTP version: 1.1, or 2 (h2c prior knowledge in cleartext, ALPN h2 over TLS).
+    /// HTTP version: 1.1, 2 (h2c prior knowledge in cleartext, ALPN h2 over TLS), or 3 (HTTP/3
+    /// over QUIC, https targets only; --h2-streams bounds its streams per connection).
     #[arg(long, default_value = "1.1")]
     http: HttpVersion,
     /// Connections per target.

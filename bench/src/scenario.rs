@@ -74,7 +74,7 @@ impl LoadConfig {
             connections: self.connections,
             h2_streams: match self.version {
                 HttpVersion::Http1 => 1,
-                HttpVersion::Http2 => self.h2_streams,
+                HttpVersion::Http2 | HttpVersion::Http3 => self.h2_streams,
             },
             timeout_s: self.timeout.as_secs_f64(),
             precise_timer: self.precise,
