@@ -153,8 +153,14 @@ async fn serve_connection(quic: quinn::Connection, ctx: Arc<ConnCtx>, stop: Canc
                 Ok(Some(resolver)) => {
                     let ctx = ctx.clone();
                     let quic = quic.clone();
+                    // Accepted after the GOAWAY went out: its id is at or past the GOAWAY's.
+                    let rejected = draining;
                     requests.spawn(async move {
                         match tokio::time::timeout(HEADER_READ_TIMEOUT, resolver.resolve_request()).await {
+                            Ok(Ok((_, mut stream))) if rejected => {
+                                stream.stop_sending(Code::H3_REQUEST_REJECTED);
+                                stream.stop_stream(Code::H3_REQUEST_REJECTED);
+                            }
                             Ok(Ok((req, stream))) => serve_request(req, stream, ctx, quic).await,
                             Ok(Err(e)) => tracing::debug!(error = %e, %peer, "HTTP/3 request head refused"),
                             Err(_elapsed) => tracing::debug!(%peer, "HTTP/3 request head not received in time"),
@@ -170,9 +176,12 @@ async fn serve_connection(quic: quinn::Connection, ctx: Arc<ConnCtx>, stop: Canc
             },
             () = stop.cancelled(), if !draining => {
                 draining = true;
-                // GOAWAY: requests already accepted finish; later ones are rejected (the client
-                // may retry them elsewhere).
-                if let Err(e) = h3.shutdown(0).await {
+                // GOAWAY with the id after the last accepted request (h3 adds `1` request
+                // to it): every request accepted so far finishes, and every later one is
+                // rejected with H3_REQUEST_REJECTED, which tells the client it was not processed
+                // and may be retried elsewhere (RFC 9114 §5.2). `shutdown(0)` would name the
+                // last accepted request itself as not processed.
+                if let Err(e) = h3.shutdown(1).await {
                     tracing::debug!(error = %e, %peer, "HTTP/3 GOAWAY failed");
                     break;
                 }
