@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::config::ConfigError;
 use crate::detect::{self, Protocol, Rewind};
+use crate::h3::ALPN_H3;
 use crate::http::respond::ProxyError;
 use crate::snapshot::{Service, Snapshot};
 use crate::{gateway, http, inbound, outbound, tcp};
@@ -411,9 +412,6 @@ impl ListenerTls {
         }
     }
 }
-
-/// ALPN of HTTP/3 (RFC 9114).
-pub const ALPN_H3: &[u8] = b"h3";
 
 /// ALPN of a listener's own TLS over TCP, in preference order.
 pub const LISTENER_ALPN: &[&[u8]] = &[jalin_ca::tls::ALPN_H2, jalin_ca::tls::ALPN_HTTP11];

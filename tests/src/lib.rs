@@ -3,6 +3,7 @@
 //! port 0, plus helpers to drive real clients (curl).
 
 pub mod client;
+pub mod process;
 pub mod proxy;
 pub mod upstream;
 

@@ -7,36 +7,11 @@
 
 mod http3_common;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-use tokio::sync::mpsc;
+use jalin_tests::process::{ProxyProcess, message};
 
-use http3_common::{
-    H3Client, HANG, Pki, Upstream, await_goaway, hold, proxy_yaml, release_and_finish,
-};
-
-fn message(line: &Value) -> &str {
-    line["fields"]["message"].as_str().unwrap_or_default()
-}
-
-/// Waits for the first log line matching `want`.
-async fn line(lines: &mut mpsc::UnboundedReceiver<Value>, want: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let next = tokio::time::timeout(HANG, lines.recv())
-            .await
-            .expect("hung waiting for a proxy log line")
-            .expect("the proxy's log ended before the awaited line");
-        if want(&next) {
-            return next;
-        }
-    }
-}
+use http3_common::{H3Client, Pki, Upstream, await_goaway, hold, proxy_yaml, release_and_finish};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_http3_and_drains_it_on_sigterm() {
@@ -46,41 +21,12 @@ async fn the_binary_serves_http3_and_drains_it_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("proxy.yaml");
     std::fs::write(&config, proxy_yaml(&pki, upstream.addr)).unwrap();
-    let mut child = Command::new(&binary)
-        .arg("--config")
-        .arg(&config)
-        .args(["--drain-duration", "30s", "--log-json", "--workers", "1"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, mut lines) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = reader.next_line().await {
-            eprintln!("[jalin-proxy] {l}");
-            let v = serde_json::from_str(&l)
-                .unwrap_or_else(|_| serde_json::json!({"fields": {"message": l}}));
-            if tx.send(v).is_err() {
-                return;
-            }
-        }
-    });
-    let quic = line(&mut lines, |l| message(l) == "listening for HTTP/3 (QUIC)").await;
-    let addr: SocketAddr = quic["fields"]["address"].as_str().unwrap().parse().unwrap();
-    let tcp = line(&mut lines, |l| {
-        message(l) == "listening" && l["fields"]["listener"] == "gw"
-    })
-    .await;
-    assert_eq!(
-        tcp["fields"]["address"].as_str().unwrap(),
-        addr.to_string(),
-        "HTTP/3 shares the TCP listener's port"
-    );
+    let mut proxy = ProxyProcess::start(&binary, &config, &["--drain-duration", "30s"]).unwrap();
+    let addr = proxy
+        .address_of(|l| message(l) == "listening for HTTP/3 (QUIC)")
+        .await;
+    let tcp = proxy.listening("gw").await;
+    assert_eq!(tcp, addr, "HTTP/3 shares the TCP listener's port");
 
     let client = H3Client::connect(&pki, addr).await;
     let (rsp, body, _) = client.request("GET", "/echo", None).await;
@@ -96,20 +42,12 @@ async fn the_binary_serves_http3_and_drains_it_on_sigterm() {
 
     // One request held by the upstream, then SIGTERM.
     let held = hold(&client, &mut upstream).await;
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    line(&mut lines, |l| message(l) == "draining").await;
+    proxy.signal("-TERM");
+    proxy.line(|l| message(l) == "draining").await;
 
     // GOAWAY reaches the client; the held request completes, then the process exits cleanly.
     await_goaway(&client).await;
     release_and_finish(&upstream, held).await;
-    let status = tokio::time::timeout(HANG, child.wait())
-        .await
-        .expect("hung waiting for the proxy to exit")
-        .unwrap();
+    let (status, _) = proxy.exit().await;
     assert!(status.success(), "a drained proxy exits 0: {status}");
 }

@@ -7,129 +7,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::path::Path;
 
 use jalin_tests::client;
+use jalin_tests::process::{HANG, ProxyProcess, message};
 use jalin_tests::proxy::{ListenerSpec, ServiceSpec, config_yaml};
 use jalin_tests::upstream::{ControlledUpstream, Mode};
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
 
-/// Only stops a hung test (a 2-core machine shared by several builds); nothing asserts on time.
-const HANG: Duration = Duration::from_secs(120);
-
-/// The proxy as a child process (SIGKILLed on drop) with its JSON log lines.
-struct ProxyProcess {
-    child: Child,
-    lines: mpsc::UnboundedReceiver<Value>,
-    seen: Vec<Value>,
-    _dir: tempfile::TempDir,
-}
-
-fn message(line: &Value) -> &str {
-    line["fields"]["message"].as_str().unwrap_or_default()
-}
-
-impl ProxyProcess {
-    /// Starts the proxy with one outbound HTTP/1.1 listener to `upstream` and `--drain-duration
-    /// drain`; returns it with the listener's address, read from its `listening` log line.
-    async fn start(binary: &PathBuf, upstream: SocketAddr, drain: &str) -> (Self, SocketAddr) {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("proxy.yaml");
-        let mut listener = ListenerSpec::outbound("out", "held");
-        listener.protocol = "http1";
-        let mut service = ServiceSpec::new("held", &[upstream]);
-        service.protocol = "http1";
-        std::fs::write(&config, config_yaml(&[listener], &[service])).unwrap();
-        let mut child = Command::new(binary)
-            .arg("--config")
-            .arg(&config)
-            .args(["--drain-duration", drain, "--log-json", "--workers", "1"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                eprintln!("[jalin-proxy] {line}");
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| serde_json::json!({"fields": {"message": line}}));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut proxy = ProxyProcess {
-            child,
-            lines,
-            seen: Vec::new(),
-            _dir: dir,
-        };
-        let listening = proxy
-            .line(|l| message(l) == "listening" && l["fields"]["listener"] == "out")
-            .await;
-        let addr = listening["fields"]["address"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        (proxy, addr)
-    }
-
-    /// Waits for the first log line matching `want`.
-    async fn line(&mut self, want: impl Fn(&Value) -> bool) -> Value {
-        if let Some(l) = self.seen.iter().find(|l| want(l)) {
-            return l.clone();
-        }
-        loop {
-            let next = tokio::time::timeout(HANG, self.lines.recv())
-                .await
-                .expect("hung waiting for a proxy log line");
-            let Some(l) = next else {
-                panic!("the proxy's log ended before the awaited line");
-            };
-            self.seen.push(l.clone());
-            if want(&l) {
-                return l;
-            }
-        }
-    }
-
-    /// SIGTERM, as the kubelet sends it.
-    fn terminate(&self) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; returns its status and every log line.
-    async fn exit(mut self) -> (ExitStatus, Vec<Value>) {
-        let status = tokio::time::timeout(HANG, self.child.wait())
-            .await
-            .expect("hung waiting for the proxy to exit")
-            .unwrap();
-        // The log's end follows the exit: read it to the end.
-        while let Some(l) = tokio::time::timeout(HANG, self.lines.recv())
-            .await
-            .expect("hung reading the proxy's last log lines")
-        {
-            self.seen.push(l);
-        }
-        (status, self.seen)
-    }
+/// Starts the proxy with one outbound HTTP/1.1 listener to `upstream` and `--drain-duration
+/// drain`; returns it with the listener's address (its configuration lives in `dir`).
+async fn start(
+    binary: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+    drain: &str,
+) -> (ProxyProcess, SocketAddr) {
+    let config = dir.join("proxy.yaml");
+    let mut listener = ListenerSpec::outbound("out", "held");
+    listener.protocol = "http1";
+    let mut service = ServiceSpec::new("held", &[upstream]);
+    service.protocol = "http1";
+    std::fs::write(&config, config_yaml(&[listener], &[service])).unwrap();
+    let mut proxy = ProxyProcess::start(binary, &config, &["--drain-duration", drain]).unwrap();
+    let addr = proxy.listening("out").await;
+    (proxy, addr)
 }
 
 /// Sends one request through the proxy, waits until the upstream holds it, SIGTERMs the proxy and
@@ -145,7 +46,7 @@ async fn hold_one_and_terminate(
     tokio::time::timeout(HANG, upstream.wait_requests(1))
         .await
         .expect("the request never reached the upstream");
-    proxy.terminate();
+    proxy.signal("-TERM");
     let draining = proxy.line(|l| message(l) == "draining").await;
     assert_eq!(
         draining["fields"]["deadline_ms"], 2000,
@@ -157,11 +58,12 @@ async fn hold_one_and_terminate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_flight_request_completes_within_the_drain_and_the_drain_bounds_the_exit() {
     let binary = jalin_tests::proxy::binary();
+    let dir = tempfile::tempdir().unwrap();
 
     // 1. The upstream answers during the drain: the client gets the answer, the proxy exits
     //    cleanly without cutting anything.
     let upstream = ControlledUpstream::start("held").await.unwrap();
-    let (mut proxy, addr) = ProxyProcess::start(&binary, upstream.addr, "2s").await;
+    let (mut proxy, addr) = start(&binary, dir.path(), upstream.addr, "2s").await;
     let request = hold_one_and_terminate(&mut proxy, addr, &upstream).await;
     upstream.release();
     let (status, from, body) = tokio::time::timeout(HANG, request)
@@ -184,7 +86,7 @@ async fn an_in_flight_request_completes_within_the_drain_and_the_drain_bounds_th
     // 2. The upstream holds past the drain: the proxy gives up at the deadline and exits, and the
     //    client's request fails instead of hanging on a proxy that is gone.
     let upstream = ControlledUpstream::start("held").await.unwrap();
-    let (mut proxy, addr) = ProxyProcess::start(&binary, upstream.addr, "2s").await;
+    let (mut proxy, addr) = start(&binary, dir.path(), upstream.addr, "2s").await;
     let request = hold_one_and_terminate(&mut proxy, addr, &upstream).await;
     let (exit, log) = proxy.exit().await;
     assert!(exit.success(), "the drain's end is a clean exit: {exit}");
