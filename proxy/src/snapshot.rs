@@ -308,6 +308,17 @@ impl Service {
         }
     }
 
+    /// True when `other` is this service or one of its subset clusters (a control plane's
+    /// `outbound|<port>|<subset>|<host>` of the same host): metrics keep this one's labels.
+    pub fn same_service(&self, other: &Service) -> bool {
+        let host = |name: &'_ str| {
+            crate::xds::resolve::IstioCluster::parse(name).map(|c| (c.host.to_owned(), c.port))
+        };
+        std::ptr::eq(self, other)
+            || self.name == other.name
+            || host(&self.name).is_some_and(|h| Some(h) == host(&other.name))
+    }
+
     /// The cluster state of `subset`, or of the whole service for `None`. `None` when the
     /// subset is unknown.
     pub fn cluster(&self, subset: Option<&str>) -> Option<&Arc<ClusterState>> {
@@ -431,5 +442,25 @@ mod route_tests {
         assert!(!routed(&format!("outbound|80|v1|{echo}")), "a subset");
         assert!(!routed("outbound|80||db.prod.svc.cluster.local"));
         assert!(!routed("other"));
+    }
+
+    #[tokio::test]
+    async fn a_subset_cluster_is_the_same_service_for_metrics_another_host_is_not() {
+        let echo = "echo.prod.svc.cluster.local";
+        let file = format!(
+            "admin:\n  address: 127.0.0.1:0\nservices:\n  - name: outbound|80||{echo}\n  \
+             - name: outbound|80|v1|{echo}\n  - name: outbound|8080||{echo}\n  \
+             - name: outbound|80||db.prod.svc.cluster.local\n  - name: records\n  \
+             - name: api\n"
+        );
+        let (config, origin) = crate::config::parse("f.yaml", &file).unwrap();
+        let s = Snapshot::build(1, config, origin, None);
+        let svc = |name: &str| s.service(name).unwrap().clone();
+        let whole = svc(&format!("outbound|80||{echo}"));
+        assert!(whole.same_service(&whole));
+        assert!(whole.same_service(&svc(&format!("outbound|80|v1|{echo}"))));
+        assert!(!whole.same_service(&svc(&format!("outbound|8080||{echo}"))));
+        assert!(!whole.same_service(&svc("outbound|80||db.prod.svc.cluster.local")));
+        assert!(!svc("records").same_service(&svc("api")));
     }
 }

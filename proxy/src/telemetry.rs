@@ -237,6 +237,12 @@ impl RequestMeter {
         self.access.as_deref_mut()
     }
 
+    /// The service the route sent the request to (Istio's `destination_service` is the
+    /// upstream cluster's service, not the host the request named): its labels from here on.
+    pub fn destination(&mut self, service: &Arc<ServiceMetrics>) {
+        self.service = service.clone();
+    }
+
     /// The response head: status, and gRPC status if the response is trailers-only.
     pub fn response(&mut self, code: u16, grpc_status: Option<u8>, flag: ResponseFlag) {
         self.code = code;

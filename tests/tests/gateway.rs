@@ -105,6 +105,16 @@ async fn curl_over_https_is_routed_by_host_and_unknown_hosts_get_404() {
                 && l.contains("direction=\"inbound\"")),
         "{metrics}"
     );
+    // Istio's request metrics name the destination service, not the gateway's route table.
+    let served = |service: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains(&format!("destination_service=\"{service}\""))
+                && l.contains("response_code=\"200\"")
+        })
+    };
+    assert!(served("records") && served("api"), "{metrics}");
+    assert!(!served("prod/records"), "{metrics}");
     // The served certificate's expiry, for alerting.
     let expiry = metrics
         .lines()

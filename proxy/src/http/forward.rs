@@ -173,6 +173,11 @@ pub async fn forward(mut req: Request<RequestBody>, conn: Arc<ConnCtx>) -> Respo
             }
         },
     };
+    // Metrics name the service the request goes to (a route may send it elsewhere; at a
+    // gateway the table is not a service at all); a subset keeps its service's labels.
+    if !service.same_service(&target_service) {
+        meter.destination(&target_service.metrics);
+    }
     let Some(cluster) = target_service.cluster(subset.as_deref()).cloned() else {
         let err = ProxyError::NoSubset(target_service.name.to_string(), subset.unwrap_or_default());
         return error_response(&err, grpc, Some(meter));
