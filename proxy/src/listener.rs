@@ -248,6 +248,8 @@ pub struct Prepared {
     tls: HashMap<String, ListenerTls>,
     /// New name -> old name, for listeners that keep a running socket.
     kept: HashMap<String, String>,
+    /// UDP sockets for HTTP/3 endpoints that do not run yet, by listener name.
+    udp: HashMap<String, std::net::UdpSocket>,
 }
 
 impl ListenerSet {
@@ -256,6 +258,7 @@ impl ListenerSet {
         let mut fresh = HashMap::new();
         let mut kept = HashMap::new();
         let mut tls = HashMap::new();
+        let mut udp = HashMap::new();
         for (i, l) in wanted.iter().enumerate() {
             if let Some(t) = &l.tls {
                 let build = |alpn| {
@@ -273,9 +276,24 @@ impl ListenerSet {
             let reuse = self.running.iter().find(|(name, r)| {
                 r.config.address == l.address && (name.as_str() == l.name || l.address.port() != 0)
             });
-            if let Some((old, _)) = reuse
+            // HTTP/3 shares the TCP listener's port; its UDP socket is bound here too, so a
+            // port that cannot be had refuses the configuration.
+            let bind_udp = |addr: SocketAddr| {
+                crate::h3::bind_udp(addr).map_err(|e| {
+                    ConfigError::field(
+                        file,
+                        format!("listeners[{i}].http3"),
+                        e.to_string(),
+                        "free the UDP port, or set http3: false",
+                    )
+                })
+            };
+            if let Some((old, running)) = reuse
                 && !kept.values().any(|v: &String| v == old)
             {
+                if l.http3 && running.h3.is_none() {
+                    udp.insert(l.name.clone(), bind_udp(running.local)?);
+                }
                 kept.insert(l.name.clone(), old.clone());
                 continue;
             }
@@ -287,6 +305,11 @@ impl ListenerSet {
                     "is another process using the port, or does binding it need privileges?",
                 )
             })?;
+            if l.http3
+                && let Ok(local) = socket.local_addr()
+            {
+                udp.insert(l.name.clone(), bind_udp(local)?);
+            }
             fresh.insert(l.name.clone(), socket);
         }
         Ok(Prepared {
@@ -294,6 +317,7 @@ impl ListenerSet {
             fresh,
             kept,
             tls,
+            udp,
         })
     }
 
@@ -319,6 +343,7 @@ impl ListenerSet {
                 old.h3 = crate::h3::reconcile(
                     old.h3.take(),
                     info.h3_tls.as_deref(),
+                    prepared.udp.remove(&l.name),
                     old.local,
                     &old.info,
                     shared,
@@ -332,7 +357,8 @@ impl ListenerSet {
                 };
                 let h3_tls = info.h3_tls.clone();
                 let info = Arc::new(ArcSwap::from_pointee(info));
-                let h3 = crate::h3::reconcile(None, h3_tls.as_deref(), local, &info, shared);
+                let udp = prepared.udp.remove(&l.name);
+                let h3 = crate::h3::reconcile(None, h3_tls.as_deref(), udp, local, &info, shared);
                 if let Some(h3) = &h3 {
                     let mut with_alt_svc = ListenerInfo::clone(&info.load());
                     with_alt_svc.alt_svc = Some(h3.alt_svc());
@@ -711,6 +737,23 @@ routes:
             tls.h3.as_ref().unwrap().alpn_protocols,
             vec![b"h3".to_vec()]
         );
+
+        // The HTTP/3 socket is bound with the TCP one, on the TCP listener's port.
+        let tcp = prepared.fresh["gw"].local_addr().unwrap();
+        assert_eq!(prepared.udp["gw"].local_addr().unwrap(), tcp);
+        drop(prepared);
+
+        // A UDP port another process holds refuses the configuration, naming `http3`.
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let on_taken = yaml.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let (config_taken, _) = crate::config::parse("t.yaml", &on_taken).unwrap();
+        let err = set
+            .prepare(&config_taken.listeners, "t.yaml")
+            .await
+            .unwrap_err();
+        assert_eq!(err.path, "listeners[0].http3", "{err}");
+        assert!(err.message.contains("cannot bind UDP"), "{err}");
 
         std::fs::write(&k, "garbage").unwrap();
         let err = set.prepare(&config.listeners, "t.yaml").await.unwrap_err();

@@ -85,6 +85,11 @@ pub enum H3Error {
     Bind { addr: SocketAddr, source: io::Error },
 }
 
+/// Binds the UDP socket HTTP/3 serves `addr` on.
+pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, H3Error> {
+    std::net::UdpSocket::bind(addr).map_err(|source| H3Error::Bind { addr, source })
+}
+
 impl From<H3Error> for io::Error {
     fn from(e: H3Error) -> Self {
         match e {
@@ -146,9 +151,34 @@ impl Server {
         info: Arc<ArcSwap<ListenerInfo>>,
         shared: &Arc<Shared>,
     ) -> Result<Self, H3Error> {
+        let socket = bind_udp(addr)?;
+        Self::serve(socket, tls, info, shared)
+    }
+
+    /// [`Server::bind`] on a UDP socket bound already (by the listener set's prepare step, so
+    /// a port that cannot be had refuses the configuration instead of only HTTP/3).
+    pub fn serve(
+        socket: std::net::UdpSocket,
+        tls: &rustls::ServerConfig,
+        info: Arc<ArcSwap<ListenerInfo>>,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, H3Error> {
+        let addr = socket.local_addr().map_err(|source| H3Error::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
         let config = server_config(tls)?;
-        let endpoint = quinn::Endpoint::server(config, addr)
-            .map_err(|source| H3Error::Bind { addr, source })?;
+        let runtime = quinn::default_runtime().ok_or_else(|| H3Error::Bind {
+            addr,
+            source: io::Error::other("no tokio runtime for QUIC"),
+        })?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(config),
+            socket,
+            runtime,
+        )
+        .map_err(|source| H3Error::Bind { addr, source })?;
         let local = endpoint
             .local_addr()
             .map_err(|source| H3Error::Bind { addr, source })?;
@@ -195,13 +225,15 @@ impl Server {
 }
 
 /// Brings a listener's HTTP/3 endpoint in line with its configuration at a (re)load. `tls` is
-/// the listener's TLS with ALPN `h3` when it has `http3: true` (else `None`). Binds the endpoint
-/// on the TCP listener's bound address `local` (so port 0 shares the TCP port) when none runs,
-/// swaps in the new certificate when one runs, stops it when `tls` is `None`. Returns the
-/// endpoint now running; a bind failure is logged and leaves the TCP listener unaffected.
+/// the listener's TLS with ALPN `h3` when it has `http3: true` (else `None`). Starts the
+/// endpoint on `udp` (bound by the listener set's prepare step on the TCP listener's port), or
+/// binds the TCP listener's address `local` itself, when none runs; swaps in the new certificate
+/// when one runs; stops it when `tls` is `None`. Returns the endpoint now running; a failure
+/// here is logged and leaves the TCP listener unaffected.
 pub fn reconcile(
     running: Option<Server>,
     tls: Option<&rustls::ServerConfig>,
+    udp: Option<std::net::UdpSocket>,
     local: SocketAddr,
     info: &Arc<ArcSwap<ListenerInfo>>,
     shared: &Arc<Shared>,
@@ -219,7 +251,11 @@ pub fn reconcile(
         }
         return Some(server);
     }
-    match Server::bind(local, tls, info.clone(), shared) {
+    let served = match udp {
+        Some(socket) => Server::serve(socket, tls, info.clone(), shared),
+        None => Server::bind(local, tls, info.clone(), shared),
+    };
+    match served {
         Ok(server) => Some(server),
         Err(e) => {
             tracing::error!(listener = %name, error = %e, "HTTP/3 is not served on this listener");
