@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 
 use crate::detect::{Protocol, Rewind};
 use crate::inbound::{Accepted, ServerIo};
+use crate::route::{self, HostMatch, host_match};
 use crate::tls::server::{SanKind, san_entries, subject_of};
 
 /// Longest a client may take to complete the TLS handshake with a listener's own certificate
@@ -76,45 +77,10 @@ pub async fn accept_tls(
     Some((accepted, cert))
 }
 
-/// How specifically one host pattern matched an authority; greater is more specific.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum HostMatch {
-    /// `*`.
-    Any,
-    /// `*.suffix`, with the suffix's length (longer is more specific).
-    Wildcard(usize),
-    /// The host itself.
-    Exact,
-}
-
-/// The host of an authority: without port and trailing dot, lower case (`[::1]:443` -> `::1`).
+/// The host of an authority, lower case, for messages: without port and trailing dot
+/// (`[::1]:443` -> `::1`). Matching does not need it ([`crate::route::host_match`] ignores case).
 pub fn host_of(authority: &str) -> String {
-    let a = authority.trim();
-    let host = if let Some(rest) = a.strip_prefix('[') {
-        rest.split_once(']').map_or(rest, |(h, _)| h)
-    } else {
-        match a.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => a,
-        }
-    };
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// How `pattern` (a route table host) matches `host` (already [`host_of`]), if at all.
-pub fn host_match(pattern: &str, host: &str) -> Option<HostMatch> {
-    if pattern == "*" {
-        return Some(HostMatch::Any);
-    }
-    if let Some(suffix) = pattern.strip_prefix('*') {
-        let fits = host.len() > suffix.len()
-            && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes());
-        return fits.then_some(HostMatch::Wildcard(suffix.len()));
-    }
-    pattern
-        .trim_end_matches('.')
-        .eq_ignore_ascii_case(host)
-        .then_some(HostMatch::Exact)
+    route::host_of(authority).to_ascii_lowercase()
 }
 
 /// The index of the table (each given by its hosts, in configuration order) that serves
@@ -124,10 +90,10 @@ where
     I: IntoIterator<Item = H>,
     H: IntoIterator<Item = &'a str>,
 {
-    let host = host_of(authority);
+    let host = route::host_of(authority);
     let mut best: Option<(HostMatch, usize)> = None;
     for (i, hosts) in tables.into_iter().enumerate() {
-        let m = hosts.into_iter().filter_map(|p| host_match(p, &host)).max();
+        let m = hosts.into_iter().filter_map(|p| host_match(p, host)).max();
         if let Some(m) = m
             && best.is_none_or(|(b, _)| m > b)
         {

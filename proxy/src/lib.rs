@@ -235,14 +235,7 @@ impl Proxy {
                 .listeners
                 .iter()
                 .filter_map(|l| l.tls.as_ref())
-                .flat_map(|t| {
-                    [
-                        Some(&t.certificate_chain),
-                        Some(&t.private_key),
-                        t.ca_certificates.as_ref(),
-                    ]
-                })
-                .flatten()
+                .flat_map(|t| t.files())
                 .map(std::path::PathBuf::from)
                 .collect();
             let mut triggers = config::watch::spawn(path, &cert_files, shared.drain.clone())?;

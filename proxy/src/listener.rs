@@ -9,8 +9,7 @@
 //! refused during a reload; a listener whose settings changed picks them up for new connections.
 //! A listener's server TLS config is built (its files read) in [`ListenerSet::prepare`], so a
 //! bad certificate rejects the reload and the last good one keeps serving; the config in force
-//! is [`ListenerInfo::tls`] (and [`ListenerInfo::h3_tls`] for HTTP/3), read through
-//! [`ListenerSet::info`].
+//! is [`ListenerInfo::tls`] (and [`ListenerInfo::h3_tls`] for HTTP/3).
 
 use std::collections::HashMap;
 use std::io;
@@ -261,16 +260,14 @@ impl ListenerSet {
         let mut udp = HashMap::new();
         for (i, l) in wanted.iter().enumerate() {
             if let Some(t) = &l.tls {
-                let build = |alpn| {
-                    crate::tls::server::server_config_with_leaf(t, alpn)
-                        .map_err(|e| crate::config::server_tls_error(file, i, &e))
-                };
-                let h3 = if l.http3 {
-                    Some(build(&[ALPN_H3])?.0)
-                } else {
-                    None
-                };
-                let (tcp, leaf) = build(LISTENER_ALPN)?;
+                let (tcp, leaf) = crate::tls::server::server_config_with_leaf(t, LISTENER_ALPN)
+                    .map_err(|e| crate::config::server_tls_error(file, i, &e))?;
+                // The same certificate (files read once) with ALPN `h3`.
+                let h3 = l.http3.then(|| {
+                    let mut h3 = rustls::ServerConfig::clone(&tcp);
+                    h3.alpn_protocols = vec![ALPN_H3.to_vec()];
+                    Arc::new(h3)
+                });
                 tls.insert(l.name.clone(), ListenerTls { tcp, h3, leaf });
             }
             let reuse = self.running.iter().find(|(name, r)| {
@@ -399,14 +396,6 @@ impl ListenerSet {
     }
 }
 
-impl ListenerSet {
-    /// The live settings of listener `name` (swapped on every accepted reload): an HTTP/3
-    /// endpoint sharing the listener reads its [`ListenerInfo::tls`] here.
-    pub fn info(&self, name: &str) -> Option<Arc<ArcSwap<ListenerInfo>>> {
-        self.running.get(name).map(|r| r.info.clone())
-    }
-}
-
 /// A listener's own server TLS configs, built together from its files.
 #[derive(Debug)]
 struct ListenerTls {
@@ -501,20 +490,15 @@ async fn handle(stream: TcpStream, peer: SocketAddr, info: Arc<ListenerInfo>, sh
     // The listener's own TLS, else peer authentication (inbound with an identity): the port's
     // mTLS mode decides.
     let mut client_cert = None;
-    let accepted = match (&shared.identity, info.direction) {
-        _ if info.tls.is_some() => {
-            let Some(config) = info.tls.clone() else {
+    let accepted = match (&info.tls, &shared.identity, info.direction) {
+        (Some(config), _, _) => {
+            let Some((a, cert)) = gateway::accept_tls(stream, config.clone(), peer).await else {
                 return;
             };
-            match gateway::accept_tls(stream, config, peer).await {
-                Some((a, cert)) => {
-                    client_cert = cert.map(Arc::new);
-                    a
-                }
-                None => return,
-            }
+            client_cert = cert.map(Arc::new);
+            a
         }
-        (Some(identity), Direction::Inbound) => {
+        (None, Some(identity), Direction::Inbound) => {
             let port = orig_dst.unwrap_or(local).port();
             let mode = info
                 .mtls

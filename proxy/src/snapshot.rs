@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jalin_xds::model::cluster::{Cluster, UpstreamProtocol};
-use jalin_xds::model::route::PriorityClass;
+use jalin_xds::model::route::{PriorityClass, RouteTable};
 use jalin_xds::model::traffic::TrafficPolicy;
 
 use crate::balance::PickContext;
@@ -33,18 +33,11 @@ pub struct Snapshot {
     pub origin: ConfigOrigin,
     services: HashMap<String, Arc<Service>>,
     by_address: HashMap<SocketAddr, Arc<Service>>,
-    /// Gateway name (`namespace/name`) -> the route tables bound to it, in configuration order.
-    gateways: HashMap<String, Vec<GatewayTable>>,
+    /// Gateway name (`namespace/name`) -> a route-only service per route table bound to it
+    /// ([`Service::route_only`]), in configuration order.
+    gateways: HashMap<String, Vec<Arc<Service>>>,
     /// Access logging from the Telemetry resources, compiled for this workload.
     pub access_log: crate::accesslog::AccessLog,
-}
-
-/// A route table bound to a gateway: its hosts, and a route-only service carrying the
-/// compiled table (its routes name the destination services).
-#[derive(Debug)]
-struct GatewayTable {
-    hosts: Vec<String>,
-    service: Arc<Service>,
 }
 
 /// A service (cluster) as the data path sees it.
@@ -92,13 +85,22 @@ impl Snapshot {
                 }
             }
         }
-        // Validated on load; a table that does not compile here is skipped. Only tables bound to
-        // the sidecars (`mesh`) attach to services; gateway-bound ones serve gateway listeners.
-        let tables: Vec<Arc<CompiledRouteTable>> = config
+        // Validated on load; a table that does not compile here is skipped. Each compiles once;
+        // only tables bound to the sidecars (`mesh`) attach to services, gateway-bound ones
+        // serve gateway listeners.
+        let compiled: Vec<(&RouteTable, Arc<CompiledRouteTable>)> = config
             .routes
             .iter()
-            .filter(|t| t.binds_mesh())
-            .filter_map(|t| CompiledRouteTable::compile(t).ok().map(Arc::new))
+            .filter_map(|t| {
+                CompiledRouteTable::compile(t)
+                    .ok()
+                    .map(|c| (t, Arc::new(c)))
+            })
+            .collect();
+        let tables: Vec<&Arc<CompiledRouteTable>> = compiled
+            .iter()
+            .filter(|(t, _)| t.binds_mesh())
+            .map(|(_, c)| c)
             .collect();
         let mut services = HashMap::new();
         let mut by_address = HashMap::new();
@@ -106,7 +108,7 @@ impl Snapshot {
             let prev = previous.and_then(|p| p.service(&cluster.name));
             let routes = table_host(&cluster.name)
                 .and_then(|host| tables.iter().find(|t| t.serves(host)))
-                .cloned();
+                .map(|t| Arc::clone(t));
             let svc = Arc::new(Service::build(
                 cluster,
                 &old,
@@ -119,7 +121,7 @@ impl Snapshot {
             }
             services.insert(cluster.name.clone(), svc);
         }
-        let gateways = gateway_tables(&config);
+        let gateways = gateway_tables(&compiled);
         let access_log = crate::accesslog::build(&config);
         Self {
             version,
@@ -141,11 +143,8 @@ impl Snapshot {
     /// (see [`crate::gateway::select`] for the host precedence); `None`: no table serves it.
     pub fn gateway_service(&self, gateway: &str, authority: &str) -> Option<&Arc<Service>> {
         let tables = self.gateways.get(gateway)?;
-        let i = crate::gateway::select(
-            tables.iter().map(|t| t.hosts.iter().map(String::as_str)),
-            authority,
-        )?;
-        tables.get(i).map(|t| &t.service)
+        let i = crate::gateway::select(tables.iter().map(|s| s.table_hosts()), authority)?;
+        tables.get(i)
     }
 
     /// The service a transparent connection to `dst` is for, if `dst` is one of its addresses.
@@ -154,28 +153,23 @@ impl Snapshot {
     }
 }
 
-/// The route tables bound to each gateway, compiled (validated on load; a table that does not
-/// compile is skipped, as for sidecars).
-fn gateway_tables(config: &ProxyConfig) -> HashMap<String, Vec<GatewayTable>> {
-    let mut out: HashMap<String, Vec<GatewayTable>> = HashMap::new();
-    for table in &config.routes {
-        let bound: Vec<&String> = table
+/// A route-only service per table bound to each gateway, sharing the tables compiled once.
+fn gateway_tables(
+    compiled: &[(&RouteTable, Arc<CompiledRouteTable>)],
+) -> HashMap<String, Vec<Arc<Service>>> {
+    let mut out: HashMap<String, Vec<Arc<Service>>> = HashMap::new();
+    for (table, routes) in compiled {
+        let mut bound = table
             .gateways
             .iter()
             .filter(|g| g.as_str() != jalin_xds::model::route::MESH_GATEWAY)
-            .collect();
-        if bound.is_empty() {
+            .peekable();
+        if bound.peek().is_none() {
             continue;
         }
-        let Ok(compiled) = CompiledRouteTable::compile(table) else {
-            continue;
-        };
-        let service = Arc::new(Service::route_only(Arc::new(compiled)));
+        let service = Arc::new(Service::route_only(routes.clone()));
         for g in bound {
-            out.entry(g.clone()).or_default().push(GatewayTable {
-                hosts: table.hosts.clone(),
-                service: service.clone(),
-            });
+            out.entry(g.clone()).or_default().push(service.clone());
         }
     }
     out
@@ -308,12 +302,17 @@ impl Service {
         }
     }
 
+    /// The hosts of the service's route table (none without one).
+    fn table_hosts(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().flat_map(|r| r.hosts())
+    }
+
     /// True when `other` is this service or one of its subset clusters (a control plane's
     /// `outbound|<port>|<subset>|<host>` of the same host): metrics keep this one's labels.
     pub fn same_service(&self, other: &Service) -> bool {
-        let host = |name: &'_ str| {
-            crate::xds::resolve::IstioCluster::parse(name).map(|c| (c.host.to_owned(), c.port))
-        };
+        fn host(name: &str) -> Option<(&str, u16)> {
+            crate::xds::resolve::IstioCluster::parse(name).map(|c| (c.host, c.port))
+        }
         std::ptr::eq(self, other)
             || self.name == other.name
             || host(&self.name).is_some_and(|h| Some(h) == host(&other.name))

@@ -191,6 +191,21 @@ impl OutboundConfig {
         self
     }
 
+    /// The seed's emergency routing: `x-child-access-reason: emergency` goes to the service as
+    /// priority class `emergency`, everything else as standard; `extra` (route-level YAML such
+    /// as `retries: { attempts: 0 }`) is added to both routes.
+    pub fn emergency_routes(self, extra: &str) -> Self {
+        let svc = self.svc.clone();
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("\n  {extra}")
+        };
+        self.http_routes(&format!(
+            "- name: emergency\n  matches:\n    - headers:\n        x-child-access-reason: {{ exact: emergency }}\n  destinations:\n    - destination: {{ host: {svc} }}\n      weight: 100{extra}\n  priority: emergency\n- destinations:\n    - destination: {{ host: {svc} }}\n      weight: 100{extra}\n"
+        ))
+    }
+
     /// The route table's `meta` (default: the service's name in `default`).
     pub fn route_meta(mut self, name: &str, namespace: &str) -> Self {
         self.route_meta = (name.into(), namespace.into());

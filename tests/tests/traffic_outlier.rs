@@ -211,23 +211,7 @@ async fn emergency_traffic_bypasses_a_fully_ejected_cluster_within_its_allowance
               bypass: { max_per_window: 2, window_ms: 600000 }
             "#,
         )
-        .http_routes(&format!(
-            r#"
-            - name: emergency
-              matches:
-                - headers:
-                    x-child-access-reason: {{ exact: emergency }}
-              destinations:
-                - destination: {{ host: {svc} }}
-                  weight: 100
-              retries: {{ attempts: 0 }}
-              priority: emergency
-            - destinations:
-                - destination: {{ host: {svc} }}
-                  weight: 100
-              retries: {{ attempts: 0 }}
-            "#
-        ))
+        .emergency_routes("retries: { attempts: 0 }")
         .yaml();
     let mut ev = events();
     let proxy = TestProxy::start(&yaml).await.unwrap();

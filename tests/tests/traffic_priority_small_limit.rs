@@ -24,21 +24,7 @@ fn yaml(svc: &str, up: SocketAddr) -> String {
             priority: {}
             "#,
         )
-        .http_routes(&format!(
-            r#"
-            - name: emergency
-              matches:
-                - headers:
-                    x-child-access-reason: {{ exact: emergency }}
-              destinations:
-                - destination: {{ host: {svc} }}
-                  weight: 100
-              priority: emergency
-            - destinations:
-                - destination: {{ host: {svc} }}
-                  weight: 100
-            "#
-        ))
+        .emergency_routes("")
         .yaml()
 }
 

@@ -425,11 +425,7 @@ fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The body length as declared; 0 without `content-length` (bodies are streamed, not counted).
 fn content_length(headers: &HeaderMap) -> u64 {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    crate::http::headers::content_length(headers).unwrap_or(0)
 }
 
 #[cfg(test)]

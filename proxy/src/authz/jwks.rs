@@ -69,18 +69,31 @@ pub async fn load(
     if missing.is_empty() {
         return Ok(out);
     }
-    let client = client(&a.jwks_trust, file)?;
-    for uri in missing {
-        match fetch_bounded(&client, &uri).await {
+    fetch_into(&client(&a.jwks_trust, file)?, missing, &mut out).await;
+    Ok(out)
+}
+
+/// Fetches each of `uris` into `documents`. A failed fetch leaves the document there, if any
+/// (the last good one), or absent, so its issuer's tokens are rejected. Returns how many failed.
+async fn fetch_into(
+    client: &JwksClient,
+    uris: Vec<String>,
+    documents: &mut BTreeMap<String, String>,
+) -> usize {
+    let mut failed = 0;
+    for uri in uris {
+        match fetch_bounded(client, &uri).await {
             Ok(doc) => {
-                out.insert(uri, doc);
+                documents.insert(uri, doc);
             }
             Err(e) => {
-                tracing::warn!(%uri, error = %e, "JWKS fetch failed; tokens of its issuer are rejected");
+                failed += 1;
+                let kept_last_good = documents.contains_key(&uri);
+                tracing::warn!(%uri, error = %e, kept_last_good, "JWKS fetch failed");
             }
         }
     }
-    Ok(out)
+    failed
 }
 
 /// What a refresh round found.
@@ -125,19 +138,7 @@ pub async fn refresh(
         Err(e) => return Some(Err(e)),
     };
     let mut documents = previous.clone();
-    let mut failed = 0;
-    for uri in remote {
-        match fetch_bounded(&client, &uri).await {
-            Ok(doc) => {
-                documents.insert(uri, doc);
-            }
-            Err(e) => {
-                failed += 1;
-                let kept = previous.contains_key(&uri);
-                tracing::warn!(%uri, error = %e, kept_last_good = kept, "JWKS refresh failed");
-            }
-        }
-    }
+    let failed = fetch_into(&client, remote, &mut documents).await;
     let changed = documents != *previous;
     Some(Ok(Refreshed {
         documents,

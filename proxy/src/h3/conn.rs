@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ::h3::error::Code;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, Version, header};
+use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::Semaphore;
@@ -21,6 +21,7 @@ use crate::h3::body::H3Body;
 use crate::h3::{H3_CONNECTIONS, HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 use crate::http::body::{ProxyBody, RequestBody};
 use crate::http::forward::forward;
+use crate::http::headers;
 use crate::limits::{HEADER_READ_TIMEOUT, MAX_H2_HEADER_LIST_BYTES};
 use crate::listener::{ConnCtx, ListenerInfo};
 
@@ -206,7 +207,7 @@ async fn serve_request(
     let (send, recv) = stream.split();
     let (mut parts, ()) = req.into_parts();
     parts.version = Version::HTTP_3;
-    let length = content_length(&parts.headers);
+    let length = headers::content_length(&parts.headers);
     let mut body = H3Body::new(recv, length);
     if let Err(e) = body.settle() {
         tracing::debug!(error = %e, "HTTP/3 request body failed before forwarding");
@@ -223,29 +224,15 @@ async fn serve_request(
     }
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Writes the response head, its body frames as they come and its trailers, then finishes the
 /// stream. A failed upstream body resets the stream (the client sees a cut response, never a
 /// complete one); a failed write (the client stopped the stream) drops the body, which meters
 /// the request as `DC` and releases the upstream.
 async fn respond(mut send: SendStream, rsp: Response<ProxyBody>) {
     let (mut parts, mut body) = rsp.into_parts();
-    // Connection-specific fields are malformed in HTTP/3 (RFC 9114 §4.2).
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        http::HeaderName::from_static("keep-alive"),
-        http::HeaderName::from_static("proxy-connection"),
-    ] {
-        parts.headers.remove(name);
-    }
+    // Connection-specific fields are malformed in HTTP/3 (RFC 9114 §4.2); a proxied response
+    // lost them in forward already, a local one or a route's header operations may add them.
+    headers::strip_hop_by_hop(&mut parts.headers, false);
     if let Err(e) = send.send_response(Response::from_parts(parts, ())).await {
         tracing::debug!(error = %e, "HTTP/3 response head not sent");
         return;

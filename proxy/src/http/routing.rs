@@ -115,11 +115,7 @@ pub async fn prepare_body(
     if body.is_end_stream() {
         return Ok(Either::Right(Full::new(Bytes::new())));
     }
-    let small = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n <= MAX_REPLAY_BODY);
+    let small = crate::http::headers::content_length(headers).is_some_and(|n| n <= MAX_REPLAY_BODY);
     if !small {
         return Ok(Either::Left(body));
     }

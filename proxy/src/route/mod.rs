@@ -100,16 +100,14 @@ impl CompiledRouteTable {
 
     /// True when this table serves `authority` (port ignored): exact host, `*`, or `*.suffix`.
     pub fn serves(&self, authority: &str) -> bool {
-        let host = strip_port(authority);
-        self.hosts.iter().any(|h| {
-            h == "*"
-                || h.eq_ignore_ascii_case(host)
-                || h.strip_prefix('*').is_some_and(|suffix| {
-                    host.len() > suffix.len()
-                        && host.as_bytes()[host.len() - suffix.len()..]
-                            .eq_ignore_ascii_case(suffix.as_bytes())
-                })
-        })
+        self.hosts
+            .iter()
+            .any(|h| host_match(h, host_of(authority)).is_some())
+    }
+
+    /// The table's hosts (lower case), as written.
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts.iter().map(String::as_str)
     }
 
     /// The first route that matches, with the matching block.
@@ -150,6 +148,40 @@ fn strip_port(authority: &str) -> &str {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => authority,
     }
+}
+
+/// The host of an authority: without port, brackets and trailing dot (`[::1]:443` -> `::1`);
+/// letter case is kept (host matching ignores it).
+pub fn host_of(authority: &str) -> &str {
+    strip_port(authority.trim()).trim_end_matches('.')
+}
+
+/// How specifically one host pattern matched a host; greater is more specific.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HostMatch {
+    /// `*`.
+    Any,
+    /// `*.suffix`, with the suffix's length (longer is more specific).
+    Wildcard(usize),
+    /// The host itself.
+    Exact,
+}
+
+/// How `pattern` (a route table host: exact, `*`, or `*.suffix`) matches `host` (already
+/// [`host_of`]), if at all; letter case is ignored.
+pub fn host_match(pattern: &str, host: &str) -> Option<HostMatch> {
+    if pattern == "*" {
+        return Some(HostMatch::Any);
+    }
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        let fits = host.len() > suffix.len()
+            && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes());
+        return fits.then_some(HostMatch::Wildcard(suffix.len()));
+    }
+    pattern
+        .trim_end_matches('.')
+        .eq_ignore_ascii_case(host)
+        .then_some(HostMatch::Exact)
 }
 
 impl CompiledRoute {

@@ -331,13 +331,19 @@ impl ClientCertVerifier for GatewayClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, TlsError> {
-        let subject = subject_of(end_entity);
+        // The subject is parsed for a refusal's log line only, not on every handshake.
+        let refuse = |refusal: &Refusal| {
+            record_refusal(
+                Direction::Inbound,
+                refusal,
+                subject_of(end_entity).as_deref(),
+            );
+        };
         if let Err(e) = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)
         {
-            let refusal = Refusal::from_tls_error(&e);
-            record_refusal(Direction::Inbound, &refusal, subject.as_deref());
+            refuse(&Refusal::from_tls_error(&e));
             return Err(e);
         }
         if self.subject_alt_names.is_empty() {
@@ -359,7 +365,7 @@ impl ClientCertVerifier for GatewayClientVerifier {
                 self.subject_alt_names.join(", ")
             ),
         );
-        record_refusal(Direction::Inbound, &refusal, subject.as_deref());
+        refuse(&refusal);
         Err(refusal.to_tls_error())
     }
 

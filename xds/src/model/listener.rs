@@ -112,6 +112,16 @@ pub struct ServerTls {
     pub min_protocol_version: TlsProtocolVersion,
 }
 
+impl ServerTls {
+    /// The files it names (chain, key, and CA when set), which a reload reads again.
+    pub fn files(&self) -> impl Iterator<Item = &str> {
+        [&self.certificate_chain, &self.private_key]
+            .into_iter()
+            .chain(self.ca_certificates.as_ref())
+            .map(String::as_str)
+    }
+}
+
 impl Listener {
     /// True when the listener finds destinations by original destination address.
     pub fn is_transparent(&self) -> bool {
