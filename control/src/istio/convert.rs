@@ -132,7 +132,7 @@ pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeCon
 pub fn convert_only(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeConfig {
     let mut out = NativeConfig::default();
     for r in resources {
-        out.locators.insert(r.id(), Arc::new(r.locator.clone()));
+        out.locators.insert(r.id(), r.locator.clone());
         match &r.spec {
             Spec::AuthorizationPolicy(s) => {
                 out.authorization_policies.push(authorization_policy(r, s))
