@@ -505,11 +505,7 @@ fn jwt_without_request_authentication(all: &[&Resource], out: &mut Vec<Finding>)
 
 /// A host's fully qualified form, as Istio resolves short names in the resource's namespace.
 pub fn fqdn(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host.contains('*') {
-        host.to_string()
-    } else {
-        format!("{host}.{namespace}.svc.cluster.local")
-    }
+    crate::server::translate::routes::qualify(host, namespace, "cluster.local")
 }
 
 fn host_matches(pattern: &str, host: &str) -> bool {
