@@ -99,7 +99,7 @@ pub fn lint(loaded: &Loaded, extra_workloads: &[Workload]) -> Vec<Finding> {
 fn gateway_bindings(loaded: &Loaded, out: &mut Vec<Finding>) {
     let mut ignored = Vec::new();
     let native = crate::istio::convert::convert_only(&loaded.resources, &mut ignored);
-    let bound = crate::istio::gateway::bind(&native, &|h: &str, ns: &str| fqdn(h, ns));
+    let bound = crate::istio::gateway::bind(&native, &fqdn);
     out.extend(bound.findings.into_iter().map(|mut f| {
         f.severity = Severity::Lint;
         f

@@ -123,8 +123,7 @@ pub(crate) fn selector(s: Option<&sec::WorkloadSelector>) -> Option<WorkloadSele
 /// Gateway serves ([`super::gateway::bind`], short hosts qualified under `cluster.local`).
 pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeConfig {
     let out = convert_only(resources, findings);
-    let qualify = |h: &str, ns: &str| crate::lint::fqdn(h, ns);
-    findings.extend(super::gateway::bind(&out, &qualify).findings);
+    findings.extend(super::gateway::bind(&out, &crate::lint::fqdn).findings);
     out
 }
 
