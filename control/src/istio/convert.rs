@@ -84,18 +84,18 @@ impl NativeConfig {
     ) -> Finding {
         let id = format!("{kind}/{}/{}", meta.namespace, meta.name);
         let source = meta.source.as_ref();
-        let (line, written) = match self.locators.get(&id) {
-            Some(l) => (l.line(path), l.written(path)),
-            None => (source.map_or(0, |s| s.line), path.to_owned()),
-        };
-        Finding {
-            severity,
-            file: source.map(|s| s.file.clone()).unwrap_or_default(),
-            line,
-            resource: Some(id),
-            path: written,
-            message: message.into(),
-            code: None,
+        let file = source.map(|s| s.file.clone()).unwrap_or_default();
+        match self.locators.get(&id) {
+            Some(l) => Finding::located(severity, file, id, l, path, message),
+            None => Finding {
+                severity,
+                file,
+                line: source.map_or(0, |s| s.line),
+                resource: Some(id),
+                path: path.to_owned(),
+                message: message.into(),
+                code: None,
+            },
         }
     }
 }

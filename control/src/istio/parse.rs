@@ -131,15 +131,14 @@ impl Resource {
 
     /// A finding about `path` of this resource.
     pub fn finding(&self, severity: Severity, path: &str, message: impl Into<String>) -> Finding {
-        Finding {
+        Finding::located(
             severity,
-            file: self.file.clone(),
-            line: self.locator.line(path),
-            resource: Some(self.id()),
-            path: self.locator.written(path),
-            message: message.into(),
-            code: None,
-        }
+            self.file.clone(),
+            self.id(),
+            &self.locator,
+            path,
+            message,
+        )
     }
 }
 
