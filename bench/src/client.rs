@@ -56,6 +56,17 @@ impl std::str::FromStr for HttpVersion {
     }
 }
 
+impl HttpVersion {
+    /// Requests one connection carries at once: one on HTTP/1.1, `streams` on the multiplexed
+    /// versions (HTTP/2 and HTTP/3).
+    pub fn in_flight(self, streams: usize) -> usize {
+        match self {
+            Self::Http1 => 1,
+            Self::Http2 | Self::Http3 => streams,
+        }
+    }
+}
+
 impl std::fmt::Display for HttpVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -568,10 +579,7 @@ impl Client for HttpClient {
     }
 
     fn max_in_flight(&self) -> usize {
-        match self.connector.version {
-            HttpVersion::Http1 => 1,
-            HttpVersion::Http2 | HttpVersion::Http3 => self.connector.h2_streams,
-        }
+        self.connector.version.in_flight(self.connector.h2_streams)
     }
 
     fn failed(&mut self) {

@@ -72,10 +72,7 @@ impl LoadConfig {
             method: self.spec.method.to_string(),
             request_body_bytes: self.spec.body.len(),
             connections: self.connections,
-            h2_streams: match self.version {
-                HttpVersion::Http1 => 1,
-                HttpVersion::Http2 | HttpVersion::Http3 => self.h2_streams,
-            },
+            h2_streams: self.version.in_flight(self.h2_streams),
             timeout_s: self.timeout.as_secs_f64(),
             precise_timer: self.precise,
         }

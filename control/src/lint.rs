@@ -99,7 +99,7 @@ pub fn lint(loaded: &Loaded, extra_workloads: &[Workload]) -> Vec<Finding> {
 fn gateway_bindings(loaded: &Loaded, out: &mut Vec<Finding>) {
     let mut ignored = Vec::new();
     let native = crate::istio::convert::convert_only(&loaded.resources, &mut ignored);
-    let bound = crate::istio::gateway::bind(&native, &|h: &str, ns: &str| fqdn(h, ns));
+    let bound = crate::istio::gateway::bind(&native, &fqdn);
     out.extend(bound.findings.into_iter().map(|mut f| {
         f.severity = Severity::Lint;
         f
@@ -505,11 +505,7 @@ fn jwt_without_request_authentication(all: &[&Resource], out: &mut Vec<Finding>)
 
 /// A host's fully qualified form, as Istio resolves short names in the resource's namespace.
 pub fn fqdn(host: &str, namespace: &str) -> String {
-    if host.contains('.') || host.contains('*') {
-        host.to_string()
-    } else {
-        format!("{host}.{namespace}.svc.cluster.local")
-    }
+    crate::server::translate::routes::qualify(host, namespace, "cluster.local")
 }
 
 fn host_matches(pattern: &str, host: &str) -> bool {

@@ -94,6 +94,21 @@ struct Workload<'a> {
     app: &'a str,
 }
 
+/// The echo workload's first proxy.
+const ECHO_1: Workload<'static> = Workload {
+    name: "echo-1",
+    ns: "prod",
+    sa: "echo",
+    app: "echo",
+};
+
+/// The echo proxy's listeners: STRICT mTLS inbound on `port` in front of `upstream`.
+fn echo_listeners(port: u16, upstream: SocketAddr) -> String {
+    format!(
+        "listeners:\n  - name: inbound\n    address: 127.0.0.1:{port}\n    direction: inbound\n    service: local\n    protocol: http1\n    mtls: STRICT\nservices:\n  - name: local\n    endpoints:\n      - address: {upstream}\n"
+    )
+}
+
 struct Proxy {
     process: Process,
     admin: SocketAddr,
@@ -190,20 +205,9 @@ async fn policy_edits_reach_running_proxies_and_survive_restarts() {
 
     // The server side: STRICT mTLS in front of the upstream, policies from the control plane.
     let upstream = Upstream::start().await;
-    let echo = Workload {
-        name: "echo-1",
-        ns: "prod",
-        sa: "echo",
-        app: "echo",
-    };
     let echo_certs = issue(&ca, root, "prod", "echo");
-    let server_listeners = |port: u16| {
-        format!(
-            "listeners:\n  - name: inbound\n    address: 127.0.0.1:{port}\n    direction: inbound\n    service: local\n    protocol: http1\n    mtls: STRICT\nservices:\n  - name: local\n    endpoints:\n      - address: {}\n",
-            upstream.addr
-        )
-    };
-    let server_yaml = bootstrap(&echo, &ca, &echo_certs, control.xds, &server_listeners(0));
+    let server_listeners = |port: u16| echo_listeners(port, upstream.addr);
+    let server_yaml = bootstrap(&ECHO_1, &ca, &echo_certs, control.xds, &server_listeners(0));
     let server = start_proxy(&bin, root, "echo-1", &server_yaml, "inbound").await;
     assert!(policy_version(server.admin).await.is_some());
 
@@ -306,7 +310,7 @@ async fn policy_edits_reach_running_proxies_and_survive_restarts() {
     let port = server.listener.port();
     server.process.kill();
     let server_yaml = bootstrap(
-        &echo,
+        &ECHO_1,
         &ca,
         &echo_certs,
         control.xds,
@@ -403,22 +407,13 @@ async fn an_istio_gateway_serves_https_into_the_mesh() {
 
     // The echo workload: STRICT mTLS in front of the upstream.
     let upstream = Upstream::start().await;
-    let echo = Workload {
-        name: "echo-1",
-        ns: "prod",
-        sa: "echo",
-        app: "echo",
-    };
     let echo_certs = issue(&ca, root, "prod", "echo");
     let server_yaml = bootstrap(
-        &echo,
+        &ECHO_1,
         &ca,
         &echo_certs,
         control.xds,
-        &format!(
-            "listeners:\n  - name: inbound\n    address: 127.0.0.1:0\n    direction: inbound\n    service: local\n    protocol: http1\n    mtls: STRICT\nservices:\n  - name: local\n    endpoints:\n      - address: {}\n",
-            upstream.addr
-        ),
+        &echo_listeners(0, upstream.addr),
     );
     let server = start_proxy(&bin, root, "echo-1", &server_yaml, "inbound").await;
     // The service, and a VirtualService bound to the Gateway only.

@@ -204,8 +204,7 @@ fn served_routes(
     gateway: &Resource,
 ) -> (Vec<String>, Vec<Finding>) {
     let key = format!("{}/{}", gateway.namespace, gateway.name);
-    let bindings =
-        crate::istio::gateway::bind(native, &|h: &str, ns: &str| crate::lint::fqdn(h, ns));
+    let bindings = crate::istio::gateway::bind(native, &crate::lint::fqdn);
     let lines: Vec<String> = bindings
         .bindings
         .iter()

@@ -88,7 +88,12 @@ pub fn validate(inputs: &Inputs) -> ExitCode {
 /// `import-report.json` to `out`. With errors, only the report is written unless `keep_going`.
 pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
     let mut loaded = load_paths_with(&inputs.paths, Mode::Import);
-    let native = convert::convert(&loaded.resources, &mut loaded.findings);
+    // Converted and bound once: the binding findings go where `convert::convert` puts them,
+    // and the same bindings make the gateway summary.
+    let native = convert::convert_only(&loaded.resources, &mut loaded.findings);
+    let bound = crate::istio::gateway::bind(&native, &crate::lint::fqdn);
+    let gateways = crate::istio::gateway::summary(&native, &bound);
+    loaded.findings.extend(bound.findings);
     let ok = !loaded.has_errors();
     if let Err(e) = std::fs::create_dir_all(out) {
         eprintln!(
@@ -101,8 +106,6 @@ pub fn import(inputs: &Inputs, out: &Path, keep_going: bool) -> ExitCode {
     for r in &loaded.resources {
         text.push_str(&format!("imported: {}:{}: {}\n", r.file, r.line, r.id()));
     }
-    let bound = crate::istio::gateway::bind(&native, &|h: &str, ns: &str| crate::lint::fqdn(h, ns));
-    let gateways = crate::istio::gateway::summary(&native, &bound);
     for line in &gateways {
         text.push_str(line);
         text.push('\n');

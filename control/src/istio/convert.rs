@@ -84,18 +84,18 @@ impl NativeConfig {
     ) -> Finding {
         let id = format!("{kind}/{}/{}", meta.namespace, meta.name);
         let source = meta.source.as_ref();
-        let (line, written) = match self.locators.get(&id) {
-            Some(l) => (l.line(path), l.written(path)),
-            None => (source.map_or(0, |s| s.line), path.to_owned()),
-        };
-        Finding {
-            severity,
-            file: source.map(|s| s.file.clone()).unwrap_or_default(),
-            line,
-            resource: Some(id),
-            path: written,
-            message: message.into(),
-            code: None,
+        let file = source.map(|s| s.file.clone()).unwrap_or_default();
+        match self.locators.get(&id) {
+            Some(l) => Finding::located(severity, file, id, l, path, message),
+            None => Finding {
+                severity,
+                file,
+                line: source.map_or(0, |s| s.line),
+                resource: Some(id),
+                path: path.to_owned(),
+                message: message.into(),
+                code: None,
+            },
         }
     }
 }
@@ -123,8 +123,7 @@ pub(crate) fn selector(s: Option<&sec::WorkloadSelector>) -> Option<WorkloadSele
 /// Gateway serves ([`super::gateway::bind`], short hosts qualified under `cluster.local`).
 pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeConfig {
     let out = convert_only(resources, findings);
-    let qualify = |h: &str, ns: &str| crate::lint::fqdn(h, ns);
-    findings.extend(super::gateway::bind(&out, &qualify).findings);
+    findings.extend(super::gateway::bind(&out, &crate::lint::fqdn).findings);
     out
 }
 
@@ -132,7 +131,7 @@ pub fn convert(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeCon
 pub fn convert_only(resources: &[Resource], findings: &mut Vec<Finding>) -> NativeConfig {
     let mut out = NativeConfig::default();
     for r in resources {
-        out.locators.insert(r.id(), Arc::new(r.locator.clone()));
+        out.locators.insert(r.id(), r.locator.clone());
         match &r.spec {
             Spec::AuthorizationPolicy(s) => {
                 out.authorization_policies.push(authorization_policy(r, s))

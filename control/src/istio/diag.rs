@@ -54,6 +54,29 @@ pub struct Finding {
     pub code: Option<String>,
 }
 
+impl Finding {
+    /// A finding about `path` of `resource` (a path after compatibility mappings), at the line
+    /// `locator` has for it and showing the path the user wrote.
+    pub fn located(
+        severity: Severity,
+        file: String,
+        resource: String,
+        locator: &super::yaml::Locator,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Finding {
+        Finding {
+            severity,
+            file,
+            line: locator.line(path),
+            resource: Some(resource),
+            path: locator.written(path),
+            message: message.into(),
+            code: None,
+        }
+    }
+}
+
 impl fmt::Display for Finding {
     /// `file:line: Kind/ns/name: path: message` (the severity is added by the caller).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -103,15 +126,14 @@ impl<'a> Sink<'a> {
     /// Record a finding about `path` (a path in the document after compatibility mappings;
     /// the message shows the path the user wrote).
     pub fn push(&mut self, severity: Severity, path: &str, message: impl Into<String>) {
-        self.findings.push(Finding {
+        self.findings.push(Finding::located(
             severity,
-            file: self.file.to_string(),
-            line: self.locator.line(path),
-            resource: Some(self.resource.clone()),
-            path: self.locator.written(path),
-            message: message.into(),
-            code: None,
-        });
+            self.file.to_string(),
+            self.resource.clone(),
+            self.locator,
+            path,
+            message,
+        ));
     }
 
     pub fn error(&mut self, path: &str, message: impl Into<String>) {

@@ -95,8 +95,8 @@ pub fn server_host_match(
 }
 
 /// The hosts of a VirtualService of `vs_ns` that a Gateway serves (each host's matches, in the
-/// order of the VirtualService's hosts, without repeats), and the httpsRedirect ports involved.
-/// `None` at index `j` means host `j` matched no server.
+/// order of the VirtualService's hosts; [`bind`] drops repeats), and the httpsRedirect ports
+/// involved. An empty list at index `j` means host `j` matched no server.
 fn serve(
     gateway: &GatewaySpec,
     gateway_ns: &str,
@@ -109,24 +109,18 @@ fn serve(
         .map(|h| {
             let mut out: Vec<String> = Vec::new();
             for s in &gateway.servers {
-                let matched: Vec<String> = s
-                    .hosts
-                    .iter()
-                    .filter_map(|sh| server_host_match(sh, gateway_ns, vs_ns, h))
-                    .collect();
-                if matched.is_empty() {
-                    continue;
-                }
-                if s.tls.as_ref().and_then(|t| t.https_redirect) == Some(true)
+                let before = out.len();
+                out.extend(
+                    s.hosts
+                        .iter()
+                        .filter_map(|sh| server_host_match(sh, gateway_ns, vs_ns, h)),
+                );
+                if out.len() > before
+                    && s.tls.as_ref().and_then(|t| t.https_redirect) == Some(true)
                     && let Some(port) = s.port.as_ref().and_then(|p| u16::try_from(p.number).ok())
                     && !redirect.contains(&port)
                 {
                     redirect.push(port);
-                }
-                for m in matched {
-                    if !out.contains(&m) {
-                        out.push(m);
-                    }
                 }
             }
             out

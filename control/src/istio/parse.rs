@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -117,8 +118,9 @@ pub struct Resource {
     pub file: String,
     pub line: usize,
     pub spec: Spec,
-    /// Field path to line, for findings raised after parsing (linter, importer).
-    pub locator: Locator,
+    /// Field path to line, for findings raised after parsing (linter, importer, translation);
+    /// shared, so copies of the resource (the store's, the converted config's) share one map.
+    pub locator: Arc<Locator>,
 }
 
 impl Resource {
@@ -129,15 +131,14 @@ impl Resource {
 
     /// A finding about `path` of this resource.
     pub fn finding(&self, severity: Severity, path: &str, message: impl Into<String>) -> Finding {
-        Finding {
+        Finding::located(
             severity,
-            file: self.file.clone(),
-            line: self.locator.line(path),
-            resource: Some(self.id()),
-            path: self.locator.written(path),
-            message: message.into(),
-            code: None,
-        }
+            self.file.clone(),
+            self.id(),
+            &self.locator,
+            path,
+            message,
+        )
     }
 }
 
@@ -364,7 +365,7 @@ fn load_document(file: &str, mut root: Node, out: &mut Loaded, mode: Mode) {
             _ => {}
         }
     }
-    let locator = Locator::new(&root);
+    let locator = Arc::new(Locator::new(&root));
     let mut sink = Sink::new(file, resource, &locator);
     sink.mode = mode;
     sink.findings = notes.findings;
@@ -423,7 +424,7 @@ fn load_document(file: &str, mut root: Node, out: &mut Loaded, mode: Mode) {
         file: file.into(),
         line,
         spec,
-        locator: locator.clone(),
+        locator: Arc::clone(&locator),
     };
     validate::resource(&res, &mut sink);
     sink.findings.sort_by_key(|f| f.line);

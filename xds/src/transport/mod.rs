@@ -22,6 +22,8 @@ pub mod server;
 pub mod server_delta;
 pub mod server_sotw;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

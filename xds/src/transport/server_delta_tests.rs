@@ -1,12 +1,10 @@
 //! Unit tests of the delta server state machine ([`super::DeltaStream`]), without sockets.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::google::rpc::Status;
 
 use super::*;
 use crate::transport::resource::{Kind, encode};
-
-const CLUSTER: &str = "type.googleapis.com/jalin.v1.Cluster";
+use crate::transport::test_support::{CLUSTER, ROUTE, refusal, snap};
 
 fn req(sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
@@ -20,14 +18,6 @@ fn req(sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
         response_nonce: nonce.into(),
         ..Default::default()
     }
-}
-
-fn snap(items: &[(&str, u32)]) -> Arc<Snapshot> {
-    Arc::new(Snapshot::new(
-        items
-            .iter()
-            .map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
-    ))
 }
 
 fn names(p: &DeltaPush) -> Vec<&str> {
@@ -164,11 +154,7 @@ fn nack_with_detail_keeps_acked_version() {
     s.on_request(&req(&[], &[], &p1.nonce)).unwrap();
     let p2 = s.on_snapshot(&snap(&[("a", 2)])).remove(0);
     let mut nack = req(&[], &[], &p2.nonce);
-    nack.error_detail = Some(Status {
-        code: 3,
-        message: "cluster a: bad".into(),
-        details: vec![],
-    });
+    nack.error_detail = Some(refusal("cluster a: bad"));
     let out = s.on_request(&nack).unwrap();
     match out.event {
         Some(StreamEvent::Nack {
@@ -222,18 +208,13 @@ fn reconnect_with_initial_versions_resumes() {
     assert_eq!(p.removed, vec![Arc::<str>::from("gone")]);
 }
 
-const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
 const LISTENER: &str = "type.googleapis.com/jalin.v1.Listener";
 
 fn answer(type_url: &str, nonce: &str, error: Option<&str>) -> DeltaDiscoveryRequest {
     DeltaDiscoveryRequest {
         type_url: type_url.into(),
         response_nonce: nonce.into(),
-        error_detail: error.map(|message| Status {
-            code: 3,
-            message: message.into(),
-            details: vec![],
-        }),
+        error_detail: error.map(refusal),
         ..Default::default()
     }
 }

@@ -241,12 +241,10 @@ fn select(view: &Snapshot, type_url: &str, sub: &Subscription) -> (Arc<str>, Vec
 #[cfg(test)]
 mod tests {
     use envoy_types::pb::envoy::config::core::v3::Node;
-    use envoy_types::pb::google::rpc::Status;
 
     use super::*;
     use crate::transport::resource::{Kind, encode};
-
-    const CLUSTER: &str = "type.googleapis.com/jalin.v1.Cluster";
+    use crate::transport::test_support::{CLUSTER, ROUTE, refusal, snap};
 
     fn req(names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
         DiscoveryRequest {
@@ -260,14 +258,6 @@ mod tests {
             response_nonce: nonce.into(),
             ..Default::default()
         }
-    }
-
-    fn snap(items: &[(&str, u32)]) -> Arc<Snapshot> {
-        Arc::new(Snapshot::new(
-            items
-                .iter()
-                .map(|(n, v)| encode(Kind::Cluster, n, v).unwrap()),
-        ))
     }
 
     fn names(p: &SotwPush) -> Vec<&str> {
@@ -320,11 +310,7 @@ mod tests {
         assert_eq!(pushes.len(), 1);
         let p2 = &pushes[0];
         let mut nack = req(&[], &p1.version, &p2.nonce);
-        nack.error_detail = Some(Status {
-            code: 3,
-            message: "cluster a: bad breaker".into(),
-            details: vec![],
-        });
+        nack.error_detail = Some(refusal("cluster a: bad breaker"));
         let out = s.on_request(&nack).unwrap();
         match out.event {
             Some(StreamEvent::Nack {
@@ -345,8 +331,6 @@ mod tests {
         assert!(s.on_snapshot(&snap(&[("a", 2)])).is_empty());
         assert_eq!(s.on_snapshot(&snap(&[("a", 3)])).len(), 1);
     }
-
-    const ROUTE: &str = "type.googleapis.com/jalin.v1.Route";
 
     fn typed(mut r: DiscoveryRequest, url: &str) -> DiscoveryRequest {
         r.type_url = url.into();
@@ -369,11 +353,7 @@ mod tests {
     /// A NACK of `p` with `message`.
     fn refuse(p: &SotwPush, message: &str) -> DiscoveryRequest {
         let mut r = typed(req(&[], "", &p.nonce), &p.type_url);
-        r.error_detail = Some(Status {
-            code: 3,
-            message: message.into(),
-            details: vec![],
-        });
+        r.error_detail = Some(refusal(message));
         r
     }
 
