@@ -85,6 +85,27 @@ unshield() {
   SHIELD_SAVED=() SHIELD_IRQS=()
 }
 
+# LOAD_POLL=1 (needs pinning): keeps the harness's CPU (generator and upstream) out of halt for
+# the run with one idle-class spinner per load CPU (`chrt -i 0`: any other task preempts it at
+# once), as `idle=poll` or a KVM guest's cpuidle-haltpoll driver does. On a VM without haltpoll
+# a halted vCPU is woken by the hypervisor, which can take hundreds of microseconds when the host
+# is busy. In the co-located topology the proxied path wakes the harness's CPU from halt twice
+# per request (the upstream from the inbound proxy, the generator from the outbound proxy),
+# while the direct path keeps it running (generator and upstream wake each other on one CPU):
+# the harness, not the proxies, would add that wake-up to the measured difference. The proxies'
+# own CPU halts as usual, so their wake-ups stay in the result. Started after the shield; stopped
+# on exit.
+poll_load_cpus() {
+  [ "${LOAD_POLL:-0}" = "1" ] || return 0
+  [ "${#PIN_LOAD[@]}" -gt 0 ] || die "LOAD_POLL=1 needs CPU pinning (PIN=1 and at least 2 CPUs)"
+  local cpu
+  for cpu in $(seq "${LOAD_CPUS%%-*}" "${LOAD_CPUS##*-}"); do
+    taskset -c "$cpu" chrt -i 0 bash -c 'while :; do :; done' &
+    STARTED_PIDS+=("$!")
+  done
+  echo "load CPU $LOAD_CPUS kept out of halt (idle-class spinner, LOAD_POLL=1)"
+}
+
 # RT=1 runs the measuring side (generator and upstream) under SCHED_FIFO (chrt -f 10), so other
 # tenants of the machine cannot delay its sends; the proxy keeps normal scheduling. Needs root or
 # CAP_SYS_NICE. Used by overhead.sh only (a closed loop under SCHED_FIFO would starve the CPU).

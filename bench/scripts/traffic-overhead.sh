@@ -46,7 +46,8 @@ environment: JALIN_BENCH, JALIN_PROXY, JALIN (binaries; default target/release/.
              (default: envoy on PATH), OUT_ADDR / IN_ADDR (listeners, default 127.0.0.1:18081 / :18082), PIN=0,
              RT=1 (generator and upstream under SCHED_FIFO 10), PROXY_RT=1 (both proxies under SCHED_FIFO 5,
              whichever proxy it is, so other tenants' jobs on the proxy CPU cannot preempt them),
-             SHIELD=1 (move every other task and interrupt off the proxies' CPU; see common.sh), KEEP_WORK=1
+             SHIELD=1 (move every other task and interrupt off the proxies' CPU; see common.sh),
+             LOAD_POLL=1 (keep the generator's and upstream's CPU out of halt; see common.sh), KEEP_WORK=1
 USAGE
 }
 
@@ -76,6 +77,7 @@ if [ "${PROXY_RT:-0}" = "1" ]; then
   sched="$sched, proxies SCHED_FIFO 5"
 fi
 [ "${SHIELD:-0}" = "1" ] && sched="$sched, proxy CPU shielded"
+[ "${LOAD_POLL:-0}" = "1" ] && sched="$sched, load CPU polling"
 path=/api/v1/records            # the measured path: inside the authorization rule
 td=cluster.local ns=bench
 client_id="spiffe://$td/ns/$ns/sa/bench-client" server_id="spiffe://$td/ns/$ns/sa/bench-server"
@@ -312,6 +314,7 @@ jalin="${JALIN:-$REPO/target/release/jalin}"
 [ -x "$jalin" ] || die "$jalin not found: cargo build --release -p jalin-control (it issues the certificates)"
 certificates "$jalin"
 shield_proxy_cpu
+poll_load_cpus
 UPSTREAM_PREFIX=("${RT_PREFIX[@]}")
 start_upstream "$bench" "$body"
 # One chain (outbound -> inbound) of the given proxy; appends to CHAIN_PIDS (outbound, inbound).

@@ -204,6 +204,24 @@ fn the_seed_gateway_renders_and_its_redirect_is_announced() {
     );
 }
 
+#[test]
+fn https_redirect_on_an_https_server_is_announced_as_without_effect() {
+    let text = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: ingress\n  namespace: edge\nspec:\n  selector:\n    istio: ingress\n  servers:\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [api.gov.example]\n    tls:\n      mode: SIMPLE\n      httpsRedirect: true\n      serverCertificate: /etc/gw/cert.pem\n      privateKey: /etc/gw/key.pem\n";
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("gw.yaml");
+    std::fs::write(&file, text).unwrap();
+    let loaded = load_paths(std::slice::from_ref(&file));
+    let out = bootstrap(&args("edge/ingress", vec![file]), &loaded).unwrap();
+    let notes: Vec<String> = out.notes.iter().map(ToString::to_string).collect();
+    let redirect: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.contains("httpsRedirect"))
+        .collect();
+    assert_eq!(redirect.len(), 1, "{notes:?}");
+    // The line is the field's own.
+    assert!(redirect[0].ends_with("gw.yaml:14: Gateway/edge/ingress: spec.servers[0].tls.httpsRedirect: has no effect on an HTTPS server: its connections are already TLS, and a redirect to https would loop back to this port; set it on the plaintext (protocol HTTP) server instead"), "{}", redirect[0]);
+}
+
 fn refused(server_tls: &str, protocol: &str) -> Vec<String> {
     let text = format!(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: ingress\n  namespace: edge\nspec:\n  selector:\n    istio: ingress\n  servers:\n  - port: {{number: 443, name: https, protocol: {protocol}}}\n    hosts: [api.gov.example]\n    tls:\n{server_tls}"

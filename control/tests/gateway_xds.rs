@@ -24,7 +24,7 @@ spec:
     tls: {httpsRedirect: true}
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: [\"api.gov.example\", \"a/*.svc.cluster.local\"]
-    tls: {mode: SIMPLE, serverCertificate: /etc/gw/cert.pem, privateKey: /etc/gw/key.pem}
+    tls: {mode: SIMPLE, serverCertificate: /etc/gw/cert.pem, privateKey: /etc/gw/key.pem, httpsRedirect: true}
 ";
 
 const ROUTES: &str = "apiVersion: networking.istio.io/v1
@@ -84,8 +84,10 @@ async fn gateway_tables_go_to_the_gateway_the_mesh_table_to_sidecars() {
     assert_eq!(api.hosts, ["api.gov.example"]);
     assert_eq!(api.gateways, ["edge/ingress"]);
     assert!(api.binds_gateway("edge/ingress") && !api.binds_mesh());
-    // Port 80 with httpsRedirect serves `*.gov.example`: a 301-to-https route comes first.
+    // Port 80 with httpsRedirect serves `*.gov.example`: a 301-to-https route comes first. Port
+    // 443 sets httpsRedirect too, but it is HTTPS: no redirect there (it would loop).
     assert_eq!(api.http.len(), 2);
+    assert!(api.http[1].redirect.is_none() && api.http[1].matches.iter().all(|m| m.port.is_none()));
     assert_eq!(api.http[0].matches[0].port, Some(80));
     let redirect = api.http[0].redirect.as_ref().unwrap();
     assert_eq!(redirect.scheme.as_deref(), Some("https"));

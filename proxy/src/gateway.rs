@@ -8,9 +8,15 @@
 //! with the longest suffix, then `*`); between equally specific matches the first table in
 //! configuration order wins. The port of the authority is ignored, as is letter case.
 //!
-//! Invariant: the decision ([`select`]) is pure, so it is tested without sockets; the data path
-//! only calls [`crate::snapshot::Snapshot::gateway_service`].
+//! VirtualServices bound to one gateway that name the same host are merged, as Istio merges them
+//! at gateways (and only there): that host gets one table with the routes of each, in
+//! configuration order ([`merge_by_host`]), so a request that matches no route of the first
+//! VirtualService is tried against the next one instead of getting 404.
+//!
+//! Invariant: the decisions ([`select`], [`merge_by_host`]) are pure, so they are tested without
+//! sockets; the data path only calls [`crate::snapshot::Snapshot::gateway_service`].
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +32,7 @@ use tokio::net::TcpStream;
 
 use crate::detect::{Protocol, Rewind};
 use crate::inbound::{Accepted, ServerIo};
-use crate::route::{self, HostMatch, host_match};
+use crate::route::{self, CompiledRouteTable, HostMatch, host_match};
 use crate::tls::server::{SanKind, san_entries, subject_of};
 
 /// Longest a client may take to complete the TLS handshake with a listener's own certificate
@@ -103,6 +109,51 @@ where
     best.map(|(_, i)| i)
 }
 
+/// The tables a gateway serves, given the tables bound to it in configuration order: a host
+/// (letter case ignored) that several tables name becomes one merged table whose routes are
+/// theirs in that order; every other host stays with its own table. Without a shared host the
+/// tables come back as they are.
+pub fn merge_by_host(tables: &[Arc<CompiledRouteTable>]) -> Vec<Arc<CompiledRouteTable>> {
+    let mut naming: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, t) in tables.iter().enumerate() {
+        for h in t.hosts() {
+            let users = naming.entry(h).or_default();
+            if users.last() != Some(&i) {
+                users.push(i);
+            }
+        }
+    }
+    if naming.values().all(|users| users.len() == 1) {
+        return tables.to_vec();
+    }
+    let mut out = Vec::with_capacity(tables.len());
+    let mut merged: HashSet<&str> = HashSet::new();
+    for (i, t) in tables.iter().enumerate() {
+        let mut own = Vec::new();
+        for h in t.hosts() {
+            let users = naming.get(h).map(Vec::as_slice).unwrap_or_default();
+            if users.len() <= 1 {
+                own.push(h.to_owned());
+            } else if users.first() == Some(&i) && merged.insert(h) {
+                let parts: Vec<&CompiledRouteTable> = users
+                    .iter()
+                    .filter_map(|&u| tables.get(u).map(|t| &**t))
+                    .collect();
+                out.push(Arc::new(CompiledRouteTable::merged(
+                    vec![h.to_owned()],
+                    &parts,
+                )));
+            }
+        }
+        if own.len() == t.hosts().count() {
+            out.push(t.clone());
+        } else if !own.is_empty() {
+            out.push(Arc::new(CompiledRouteTable::merged(own, &[&**t])));
+        }
+    }
+    out
+}
+
 /// The verified client certificate of a `MUTUAL` gateway connection, with the
 /// `x-forwarded-client-cert` value made once per connection.
 #[derive(Debug, Clone)]
@@ -164,6 +215,91 @@ mod tests {
 
     fn pick(tables: &[&[&str]], authority: &str) -> Option<usize> {
         select(tables.iter().map(|t| t.iter().copied()), authority)
+    }
+
+    fn table(name: &str, hosts: &[&str], prefix: &str) -> Arc<CompiledRouteTable> {
+        use jalin_xds::model::meta::ResourceMeta;
+        use jalin_xds::model::route::{
+            Destination, HttpRoute, RouteDestination, RouteMatch, RouteTable, StringMatch,
+        };
+        let table = RouteTable {
+            meta: ResourceMeta {
+                name: name.into(),
+                namespace: "a".into(),
+                source: None,
+            },
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            gateways: vec!["edge/ingress".into()],
+            http: vec![HttpRoute {
+                matches: vec![RouteMatch {
+                    uri: Some(StringMatch::Prefix(prefix.into())),
+                    ..Default::default()
+                }],
+                destinations: vec![RouteDestination {
+                    destination: Destination {
+                        host: format!("{name}.a.svc.cluster.local"),
+                        subset: None,
+                        port: None,
+                    },
+                    weight: 100,
+                }],
+                ..Default::default()
+            }],
+        };
+        Arc::new(CompiledRouteTable::compile(&table).unwrap())
+    }
+
+    /// The destination host of the route `tables` picks for `authority` and `path`.
+    fn routed(tables: &[Arc<CompiledRouteTable>], authority: &str, path: &str) -> Option<String> {
+        let i = select(tables.iter().map(|t| t.hosts()), authority)?;
+        let headers = http::HeaderMap::new();
+        let view = route::RequestView::new("GET", path, authority, &headers, 443);
+        let hit = tables[i].match_route(&view)?;
+        hit.destinations().next().map(|(d, _)| d.host.clone())
+    }
+
+    #[test]
+    fn virtual_services_naming_one_host_at_a_gateway_are_merged_in_order() {
+        let tables = [
+            table("api-a", &["api.gov.example", "a-only.gov.example"], "/a"),
+            table("api-b", &["API.gov.example"], "/b"),
+            table("other", &["other.gov.example"], "/"),
+        ];
+        let merged = merge_by_host(&tables);
+        let names: Vec<(&str, Vec<&str>)> = merged
+            .iter()
+            .map(|t| (t.name.as_str(), t.hosts().collect()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("a/api-a+a/api-b", vec!["api.gov.example"]),
+                ("a/api-a", vec!["a-only.gov.example"]),
+                ("a/other", vec!["other.gov.example"]),
+            ]
+        );
+        // The shared host: the first VirtualService's routes, then the second's.
+        let a = Some("api-a.a.svc.cluster.local".to_owned());
+        let b = Some("api-b.a.svc.cluster.local".to_owned());
+        assert_eq!(routed(&merged, "api.gov.example", "/a/1"), a);
+        assert_eq!(routed(&merged, "api.gov.example", "/b/1"), b);
+        assert_eq!(routed(&merged, "api.gov.example", "/c"), None);
+        // Unmerged: the second VirtualService was unreachable for its own host.
+        assert_eq!(routed(&tables, "api.gov.example", "/b/1"), None);
+        // A host only one table names keeps only that table's routes.
+        assert_eq!(routed(&merged, "a-only.gov.example", "/b/1"), None);
+        assert_eq!(routed(&merged, "a-only.gov.example", "/a"), a);
+    }
+
+    #[test]
+    fn tables_without_a_shared_host_are_returned_as_they_are() {
+        let tables = [
+            table("x", &["x.gov", "*.x.gov"], "/"),
+            table("y", &["y.gov"], "/"),
+        ];
+        let merged = merge_by_host(&tables);
+        assert_eq!(merged.len(), 2);
+        assert!(Arc::ptr_eq(&merged[0], &tables[0]) && Arc::ptr_eq(&merged[1], &tables[1]));
     }
 
     #[test]

@@ -153,26 +153,30 @@ impl Snapshot {
     }
 }
 
-/// A route-only service per table bound to each gateway, sharing the tables compiled once.
+/// A route-only service per table bound to each gateway, sharing the tables compiled once;
+/// tables bound to one gateway that name the same host are merged for it
+/// ([`crate::gateway::merge_by_host`]).
 fn gateway_tables(
     compiled: &[(&RouteTable, Arc<CompiledRouteTable>)],
 ) -> HashMap<String, Vec<Arc<Service>>> {
-    let mut out: HashMap<String, Vec<Arc<Service>>> = HashMap::new();
+    let mut bound: HashMap<&str, Vec<Arc<CompiledRouteTable>>> = HashMap::new();
     for (table, routes) in compiled {
-        let mut bound = table
-            .gateways
-            .iter()
-            .filter(|g| g.as_str() != jalin_xds::model::route::MESH_GATEWAY)
-            .peekable();
-        if bound.peek().is_none() {
-            continue;
-        }
-        let service = Arc::new(Service::route_only(routes.clone()));
-        for g in bound {
-            out.entry(g.clone()).or_default().push(service.clone());
+        for g in &table.gateways {
+            if g.as_str() != jalin_xds::model::route::MESH_GATEWAY {
+                bound.entry(g.as_str()).or_default().push(routes.clone());
+            }
         }
     }
-    out
+    bound
+        .into_iter()
+        .map(|(g, tables)| {
+            let services = crate::gateway::merge_by_host(&tables)
+                .into_iter()
+                .map(|t| Arc::new(Service::route_only(t)))
+                .collect();
+            (g.to_owned(), services)
+        })
+        .collect()
 }
 
 /// The host a route table must serve to apply to the cluster `name`: the name itself, or, for a

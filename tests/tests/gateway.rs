@@ -132,6 +132,41 @@ async fn curl_over_https_is_routed_by_host_and_unknown_hosts_get_404() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_services_for_one_host_are_merged_at_the_gateway() {
+    let pki = GovPki::new("Merge");
+    let (cert, key, _) = pki.server_files("gw");
+    let records = HttpUpstream::start("records").await.unwrap();
+    let api = HttpUpstream::start("api").await.unwrap();
+    // Two VirtualServices for one host, as teams split a large one: the first routes `/records`,
+    // the second everything else. Istio merges them at a gateway, in order.
+    let first = "  - meta: { name: records-only, namespace: prod }\n    hosts: [records.example.gov]\n    gateways: [istio-system/ingress]\n    http:\n      - matches: [{ uri: { prefix: /records } }]\n        destinations:\n          - destination: { host: records }\n            weight: 100\n";
+    let yaml = format!(
+        "admin:\n  address: 127.0.0.1:0\nlisteners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\n  - name: api\n    endpoints:\n      - address: {}\nroutes:\n{first}{}",
+        gateway_listener(&tls_yaml(&cert, &key, "")),
+        records.addr,
+        api.addr,
+        route_yaml(
+            "rest",
+            "[records.example.gov]",
+            "[istio-system/ingress]",
+            "api"
+        ),
+    );
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let gw = proxy.addr("gw");
+    for (path, upstream) in [("/records/7", "records"), ("/other", "api")] {
+        let r = curl_https("records.example.gov", gw, path, &pki.root, &[]).await;
+        assert!(r.ok, "{path}: {}", r.stderr);
+        assert_eq!(
+            (r.status, r.upstream.as_str()),
+            (200, upstream),
+            "{path}: {r:?}"
+        );
+    }
+    assert_eq!((records.requests(), api.requests()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_joins_the_mesh_with_its_workload_identity() {
     let mesh = Mesh::new(Duration::from_secs(3600));
     let pki = GovPki::new("Mesh");

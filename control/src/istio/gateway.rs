@@ -11,9 +11,11 @@
 //!   gateway host intersection does;
 //! - hosts that match no server are dropped at that Gateway, with a warning on `spec.hosts[j]`; a
 //!   Gateway that does not exist is a warning on `spec.gateways[i]` (Istio analyzer IST0101);
-//! - `httpsRedirect: true` on a server answers that server's port with a 301 to `https`, for the
-//!   hosts it serves: the binding carries those ports so the route table sent to the gateway
-//!   starts with a redirect route matching them.
+//! - `httpsRedirect: true` on a plaintext server (HTTP, HTTP2, GRPC) answers that server's port
+//!   with a 301 to `https`, for the hosts it serves: the binding carries those ports so the route
+//!   table sent to the gateway starts with a redirect route matching them. On an HTTPS server the
+//!   flag changes nothing (Envoy's `require_tls` is met by the TLS connection itself); redirecting
+//!   there would send clients back to the same port forever.
 //!
 //! Pure: no I/O; the translation and the importer both call [`bind`].
 
@@ -117,6 +119,7 @@ fn serve(
                 );
                 if out.len() > before
                     && s.tls.as_ref().and_then(|t| t.https_redirect) == Some(true)
+                    && is_plaintext(s)
                     && let Some(port) = s.port.as_ref().and_then(|p| u16::try_from(p.number).ok())
                     && !redirect.contains(&port)
                 {
@@ -127,6 +130,15 @@ fn serve(
         })
         .collect();
     (per_host, redirect)
+}
+
+/// Whether a Gateway server takes plaintext HTTP, the only kind `httpsRedirect` redirects.
+pub fn is_plaintext(server: &super::service::Server) -> bool {
+    server
+        .port
+        .as_ref()
+        .and_then(|p| p.protocol.as_deref())
+        .is_some_and(|p| matches!(p.to_ascii_uppercase().as_str(), "HTTP" | "HTTP2" | "GRPC"))
 }
 
 /// Binds every VirtualService of `native` to the Gateways it names. `qualify` turns a

@@ -160,6 +160,9 @@ fn server(out: &mut Out<'_>, p: &str, s: &Server, gateway: &str, http3: bool) ->
                 out.error(&format!("{p}.tls"), "an HTTPS server needs `tls` (mode SIMPLE or MUTUAL, serverCertificate, privateKey)");
                 return None;
             };
+            if t.https_redirect == Some(true) {
+                out.note(&format!("{p}.tls.httpsRedirect"), "has no effect on an HTTPS server: its connections are already TLS, and a redirect to https would loop back to this port; set it on the plaintext (protocol HTTP) server instead");
+            }
             listener.tls = Some(server_tls(out, &format!("{p}.tls"), t)?);
             listener.http3 = http3;
         }

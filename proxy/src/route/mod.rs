@@ -98,6 +98,24 @@ impl CompiledRouteTable {
         })
     }
 
+    /// One table serving `hosts` with the routes of `tables` in order (the first route that
+    /// matches wins across all of them), named `a/x+b/y`. Istio's merge of the VirtualServices a
+    /// gateway binds for the same host.
+    pub fn merged(hosts: Vec<String>, tables: &[&Self]) -> Self {
+        Self {
+            name: tables
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
+            hosts,
+            routes: tables
+                .iter()
+                .flat_map(|t| t.routes.iter().cloned())
+                .collect(),
+        }
+    }
+
     /// True when this table serves `authority` (port ignored): exact host, `*`, or `*.suffix`.
     pub fn serves(&self, authority: &str) -> bool {
         self.hosts
