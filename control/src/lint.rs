@@ -508,11 +508,9 @@ pub fn fqdn(host: &str, namespace: &str) -> String {
     crate::server::translate::routes::qualify(host, namespace, "cluster.local")
 }
 
+/// Istio's host wildcard match, the one the gateway binding and the Sidecar scope use too.
 fn host_matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some(suffix) => host.ends_with(suffix),
-        None => pattern == host,
-    }
+    crate::istio::gateway::covers(pattern, host)
 }
 
 fn overlapping_virtual_services(all: &[&Resource], out: &mut Vec<Finding>) {

@@ -64,7 +64,9 @@ fn split_server_host<'a>(host: &'a str, gateway_ns: &'a str) -> (&'a str, &'a st
 }
 
 /// True when the host pattern `pattern` (`*`, `*.suffix` or exact) covers `host` (which may
-/// itself be a wildcard: `*.a.example` is covered by `*.example`).
+/// itself be a wildcard: `*.a.example` is covered by `*.example`). A wildcard never covers its
+/// bare suffix (`*.example` does not cover `example` or `.example`). The one host match of the
+/// control plane: gateway binding, Sidecar egress scope and lint all call it.
 pub fn covers(pattern: &str, host: &str) -> bool {
     if pattern == "*" || pattern == host {
         return true;

@@ -90,11 +90,7 @@ impl SidecarScope {
                 "." => service_ns == self.namespace,
                 other => other == service_ns,
             };
-            let host_ok = h == "*"
-                || h == host
-                || h.strip_prefix('*')
-                    .is_some_and(|suffix| host.ends_with(suffix));
-            ns_ok && host_ok
+            ns_ok && crate::istio::gateway::covers(h, host)
         })
     }
 }
@@ -453,6 +449,9 @@ mod tests {
         assert!(s.admits("b", "y.b.svc.cluster.local"));
         assert!(!s.admits("c", "z.c.svc.cluster.local"));
         assert!(!s.admits("b", "external.example.com"));
+        // A wildcard never covers its bare suffix (Istio), as at gateways and in lint.
+        assert!(!s.admits("b", "b.svc.cluster.local"));
+        assert!(!s.admits("b", ".b.svc.cluster.local"));
     }
 
     #[test]
