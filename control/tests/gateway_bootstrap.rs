@@ -99,6 +99,7 @@ spec:
       mode: SIMPLE
       serverCertificate: /etc/gw/cert.pem
       privateKey: /etc/gw/key.pem
+      cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]
   - port: {number: 9443, name: partners, protocol: HTTPS}
     hosts: [partners.gov.example]
     tls:
@@ -164,6 +165,8 @@ fn simple_mutual_and_plain_servers_render_a_file_the_proxy_loads() {
     assert_eq!(simple.private_key, file("key.pem"));
     assert_eq!(simple.ca_certificates, None);
     assert_eq!(simple.min_protocol_version, TlsProtocolVersion::Tls12);
+    // A narrower cipher list is carried to the listener, which offers only it on TLS 1.2.
+    assert_eq!(simple.cipher_suites, ["ECDHE-ECDSA-AES256-GCM-SHA384"]);
     assert!(l[1].http3);
     let mutual = l[2].tls.as_ref().unwrap();
     assert_eq!(mutual.mode, ServerTlsMode::Mutual);
@@ -173,6 +176,7 @@ fn simple_mutual_and_plain_servers_render_a_file_the_proxy_loads() {
         ["spiffe://partner.example/ns/a/sa/b"]
     );
     assert_eq!(mutual.min_protocol_version, TlsProtocolVersion::Tls13);
+    assert!(mutual.cipher_suites.is_empty());
     // The node announces the selector's labels: that is how the control plane finds it.
     let cp = config.control_plane.as_ref().unwrap();
     assert_eq!(
@@ -399,7 +403,7 @@ fn hosts_no_server_serves_are_warnings_on_the_host() {
     convert::convert(&loaded.resources, &mut findings);
     let w: Vec<String> = findings.iter().map(ToString::to_string).collect();
     assert_eq!(w.len(), 1, "{w:?}");
-    assert!(w[0].contains("gw.yaml:34: VirtualService/edge/api: spec.hosts[1]: host `intranet.corp.example` matches no server host of Gateway `edge/ingress` (*.gov.example, api.gov.example, partners.gov.example), so it is dropped there"), "{}", w[0]);
+    assert!(w[0].contains("gw.yaml:35: VirtualService/edge/api: spec.hosts[1]: host `intranet.corp.example` matches no server host of Gateway `edge/ingress` (*.gov.example, api.gov.example, partners.gov.example), so it is dropped there"), "{}", w[0]);
     assert_eq!(
         findings[0].code.as_deref(),
         Some("lint/host-not-on-gateway")

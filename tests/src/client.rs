@@ -1,4 +1,5 @@
-//! Real clients: curl (as a child process killed on drop) and a pooled hyper client.
+//! Real clients: curl and `openssl s_client` (as child processes killed on drop) and a pooled
+//! hyper client.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -49,6 +50,36 @@ pub async fn curl(url: &str, args: &[&str]) -> anyhow::Result<CurlOutput> {
         http_version: version.to_owned(),
         body: body.to_owned(),
     })
+}
+
+/// Runs `openssl s_client -ign_eof` with `args`, writes `request` once connected (a refused
+/// client may exit first: a closed pipe is expected then) and returns stdout and stderr
+/// together, within 30 s.
+pub async fn s_client(args: &[&str], request: &[u8]) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-ign_eof"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
+    if let Err(e) = stdin.write_all(request).await {
+        anyhow::ensure!(e.kind() == std::io::ErrorKind::BrokenPipe, "{e}");
+    }
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await??;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
 /// A pooled HTTP/1.1 client (keep-alive), like an application's.

@@ -166,6 +166,70 @@ async fn virtual_services_for_one_host_are_merged_at_the_gateway() {
     assert_eq!((records.requests(), api.requests()), (1, 1));
 }
 
+/// `openssl s_client` over TLS 1.2 offering only `cipher`: (a response came, output).
+async fn s_client_tls12(
+    gw: std::net::SocketAddr,
+    root: &std::path::Path,
+    cipher: &str,
+) -> (bool, String) {
+    let (gw, root) = (gw.to_string(), root.display().to_string());
+    let args = [
+        "-connect",
+        &gw,
+        "-servername",
+        "records.example.gov",
+        "-tls1_2",
+        "-cipher",
+        cipher,
+    ];
+    let args = [&args[..], &["-verify_return_error", "-CAfile", &root]].concat();
+    let request =
+        b"GET /headers HTTP/1.1\r\nHost: records.example.gov\r\nConnection: close\r\n\r\n";
+    let text = jalin_tests::client::s_client(&args, request).await.unwrap();
+    (text.contains("HTTP/1.1 200 OK"), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cipher_suites_limit_what_a_tls12_client_may_use() {
+    let pki = GovPki::new("Ciphers");
+    let (cert, key, _) = pki.server_files("gw");
+    let records = HttpUpstream::start("records").await.unwrap();
+    let yaml = format!(
+        "admin:\n  address: 127.0.0.1:0\nlisteners:\n{}services:\n  - name: records\n    endpoints:\n      - address: {}\nroutes:\n{}",
+        gateway_listener(&tls_yaml(
+            &cert,
+            &key,
+            "      cipher_suites: [ECDHE-ECDSA-AES256-GCM-SHA384]\n"
+        )),
+        records.addr,
+        route_yaml(
+            "records",
+            "[records.example.gov]",
+            "[istio-system/ingress]",
+            "records"
+        ),
+    );
+    let proxy = TestProxy::start(&yaml).await.unwrap();
+    let gw = proxy.addr("gw");
+    let (ok, text) = s_client_tls12(gw, &pki.root, "ECDHE-ECDSA-AES256-GCM-SHA384").await;
+    assert!(ok, "the listed suite is served: {text}");
+    assert!(text.contains("ECDHE-ECDSA-AES256-GCM-SHA384"), "{text}");
+    let (ok, text) = s_client_tls12(gw, &pki.root, "ECDHE-ECDSA-AES128-GCM-SHA256").await;
+    assert!(!ok, "a suite left out of the list is refused: {text}");
+    assert!(text.contains("alert") || text.contains("error"), "{text}");
+    // TLS 1.3 keeps the policy's suites (the list names none of TLS 1.3's), as with Envoy.
+    let r = curl_https(
+        "records.example.gov",
+        gw,
+        "/",
+        &pki.root,
+        &["--tlsv1.3", "--tls13-ciphers", "TLS_AES_128_GCM_SHA256"],
+    )
+    .await;
+    assert_eq!((r.status, r.upstream.as_str()), (200, "records"), "{r:?}");
+    assert_eq!(records.requests(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_joins_the_mesh_with_its_workload_identity() {
     let mesh = Mesh::new(Duration::from_secs(3600));

@@ -252,63 +252,28 @@ async fn curl_and_openssl_reach_the_inbound_with_a_jalin_certificate() {
     let refused = jalin_tests::client::curl(&url, &["--cacert", &root]).await;
     assert!(refused.is_err(), "no client certificate: {refused:?}");
 
-    let s_client = |with_cert: bool| {
-        let mut cmd = tokio::process::Command::new("openssl");
-        cmd.args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-verify_return_error",
-            "-CAfile",
-            &root,
-            "-ign_eof",
-        ]);
-        if with_cert {
-            cmd.args([
-                "-cert",
-                &ccert.display().to_string(),
-                "-cert_chain",
-                &ccert.display().to_string(),
-                "-key",
-                &ckey.display().to_string(),
-            ]);
-        }
-        cmd.stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        cmd
-    };
-    let run = |mut cmd: tokio::process::Command| async move {
-        use tokio::io::AsyncWriteExt;
-        let mut child = cmd.spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        // A refused client may exit before reading its input: a closed pipe is expected then.
-        if let Err(e) = stdin
-            .write_all(b"GET /headers HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await
-        {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-        }
-        drop(stdin);
-        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
-    let (_, text) = run(s_client(true)).await;
+    let connect = format!("127.0.0.1:{port}");
+    let (cert, key) = (ccert.display().to_string(), ckey.display().to_string());
+    let request = b"GET /headers HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let without = [
+        "-connect",
+        &connect,
+        "-verify_return_error",
+        "-CAfile",
+        &root,
+    ];
+    let with = [
+        &without[..],
+        &["-cert", &cert, "-cert_chain", &cert, "-key", &key],
+    ]
+    .concat();
+    let text = jalin_tests::client::s_client(&with, request).await.unwrap();
     assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
     assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
     assert!(text.contains(&client_id), "{text}");
-    let (_, text) = run(s_client(false)).await;
+    let text = jalin_tests::client::s_client(&without, request)
+        .await
+        .unwrap();
     assert!(
         !text.contains("HTTP/1.1 200"),
         "refused without a client certificate: {text}"

@@ -38,7 +38,10 @@ pub use outbound::{
     MAX_CACHED_CLIENT_CONFIGS, OutboundConfigError, OutboundTls, SpiffeServerVerifier,
     client_config,
 };
-pub use policy::{TlsPolicy, TlsPolicyName, fips_active};
+pub use policy::{
+    GOVERNMENT_CIPHER_SUITES, TlsPolicy, TlsPolicyName, UnknownCipherSuite, fips_active,
+    with_cipher_suites,
+};
 pub use reason::{
     Direction, HANDSHAKE_FAILURES_METRIC, Refusal, RefusalReason, record_handshake_error,
     record_refusal,

@@ -111,6 +111,53 @@ impl TlsPolicy {
     }
 }
 
+/// The government policy's cipher suites by the names Istio and Envoy write in `cipherSuites`
+/// (OpenSSL names for TLS 1.2, IANA names for TLS 1.3), in the policy's order of preference.
+pub const GOVERNMENT_CIPHER_SUITES: &[&str] = &[
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_AES_128_GCM_SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+];
+
+/// A `cipherSuites` entry that names no suite of the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a cipher suite of the government TLS policy")]
+pub struct UnknownCipherSuite(pub String);
+
+fn suite_by_name(name: &str) -> Option<rustls::SupportedCipherSuite> {
+    Some(match name {
+        "TLS_AES_256_GCM_SHA384" => cipher_suite::TLS13_AES_256_GCM_SHA384,
+        "TLS_AES_128_GCM_SHA256" => cipher_suite::TLS13_AES_128_GCM_SHA256,
+        "ECDHE-ECDSA-AES256-GCM-SHA384" => cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        "ECDHE-ECDSA-AES128-GCM-SHA256" => cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        _ => return None,
+    })
+}
+
+/// `provider` offering only the suites `names` lists, per protocol version: a version none of
+/// whose suites is named keeps all of them. That is Envoy's behaviour for the usual Istio list,
+/// which names TLS 1.2 suites only and leaves TLS 1.3 as it is; a list that also names TLS 1.3
+/// suites narrows those too (an agency that allows only AES-256 gets only AES-256). Empty
+/// `names`: `provider` unchanged. Every name must be one of [`GOVERNMENT_CIPHER_SUITES`].
+pub fn with_cipher_suites(
+    mut provider: CryptoProvider,
+    names: &[String],
+) -> Result<CryptoProvider, UnknownCipherSuite> {
+    let named = names
+        .iter()
+        .map(|n| suite_by_name(n).ok_or_else(|| UnknownCipherSuite(n.clone())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if named.is_empty() {
+        return Ok(provider);
+    }
+    let version_named = |v: &SupportedProtocolVersion| named.iter().any(|s| s.version() == v);
+    provider
+        .cipher_suites
+        .retain(|s| !version_named(s.version()) || named.iter().any(|n| n.suite() == s.suite()));
+    Ok(provider)
+}
+
 /// Whether jalin's TLS runs on the FIPS-validated aws-lc module (the `fips` build) under the
 /// government policy, the one FIPS deployments run; reported by `/config_dump`.
 pub fn fips_active() -> bool {
@@ -142,6 +189,44 @@ mod tests {
         assert!(groups.contains(&NamedGroup::secp384r1));
         assert_eq!(TlsPolicy::GOVERNMENT.versions().len(), 1);
         assert_eq!(TlsPolicy::GOVERNMENT.with_tls12(true).versions().len(), 2);
+    }
+
+    #[test]
+    fn cipher_suites_narrow_each_version_they_name() {
+        let suites = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            with_cipher_suites(TlsPolicy::GOVERNMENT.provider(), &names).map(|p| {
+                p.cipher_suites
+                    .iter()
+                    .map(|s| s.suite())
+                    .collect::<Vec<_>>()
+            })
+        };
+        // The usual Istio list names TLS 1.2 suites: TLS 1.3 keeps both of its own.
+        assert_eq!(
+            suites(&["ECDHE-ECDSA-AES256-GCM-SHA384"]).unwrap(),
+            vec![
+                CipherSuite::TLS13_AES_256_GCM_SHA384,
+                CipherSuite::TLS13_AES_128_GCM_SHA256,
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ]
+        );
+        // Naming a TLS 1.3 suite narrows TLS 1.3 as well.
+        assert_eq!(
+            suites(&["TLS_AES_256_GCM_SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"]).unwrap(),
+            vec![
+                CipherSuite::TLS13_AES_256_GCM_SHA384,
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            ]
+        );
+        assert_eq!(suites(&[]).unwrap().len(), 4);
+        assert_eq!(
+            suites(&["ECDHE-RSA-AES256-GCM-SHA384"]),
+            Err(UnknownCipherSuite("ECDHE-RSA-AES256-GCM-SHA384".into()))
+        );
+        for name in GOVERNMENT_CIPHER_SUITES {
+            assert!(suite_by_name(name).is_some(), "{name}");
+        }
     }
 
     #[test]

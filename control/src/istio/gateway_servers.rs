@@ -25,18 +25,13 @@ use super::service::{Server, ServerTlsSettings};
 
 /// Cipher suites (Istio/Envoy names) the government TLS policy offers: TLS 1.3 AES-GCM, and on
 /// TLS 1.2 ECDHE-ECDSA with AES-GCM (`jalin_ca::tls::policy`).
-pub const GOVERNMENT_CIPHER_SUITES: &[&str] = &[
-    "TLS_AES_256_GCM_SHA384",
-    "TLS_AES_128_GCM_SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-];
+pub use jalin_ca::tls::GOVERNMENT_CIPHER_SUITES;
 
 /// The listeners of one Gateway, and remarks about what the control plane does for them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewayListeners {
     pub listeners: Vec<Listener>,
-    /// Things the operator should know (httpsRedirect served by route, narrowed cipher list).
+    /// Things the operator should know (httpsRedirect served by route, or without effect).
     pub notes: Vec<Finding>,
 }
 
@@ -274,9 +269,6 @@ fn server_tls(out: &mut Out<'_>, p: &str, t: &ServerTlsSettings) -> Option<Serve
                 GOVERNMENT_CIPHER_SUITES.join(", ")
             ),
         );
-    } else if !t.cipher_suites.is_empty() && t.cipher_suites.len() < GOVERNMENT_CIPHER_SUITES.len()
-    {
-        out.note(&format!("{p}.cipherSuites"), format!("the listener offers every suite of the government TLS policy ({}); a narrower list is not applied", GOVERNMENT_CIPHER_SUITES.join(", ")));
     }
     if out.errors.len() > start {
         return None;
@@ -291,5 +283,7 @@ fn server_tls(out: &mut Out<'_>, p: &str, t: &ServerTlsSettings) -> Option<Serve
             .filter(|_| mode == ServerTlsMode::Mutual),
         subject_alt_names: t.subject_alt_names.clone(),
         min_protocol_version: min,
+        // Narrows the policy per protocol version, as Envoy applies Istio's list to TLS 1.2.
+        cipher_suites: t.cipher_suites.clone(),
     })
 }

@@ -5,6 +5,8 @@
 //!   suites and groups), TLS 1.3 only, or TLS 1.2 and 1.3 when `min_protocol_version` is
 //!   `TLSV1_2` (Istio's gateway default). The policy's TLS 1.2 suites are ECDHE-ECDSA only, so a
 //!   TLS 1.2 client needs an ECDSA server certificate; TLS 1.3 clients work with RSA and ECDSA.
+//! - `cipher_suites` narrows the policy's suites per protocol version (Istio `cipherSuites`; a
+//!   version none of whose suites is listed keeps them all, as Envoy keeps TLS 1.3's).
 //! - `SIMPLE`: server certificate only. `MUTUAL`: a client certificate is required and verified
 //!   against `ca_certificates` (webpki: chain, validity, EKU clientAuth); when
 //!   `subject_alt_names` is set, the verified leaf must carry at least one of them (DNS, URI,
@@ -91,6 +93,8 @@ pub enum ServerTlsError {
     MutualWithoutCa,
     #[error("cannot build the TLS configuration: {0}")]
     Build(String),
+    #[error(transparent)]
+    CipherSuite(#[from] jalin_ca::tls::UnknownCipherSuite),
 }
 
 impl ServerTlsError {
@@ -104,6 +108,7 @@ impl ServerTlsError {
             Self::Key { .. } | Self::KeyMismatch { .. } => TlsFile::PrivateKey.field(),
             Self::Roots { .. } | Self::MutualWithoutCa => TlsFile::CaCertificates.field(),
             Self::Build(_) => "min_protocol_version",
+            Self::CipherSuite(_) => "cipher_suites",
         }
     }
 
@@ -130,6 +135,9 @@ impl ServerTlsError {
             }
             Self::MutualWithoutCa => "set ca_certificates, or use mode SIMPLE",
             Self::Build(_) => "use TLSV1_2 or TLSV1_3",
+            Self::CipherSuite(_) => {
+                "list only TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, ECDHE-ECDSA-AES256-GCM-SHA384 or ECDHE-ECDSA-AES128-GCM-SHA256, or leave cipher_suites out for all of them"
+            }
         }
     }
 }
@@ -156,7 +164,10 @@ pub fn server_config_with_leaf(
     alpn: &[&[u8]],
 ) -> Result<(Arc<ServerConfig>, CertificateDer<'static>), ServerTlsError> {
     let policy = policy(tls);
-    let provider = policy.shared_provider();
+    let provider = Arc::new(jalin_ca::tls::with_cipher_suites(
+        policy.provider(),
+        &tls.cipher_suites,
+    )?);
     let chain = read_certs(&tls.certificate_chain, TlsFile::CertificateChain)?;
     let key = read_key(&tls.private_key)?;
     let signing = provider

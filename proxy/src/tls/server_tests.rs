@@ -63,6 +63,7 @@ impl Pki {
             ca_certificates: Some(self.write("ca.pem", &self.root_pem)),
             subject_alt_names: Vec::new(),
             min_protocol_version: TlsProtocolVersion::Tls12,
+            cipher_suites: Vec::new(),
         }
     }
 
@@ -245,4 +246,83 @@ async fn tls13_minimum_refuses_a_tls12_client() {
         .with_no_client_auth();
     assert!(handshake(config.clone(), tls12).await.is_err());
     handshake(config, pki.client(None)).await.unwrap();
+}
+
+/// A client that offers exactly `suites` (IANA names) over `versions`.
+fn client_offering(
+    pki: &Pki,
+    suites: &[&str],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(pki.root_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut provider = TlsPolicy::GOVERNMENT.provider();
+    provider
+        .cipher_suites
+        .retain(|s| suites.contains(&s.suite().as_str().unwrap_or_default()));
+    ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+#[tokio::test]
+async fn cipher_suites_narrow_tls12_and_leave_tls13_as_envoy_does() {
+    let pki = Pki::new();
+    let mut tls = pki.server_tls(ServerTlsMode::Simple);
+    tls.cipher_suites = vec!["ECDHE-ECDSA-AES256-GCM-SHA384".into()];
+    let config = server_config(&tls, &[]).unwrap();
+    let tls12 = [&rustls::version::TLS12];
+    let aes256 = "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384";
+    let aes128 = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256";
+    handshake(config.clone(), client_offering(&pki, &[aes256], &tls12))
+        .await
+        .unwrap();
+    // The suite left out of the list is not offered: a client with only that one is refused.
+    assert!(
+        handshake(config.clone(), client_offering(&pki, &[aes128], &tls12))
+            .await
+            .is_err()
+    );
+    // The list names no TLS 1.3 suite, so TLS 1.3 keeps both of the policy's.
+    let tls13 = [&rustls::version::TLS13];
+    handshake(
+        config.clone(),
+        client_offering(&pki, &["TLS13_AES_128_GCM_SHA256"], &tls13),
+    )
+    .await
+    .unwrap();
+    // Listing a TLS 1.3 suite narrows TLS 1.3 too.
+    tls.cipher_suites.push("TLS_AES_256_GCM_SHA384".into());
+    let config = server_config(&tls, &[]).unwrap();
+    assert!(
+        handshake(
+            config.clone(),
+            client_offering(&pki, &["TLS13_AES_128_GCM_SHA256"], &tls13)
+        )
+        .await
+        .is_err()
+    );
+    handshake(
+        config,
+        client_offering(&pki, &["TLS13_AES_256_GCM_SHA384"], &tls13),
+    )
+    .await
+    .unwrap();
+}
+
+#[test]
+fn a_cipher_suite_outside_the_policy_names_the_field() {
+    let pki = Pki::new();
+    let mut tls = pki.server_tls(ServerTlsMode::Simple);
+    tls.cipher_suites = vec!["ECDHE-RSA-AES128-SHA".into()];
+    let err = server_config(&tls, &[]).unwrap_err();
+    assert_eq!(err.field(), "cipher_suites");
+    assert_eq!(
+        err.to_string(),
+        "`ECDHE-RSA-AES128-SHA` is not a cipher suite of the government TLS policy"
+    );
 }

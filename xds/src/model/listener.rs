@@ -110,6 +110,11 @@ pub struct ServerTls {
     pub subject_alt_names: Vec<String>,
     #[serde(default)]
     pub min_protocol_version: TlsProtocolVersion,
+    /// Only these suites of the government policy are offered (Istio `cipherSuites`: OpenSSL
+    /// names for TLS 1.2, IANA names for TLS 1.3); a protocol version none of whose suites is
+    /// listed keeps all of them, as Envoy keeps TLS 1.3's. Empty: every suite of the policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
 }
 
 impl ServerTls {
