@@ -301,7 +301,7 @@ fn what_cannot_be_honoured_is_refused_with_file_line_and_field() {
     assert_eq!(
         ciphers,
         [
-            "16: Gateway/edge/ingress: spec.servers[0].tls.cipherSuites: ECDHE-RSA-CHACHA20-POLY1305 outside the government TLS policy, which offers TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256; remove them"
+            "16: Gateway/edge/ingress: spec.servers[0].tls.cipherSuites: ECDHE-RSA-CHACHA20-POLY1305 outside the government TLS policy, which offers TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-RSA-AES128-GCM-SHA256; remove them"
         ]
     );
     let tcp = refused("      mode: SIMPLE\n", "TCP");

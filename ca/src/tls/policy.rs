@@ -7,8 +7,11 @@
 //!   P-256 + ML-KEM-768 hybrid: a NIST curve and the FIPS 203 KEM), then P-256, then P-384.
 //!   X25519 and its hybrid are excluded (X25519 key agreement is not an approved scheme under
 //!   NIST SP 800-56A Rev. 3), and ChaCha20-Poly1305 is excluded (not a NIST-approved AEAD).
-//!   When TLS 1.2 is enabled, only `ECDHE-ECDSA-AES256-GCM-SHA384` and
-//!   `ECDHE-ECDSA-AES128-GCM-SHA256` (mesh keys are ECDSA).
+//!   When TLS 1.2 is enabled, only ECDHE with AES-GCM: `ECDHE-ECDSA-AES256-GCM-SHA384` and
+//!   `ECDHE-ECDSA-AES128-GCM-SHA256` for ECDSA certificates (mesh keys are ECDSA), and
+//!   `ECDHE-RSA-AES256-GCM-SHA384` and `ECDHE-RSA-AES128-GCM-SHA256` for the RSA certificates
+//!   agency PKIs often issue to gateways (the suites NIST SP 800-52 Rev. 2 lists for each
+//!   certificate type).
 //! - Signature verification keeps the provider's algorithms (ECDSA, RSA-PSS/PKCS#1, Ed25519)
 //!   so an agency root signed with RSA still verifies; in the `fips` build they run in the
 //!   validated module.
@@ -85,6 +88,8 @@ impl TlsPolicy {
                     cipher_suite::TLS13_AES_128_GCM_SHA256,
                     cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
                     cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                    cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                    cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
                 ],
                 kx_groups: vec![
                     kx_group::SECP256R1MLKEM768,
@@ -118,6 +123,8 @@ pub const GOVERNMENT_CIPHER_SUITES: &[&str] = &[
     "TLS_AES_128_GCM_SHA256",
     "ECDHE-ECDSA-AES256-GCM-SHA384",
     "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256",
 ];
 
 /// A `cipherSuites` entry that names no suite of the policy.
@@ -131,6 +138,8 @@ fn suite_by_name(name: &str) -> Option<rustls::SupportedCipherSuite> {
         "TLS_AES_128_GCM_SHA256" => cipher_suite::TLS13_AES_128_GCM_SHA256,
         "ECDHE-ECDSA-AES256-GCM-SHA384" => cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
         "ECDHE-ECDSA-AES128-GCM-SHA256" => cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        "ECDHE-RSA-AES256-GCM-SHA384" => cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        "ECDHE-RSA-AES128-GCM-SHA256" => cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         _ => return None,
     })
 }
@@ -180,6 +189,8 @@ mod tests {
                 CipherSuite::TLS13_AES_128_GCM_SHA256,
                 CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
                 CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+                CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
             ]
         );
         let groups: Vec<_> = p.kx_groups.iter().map(|g| g.name()).collect();
@@ -219,10 +230,10 @@ mod tests {
                 CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
             ]
         );
-        assert_eq!(suites(&[]).unwrap().len(), 4);
+        assert_eq!(suites(&[]).unwrap().len(), 6);
         assert_eq!(
-            suites(&["ECDHE-RSA-AES256-GCM-SHA384"]),
-            Err(UnknownCipherSuite("ECDHE-RSA-AES256-GCM-SHA384".into()))
+            suites(&["ECDHE-RSA-CHACHA20-POLY1305"]),
+            Err(UnknownCipherSuite("ECDHE-RSA-CHACHA20-POLY1305".into()))
         );
         for name in GOVERNMENT_CIPHER_SUITES {
             assert!(suite_by_name(name).is_some(), "{name}");

@@ -3,8 +3,8 @@
 //!
 //! - Algorithms: the government policy ([`TlsPolicy::GOVERNMENT`], aws-lc-rs, NIST-approved
 //!   suites and groups), TLS 1.3 only, or TLS 1.2 and 1.3 when `min_protocol_version` is
-//!   `TLSV1_2` (Istio's gateway default). The policy's TLS 1.2 suites are ECDHE-ECDSA only, so a
-//!   TLS 1.2 client needs an ECDSA server certificate; TLS 1.3 clients work with RSA and ECDSA.
+//!   `TLSV1_2` (Istio's gateway default). The policy's TLS 1.2 suites are ECDHE with AES-GCM, for
+//!   ECDSA and RSA certificates alike (agency PKIs often issue RSA to gateways).
 //! - `cipher_suites` narrows the policy's suites per protocol version (Istio `cipherSuites`; a
 //!   version none of whose suites is listed keeps them all, as Envoy keeps TLS 1.3's).
 //! - `SIMPLE`: server certificate only. `MUTUAL`: a client certificate is required and verified
@@ -136,7 +136,7 @@ impl ServerTlsError {
             Self::MutualWithoutCa => "set ca_certificates, or use mode SIMPLE",
             Self::Build(_) => "use TLSV1_2 or TLSV1_3",
             Self::CipherSuite(_) => {
-                "list only TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, ECDHE-ECDSA-AES256-GCM-SHA384 or ECDHE-ECDSA-AES128-GCM-SHA256, or leave cipher_suites out for all of them"
+                "list only suites of the government policy (TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-RSA-AES128-GCM-SHA256), or leave cipher_suites out for all of them"
             }
         }
     }

@@ -326,3 +326,34 @@ fn a_cipher_suite_outside_the_policy_names_the_field() {
         "`ECDHE-RSA-AES128-SHA` is not a cipher suite of the government TLS policy"
     );
 }
+
+#[tokio::test]
+async fn an_rsa_certificate_serves_tls12_clients_with_ecdhe_rsa() {
+    let pki = Pki::new();
+    let mut params = CertificateParams::new(vec!["gw.example.gov".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gw");
+    let key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = params.signed_by(&key, &pki.issuer).unwrap();
+    let mut tls = pki.server_tls(ServerTlsMode::Simple);
+    tls.certificate_chain = pki.write("rsa.pem", &cert.pem());
+    tls.private_key = pki.write("rsa.key", &key.serialize_pem());
+    let config = server_config(&tls, &[]).unwrap();
+    let tls12 = [&rustls::version::TLS12];
+    let rsa_suite = "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384";
+    handshake(config.clone(), client_offering(&pki, &[rsa_suite], &tls12))
+        .await
+        .unwrap();
+    // An ECDSA-only TLS 1.2 client has no suite this certificate can sign for.
+    let ecdsa_suite = "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384";
+    assert!(
+        handshake(
+            config.clone(),
+            client_offering(&pki, &[ecdsa_suite], &tls12)
+        )
+        .await
+        .is_err()
+    );
+    handshake(config, pki.client(None)).await.unwrap();
+}
