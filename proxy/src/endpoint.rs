@@ -31,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::admission::{Breaker, Overflow, Permit};
-use crate::http::body::RequestBody;
+use crate::http::body::{Counted, RequestBody};
 use crate::limits::{
     MAX_CONCURRENT_STREAMS, MAX_H2_HEADER_LIST_BYTES, MAX_LOCAL_ERROR_RESET_STREAMS,
     POOL_IDLE_TIMEOUT, POOL_MAX_IDLE_PER_ENDPOINT,
@@ -84,7 +84,7 @@ struct Served(Arc<AtomicU32>);
 
 /// A request body towards an upstream: streamed from the client, or buffered (replayable, so the
 /// request can be retried or mirrored).
-pub type UpstreamBody = Either<RequestBody, Full<Bytes>>;
+pub type UpstreamBody = Either<Counted<RequestBody>, Full<Bytes>>;
 
 /// One upstream address with its HTTP/1.1 and HTTP/2 pools.
 pub struct Endpoint {

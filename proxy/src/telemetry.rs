@@ -18,6 +18,8 @@ use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub const REQUESTS_TOTAL: &str = "istio_requests_total";
+pub const REQUEST_BYTES: &str = "istio_request_bytes";
+pub const RESPONSE_BYTES: &str = "istio_response_bytes";
 pub const REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
 pub const TCP_OPENED: &str = "istio_tcp_connections_opened_total";
 pub const TCP_CLOSED: &str = "istio_tcp_connections_closed_total";
@@ -27,7 +29,8 @@ pub const TCP_RECEIVED: &str = "istio_tcp_received_bytes_total";
 pub const CONFIG_RELOADS: &str = "jalin_config_reloads_total";
 
 /// Istio's default buckets for `istio_request_duration_milliseconds`.
-const DURATION_BUCKETS_MS: &[f64] = &[
+/// Envoy's default histogram buckets, which Istio's request duration and size histograms use.
+const ENVOY_BUCKETS: &[f64] = &[
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
@@ -39,8 +42,11 @@ static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn metrics_handle() -> PrometheusHandle {
     RECORDER
         .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), DURATION_BUCKETS_MS)
+            let builder = [REQUEST_DURATION, REQUEST_BYTES, RESPONSE_BYTES]
+                .into_iter()
+                .try_fold(PrometheusBuilder::new(), |b, name| {
+                    b.set_buckets_for_metric(Matcher::Full(name.into()), ENVOY_BUCKETS)
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -133,6 +139,8 @@ struct MeterKey {
 struct Handles {
     requests: metrics::Counter,
     duration: metrics::Histogram,
+    request_bytes: metrics::Histogram,
+    response_bytes: metrics::Histogram,
 }
 
 /// A service's request metrics, with the registry's handles cached per label set so recording a
@@ -172,6 +180,8 @@ impl ServiceMetrics {
         let handles = Arc::new(Handles {
             requests: metrics::counter!(REQUESTS_TOTAL, labels.iter()),
             duration: metrics::histogram!(REQUEST_DURATION, labels.iter()),
+            request_bytes: metrics::histogram!(REQUEST_BYTES, labels.iter()),
+            response_bytes: metrics::histogram!(RESPONSE_BYTES, labels.iter()),
         });
         if self.cache.load().len() < MAX_CACHED_LABEL_SETS {
             self.cache.rcu(|map| {
@@ -203,8 +213,31 @@ pub struct RequestMeter {
     grpc_status: Option<u8>,
     flag: ResponseFlag,
     recorded: bool,
+    /// The request body's size, once the body is prepared for the upstream.
+    request_size: RequestSize,
+    /// Response body bytes handed on to the client.
+    response_bytes: u64,
     /// The access-log record, when a Telemetry logs this request's mode.
     access: Option<Box<crate::accesslog::Pending>>,
+}
+
+/// How a request body's size is known: the buffered body's length, or the count a streamed body
+/// keeps as it is forwarded ([`crate::http::body::Counted`]). A body never read (the request was
+/// answered before it was forwarded) is `Known(0)`.
+#[derive(Debug, Clone)]
+pub enum RequestSize {
+    Known(u64),
+    Counted(Arc<std::sync::atomic::AtomicU64>),
+}
+
+impl RequestSize {
+    /// The bytes so far.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Self::Known(n) => *n,
+            Self::Counted(c) => c.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 impl RequestMeter {
@@ -223,6 +256,8 @@ impl RequestMeter {
             grpc_status: None,
             flag: ResponseFlag::None,
             recorded: false,
+            request_size: RequestSize::Known(0),
+            response_bytes: 0,
             access: None,
         }
     }
@@ -263,6 +298,18 @@ impl RequestMeter {
         }
     }
 
+    /// The request body as prepared for the upstream: its size is reported when the request is
+    /// recorded (`istio_request_bytes`, `BYTES_RECEIVED`).
+    pub fn request_body(&mut self, size: RequestSize) {
+        self.request_size = size;
+    }
+
+    /// `n` response body bytes were handed on to the client.
+    #[inline]
+    pub fn sent(&mut self, n: usize) {
+        self.response_bytes += n as u64;
+    }
+
     /// The response body's last frame was handed on: records the request now.
     pub fn complete(&mut self) {
         self.record(true);
@@ -288,9 +335,13 @@ impl RequestMeter {
         };
         let handles = self.service.handles(key);
         let elapsed = self.start.elapsed();
+        let received = self.request_size.bytes();
         handles.requests.increment(1);
         handles.duration.record(elapsed.as_secs_f64() * 1000.0);
-        if let Some(log) = self.access.take() {
+        handles.request_bytes.record(received as f64);
+        handles.response_bytes.record(self.response_bytes as f64);
+        if let Some(mut log) = self.access.take() {
+            log.bytes(received, self.response_bytes);
             log.finish(self.code, self.grpc_status, flag.as_str(), elapsed);
         }
     }

@@ -176,6 +176,32 @@ async fn a_server_request_writes_one_json_line_in_the_seed_format() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_are_the_bodies_forwarded_even_when_chunked() {
+    let app = HttpUpstream::start("app").await.unwrap();
+    let mut p = start(app.addr, str::to_owned).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body");
+    // Chunked, so no content-length says the size: the proxy streams it and counts the bytes.
+    std::fs::write(&file, vec![b'x'; 100_000]).unwrap();
+    let data = format!("@{}", file.display());
+    let url = format!("http://{}/echo", p.outbound);
+    let args = [
+        "-X",
+        "POST",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &data,
+    ];
+    let r = jalin_tests::client::curl(&url, &args).await.unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 100_000));
+    let line = next_line(&mut p).await;
+    assert!(line.contains("\"POST /echo HTTP/1.1\" 200 "), "{line}");
+    // Istio's text format: ... "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT%
+    assert!(line.contains("\"-\" 100000 100000 "), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_mode_logs_nothing() {
     let app = HttpUpstream::start("app").await.unwrap();
     let server_off = |s: &str| {

@@ -381,6 +381,28 @@ async fn admin_endpoints() {
         metrics.contains("istio_request_duration_milliseconds_bucket{"),
         "{metrics}"
     );
+    // Istio's size histograms, in Envoy's buckets: the 418 had no request body, and its
+    // response body is the upstream's `status 418\n` (11 bytes).
+    let sum = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}_sum{{")) && l.contains("response_code=\"418\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name}_sum for 418 in:\n{metrics}"))
+    };
+    assert_eq!(sum("istio_request_bytes"), 0.0);
+    assert_eq!(sum("istio_response_bytes"), 11.0);
+    assert!(
+        metrics.contains("istio_response_bytes_bucket{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("le=\"3600000\""),
+        "Envoy's buckets: {metrics}"
+    );
 
     let dump = curl(&format!("http://{admin}/config_dump"), &[])
         .await

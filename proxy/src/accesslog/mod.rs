@@ -375,7 +375,6 @@ impl Pending {
                 downstream_remote: Some(down.remote),
                 downstream_local: Some(down.local),
                 peer_uri_san: down.peer_uri_san,
-                bytes_received: content_length(headers),
                 ..Record::default()
             },
         })
@@ -387,7 +386,7 @@ impl Pending {
         self.record.upstream_host = host;
     }
 
-    /// The upstream response's headers (those the formats name) and its body length.
+    /// The upstream response's headers (those the formats name).
     pub fn response(&mut self, headers: &HeaderMap) {
         self.record.response_headers = self
             .log
@@ -396,7 +395,13 @@ impl Pending {
             .iter()
             .map(|n| header_value(headers, n))
             .collect();
-        self.record.bytes_sent = content_length(headers);
+    }
+
+    /// The body bytes received from the client and sent to it (Envoy's `BYTES_RECEIVED`,
+    /// `BYTES_SENT`), counted as the bodies were forwarded.
+    pub fn bytes(&mut self, received: u64, sent: u64) {
+        self.record.bytes_received = received;
+        self.record.bytes_sent = sent;
     }
 
     /// The request is over: renders one line per target and enqueues it.
@@ -421,11 +426,6 @@ fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-}
-
-/// The body length as declared; 0 without `content-length` (bodies are streamed, not counted).
-fn content_length(headers: &HeaderMap) -> u64 {
-    crate::http::headers::content_length(headers).unwrap_or(0)
 }
 
 #[cfg(test)]

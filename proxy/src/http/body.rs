@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -96,6 +97,51 @@ impl Body for RequestBody {
             Self::Http(b) => b.size_hint(),
             Self::H3(b) => b.size_hint(),
         }
+    }
+}
+
+/// A streamed request body that counts the data bytes it hands on, for `istio_request_bytes` and
+/// the access log's `BYTES_RECEIVED` (the meter reads the count when the request is recorded).
+#[derive(Debug)]
+pub struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    /// Wraps `inner`, adding its data bytes to `count`.
+    pub fn new(inner: B, count: Arc<AtomicU64>) -> Self {
+        Self { inner, count }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -241,7 +287,12 @@ impl Body for ProxyBody {
             Inner::Local(bytes) => {
                 // One frame at most: the body is complete once it is handed on (hyper stops
                 // polling a body whose `is_end_stream` is true).
-                let frame = bytes.take().map(|b| Ok(Frame::data(b)));
+                let frame = bytes.take().map(|b| {
+                    if let Some(m) = this.meter.as_mut() {
+                        m.sent(b.len());
+                    }
+                    Ok(Frame::data(b))
+                });
                 this.finish();
                 Poll::Ready(frame)
             }
@@ -249,8 +300,12 @@ impl Body for ProxyBody {
                 let polled = Pin::new(body).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
-                        if let (Some(trailers), Some(m)) = (frame.trailers_ref(), &mut this.meter) {
-                            m.trailers(parse_grpc_status(trailers.get("grpc-status")));
+                        if let Some(m) = this.meter.as_mut() {
+                            if let Some(data) = frame.data_ref() {
+                                m.sent(data.len());
+                            } else if let Some(trailers) = frame.trailers_ref() {
+                                m.trailers(parse_grpc_status(trailers.get("grpc-status")));
+                            }
                         }
                         // hyper does not poll again once `is_end_stream` is true, so the
                         // last frame completes the request (metering, admission, deadline).

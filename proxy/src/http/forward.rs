@@ -232,7 +232,10 @@ pub async fn forward(mut req: Request<RequestBody>, conn: Arc<ConnCtx>) -> Respo
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let body = match routing::prepare_body(body, &parts.headers).await {
-        Ok(b) => b,
+        Ok((b, size)) => {
+            meter.request_body(size);
+            b
+        }
         Err(e) => {
             tracing::debug!(error = %e, "client body failed before forwarding");
             return routing::local_answer(

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,10 +19,10 @@ use crate::balance::PickContext;
 use crate::cluster::ClusterState;
 use crate::endpoint::{UpstreamBody, Wire};
 use crate::http::attempt::MAX_REPLAY_BODY;
-use crate::http::body::{ProxyBody, RequestBody};
+use crate::http::body::{Counted, ProxyBody, RequestBody};
 use crate::retry::TriedHosts;
 use crate::route::CompiledRoute;
-use crate::telemetry::{RequestMeter, ResponseFlag};
+use crate::telemetry::{RequestMeter, RequestSize, ResponseFlag};
 
 /// Most mirrored requests in flight per process; beyond it a mirror is skipped and counted.
 pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
@@ -107,24 +108,32 @@ pub fn rewrite(req: &mut Request<RequestBody>, route: &CompiledRoute, block: Opt
 }
 
 /// The body to send: buffered (replayable) when it is empty or declares a length of at most
-/// [`MAX_REPLAY_BODY`], else streamed. `Err` when the client's body failed while buffering.
+/// [`MAX_REPLAY_BODY`], else streamed, and how its size is known (the buffer's length, or a
+/// count the streamed body keeps). `Err` when the client's body failed while buffering.
 pub async fn prepare_body(
     body: RequestBody,
     headers: &http::HeaderMap,
-) -> Result<UpstreamBody, String> {
+) -> Result<(UpstreamBody, RequestSize), String> {
     if body.is_end_stream() {
-        return Ok(Either::Right(Full::new(Bytes::new())));
+        return Ok((
+            Either::Right(Full::new(Bytes::new())),
+            RequestSize::Known(0),
+        ));
     }
     let small = crate::http::headers::content_length(headers).is_some_and(|n| n <= MAX_REPLAY_BODY);
     if !small {
-        return Ok(Either::Left(body));
+        let count = Arc::new(AtomicU64::new(0));
+        let size = RequestSize::Counted(count.clone());
+        return Ok((Either::Left(Counted::new(body, count)), size));
     }
     let limit = usize::try_from(MAX_REPLAY_BODY).unwrap_or(usize::MAX);
     let collected = Limited::new(body, limit)
         .collect()
         .await
-        .map_err(|e| format!("reading the request body: {e}"))?;
-    Ok(Either::Right(Full::new(collected.to_bytes())))
+        .map_err(|e| format!("reading the request body: {e}"))?
+        .to_bytes();
+    let size = RequestSize::Known(collected.len() as u64);
+    Ok((Either::Right(Full::new(collected)), size))
 }
 
 fn mirrors() -> &'static Arc<Semaphore> {
