@@ -227,22 +227,30 @@ impl Proxy {
             attempts: std::sync::atomic::AtomicU64::new(0),
         });
         if let ConfigSource::File(path) = &source {
-            // Listeners' certificate files: replacing them reloads as SIGHUP does.
-            let cert_files: Vec<std::path::PathBuf> = shared
-                .snapshot
-                .load()
-                .config
-                .listeners
-                .iter()
-                .filter_map(|l| l.tls.as_ref())
-                .flat_map(|t| t.files())
-                .map(std::path::PathBuf::from)
-                .collect();
-            let mut triggers = config::watch::spawn(path, &cert_files, shared.drain.clone())?;
+            // Listeners' certificate files: replacing them reloads as SIGHUP does; after each
+            // reload the files the configuration then names are watched.
+            let cert_files = |shared: &Shared| -> Vec<std::path::PathBuf> {
+                shared
+                    .snapshot
+                    .load()
+                    .config
+                    .listeners
+                    .iter()
+                    .filter_map(|l| l.tls.as_ref())
+                    .flat_map(|t| t.files())
+                    .map(std::path::PathBuf::from)
+                    .collect()
+            };
+            let (mut triggers, rewatch) =
+                config::watch::spawn(path, &cert_files(&shared), shared.drain.clone())?;
             let reloader = inner.clone();
             tokio::spawn(async move {
                 while triggers.recv().await.is_some() {
-                    let _ = reloader.reload().await;
+                    if reloader.reload().await.is_ok()
+                        && let Err(e) = rewatch.set(&cert_files(&reloader.shared))
+                    {
+                        tracing::warn!(error = %e, "cannot watch the configuration's files; reload with SIGHUP");
+                    }
                 }
             });
         }

@@ -7,21 +7,12 @@
 
 mod gateway_common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use gateway_common::{GovPki, curl_https, records_gateway_yaml, served_leaf, tls_yaml};
+use gateway_common::{GovPki, curl_https, records_gateway_yaml, replace, served_leaf, tls_yaml};
 use jalin_proxy::ReloadEvent;
 use jalin_tests::proxy::TestProxy;
 use jalin_tests::upstream::HttpUpstream;
-
-/// Replaces `to` with the contents of `from` the way cert-manager and editors do (write a
-/// sibling, rename over).
-fn replace(from: &Path, to: &Path) {
-    let tmp = to.with_extension("tmp");
-    std::fs::copy(from, &tmp).unwrap();
-    std::fs::rename(&tmp, to).unwrap();
-}
 
 /// Sends SIGHUP to this process and returns the first reload outcome `want` accepts. (The file
 /// watcher also reloads after files are replaced; waiting for the expected outcome skips a

@@ -235,3 +235,11 @@ pub fn client_cert_args((cert, key): &(PathBuf, PathBuf)) -> Vec<String> {
         key.display().to_string(),
     ]
 }
+
+/// Replaces `to` with the contents of `from` the way cert-manager and editors do (write a
+/// sibling, rename over).
+pub fn replace(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
