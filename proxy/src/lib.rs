@@ -216,6 +216,26 @@ impl Proxy {
                 }
             }
         });
+        // SIGUSR1 reopens the access-log files after logrotate moved them, as with Envoy.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+            Ok(mut usr1) => {
+                let stopped = shared.stopped.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            () = stopped.cancelled() => break,
+                            Some(()) = usr1.recv() => {
+                                tracing::info!("SIGUSR1: reopening the access-log files");
+                                accesslog::writer::reopen();
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGUSR1; access-log files are not reopened on rotation");
+            }
+        }
 
         let (events, _) = watch::channel(None);
         let inner = Arc::new(Inner {

@@ -23,7 +23,7 @@ const TOKEN: &str = "Bearer eyJhbGciOiJSUzI1NiJ9.child-secret-token";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 struct RunningProxy {
-    _child: Child,
+    child: Child,
     _dir: tempfile::TempDir,
     file: PathBuf,
     stdout: Lines<BufReader<ChildStdout>>,
@@ -36,9 +36,14 @@ struct RunningProxy {
 /// Starts the binary with the seed Telemetry (after `edit`), finds its listeners' addresses in
 /// its JSON log on stderr, and returns once it is started.
 async fn start(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> RunningProxy {
+    start_yaml(&config(upstream, edit)).await
+}
+
+/// Starts the binary on `yaml`; see [`start`].
+async fn start_yaml(yaml: &str) -> RunningProxy {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("proxy.yaml");
-    std::fs::write(&file, config(upstream, edit)).unwrap();
+    std::fs::write(&file, yaml).unwrap();
     let mut child = Command::new(jalin_tests::proxy::binary())
         .arg("--config")
         .arg(&file)
@@ -81,7 +86,7 @@ async fn start(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> RunningPr
         }
     }
     RunningProxy {
-        _child: child,
+        child,
         _dir: dir,
         file,
         stdout,
@@ -93,6 +98,11 @@ async fn start(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> RunningPr
 
 /// The proxy's file: one inbound and one outbound listener to the app, the seed Telemetry.
 fn config(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> String {
+    config_with(upstream, edit, "")
+}
+
+/// [`config`] with `providers` (YAML lines) in the `access_log` section.
+fn config_with(upstream: SocketAddr, edit: impl Fn(&str) -> String, providers: &str) -> String {
     let seed: String = edit(SEED)
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -106,7 +116,7 @@ fn config(upstream: SocketAddr, edit: impl Fn(&str) -> String) -> String {
         ],
         &[ServiceSpec::new("app", &[upstream])],
     );
-    format!("{base}access_log:\n  namespace: child-services\ntelemetry:\n{seed}")
+    format!("{base}access_log:\n  namespace: child-services\n{providers}telemetry:\n{seed}")
 }
 
 async fn request(addr: SocketAddr, path: &str) -> u16 {
@@ -258,4 +268,61 @@ async fn a_bad_telemetry_is_refused_with_its_field_path_and_the_last_good_one_st
         v["path"], "/status/200?after",
         "the seed format is still in force: {line}"
     );
+}
+
+/// Waits until `path` holds `n` lines and returns them. The timeout guards against a hang only.
+async fn lines_in(path: &std::path::Path, n: usize) -> Vec<String> {
+    let waited = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            if text.lines().count() >= n {
+                return text.lines().map(str::to_owned).collect::<Vec<_>>();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    waited
+        .await
+        .unwrap_or_else(|_| panic!("{} never held {n} lines", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_a_rotated_access_log_file() {
+    let app = HttpUpstream::start("app").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let providers = format!(
+        "  providers:\n    - name: child-services-audit-log\n      envoyFileAccessLog:\n        path: {}\n",
+        log.display()
+    );
+    let mut p = start_yaml(&config_with(app.addr, str::to_owned, &providers)).await;
+    assert_eq!(request(p.outbound, "/status/200?first").await, 200);
+    assert!(lines_in(&log, 1).await[0].contains("?first"));
+
+    // logrotate: move the file, then SIGUSR1; the proxy says when it has been told.
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = p.child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    loop {
+        let line = tokio::time::timeout(PATIENCE, p.stderr.next_line())
+            .await
+            .expect("the proxy logs the signal")
+            .unwrap()
+            .expect("stderr open");
+        if line.contains("SIGUSR1") {
+            break;
+        }
+    }
+    assert_eq!(request(p.outbound, "/status/200?second").await, 200);
+    let fresh = lines_in(&log, 1).await;
+    assert!(fresh[0].contains("?second"), "{fresh:?}");
+    // The moved file kept its line and got no new one.
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(old.lines().count(), 1, "{old}");
+    assert!(old.contains("?first"), "{old}");
 }
