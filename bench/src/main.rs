@@ -155,6 +155,8 @@ struct OverheadArgs {
     via_name: String,
     /// Another chain to the same upstream, as NAME=URL (repeatable), measured in the same rounds
     /// as --via so both see the same host conditions: e.g. --compare envoy=http://127.0.0.1:18083/.
+    /// Any target URL may start with h1+, h2+ or h3+ to use that HTTP version instead of --http
+    /// (e.g. --compare h3=h3+https://127.0.0.1:8443/).
     #[arg(long = "compare", value_parser = parse_named_url)]
     compare: Vec<(String, String)>,
     /// Requests per second during each phase.

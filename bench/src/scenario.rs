@@ -44,6 +44,22 @@ pub enum ScenarioError {
     Timer(std::io::Error),
 }
 
+/// A target URL's own HTTP version, when it starts with `h1+`, `h2+` or `h3+`
+/// (`h3+https://gw:8443/`): the URL without it, and that version; else `default`. Lets one
+/// `overhead` run measure a gateway over HTTP/1.1, HTTP/2 and HTTP/3 in the same rounds.
+pub fn target_version(url: &str, default: HttpVersion) -> (HttpVersion, &str) {
+    for (prefix, version) in [
+        ("h1+", HttpVersion::Http1),
+        ("h2+", HttpVersion::Http2),
+        ("h3+", HttpVersion::Http3),
+    ] {
+        if let Some(rest) = url.strip_prefix(prefix) {
+            return (version, rest);
+        }
+    }
+    (default, url)
+}
+
 /// How load is generated, whatever the scenario.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
@@ -314,7 +330,12 @@ pub async fn overhead(
     }
     let mut pools = Vec::with_capacity(targets.len());
     for (_, url) in &targets {
-        pools.push(Pool::connect(url, load).await?);
+        let (version, url) = target_version(url, load.version);
+        let load = LoadConfig {
+            version,
+            ..load.clone()
+        };
+        pools.push(Pool::connect(url, &load).await?);
     }
     if !config.warmup.is_zero() {
         for pool in &mut pools {
@@ -420,7 +441,22 @@ pub async fn throughput(
 
 #[cfg(test)]
 mod tests {
-    use super::direct_first;
+    use super::{HttpVersion, direct_first, target_version};
+
+    #[test]
+    fn a_target_may_name_its_own_http_version() {
+        let v = HttpVersion::Http1;
+        assert_eq!(
+            target_version("h3+https://gw:8443/", v),
+            (HttpVersion::Http3, "https://gw:8443/")
+        );
+        assert_eq!(
+            target_version("h2+https://gw/", v),
+            (HttpVersion::Http2, "https://gw/")
+        );
+        assert_eq!(target_version("h1+http://a/", HttpVersion::Http2).0, v);
+        assert_eq!(target_version("http://a/", v), (v, "http://a/"));
+    }
 
     #[test]
     fn rounds_alternate_abba() {
