@@ -106,6 +106,35 @@ poll_load_cpus() {
   echo "load CPU $LOAD_CPUS kept out of halt (idle-class spinner, LOAD_POLL=1)"
 }
 
+# PROXY_RT=1: the proxies under test run under SCHED_FIFO 5 (below the generator and upstream),
+# so other tenants' jobs on their CPU cannot preempt them. Sets PROXY_RT_PREFIX, and `sched`:
+# how this run is scheduled, for the host line (`what`: the proxies' name in it).
+proxy_scheduling() {
+  local what="$1"
+  PROXY_RT_PREFIX=() sched="normal scheduling"
+  [ "${RT:-0}" = "1" ] && sched="generator and upstream SCHED_FIFO 10"
+  if [ "${PROXY_RT:-0}" = "1" ]; then
+    chrt -f 5 true 2>/dev/null || die "PROXY_RT=1 needs permission for chrt -f (root or CAP_SYS_NICE)"
+    PROXY_RT_PREFIX=(chrt -f 5)
+    sched="$sched, $what SCHED_FIFO 5"
+  fi
+  [ "${SHIELD:-0}" = "1" ] && sched="$sched, $what CPU shielded"
+  [ "${LOAD_POLL:-0}" = "1" ] && sched="$sched, load CPU polling"
+  return 0
+}
+# Steal time per CPU (ms, from /proc/stat; USER_HZ is 100 on Linux): time the hypervisor ran
+# something else while this VM's CPU wanted to run, which no scheduling here can prevent.
+steal_ms() { awk '/^cpu[0-9]/ { printf "%s=%d ", $1, $9 * 10 }' /proc/stat; }
+steal_delta() {
+  local before="$1" after="$2" b a out=""
+  for a in $after; do
+    for b in $before; do
+      [ "${a%%=*}" = "${b%%=*}" ] && out="$out ${a%%=*} +$(( ${a#*=} - ${b#*=} ))"
+    done
+  done
+  echo "${out# }"
+}
+
 # RT=1 runs the measuring side (generator and upstream) under SCHED_FIFO (chrt -f 10), so other
 # tenants of the machine cannot delay its sends; the proxy keeps normal scheduling. Needs root or
 # CAP_SYS_NICE. Used by overhead.sh only (a closed loop under SCHED_FIFO would starve the CPU).

@@ -46,15 +46,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 gw_addr="${GW_ADDR:-127.0.0.1:18443}"
-PROXY_RT_PREFIX=() sched="normal scheduling"
-[ "${RT:-0}" = "1" ] && sched="generator and upstream SCHED_FIFO 10"
-if [ "${PROXY_RT:-0}" = "1" ]; then
-  chrt -f 5 true 2>/dev/null || die "PROXY_RT=1 needs permission for chrt -f (root or CAP_SYS_NICE)"
-  PROXY_RT_PREFIX=(chrt -f 5)
-  sched="$sched, gateway SCHED_FIFO 5"
-fi
-[ "${SHIELD:-0}" = "1" ] && sched="$sched, gateway CPU shielded"
-[ "${LOAD_POLL:-0}" = "1" ] && sched="$sched, load CPU polling"
+proxy_scheduling gateway
 command -v openssl >/dev/null || die "openssl is needed for the certificates (apt-get install openssl)"
 require_free "$gw_addr"
 
@@ -112,13 +104,7 @@ args=(overhead --direct "http://$UPSTREAM_ADDR/" --via "h1+$url" --via-name "htt
       --duration "$duration" --warmup "$warmup" --phases "$phases")
 [ -n "$json" ] && args+=(--json "$json")
 echo "+ jalin-bench ${args[*]}"
-steal_before="$(awk '/^cpu[0-9]/{printf "%s:%s ", $1, $9}' /proc/stat)"
+steal_before="$(steal_ms)"
 run_tracked "${RT_PREFIX[@]}" "${PIN_LOAD[@]}" "$bench" "${args[@]}"
-steal=""
-for e in $steal_before; do
-  cpu="${e%%:*}"; before="${e##*:}"
-  after="$(awk -v c="$cpu" '$1 == c {print $9}' /proc/stat)"
-  steal="$steal $cpu +$(( (after - before) * 10 ))"
-done
-echo "CPU time stolen by the hypervisor during the run (ms, per CPU):$steal"
+echo "CPU time stolen by the hypervisor during the run (ms, per CPU): $(steal_delta "$steal_before" "$(steal_ms)")"
 echo "RSS gateway: $(rss_kib "$gw_pid") KiB"

@@ -69,15 +69,7 @@ while [ $# -gt 0 ]; do
 done
 case "$mesh_http" in 1.1) mesh_protocol=http1 ;; 2) mesh_protocol=http2 ;; *) die "--mesh-http is 1.1 or 2" ;; esac
 out_addr="${OUT_ADDR:-127.0.0.1:18081}" in_addr="${IN_ADDR:-127.0.0.1:18082}"
-PROXY_RT_PREFIX=() sched="normal scheduling"
-[ "${RT:-0}" = "1" ] && sched="generator and upstream SCHED_FIFO 10"
-if [ "${PROXY_RT:-0}" = "1" ]; then
-  chrt -f 5 true 2>/dev/null || die "PROXY_RT=1 needs permission for chrt -f (root or CAP_SYS_NICE)"
-  PROXY_RT_PREFIX=(chrt -f 5)
-  sched="$sched, proxies SCHED_FIFO 5"
-fi
-[ "${SHIELD:-0}" = "1" ] && sched="$sched, proxy CPU shielded"
-[ "${LOAD_POLL:-0}" = "1" ] && sched="$sched, load CPU polling"
+proxy_scheduling proxies
 path=/api/v1/records            # the measured path: inside the authorization rule
 td=cluster.local ns=bench
 client_id="spiffe://$td/ns/$ns/sa/bench-client" server_id="spiffe://$td/ns/$ns/sa/bench-server"
@@ -272,18 +264,6 @@ envoy_routes_out='                        - match: { prefix: "/", headers: [{ na
 envoy_routes_in='                        - match: { prefix: "/" }
                           route: { cluster: c }'
 
-# Steal time per CPU (ms, from /proc/stat; USER_HZ is 100 on Linux): time the hypervisor ran
-# something else while this VM's CPU wanted to run, which no scheduling here can prevent.
-steal_ms() { awk '/^cpu[0-9]/ { printf "%s=%d ", $1, $9 * 10 }' /proc/stat; }
-steal_delta() {
-  local before="$1" after="$2" b a out=""
-  for a in $after; do
-    for b in $before; do
-      [ "${a%%=*}" = "${b%%=*}" ] && out="$out ${a%%=*} +$(( ${a#*=} - ${b#*=} ))"
-    done
-  done
-  echo "${out# }"
-}
 
 # The status of one request through the chain (curl prints 000 when there was no response).
 status_of() {
