@@ -95,6 +95,10 @@ pub enum ServerTlsError {
     Build(String),
     #[error(transparent)]
     CipherSuite(#[from] jalin_ca::tls::UnknownCipherSuite),
+    #[error(
+        "no TLS 1.2 suite left in cipher_suites can be used with the {key} key of certificate_chain, so TLS 1.2 clients could never connect"
+    )]
+    NoTls12SuiteForKey { key: String },
 }
 
 impl ServerTlsError {
@@ -108,7 +112,7 @@ impl ServerTlsError {
             Self::Key { .. } | Self::KeyMismatch { .. } => TlsFile::PrivateKey.field(),
             Self::Roots { .. } | Self::MutualWithoutCa => TlsFile::CaCertificates.field(),
             Self::Build(_) => "min_protocol_version",
-            Self::CipherSuite(_) => "cipher_suites",
+            Self::CipherSuite(_) | Self::NoTls12SuiteForKey { .. } => "cipher_suites",
         }
     }
 
@@ -135,6 +139,9 @@ impl ServerTlsError {
             }
             Self::MutualWithoutCa => "set ca_certificates, or use mode SIMPLE",
             Self::Build(_) => "use TLSV1_2 or TLSV1_3",
+            Self::NoTls12SuiteForKey { .. } => {
+                "list an ECDHE-RSA suite for an RSA certificate or an ECDHE-ECDSA one for an ECDSA certificate, or set min_protocol_version: TLSV1_3"
+            }
             Self::CipherSuite(_) => {
                 "list only suites of the government policy (TLS_AES_256_GCM_SHA384, TLS_AES_128_GCM_SHA256, ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-ECDSA-AES128-GCM-SHA256, ECDHE-RSA-AES256-GCM-SHA384, ECDHE-RSA-AES128-GCM-SHA256), or leave cipher_suites out for all of them"
             }
@@ -177,6 +184,21 @@ pub fn server_config_with_leaf(
             path: tls.private_key.clone(),
             reason: key_error(&e),
         })?;
+    // TLS 1.2 suites are bound to the certificate's key type (TLS 1.3's are not): a list that
+    // leaves none for this key would silently shut TLS 1.2 clients out.
+    if policy.allow_tls12 {
+        let algorithm = signing.algorithm();
+        let mut tls12 = provider
+            .cipher_suites
+            .iter()
+            .filter(|s| s.version() == &rustls::version::TLS12)
+            .peekable();
+        if tls12.peek().is_some() && !tls12.any(|s| s.usable_for_signature_algorithm(algorithm)) {
+            return Err(ServerTlsError::NoTls12SuiteForKey {
+                key: format!("{algorithm:?}"),
+            });
+        }
+    }
     let leaf = chain
         .first()
         .cloned()

@@ -357,3 +357,25 @@ async fn an_rsa_certificate_serves_tls12_clients_with_ecdhe_rsa() {
     );
     handshake(config, pki.client(None)).await.unwrap();
 }
+
+#[test]
+fn a_tls12_suite_list_that_fits_no_key_of_the_certificate_is_refused() {
+    let pki = Pki::new();
+    // The test certificates are ECDSA: a list with only ECDHE-RSA suites leaves TLS 1.2 none.
+    let mut tls = pki.server_tls(ServerTlsMode::Simple);
+    tls.cipher_suites = vec!["ECDHE-RSA-AES256-GCM-SHA384".into()];
+    let err = server_config(&tls, &[]).unwrap_err();
+    assert_eq!(err.field(), "cipher_suites");
+    assert_eq!(
+        err.to_string(),
+        "no TLS 1.2 suite left in cipher_suites can be used with the ECDSA key of certificate_chain, so TLS 1.2 clients could never connect"
+    );
+    // TLS 1.3 only: TLS 1.2 suites do not matter.
+    tls.min_protocol_version = TlsProtocolVersion::Tls13;
+    server_config(&tls, &[]).unwrap();
+    // One ECDSA suite in the list is enough.
+    tls.min_protocol_version = TlsProtocolVersion::Tls12;
+    tls.cipher_suites
+        .push("ECDHE-ECDSA-AES128-GCM-SHA256".into());
+    server_config(&tls, &[]).unwrap();
+}
