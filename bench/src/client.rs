@@ -320,14 +320,10 @@ impl Connector {
 
     async fn connect(&self) -> Result<Live, String> {
         if let Some(quic) = &self.quic {
-            let name = self
-                .target
-                .authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']');
-            let c = crate::quic::connect(quic, &self.target.connect_to, name, self.connect_timeout)
-                .await?;
+            let name = self.target.server_name.to_str();
+            let c =
+                crate::quic::connect(quic, &self.target.connect_to, &name, self.connect_timeout)
+                    .await?;
             return Ok(Live {
                 sender: Sender::H3 {
                     send: c.send,
@@ -381,7 +377,9 @@ impl Connector {
     {
         let io = TokioIo::new(io);
         match self.version {
-            HttpVersion::Http1 | HttpVersion::Http3 => {
+            // `connect` sends HTTP/3 over QUIC before any TCP handshake.
+            HttpVersion::Http3 => Err("HTTP/3 does not run over TCP".to_owned()),
+            HttpVersion::Http1 => {
                 let (sender, conn) = http1::handshake(io)
                     .await
                     .map_err(|e| format!("http1: {e}"))?;

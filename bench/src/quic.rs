@@ -42,13 +42,11 @@ pub async fn connect(
         .map_err(|e| format!("connect: {e}"))?
         .next()
         .ok_or_else(|| format!("connect: {to} has no address"))?;
-    let local: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0"
+    let local = if addr.is_ipv4() {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     } else {
-        "[::]:0"
-    }
-    .parse()
-    .map_err(|e| format!("connect: {e}"))?;
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
     let mut endpoint = quinn::Endpoint::client(local).map_err(|e| format!("connect: {e}"))?;
     endpoint.set_default_client_config(config.clone());
     let connecting = endpoint

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::istio::destination_rule::DestinationRuleSpec;
+use crate::istio::gateway::covers;
 use crate::istio::security::{AuthorizationPolicySpec, AuthzAction, Rule, WorkloadSelector};
 use crate::istio::values::{ConditionKey, condition_key};
 use crate::istio::virtual_service::VirtualServiceSpec;
@@ -508,11 +509,6 @@ pub fn fqdn(host: &str, namespace: &str) -> String {
     crate::server::translate::routes::qualify(host, namespace, "cluster.local")
 }
 
-/// Istio's host wildcard match, the one the gateway binding and the Sidecar scope use too.
-fn host_matches(pattern: &str, host: &str) -> bool {
-    crate::istio::gateway::covers(pattern, host)
-}
-
 fn overlapping_virtual_services(all: &[&Resource], out: &mut Vec<Finding>) {
     let vss: Vec<(&Resource, &VirtualServiceSpec)> = all
         .iter()
@@ -540,7 +536,7 @@ fn overlapping_virtual_services(all: &[&Resource], out: &mut Vec<Finding>) {
                 let ha = fqdn(h, &a.namespace);
                 if let Some(other) = bv.hosts.iter().find(|x| {
                     let hb = fqdn(x, &b.namespace);
-                    hb == ha || host_matches(&ha, &hb) || host_matches(&hb, &ha)
+                    covers(&ha, &hb) || covers(&hb, &ha)
                 }) {
                     out.push(flag(a, "lint/overlapping-virtual-services", &format!("spec.hosts[{hi}]"), format!(
                         "host `{h}` is also routed by {} ({}:{}, host `{other}`): for sidecars Istio uses only one VirtualService per host, so the other's routes are ignored; merge them into one VirtualService",
@@ -589,9 +585,7 @@ fn unused_subsets(all: &[&Resource], out: &mut Vec<Finding>) {
         };
         let h = fqdn(host, &r.namespace);
         for (i, s) in subsets.iter().enumerate() {
-            let is_used = used
-                .iter()
-                .any(|(uh, us)| us == &s.name && (uh == &h || host_matches(&h, uh)));
+            let is_used = used.iter().any(|(uh, us)| us == &s.name && covers(&h, uh));
             if !is_used {
                 out.push(flag(r, "lint/unused-subset", &format!("spec.subsets[{i}].name"), format!(
                     "no VirtualService route sends traffic to subset `{}` of `{host}`, so its labels and traffic policy never take effect; route to it or remove it",

@@ -65,8 +65,8 @@ fn split_server_host<'a>(host: &'a str, gateway_ns: &'a str) -> (&'a str, &'a st
 
 /// True when the host pattern `pattern` (`*`, `*.suffix` or exact) covers `host` (which may
 /// itself be a wildcard: `*.a.example` is covered by `*.example`). A wildcard never covers its
-/// bare suffix (`*.example` does not cover `example` or `.example`). The one host match of the
-/// control plane: gateway binding, Sidecar egress scope and lint all call it.
+/// bare suffix (`*.example` does not cover `example` or `.example`). The gateway binding, the
+/// Sidecar egress scope and lint share it.
 pub fn covers(pattern: &str, host: &str) -> bool {
     if pattern == "*" || pattern == host {
         return true;
@@ -135,12 +135,16 @@ fn serve(
 }
 
 /// Whether a Gateway server takes plaintext HTTP, the only kind `httpsRedirect` redirects.
-pub fn is_plaintext(server: &super::service::Server) -> bool {
+fn is_plaintext(server: &super::service::Server) -> bool {
     server
         .port
         .as_ref()
         .and_then(|p| p.protocol.as_deref())
-        .is_some_and(|p| matches!(p.to_ascii_uppercase().as_str(), "HTTP" | "HTTP2" | "GRPC"))
+        .is_some_and(|p| {
+            ["HTTP", "HTTP2", "GRPC"]
+                .iter()
+                .any(|k| p.eq_ignore_ascii_case(k))
+        })
 }
 
 /// Binds every VirtualService of `native` to the Gateways it names. `qualify` turns a

@@ -23,9 +23,7 @@ use super::diag::{Finding, Severity};
 use super::parse::{Resource, Spec};
 use super::service::{Server, ServerTlsSettings};
 
-/// Cipher suites (Istio/Envoy names) the government TLS policy offers: TLS 1.3 AES-GCM, and on
-/// TLS 1.2 ECDHE-ECDSA with AES-GCM (`jalin_ca::tls::policy`).
-pub use jalin_ca::tls::GOVERNMENT_CIPHER_SUITES;
+use jalin_ca::tls::GOVERNMENT_CIPHER_SUITES;
 
 /// The listeners of one Gateway, and remarks about what the control plane does for them.
 #[derive(Debug, Clone, PartialEq)]

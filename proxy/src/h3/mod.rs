@@ -90,15 +90,6 @@ pub fn bind_udp(addr: SocketAddr) -> Result<std::net::UdpSocket, H3Error> {
     std::net::UdpSocket::bind(addr).map_err(|source| H3Error::Bind { addr, source })
 }
 
-impl From<H3Error> for io::Error {
-    fn from(e: H3Error) -> Self {
-        match e {
-            H3Error::Bind { source, .. } => source,
-            e @ H3Error::Tls(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
-        }
-    }
-}
-
 /// The `Alt-Svc` value advertising HTTP/3 on `port` of the same host (RFC 7838, RFC 9114 §3.1.1),
 /// valid for a day.
 pub fn alt_svc(port: u16) -> HeaderValue {
@@ -199,11 +190,6 @@ impl Server {
             local,
             stop,
         })
-    }
-
-    /// The bound UDP address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
     }
 
     /// The `Alt-Svc` value that advertises this endpoint.

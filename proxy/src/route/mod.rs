@@ -118,9 +118,8 @@ impl CompiledRouteTable {
 
     /// True when this table serves `authority` (port ignored): exact host, `*`, or `*.suffix`.
     pub fn serves(&self, authority: &str) -> bool {
-        self.hosts
-            .iter()
-            .any(|h| host_match(h, host_of(authority)).is_some())
+        let host = host_of(authority);
+        self.hosts.iter().any(|h| host_match(h, host).is_some())
     }
 
     /// The table's hosts (lower case), as written.
